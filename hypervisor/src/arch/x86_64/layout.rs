@@ -1,0 +1,47 @@
+//! The guest-physical memory map of a tessera-vmm x86_64 machine.
+//!
+//! Low memory holds the boot structures the VMM writes before the first instruction; the
+//! 3-4 GiB hole is left for 32-bit PCI BARs and the interrupt controllers, as on a PC.
+
+/// GDT used for the 64-bit boot entry.
+pub const BOOT_GDT_START: u64 = 0x500;
+/// Empty IDT loaded at boot (the guest installs its own).
+pub const BOOT_IDT_START: u64 = 0x520;
+/// Linux "zero page" (`struct boot_params`).
+pub const ZERO_PAGE_START: u64 = 0x7000;
+/// Initial stack pointer for the boot vCPU.
+pub const BOOT_STACK_POINTER: u64 = 0x8ff0;
+/// Page-map level 4 table of the boot identity map.
+pub const PML4_START: u64 = 0x9000;
+/// Page-directory-pointer table of the boot identity map.
+pub const PDPTE_START: u64 = 0xa000;
+/// First of four page directories (2 MiB pages) that identity-map the low 4 GiB.
+pub const PDE_START: u64 = 0xb000;
+/// Number of page directories, one per GiB mapped.
+pub const PDE_COUNT: u64 = 4;
+/// Kernel command line.
+pub const CMDLINE_START: u64 = 0x20000;
+/// Largest command line the VMM accepts (Linux's own limit comes from the setup header).
+pub const CMDLINE_MAX_SIZE: usize = 0x1_0000;
+/// Start of the extended BIOS data area; the MP table lives here.
+pub const EBDA_START: u64 = 0x9_fc00;
+/// End of conventional memory (640 KiB).
+pub const LOW_MEMORY_END: u64 = 0xa_0000;
+/// Where "high" memory starts and where kernels are loaded.
+pub const HIMEM_START: u64 = 0x10_0000;
+/// Start of the 32-bit MMIO hole: RAM above this address is relocated above 4 GiB.
+pub const MMIO_HOLE_START: u64 = 0xc000_0000;
+/// End of the 32-bit MMIO hole.
+pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
+/// Window for 32-bit PCI BARs inside the hole.
+pub const PCI_MMIO32_START: u64 = MMIO_HOLE_START;
+/// End (exclusive) of the 32-bit PCI BAR window.
+pub const PCI_MMIO32_END: u64 = 0xfec0_0000;
+/// IO-APIC registers (emulated in-kernel by KVM).
+pub const IOAPIC_START: u64 = 0xfec0_0000;
+/// Local APIC registers (emulated in-kernel by KVM).
+pub const LAPIC_START: u64 = 0xfee0_0000;
+/// Three pages KVM needs for the real-mode TSS on Intel; placed where no RAM or BAR goes.
+pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
+/// One page KVM needs for the EPT identity map on Intel.
+pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;

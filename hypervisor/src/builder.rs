@@ -1,0 +1,265 @@
+//! Builds a VM from a checked configuration: memory, KVM, devices, buses, the kernel, and the
+//! vCPU threads; then waits for the reason it ends.
+
+use std::io::{Read, Write};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::x86_64::layout::MMIO_HOLE_START;
+use crate::arch::x86_64::{boot, cpuid, mptable, regs};
+use crate::config::{SerialOutput, ValidConfig};
+use crate::controller::{Controller, VmFacts};
+use crate::devices::bus::{lock, Bus, BusError};
+use crate::devices::legacy::cmos::{Cmos, CMOS_BASE, CMOS_LEN};
+use crate::devices::legacy::debug_port::{BootTimes, DebugPort, DEBUG_PORT};
+use crate::devices::legacy::i8042::{I8042, I8042_BASE, I8042_LEN, KBD_IRQ};
+use crate::devices::legacy::serial::{ConsoleOut, IrqLine, SerialDevice, COM1_BASE, COM1_IRQ, COM_LEN};
+use crate::devices::pci::host_bridge::HostBridge;
+use crate::devices::pci::root::PciError;
+use crate::devices::pci::{PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
+use crate::exit::ExitReason;
+use crate::vstate::memory::{create_guest_memory, MemoryError};
+use crate::vstate::vcpu::{self, BootRegs, RunControl, Vcpu, VcpuError};
+use crate::vstate::vm::{Vm, VmError};
+
+/// Errors while building the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// KVM.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// Kernel loading.
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    /// Boot structures.
+    #[error(transparent)]
+    Regs(#[from] regs::RegsError),
+    /// MP table.
+    #[error(transparent)]
+    Mptable(#[from] mptable::MptableError),
+    /// vCPUs.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// Bus layout (a VMM bug).
+    #[error("device layout: {0}")]
+    Bus(#[from] BusError),
+    /// PCI layout (a VMM bug).
+    #[error("PCI layout: {0}")]
+    Pci(#[from] PciError),
+    /// An eventfd could not be created.
+    #[error("cannot create an eventfd: {0}")]
+    EventFd(std::io::Error),
+    /// The serial output file could not be opened.
+    #[error("cannot open the serial output file {0}: {1}")]
+    SerialFile(std::path::PathBuf, std::io::Error),
+}
+
+/// A built, running VM.
+pub struct Machine {
+    /// Shared with the control API.
+    pub controller: Arc<Controller>,
+    exit_rx: Receiver<ExitReason>,
+    // Kept alive for as long as the vCPUs may touch them.
+    _vm: Vm,
+    _memory: GuestMemoryMmap,
+    _pio: Arc<Bus>,
+}
+
+impl Machine {
+    /// Blocks until the VM must end, stops the vCPUs and returns why.
+    pub fn wait(self) -> ExitReason {
+        let reason = self
+            .exit_rx
+            .recv()
+            .unwrap_or_else(|_| ExitReason::VmmError("every exit reporter is gone".into()));
+        self.controller.stop_vcpus();
+        reason
+    }
+}
+
+fn irq_line(vm: &Vm, gsi: u32) -> Result<IrqLine, BuildError> {
+    let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(BuildError::EventFd)?;
+    vm.register_irqfd(&evt, gsi)?;
+    Ok(IrqLine(evt))
+}
+
+fn console_out(serial: &SerialOutput) -> Result<ConsoleOut, BuildError> {
+    Ok(match serial {
+        SerialOutput::Stdout => Box::new(std::io::stdout()),
+        SerialOutput::Off => Box::new(std::io::sink()),
+        SerialOutput::File(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| BuildError::SerialFile(path.clone(), e))?,
+        ),
+    })
+}
+
+/// Feeds the VMM's standard input to the guest's serial port.
+fn spawn_console_input(serial: Arc<Mutex<SerialDevice>>) {
+    let spawned = std::thread::Builder::new()
+        .name("console-in".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin();
+            let mut buf = [0u8; 64];
+            while let Ok(n @ 1..) = stdin.read(&mut buf) {
+                let mut rest = &buf[..n];
+                while !rest.is_empty() {
+                    let taken = lock(&serial).enqueue_input(rest);
+                    rest = &rest[taken..];
+                    if !rest.is_empty() {
+                        // The guest has not drained its receive FIFO yet.
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no console input: cannot spawn its thread");
+    }
+}
+
+/// Builds the port bus with the legacy devices and the PCI root.
+fn build_pio_bus(
+    vm: &Vm,
+    cfg: &ValidConfig,
+    started: Instant,
+    boot_times: Arc<Mutex<BootTimes>>,
+    exit: &std::sync::mpsc::Sender<ExitReason>,
+    memory: &GuestMemoryMmap,
+) -> Result<Bus, BuildError> {
+    let mut pio = Bus::new("port");
+    let serial = Arc::new(Mutex::new(SerialDevice::new(
+        irq_line(vm, COM1_IRQ)?,
+        console_out(&cfg.config.serial)?,
+    )));
+    if cfg.config.serial == SerialOutput::Stdout {
+        spawn_console_input(serial.clone());
+    }
+    pio.insert(serial, COM1_BASE, COM_LEN)?;
+    let i8042 = I8042::new(irq_line(vm, KBD_IRQ)?, exit.clone());
+    pio.insert(Arc::new(Mutex::new(i8042)), I8042_BASE, I8042_LEN)?;
+
+    let (below, above) = memory.iter().fold((0, 0), |(b, a), r| {
+        let len = r.len();
+        if r.start_addr().0 < MMIO_HOLE_START {
+            (b + len, a)
+        } else {
+            (b, a + len)
+        }
+    });
+    pio.insert(Arc::new(Mutex::new(Cmos::new(below, above))), CMOS_BASE, CMOS_LEN)?;
+    pio.insert(
+        Arc::new(Mutex::new(DebugPort::new(started, boot_times))),
+        DEBUG_PORT,
+        1,
+    )?;
+
+    let mut pci = PciRoot::new();
+    pci.add_at(0, Arc::new(Mutex::new(HostBridge::new())))?;
+    pio.insert(Arc::new(Mutex::new(pci)), PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN)?;
+    Ok(pio)
+}
+
+/// Builds and starts the VM.
+pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> {
+    let memory = create_guest_memory(cfg.config.memory.0)?;
+    let vm = Vm::new()?;
+    vm.check_vcpus(cfg.vcpus)?;
+    vm.register_memory(&memory)?;
+    vm.setup_irqchip()?;
+
+    let (exit_tx, exit_rx) = channel();
+    let boot_times = Arc::new(Mutex::new(BootTimes::default()));
+    let pio = Arc::new(build_pio_bus(
+        &vm,
+        &cfg,
+        started,
+        boot_times.clone(),
+        &exit_tx,
+        &memory,
+    )?);
+    let mmio = Arc::new(Bus::new("MMIO"));
+
+    let entry = boot::load(
+        &memory,
+        &mut cfg.kernel_file,
+        cfg.initrd_file.as_mut(),
+        &cfg.config.cmdline,
+    )?;
+    regs::write_page_tables(&memory)?;
+    regs::write_descriptor_tables(&memory)?;
+    mptable::write(&memory, cfg.vcpus)?;
+    tracing::info!(
+        format = ?entry.format,
+        entry = format_args!("{:#x}", entry.entry),
+        vcpus = cfg.vcpus,
+        memory_mib = cfg.config.memory.0 >> 20,
+        "kernel loaded"
+    );
+
+    vcpu::install_kick_handler()?;
+    let supported_cpuid = vm.supported_cpuid()?;
+    let supported_msrs = vm.supported_msrs()?;
+    let run = Arc::new(RunControl::default());
+    let controller = Arc::new(Controller::new(
+        started,
+        VmFacts {
+            vcpus: cfg.vcpus,
+            memory: cfg.config.memory.0,
+            kernel_format: entry.format,
+        },
+        run.clone(),
+        exit_tx.clone(),
+        boot_times,
+    ));
+
+    let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
+    for id in 0..cfg.vcpus {
+        let fd = vm
+            .fd()
+            .create_vcpu(u64::from(id))
+            .map_err(|e| VcpuError::Ioctl(id, "CREATE_VCPU", e))?;
+        let boot = (id == 0).then_some(BootRegs {
+            entry: entry.entry,
+            boot_params: entry.boot_params,
+        });
+        let table = cpuid::vcpu_cpuid(&supported_cpuid, id, cfg.vcpus);
+        vcpu::configure(&fd, id, &table, &supported_msrs, boot)?;
+        vcpus.push(Vcpu {
+            id,
+            fd,
+            pio: pio.clone(),
+            mmio: mmio.clone(),
+            exit: exit_tx.clone(),
+            control: run.clone(),
+        });
+    }
+    let handles = vcpus
+        .into_iter()
+        .map(Vcpu::spawn)
+        .collect::<Result<Vec<_>, _>>()?;
+    controller.set_vcpus(handles);
+
+    Ok(Machine {
+        controller,
+        exit_rx,
+        _vm: vm,
+        _memory: memory,
+        _pio: pio,
+    })
+}
+
+/// Flushes the console so nothing the guest printed is lost at exit.
+pub fn flush_console() {
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,334 @@
+//! The VM configuration: one struct read from a TOML or JSON file and overridden by flags.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::arch::x86_64::mptable::MAX_CPUS;
+
+/// Kernel command line used when none is given: serial console, i8042 reset on reboot (there is
+/// no ACPI yet), reboot instead of hanging on panic, and no I/O-delay writes to the debug port.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 io_delay=none";
+/// Default guest memory.
+pub const DEFAULT_MEMORY: &str = "512M";
+
+/// Errors in the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    /// The config file does not parse.
+    #[error("invalid config file {0}: {1}")]
+    Parse(PathBuf, String),
+    /// No kernel given.
+    #[error("no kernel given: pass --kernel PATH or set `kernel` in the config file")]
+    NoKernel,
+    /// A size does not parse.
+    #[error("invalid size {0:?}: use a number with an optional K, M or G suffix (e.g. 512M)")]
+    Size(String),
+    /// vCPU count out of range.
+    #[error("invalid vCPU count {0}: tessera-vmm runs 1 to {MAX_CPUS} vCPUs")]
+    Vcpus(u16),
+    /// Bad serial setting.
+    #[error("invalid serial setting {0:?}: use stdout, off or file:PATH")]
+    Serial(String),
+    /// A file named in the configuration is missing or unreadable.
+    #[error("cannot open the {what} {path}: {source}")]
+    File {
+        /// "kernel" or "initrd".
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A memory size in bytes, written as `512M`, `2G`, `1048576`, `64MiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MemorySize(pub u64);
+
+impl FromStr for MemorySize {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let lower = t.to_ascii_lowercase();
+        let digits_end = lower
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(lower.len());
+        let (num, unit) = lower.split_at(digits_end);
+        let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+            "" => 0,
+            "k" => 10,
+            "m" => 20,
+            "g" => 30,
+            _ => return Err(ConfigError::Size(s.to_string())),
+        };
+        num.parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(1u64 << shift))
+            .filter(|n| *n > 0)
+            .map(MemorySize)
+            .ok_or_else(|| ConfigError::Size(s.to_string()))
+    }
+}
+
+impl TryFrom<String> for MemorySize {
+    type Error = ConfigError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<MemorySize> for String {
+    fn from(m: MemorySize) -> String {
+        m.to_string()
+    }
+}
+
+impl fmt::Display for MemorySize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        if b % (1 << 30) == 0 {
+            write!(f, "{}G", b >> 30)
+        } else if b % (1 << 20) == 0 {
+            write!(f, "{}M", b >> 20)
+        } else {
+            write!(f, "{b}")
+        }
+    }
+}
+
+/// Where the serial console goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum SerialOutput {
+    /// The VMM's standard output (and input from its standard input).
+    #[default]
+    Stdout,
+    /// Discarded.
+    Off,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+impl FromStr for SerialOutput {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stdout" => Ok(Self::Stdout),
+            "off" | "none" => Ok(Self::Off),
+            _ => match s.strip_prefix("file:") {
+                Some(p) if !p.is_empty() => Ok(Self::File(PathBuf::from(p))),
+                _ => Err(ConfigError::Serial(s.to_string())),
+            },
+        }
+    }
+}
+
+impl TryFrom<String> for SerialOutput {
+    type Error = ConfigError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<SerialOutput> for String {
+    fn from(s: SerialOutput) -> String {
+        match s {
+            SerialOutput::Stdout => "stdout".into(),
+            SerialOutput::Off => "off".into(),
+            SerialOutput::File(p) => format!("file:{}", p.display()),
+        }
+    }
+}
+
+fn default_memory() -> MemorySize {
+    // DEFAULT_MEMORY is a constant that parses.
+    DEFAULT_MEMORY.parse().unwrap_or(MemorySize(512 << 20))
+}
+fn default_vcpus() -> u16 {
+    1
+}
+fn default_cmdline() -> String {
+    DEFAULT_CMDLINE.to_string()
+}
+
+/// A VM's configuration, as in a config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// Kernel image: a bzImage or an ELF file.
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk.
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[serde(default = "default_cmdline")]
+    pub cmdline: String,
+    /// Guest memory.
+    #[serde(default = "default_memory")]
+    pub memory: MemorySize,
+    /// vCPU count.
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u16,
+    /// Serial console destination.
+    #[serde(default)]
+    pub serial: SerialOutput,
+    /// Control API socket; no API when absent.
+    #[serde(default)]
+    pub api_socket: Option<PathBuf>,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        Self {
+            kernel: None,
+            initrd: None,
+            cmdline: default_cmdline(),
+            memory: default_memory(),
+            vcpus: default_vcpus(),
+            serial: SerialOutput::default(),
+            api_socket: None,
+        }
+    }
+}
+
+impl VmConfig {
+    /// Reads a config file: JSON if it ends in `.json`, TOML otherwise.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        let parsed = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        } else {
+            toml::from_str(&text).map_err(|e| e.to_string())
+        };
+        parsed.map_err(|e| ConfigError::Parse(path.to_path_buf(), e))
+    }
+
+    /// Checks everything that can be checked before touching KVM.
+    pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
+        let kernel = self.kernel.clone().ok_or(ConfigError::NoKernel)?;
+        let vcpus = u8::try_from(self.vcpus)
+            .ok()
+            .filter(|n| (1..=MAX_CPUS).contains(n))
+            .ok_or(ConfigError::Vcpus(self.vcpus))?;
+        let open = |what, path: &Path| {
+            std::fs::File::open(path)
+                .and_then(|f| {
+                    if f.metadata()?.is_dir() {
+                        Err(std::io::Error::other("it is a directory"))
+                    } else {
+                        Ok(f)
+                    }
+                })
+                .map_err(|source| ConfigError::File {
+                    what,
+                    path: path.to_path_buf(),
+                    source,
+                })
+        };
+        let kernel_file = open("kernel", &kernel)?;
+        let initrd_file = self
+            .initrd
+            .as_deref()
+            .map(|p| open("initrd", p))
+            .transpose()?;
+        Ok(ValidConfig {
+            config: self.clone(),
+            vcpus,
+            kernel_file,
+            initrd_file,
+        })
+    }
+}
+
+/// A checked configuration with its files open.
+#[derive(Debug)]
+pub struct ValidConfig {
+    /// The configuration as given.
+    pub config: VmConfig,
+    /// vCPU count, in range.
+    pub vcpus: u8,
+    /// The open kernel image.
+    pub kernel_file: std::fs::File,
+    /// The open initrd.
+    pub initrd_file: Option<std::fs::File>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!("512M".parse::<MemorySize>().unwrap().0, 512 << 20);
+        assert_eq!("2g".parse::<MemorySize>().unwrap().0, 2 << 30);
+        assert_eq!("64MiB".parse::<MemorySize>().unwrap().0, 64 << 20);
+        assert_eq!("4096".parse::<MemorySize>().unwrap().0, 4096);
+        for bad in ["", "M", "12X", "-1M", "0", "99999999999999999999G", "1.5G"] {
+            assert!(bad.parse::<MemorySize>().is_err(), "{bad}");
+        }
+        assert_eq!(MemorySize(512 << 20).to_string(), "512M");
+    }
+
+    #[test]
+    fn toml_and_json_agree() {
+        let dir = std::env::temp_dir().join(format!("tessera-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = dir.join("vm.toml");
+        std::fs::write(
+            &t,
+            "kernel = \"/k\"\nmemory = \"1G\"\nvcpus = 2\nserial = \"file:/tmp/x\"\n",
+        )
+        .unwrap();
+        let j = dir.join("vm.json");
+        std::fs::write(
+            &j,
+            r#"{"kernel": "/k", "memory": "1G", "vcpus": 2, "serial": "file:/tmp/x"}"#,
+        )
+        .unwrap();
+        let a = VmConfig::from_file(&t).unwrap();
+        let b = VmConfig::from_file(&j).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.memory.0, 1 << 30);
+        assert_eq!(a.cmdline, DEFAULT_CMDLINE);
+        assert_eq!(a.serial, SerialOutput::File("/tmp/x".into()));
+        std::fs::write(&t, "kernel = \"/k\"\nmemroy = \"1G\"\n").unwrap();
+        assert!(matches!(
+            VmConfig::from_file(&t),
+            Err(ConfigError::Parse(..))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut c = VmConfig::default();
+        assert!(matches!(c.validate(), Err(ConfigError::NoKernel)));
+        c.kernel = Some("/nonexistent/bzImage".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("kernel") && e.contains("/nonexistent/bzImage"), "{e}");
+        c.kernel = Some("/".into());
+        assert!(c.validate().unwrap_err().to_string().contains("directory"));
+        c.kernel = Some("/proc/self/exe".into());
+        c.vcpus = 0;
+        assert!(matches!(c.validate(), Err(ConfigError::Vcpus(0))));
+        c.vcpus = 300;
+        assert!(matches!(c.validate(), Err(ConfigError::Vcpus(300))));
+        c.vcpus = 2;
+        assert_eq!(c.validate().unwrap().vcpus, 2);
+    }
+
+    #[test]
+    fn serial_settings() {
+        assert_eq!("off".parse::<SerialOutput>().unwrap(), SerialOutput::Off);
+        assert!("file:".parse::<SerialOutput>().is_err());
+        assert!("tty".parse::<SerialOutput>().is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! The running VM as the control API sees it: state, info, pause, resume and stop requests.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::arch::x86_64::boot::KernelFormat;
+use crate::devices::bus::lock;
+use crate::devices::legacy::debug_port::{BootTimes, Milestone};
+use crate::exit::{ExitReason, ExitSender};
+use crate::vstate::vcpu::{RunControl, VcpuHandle};
+
+/// Lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmState {
+    /// vCPUs are running.
+    Running,
+    /// vCPUs are parked.
+    Paused,
+    /// A stop was requested; the process is about to exit.
+    Stopping,
+}
+
+/// What GET /vm returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmInfo {
+    /// Lifecycle state.
+    pub state: VmState,
+    /// Milliseconds since the VMM process started.
+    pub uptime_ms: u64,
+    /// vCPU count.
+    pub vcpus: u8,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// Kernel image format.
+    pub kernel_format: KernelFormat,
+    /// VMM process ID.
+    pub pid: u32,
+    /// Boot milestones written to the debug port, in order.
+    pub boot_milestones: Vec<Milestone>,
+    /// All writes to the debug port.
+    pub debug_port_writes: u64,
+}
+
+/// Errors from control requests; each maps to an HTTP status in the API.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ControlError {
+    /// Pause while paused.
+    #[error("the VM is already paused")]
+    AlreadyPaused,
+    /// Resume while running.
+    #[error("the VM is not paused")]
+    NotPaused,
+    /// Any request while stopping.
+    #[error("the VM is stopping")]
+    Stopping,
+    /// vCPUs did not park in time.
+    #[error("the vCPUs did not pause within 2 s")]
+    PauseTimeout,
+}
+
+/// Static facts about the VM.
+#[derive(Debug, Clone, Copy)]
+pub struct VmFacts {
+    /// vCPU count.
+    pub vcpus: u8,
+    /// Guest memory in bytes.
+    pub memory: u64,
+    /// Kernel image format.
+    pub kernel_format: KernelFormat,
+}
+
+/// Shared by the main thread and the API thread.
+pub struct Controller {
+    started: Instant,
+    facts: VmFacts,
+    state: Mutex<VmState>,
+    run: Arc<RunControl>,
+    vcpus: Mutex<Vec<VcpuHandle>>,
+    exit: Mutex<ExitSender>,
+    boot_times: Arc<Mutex<BootTimes>>,
+}
+
+impl Controller {
+    /// A controller for a VM whose vCPUs are started later with [`Controller::set_vcpus`].
+    pub fn new(
+        started: Instant,
+        facts: VmFacts,
+        run: Arc<RunControl>,
+        exit: ExitSender,
+        boot_times: Arc<Mutex<BootTimes>>,
+    ) -> Self {
+        Self {
+            started,
+            facts,
+            state: Mutex::new(VmState::Running),
+            run,
+            vcpus: Mutex::new(Vec::new()),
+            exit: Mutex::new(exit),
+            boot_times,
+        }
+    }
+
+    /// Hands over the running vCPU threads.
+    pub fn set_vcpus(&self, vcpus: Vec<VcpuHandle>) {
+        *lock(&self.vcpus) = vcpus;
+    }
+
+    /// The VM's state and facts.
+    pub fn info(&self) -> VmInfo {
+        let times = lock(&self.boot_times);
+        VmInfo {
+            state: *lock(&self.state),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            vcpus: self.facts.vcpus,
+            memory_mib: self.facts.memory >> 20,
+            kernel_format: self.facts.kernel_format,
+            pid: std::process::id(),
+            boot_milestones: times.milestones().to_vec(),
+            debug_port_writes: times.writes(),
+        }
+    }
+
+    /// Parks all vCPUs.
+    pub fn pause(&self) -> Result<(), ControlError> {
+        let mut state = lock(&self.state);
+        match *state {
+            VmState::Paused => return Err(ControlError::AlreadyPaused),
+            VmState::Stopping => return Err(ControlError::Stopping),
+            VmState::Running => {}
+        }
+        if !self.run.pause(&lock(&self.vcpus)) {
+            self.run.resume();
+            return Err(ControlError::PauseTimeout);
+        }
+        *state = VmState::Paused;
+        Ok(())
+    }
+
+    /// Lets the vCPUs run again.
+    pub fn resume(&self) -> Result<(), ControlError> {
+        let mut state = lock(&self.state);
+        match *state {
+            VmState::Running => return Err(ControlError::NotPaused),
+            VmState::Stopping => return Err(ControlError::Stopping),
+            VmState::Paused => {}
+        }
+        self.run.resume();
+        *state = VmState::Running;
+        Ok(())
+    }
+
+    /// Asks the main thread to end the VM for `reason`.
+    pub fn request_exit(&self, reason: ExitReason) -> Result<(), ControlError> {
+        let mut state = lock(&self.state);
+        if *state == VmState::Stopping {
+            return Err(ControlError::Stopping);
+        }
+        *state = VmState::Stopping;
+        // The receiver lives as long as the main thread; if it is gone the VM is ending anyway.
+        let _ = lock(&self.exit).send(reason);
+        Ok(())
+    }
+
+    /// Stops every vCPU thread; called by the main thread once it decided to exit.
+    pub fn stop_vcpus(&self) {
+        *lock(&self.state) = VmState::Stopping;
+        self.run.stop(&lock(&self.vcpus));
+    }
+}

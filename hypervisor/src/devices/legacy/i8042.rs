@@ -1,0 +1,270 @@
+//! The i8042 keyboard controller: enough of the controller and a keyboard for Linux's driver,
+//! and the CPU reset line (command 0xFE) through which `reboot=k` ends the VM.
+//!
+//! The auxiliary (mouse) port is reported absent; the display issue adds the mouse.
+
+use std::collections::VecDeque;
+
+use crate::devices::bus::BusDevice;
+use crate::devices::legacy::serial::IrqLine;
+use crate::exit::{ExitReason, ExitSender};
+use vm_superio::Trigger;
+
+/// Data port (0x60) and status/command port (0x64) are at offsets 0 and 4 of this range.
+pub const I8042_BASE: u64 = 0x60;
+/// Range covering 0x60..=0x64.
+pub const I8042_LEN: u64 = 5;
+/// ISA IRQ of the keyboard.
+pub const KBD_IRQ: u32 = 1;
+
+const OFF_DATA: u64 = 0;
+const OFF_COMMAND: u64 = 4;
+
+const SB_OUT_FULL: u8 = 0x01;
+const SB_SYSTEM: u8 = 0x04;
+const SB_LAST_WAS_CMD: u8 = 0x08;
+const SB_KBD_ENABLED: u8 = 0x10;
+
+const CTR_KBD_INT: u8 = 0x01;
+const CTR_SYSTEM: u8 = 0x04;
+const CTR_KBD_DISABLE: u8 = 0x10;
+const CTR_AUX_DISABLE: u8 = 0x20;
+const CTR_XLATE: u8 = 0x40;
+
+const CMD_READ_CTR: u8 = 0x20;
+const CMD_WRITE_CTR: u8 = 0x60;
+const CMD_AUX_DISABLE: u8 = 0xa7;
+const CMD_AUX_ENABLE: u8 = 0xa8;
+const CMD_AUX_TEST: u8 = 0xa9;
+const CMD_SELF_TEST: u8 = 0xaa;
+const CMD_KBD_TEST: u8 = 0xab;
+const CMD_KBD_DISABLE: u8 = 0xad;
+const CMD_KBD_ENABLE: u8 = 0xae;
+const CMD_READ_OUTP: u8 = 0xd0;
+const CMD_WRITE_OUTP: u8 = 0xd1;
+const CMD_WRITE_KBD_BUF: u8 = 0xd2;
+const CMD_WRITE_AUX_BUF: u8 = 0xd3;
+const CMD_WRITE_AUX: u8 = 0xd4;
+const CMD_RESET_CPU: u8 = 0xfe;
+
+const KBD_ACK: u8 = 0xfa;
+const KBD_SELF_TEST_OK: u8 = 0xaa;
+/// Output buffer bound: a guest that never reads cannot grow host memory.
+const OUT_CAPACITY: usize = 16;
+
+/// The controller.
+pub struct I8042 {
+    ctr: u8,
+    status: u8,
+    out: VecDeque<u8>,
+    /// A controller command waiting for its data byte.
+    pending: Option<u8>,
+    /// A keyboard command waiting for its argument byte.
+    kbd_pending: Option<u8>,
+    scancode_set: u8,
+    irq: IrqLine,
+    exit: ExitSender,
+}
+
+impl I8042 {
+    /// A controller raising `irq` for keyboard data and reporting resets on `exit`.
+    pub fn new(irq: IrqLine, exit: ExitSender) -> Self {
+        Self {
+            ctr: CTR_KBD_INT | CTR_SYSTEM | CTR_XLATE | CTR_AUX_DISABLE,
+            status: SB_SYSTEM | SB_KBD_ENABLED,
+            out: VecDeque::with_capacity(OUT_CAPACITY),
+            pending: None,
+            kbd_pending: None,
+            scancode_set: 2,
+            irq,
+            exit,
+        }
+    }
+
+    fn push(&mut self, byte: u8) {
+        if self.out.len() < OUT_CAPACITY {
+            self.out.push_back(byte);
+        }
+        if self.ctr & CTR_KBD_INT != 0 && self.ctr & CTR_KBD_DISABLE == 0 {
+            if let Err(e) = self.irq.trigger() {
+                tracing::warn!(error = %e, "i8042: cannot raise IRQ 1");
+            }
+        }
+    }
+
+    fn status(&self) -> u8 {
+        let full = if self.out.is_empty() { 0 } else { SB_OUT_FULL };
+        self.status | full
+    }
+
+    fn command(&mut self, cmd: u8) {
+        self.status |= SB_LAST_WAS_CMD;
+        match cmd {
+            CMD_READ_CTR => self.push(self.ctr),
+            CMD_WRITE_CTR | CMD_WRITE_OUTP | CMD_WRITE_KBD_BUF | CMD_WRITE_AUX_BUF
+            | CMD_WRITE_AUX => self.pending = Some(cmd),
+            CMD_AUX_DISABLE | CMD_AUX_ENABLE => {}
+            // Non-zero means "clock line stuck": the driver treats the aux port as absent.
+            CMD_AUX_TEST => self.push(0x01),
+            CMD_SELF_TEST => {
+                self.status |= SB_SYSTEM;
+                self.push(0x55);
+            }
+            CMD_KBD_TEST => self.push(0x00),
+            CMD_KBD_DISABLE => self.ctr |= CTR_KBD_DISABLE,
+            CMD_KBD_ENABLE => self.ctr &= !CTR_KBD_DISABLE,
+            CMD_READ_OUTP => self.push(0x01), // reset line inactive, A20 on
+            CMD_RESET_CPU => {
+                tracing::info!("guest pulsed the CPU reset line through the i8042");
+                // The receiver may be gone if the VM is already stopping; nothing to add then.
+                let _ = self.exit.send(ExitReason::GuestReset);
+            }
+            other => tracing::debug!(cmd = format_args!("{other:#04x}"), "i8042: command ignored"),
+        }
+    }
+
+    fn data(&mut self, byte: u8) {
+        self.status &= !SB_LAST_WAS_CMD;
+        match self.pending.take() {
+            Some(CMD_WRITE_CTR) => {
+                self.ctr = byte;
+                self.status = (self.status & !SB_SYSTEM) | (byte & CTR_SYSTEM);
+            }
+            Some(CMD_WRITE_OUTP) => {
+                if byte & 0x01 == 0 {
+                    let _ = self.exit.send(ExitReason::GuestReset);
+                }
+            }
+            Some(CMD_WRITE_KBD_BUF) => self.push(byte),
+            // No aux device: loop-back and aux writes go nowhere.
+            Some(_) => {}
+            None => self.keyboard(byte),
+        }
+    }
+
+    fn keyboard(&mut self, byte: u8) {
+        if let Some(cmd) = self.kbd_pending.take() {
+            self.push(KBD_ACK);
+            if cmd == 0xf0 {
+                match byte {
+                    0 => self.push(self.scancode_set),
+                    1..=3 => self.scancode_set = byte,
+                    _ => {}
+                }
+            }
+            return;
+        }
+        match byte {
+            0xff => {
+                self.push(KBD_ACK);
+                self.push(KBD_SELF_TEST_OK);
+            }
+            0xf2 => {
+                self.push(KBD_ACK);
+                self.push(0xab);
+                self.push(0x83);
+            }
+            0xed | 0xf0 | 0xf3 => {
+                self.kbd_pending = Some(byte);
+                self.push(KBD_ACK);
+            }
+            0xee => self.push(0xee), // echo
+            _ => self.push(KBD_ACK),
+        }
+    }
+}
+
+impl BusDevice for I8042 {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let value = match offset {
+            OFF_DATA => self.out.pop_front().unwrap_or(0),
+            OFF_COMMAND => self.status(),
+            _ => 0xff,
+        };
+        data.fill(0);
+        if let Some(first) = data.first_mut() {
+            *first = value;
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let Some(&byte) = data.first() else { return };
+        match offset {
+            OFF_DATA => self.data(byte),
+            OFF_COMMAND => self.command(byte),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use vmm_sys_util::eventfd::EventFd;
+
+    fn dev() -> (I8042, mpsc::Receiver<ExitReason>) {
+        let (tx, rx) = mpsc::channel();
+        let irq = IrqLine(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        (I8042::new(irq, tx), rx)
+    }
+
+    fn read(d: &mut I8042, off: u64) -> u8 {
+        let mut b = [0u8];
+        d.read(off, &mut b);
+        b[0]
+    }
+
+    #[test]
+    fn reset_command_stops_the_vm() {
+        let (mut d, rx) = dev();
+        d.write(OFF_COMMAND, &[CMD_RESET_CPU]);
+        assert_eq!(rx.try_recv().unwrap(), ExitReason::GuestReset);
+    }
+
+    #[test]
+    fn controller_self_test_and_ctr_round_trip() {
+        let (mut d, _rx) = dev();
+        d.write(OFF_COMMAND, &[CMD_SELF_TEST]);
+        assert_ne!(read(&mut d, OFF_COMMAND) & SB_OUT_FULL, 0);
+        assert_eq!(read(&mut d, OFF_DATA), 0x55);
+        d.write(OFF_COMMAND, &[CMD_WRITE_CTR]);
+        d.write(OFF_DATA, &[0x47]);
+        d.write(OFF_COMMAND, &[CMD_READ_CTR]);
+        assert_eq!(read(&mut d, OFF_DATA), 0x47);
+        assert_eq!(read(&mut d, OFF_COMMAND) & SB_OUT_FULL, 0);
+    }
+
+    #[test]
+    fn keyboard_reset_and_identify() {
+        let (mut d, _rx) = dev();
+        d.write(OFF_DATA, &[0xff]);
+        assert_eq!(read(&mut d, OFF_DATA), KBD_ACK);
+        assert_eq!(read(&mut d, OFF_DATA), KBD_SELF_TEST_OK);
+        d.write(OFF_DATA, &[0xf0]);
+        d.write(OFF_DATA, &[0]);
+        assert_eq!(read(&mut d, OFF_DATA), KBD_ACK);
+        assert_eq!(read(&mut d, OFF_DATA), KBD_ACK);
+        assert_eq!(read(&mut d, OFF_DATA), 2);
+    }
+
+    #[test]
+    fn hostile_writes_do_not_grow_or_reset() {
+        let (mut d, rx) = dev();
+        for v in 0..=255u8 {
+            if v != CMD_RESET_CPU && v != CMD_WRITE_OUTP {
+                d.write(OFF_COMMAND, &[v]);
+            }
+            for _ in 0..100 {
+                d.write(OFF_DATA, &[0xff]);
+            }
+            d.write(2, &[v]);
+            d.write(OFF_DATA, &[]);
+        }
+        assert!(d.out.len() <= OUT_CAPACITY);
+        assert!(rx.try_recv().is_err());
+        let mut wide = [0u8; 4];
+        d.read(OFF_COMMAND, &mut wide);
+        assert_eq!(&wide[1..], &[0, 0, 0]);
+    }
+}

@@ -1,0 +1,5 @@
+//! Device models and the buses they sit on.
+
+pub mod bus;
+pub mod legacy;
+pub mod pci;

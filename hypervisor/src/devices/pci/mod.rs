@@ -1,0 +1,16 @@
+//! The PCI root bus: configuration mechanism #1 (ports 0xCF8/0xCFC) over a bus of functions,
+//! with the host bridge at 00:00.0. virtio-pci and VFIO devices plug in as [`PciFunction`]s.
+
+pub mod config;
+pub mod host_bridge;
+pub mod root;
+
+pub use root::{PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
+
+/// A PCI function's configuration space as the root bus sees it.
+pub trait PciFunction: Send {
+    /// Reads dword `reg` (0..64 conventional, up to 1024 extended).
+    fn config_read(&mut self, reg: usize) -> u32;
+    /// Writes `data` at byte `offset` of dword `reg`.
+    fn config_write(&mut self, reg: usize, offset: usize, data: &[u8]);
+}

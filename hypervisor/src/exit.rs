@@ -1,0 +1,99 @@
+//! Why a VM stopped, and the process exit status each reason maps to.
+
+use std::sync::mpsc::Sender;
+
+/// Process exit statuses of tessera-vmm; stable, documented in `--help` and the README.
+pub mod status {
+    /// The guest shut down (i8042 reset line) or the API asked for a clean shutdown.
+    pub const GUEST_SHUTDOWN: i32 = 0;
+    /// A VMM error: bad configuration, unreadable files, a device or I/O failure.
+    pub const VMM_ERROR: i32 = 1;
+    /// Command-line usage error (clap's convention).
+    pub const USAGE: i32 = 2;
+    /// A vCPU triple-faulted (KVM_EXIT_SHUTDOWN).
+    pub const TRIPLE_FAULT: i32 = 3;
+    /// KVM failed: an ioctl error, an emulation failure or a failed VM entry.
+    pub const KVM_ERROR: i32 = 4;
+    /// The API killed the VM (PUT /vm/kill).
+    pub const KILLED: i32 = 5;
+}
+
+/// Why the VM stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The guest pulsed the reset line through the i8042 (Linux `reboot=k`).
+    GuestReset,
+    /// The API requested a clean shutdown.
+    ApiShutdown,
+    /// The API requested an immediate stop.
+    ApiKill,
+    /// A vCPU triple-faulted.
+    TripleFault {
+        /// The vCPU index.
+        vcpu: u8,
+    },
+    /// KVM reported an error.
+    KvmError {
+        /// The vCPU index.
+        vcpu: u8,
+        /// What KVM said.
+        detail: String,
+    },
+    /// The VMM itself failed.
+    VmmError(String),
+}
+
+impl ExitReason {
+    /// The process exit status for this reason.
+    pub fn status(&self) -> i32 {
+        match self {
+            Self::GuestReset | Self::ApiShutdown => status::GUEST_SHUTDOWN,
+            Self::ApiKill => status::KILLED,
+            Self::TripleFault { .. } => status::TRIPLE_FAULT,
+            Self::KvmError { .. } => status::KVM_ERROR,
+            Self::VmmError(_) => status::VMM_ERROR,
+        }
+    }
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::GuestReset => write!(f, "the guest shut down (reset line)"),
+            Self::ApiShutdown => write!(f, "shut down through the control API"),
+            Self::ApiKill => write!(f, "killed through the control API"),
+            Self::TripleFault { vcpu } => write!(f, "vCPU {vcpu} triple-faulted"),
+            Self::KvmError { vcpu, detail } => write!(f, "KVM error on vCPU {vcpu}: {detail}"),
+            Self::VmmError(e) => write!(f, "VMM error: {e}"),
+        }
+    }
+}
+
+/// Where devices and vCPUs report that the VM must stop. The first report wins.
+pub type ExitSender = Sender<ExitReason>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_distinct_for_failures() {
+        let reasons = [
+            ExitReason::GuestReset,
+            ExitReason::ApiKill,
+            ExitReason::TripleFault { vcpu: 0 },
+            ExitReason::KvmError {
+                vcpu: 0,
+                detail: String::new(),
+            },
+            ExitReason::VmmError(String::new()),
+        ];
+        let mut codes: Vec<i32> = reasons.iter().map(ExitReason::status).collect();
+        codes.push(status::USAGE);
+        let n = codes.len();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), n);
+        assert_eq!(ExitReason::ApiShutdown.status(), 0);
+    }
+}

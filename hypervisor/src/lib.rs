@@ -1,0 +1,19 @@
+//! tessera-vmm: Tessera's virtual machine monitor, one process per VM.
+//!
+//! The process has one thread per vCPU running `KVM_RUN` (port and MMIO exits are handled on
+//! that thread against the [`devices::bus::Bus`]es), a thread for the control API
+//! ([`api`]), a console-input thread, and the main thread, which builds the machine
+//! ([`builder`]) and waits for the [`exit::ExitReason`] that ends it.
+//!
+//! `unsafe` is confined to the KVM and guest-memory modules ([`vstate`]), each block with a
+//! SAFETY comment.
+
+pub mod api;
+pub mod arch;
+pub mod builder;
+pub mod config;
+pub mod controller;
+pub mod devices;
+pub mod exit;
+pub mod rate_limit;
+pub mod vstate;

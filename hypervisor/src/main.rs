@@ -1,0 +1,147 @@
+//! The tessera-vmm binary: parse flags, build the VM, serve the API, exit with the VM's status.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use tessera_vmm::config::{MemorySize, SerialOutput, VmConfig};
+use tessera_vmm::exit::{status, ExitReason};
+use tessera_vmm::{api, builder};
+
+const AFTER_HELP: &str = "\
+Examples:
+  Boot a Linux kernel with its initramfs, console on this terminal:
+    tessera-vmm --kernel bzImage --initrd initrd.cpio.gz \\
+                --cmdline \"console=ttyS0 reboot=k panic=-1\" --memory 512M --vcpus 2
+
+  The same from a config file (TOML, or JSON if the name ends in .json); flags override it:
+    tessera-vmm --config vm.toml --api-socket /run/tessera/vm1.sock
+
+  Control a running VM:
+    curl --unix-socket /run/tessera/vm1.sock http://localhost/vm
+    curl --unix-socket /run/tessera/vm1.sock -X PUT http://localhost/vm/pause
+
+Config file keys (all optional except kernel):
+  kernel = \"PATH\"          bzImage or ELF
+  initrd = \"PATH\"
+  cmdline = \"...\"          default: console=ttyS0 reboot=k panic=-1 io_delay=none
+  memory = \"512M\"          K, M or G suffix
+  vcpus = 1                1 to 32
+  serial = \"stdout\"        stdout, off, or file:PATH
+  api_socket = \"PATH\"
+
+The guest powers the VM off by rebooting through the i8042 reset line (Linux: reboot=k).
+Boot milestones: the guest writes a byte to I/O port 0x80; GET /vm lists each with its time.
+
+Exit status:
+  0  the guest shut down, or PUT /vm/shutdown
+  1  VMM error (configuration, files, devices)
+  2  command-line usage error
+  3  a vCPU triple-faulted
+  4  KVM error (ioctl failure, emulation failure, failed VM entry)
+  5  killed through PUT /vm/kill";
+
+/// Tessera's KVM virtual machine monitor: runs one VM in this process.
+#[derive(Parser, Debug)]
+#[command(name = "tessera-vmm", version, about, long_about = None, after_help = AFTER_HELP)]
+struct Cli {
+    /// Config file (TOML, or JSON if it ends in .json); flags override its values.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Kernel image: a Linux bzImage or an ELF file.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Initial ramdisk (cpio archive, compressed or not).
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, value_name = "STRING")]
+    cmdline: Option<String>,
+    /// Guest memory, e.g. 512M or 2G [default: 512M].
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<MemorySize>,
+    /// Number of vCPUs, 1 to 32 [default: 1].
+    #[arg(long, value_name = "N")]
+    vcpus: Option<u16>,
+    /// Serial console: stdout, off, or file:PATH [default: stdout].
+    #[arg(long, value_name = "WHERE")]
+    serial: Option<SerialOutput>,
+    /// Serve the control API on this Unix socket.
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
+    /// Log filter for the VMM's own messages on stderr (e.g. info, debug, tessera_vmm=trace).
+    #[arg(long, value_name = "FILTER", default_value = "warn", env = "TESSERA_LOG")]
+    log: String,
+}
+
+impl Cli {
+    fn into_config(self) -> anyhow::Result<VmConfig> {
+        let mut c = match &self.config {
+            Some(path) => VmConfig::from_file(path)?,
+            None => VmConfig::default(),
+        };
+        c.kernel = self.kernel.or(c.kernel);
+        c.initrd = self.initrd.or(c.initrd);
+        c.api_socket = self.api_socket.or(c.api_socket);
+        if let Some(v) = self.cmdline {
+            c.cmdline = v;
+        }
+        if let Some(v) = self.memory {
+            c.memory = v;
+        }
+        if let Some(v) = self.vcpus {
+            c.vcpus = v;
+        }
+        if let Some(v) = self.serial {
+            c.serial = v;
+        }
+        Ok(c)
+    }
+}
+
+fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitReason> {
+    let config = cli.into_config()?;
+    let valid = config.validate()?;
+    let machine = builder::build(valid, started)?;
+    let server = match &config.api_socket {
+        Some(path) => Some(api::spawn(path, machine.controller.clone())?),
+        None => None,
+    };
+    let reason = machine.wait();
+    if let Some(s) = server {
+        s.shutdown();
+    }
+    Ok(reason)
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let code = match run(cli, started) {
+        Ok(reason) => {
+            builder::flush_console();
+            if reason.status() != status::GUEST_SHUTDOWN {
+                eprintln!("tessera-vmm: {reason}");
+            } else {
+                tracing::info!(%reason, "VM stopped");
+            }
+            reason.status()
+        }
+        Err(e) => {
+            builder::flush_console();
+            eprintln!("tessera-vmm: error: {e:#}");
+            status::VMM_ERROR
+        }
+    };
+    // Exit without unwinding the vCPU threads: they are stopped, and guest memory goes with
+    // the process.
+    std::process::exit(code)
+}

@@ -1,0 +1,243 @@
+//! A vCPU and its thread: KVM_RUN in a loop, port and MMIO exits dispatched synchronously to
+//! the buses, pause and stop through [`RunControl`], and a signal to kick it out of KVM_RUN.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{CpuId, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::arch::x86_64::{msr, regs};
+use crate::devices::bus::{lock, Bus};
+use crate::exit::{ExitReason, ExitSender};
+
+/// Errors configuring a vCPU.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// A KVM vCPU ioctl failed.
+    #[error("vCPU {0}: KVM {1} failed: {2}")]
+    Ioctl(u8, &'static str, kvm_ioctls::Error),
+    /// Register setup failed.
+    #[error("vCPU {0}: {1}")]
+    Regs(u8, regs::RegsError),
+    /// The kick signal handler could not be installed.
+    #[error("cannot install the vCPU kick signal handler: {0}")]
+    Signal(vmm_sys_util::errno::Error),
+    /// The thread could not be spawned.
+    #[error("cannot spawn the vCPU {0} thread: {1}")]
+    Spawn(u8, std::io::Error),
+}
+
+/// The signal that kicks a vCPU thread out of KVM_RUN.
+pub fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Nothing to do: delivery alone makes KVM_RUN return EINTR.
+}
+
+/// Installs the kick handler once per process.
+pub fn install_kick_handler() -> Result<(), VcpuError> {
+    register_signal_handler(kick_signal(), on_kick).map_err(VcpuError::Signal)
+}
+
+/// Where the boot vCPU starts.
+#[derive(Debug, Clone, Copy)]
+pub struct BootRegs {
+    /// First instruction.
+    pub entry: u64,
+    /// Zero page, passed in RSI.
+    pub boot_params: u64,
+}
+
+/// Sets CPUID, MSRs, FPU and LAPIC for vCPU `id`, and the 64-bit boot registers on the BSP.
+pub fn configure(
+    fd: &VcpuFd,
+    id: u8,
+    cpuid: &CpuId,
+    supported_msrs: &[u32],
+    boot: Option<BootRegs>,
+) -> Result<(), VcpuError> {
+    fd.set_cpuid2(cpuid)
+        .map_err(|e| VcpuError::Ioctl(id, "SET_CPUID2", e))?;
+    let msrs = msr::boot_msrs(supported_msrs);
+    fd.set_msrs(&msrs)
+        .map_err(|e| VcpuError::Ioctl(id, "SET_MSRS", e))?;
+    regs::setup_fpu(fd).map_err(|e| VcpuError::Regs(id, e))?;
+    regs::setup_lint(fd).map_err(|e| VcpuError::Regs(id, e))?;
+    if let Some(b) = boot {
+        regs::setup_sregs(fd).map_err(|e| VcpuError::Regs(id, e))?;
+        regs::setup_regs(fd, b.entry, b.boot_params).map_err(|e| VcpuError::Regs(id, e))?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+struct RunState {
+    pause: bool,
+    stop: bool,
+    parked: usize,
+}
+
+/// Shared pause/stop state for all vCPU threads of a VM.
+#[derive(Debug, Default)]
+pub struct RunControl {
+    state: Mutex<RunState>,
+    changed: Condvar,
+}
+
+/// A running vCPU thread.
+pub struct VcpuHandle {
+    thread: JoinHandle<()>,
+}
+
+impl VcpuHandle {
+    fn kick(&self) {
+        // The thread may have exited already; nothing to interrupt then.
+        let _ = self.thread.kill(kick_signal());
+    }
+}
+
+impl RunControl {
+    /// Waits at a safe point while paused; returns false when the thread must end.
+    fn checkpoint(&self) -> bool {
+        let mut s = lock(&self.state);
+        if s.pause && !s.stop {
+            s.parked += 1;
+            self.changed.notify_all();
+            while s.pause && !s.stop {
+                s = self
+                    .changed
+                    .wait(s)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            s.parked -= 1;
+        }
+        !s.stop
+    }
+
+    fn kick_until(&self, vcpus: &[VcpuHandle], timeout: Duration, done: impl Fn(&RunState) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let s = lock(&self.state);
+                if done(&s) {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            // A kick can land just before a thread enters KVM_RUN and be lost, so kick again
+            // until every thread has acknowledged.
+            for v in vcpus {
+                if !v.thread.is_finished() {
+                    v.kick();
+                }
+            }
+            let s = lock(&self.state);
+            let _ = self.changed.wait_timeout(s, Duration::from_millis(2));
+        }
+    }
+
+    /// Parks every vCPU outside KVM_RUN; returns false if they did not all park in time.
+    pub fn pause(&self, vcpus: &[VcpuHandle]) -> bool {
+        lock(&self.state).pause = true;
+        let live = vcpus.iter().filter(|v| !v.thread.is_finished()).count();
+        self.kick_until(vcpus, Duration::from_secs(2), |s| s.parked >= live)
+    }
+
+    /// Lets parked vCPUs run again.
+    pub fn resume(&self) {
+        lock(&self.state).pause = false;
+        self.changed.notify_all();
+    }
+
+    /// Stops every vCPU thread (they end at their next checkpoint).
+    pub fn stop(&self, vcpus: &[VcpuHandle]) {
+        lock(&self.state).stop = true;
+        self.changed.notify_all();
+        let _ = self.kick_until(vcpus, Duration::from_millis(500), |_| {
+            vcpus.iter().all(|v| v.thread.is_finished())
+        });
+    }
+}
+
+/// Everything a vCPU thread owns.
+pub struct Vcpu {
+    /// Index, which is also the APIC ID.
+    pub id: u8,
+    /// The KVM vCPU.
+    pub fd: VcpuFd,
+    /// Port I/O bus.
+    pub pio: Arc<Bus>,
+    /// MMIO bus.
+    pub mmio: Arc<Bus>,
+    /// Where to report that the VM must stop.
+    pub exit: ExitSender,
+    /// Pause/stop control.
+    pub control: Arc<RunControl>,
+}
+
+impl Vcpu {
+    /// Starts the thread.
+    pub fn spawn(self) -> Result<VcpuHandle, VcpuError> {
+        let id = self.id;
+        std::thread::Builder::new()
+            .name(format!("vcpu{id}"))
+            .spawn(move || self.run())
+            .map(|thread| VcpuHandle { thread })
+            .map_err(|e| VcpuError::Spawn(id, e))
+    }
+
+    fn run(mut self) {
+        while self.control.checkpoint() {
+            if let Some(reason) = self.run_once() {
+                let _ = self.exit.send(reason);
+                return;
+            }
+        }
+    }
+
+    /// One KVM_RUN; returns why the VM must stop, if it must.
+    fn run_once(&mut self) -> Option<ExitReason> {
+        let id = self.id;
+        let kvm_error = |detail: String| Some(ExitReason::KvmError { vcpu: id, detail });
+        match self.fd.run() {
+            Ok(VcpuExit::IoIn(port, data)) => self.pio.read(u64::from(port), data),
+            Ok(VcpuExit::IoOut(port, data)) => self.pio.write(u64::from(port), data),
+            Ok(VcpuExit::MmioRead(addr, data)) => self.mmio.read(addr, data),
+            Ok(VcpuExit::MmioWrite(addr, data)) => self.mmio.write(addr, data),
+            // With the in-kernel LAPIC, HLT is handled by KVM; a stray one just resumes.
+            Ok(VcpuExit::Hlt | VcpuExit::Intr) => {}
+            Ok(VcpuExit::Shutdown) => return Some(ExitReason::TripleFault { vcpu: id }),
+            Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
+                KVM_SYSTEM_EVENT_SHUTDOWN | KVM_SYSTEM_EVENT_RESET => {
+                    return Some(ExitReason::GuestReset)
+                }
+                KVM_SYSTEM_EVENT_CRASH => return kvm_error("guest crash event".into()),
+                other => return kvm_error(format!("unknown system event {other}")),
+            },
+            Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                return kvm_error(format!(
+                    "VM entry failed (hardware reason {reason:#x}, host CPU {cpu})"
+                ))
+            }
+            Ok(VcpuExit::InternalError) => {
+                let rip = self.fd.get_regs().map(|r| r.rip).unwrap_or(0);
+                return kvm_error(format!(
+                    "KVM internal error (emulation failure?) at RIP {rip:#x}"
+                ));
+            }
+            Ok(other) => return kvm_error(format!("unexpected exit {other:?}")),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                self.fd.set_kvm_immediate_exit(0);
+            }
+            Err(e) => return kvm_error(format!("KVM_RUN failed: {e}")),
+        }
+        None
+    }
+}

@@ -1,0 +1,170 @@
+//! The KVM VM: opening /dev/kvm, checking what the VMM needs, guest memory slots, the in-kernel
+//! interrupt controllers and PIT, and irqfds.
+
+use std::path::Path;
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::x86_64::layout::{KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS};
+
+/// The device node.
+pub const KVM_PATH: &str = "/dev/kvm";
+
+/// Capabilities tessera-vmm cannot run without.
+const REQUIRED_CAPS: [(Cap, &str); 6] = [
+    (Cap::Irqchip, "in-kernel IRQ chip"),
+    (Cap::UserMemory, "user memory slots"),
+    (Cap::SetTssAddr, "TSS address"),
+    (Cap::Pit2, "in-kernel PIT"),
+    (Cap::Irqfd, "irqfd"),
+    (Cap::ImmediateExit, "immediate exit"),
+];
+
+/// Errors from KVM at the VM level.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// /dev/kvm is missing.
+    #[error("{KVM_PATH} does not exist: this host has no KVM (enable virtualization in the firmware and load kvm_intel or kvm_amd)")]
+    NoKvm,
+    /// No permission to open /dev/kvm.
+    #[error("permission denied opening {KVM_PATH}: run as a member of the 'kvm' group or as root")]
+    KvmPermission,
+    /// Another open error.
+    #[error("cannot open {KVM_PATH}: {0}")]
+    OpenKvm(kvm_ioctls::Error),
+    /// The KVM API version is not 12.
+    #[error("unsupported KVM API version {0} (expected 12)")]
+    ApiVersion(i32),
+    /// A capability is missing.
+    #[error("KVM lacks a capability tessera-vmm needs: {0}")]
+    MissingCap(&'static str),
+    /// More vCPUs than KVM allows.
+    #[error("{requested} vCPUs requested but this KVM allows at most {max}")]
+    TooManyVcpus {
+        /// Requested.
+        requested: u8,
+        /// KVM's limit.
+        max: usize,
+    },
+    /// A KVM ioctl failed.
+    #[error("KVM {0} failed: {1}")]
+    Ioctl(&'static str, kvm_ioctls::Error),
+}
+
+/// An open VM with its system-level facts.
+pub struct Vm {
+    kvm: Kvm,
+    fd: VmFd,
+}
+
+impl Vm {
+    /// Opens KVM, checks its API, and creates an empty VM.
+    pub fn new() -> Result<Self, VmError> {
+        if !Path::new(KVM_PATH).exists() {
+            return Err(VmError::NoKvm);
+        }
+        let kvm = Kvm::new().map_err(|e| match e.errno() {
+            libc::EACCES | libc::EPERM => VmError::KvmPermission,
+            libc::ENOENT | libc::ENXIO | libc::ENODEV => VmError::NoKvm,
+            _ => VmError::OpenKvm(e),
+        })?;
+        let version = kvm.get_api_version();
+        if version != 12 {
+            return Err(VmError::ApiVersion(version));
+        }
+        for (cap, name) in REQUIRED_CAPS {
+            if !kvm.check_extension(cap) {
+                return Err(VmError::MissingCap(name));
+            }
+        }
+        let fd = kvm.create_vm().map_err(|e| VmError::Ioctl("CREATE_VM", e))?;
+        Ok(Self { kvm, fd })
+    }
+
+    /// The VM file descriptor.
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+
+    /// Checks the vCPU count against KVM's limit.
+    pub fn check_vcpus(&self, count: u8) -> Result<(), VmError> {
+        let max = self.kvm.get_max_vcpus();
+        if usize::from(count) > max {
+            return Err(VmError::TooManyVcpus {
+                requested: count,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// KVM's supported CPUID table.
+    pub fn supported_cpuid(&self) -> Result<CpuId, VmError> {
+        self.kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| VmError::Ioctl("GET_SUPPORTED_CPUID", e))
+    }
+
+    /// MSR indices KVM saves and restores.
+    pub fn supported_msrs(&self) -> Result<Vec<u32>, VmError> {
+        self.kvm
+            .get_msr_index_list()
+            .map(|l| l.as_slice().to_vec())
+            .map_err(|e| VmError::Ioctl("GET_MSR_INDEX_LIST", e))
+    }
+
+    /// Registers every guest memory region as a KVM memory slot.
+    pub fn register_memory(&self, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+        for (slot, region) in mem.iter().enumerate() {
+            let host = region
+                .get_host_address(vm_memory::MemoryRegionAddress(0))
+                .map_err(|_| VmError::Ioctl("SET_USER_MEMORY_REGION", kvm_ioctls::Error::new(libc::EFAULT)))?;
+            let desc = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().raw_value(),
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+            };
+            // SAFETY: the region is a live mmap owned by `mem`, which outlives the VM (the
+            // builder keeps both until the process exits), and the slots do not overlap
+            // because vm-memory refuses overlapping regions.
+            unsafe { self.fd.set_user_memory_region(desc) }
+                .map_err(|e| VmError::Ioctl("SET_USER_MEMORY_REGION", e))?;
+        }
+        Ok(())
+    }
+
+    /// Creates the in-kernel PIC, I/O APIC and PIT, and the Intel-only TSS and identity pages.
+    pub fn setup_irqchip(&self) -> Result<(), VmError> {
+        self.fd
+            .set_tss_address(KVM_TSS_ADDRESS as usize)
+            .map_err(|e| VmError::Ioctl("SET_TSS_ADDR", e))?;
+        if self.kvm.check_extension(Cap::SetIdentityMapAddr) {
+            self.fd
+                .set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
+                .map_err(|e| VmError::Ioctl("SET_IDENTITY_MAP_ADDR", e))?;
+        }
+        self.fd
+            .create_irq_chip()
+            .map_err(|e| VmError::Ioctl("CREATE_IRQCHIP", e))?;
+        // The dummy speaker port lets guests calibrate the TSC against PIT channel 2.
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        self.fd
+            .create_pit2(pit)
+            .map_err(|e| VmError::Ioctl("CREATE_PIT2", e))
+    }
+
+    /// Routes writes to `evt` to interrupt line `gsi`.
+    pub fn register_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), VmError> {
+        self.fd
+            .register_irqfd(evt, gsi)
+            .map_err(|e| VmError::Ioctl("IRQFD", e))
+    }
+}
