@@ -16,4 +16,5 @@ pub mod controller;
 pub mod devices;
 pub mod exit;
 pub mod rate_limit;
+pub mod tiny_guest;
 pub mod vstate;

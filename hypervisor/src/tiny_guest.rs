@@ -1,0 +1,259 @@
+//! Purpose-built tiny guests for tests and benchmarks: a few hundred bytes of x86-64 machine
+//! code wrapped in an ELF64 image that tessera-vmm boots at its 64-bit entry.
+//!
+//! Code is emitted by [`Asm`], a hand encoder for the dozen instructions such guests need; no
+//! assembler is needed at build time. The ELF image also carries a PVH note whose 32-bit entry
+//! runs the same bytes, so QEMU can load the identical guest with `-kernel` (the instructions
+//! used here encode the same in 32-bit and 64-bit mode unless noted).
+
+/// Where the image is loaded (guest-physical), above the boot structures.
+pub const LOAD_ADDR: u64 = 0x20_0000;
+const EHDR_SIZE: usize = 64;
+const PHDR_SIZE: usize = 56;
+
+/// Serial port COM1 data register.
+pub const COM1: u16 = 0x3f8;
+
+/// A minimal x86 encoder with backward labels.
+#[derive(Default, Debug, Clone)]
+pub struct Asm {
+    code: Vec<u8>,
+}
+
+impl Asm {
+    /// Empty program.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Current offset, for a later backward jump.
+    pub fn here(&self) -> usize {
+        self.code.len()
+    }
+
+    /// Raw bytes.
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.code.extend_from_slice(b);
+        self
+    }
+
+    /// `mov dx, imm16`.
+    pub fn mov_dx(&mut self, v: u16) -> &mut Self {
+        let [lo, hi] = v.to_le_bytes();
+        self.bytes(&[0x66, 0xba, lo, hi])
+    }
+
+    /// `mov al, imm8`.
+    pub fn mov_al(&mut self, v: u8) -> &mut Self {
+        self.bytes(&[0xb0, v])
+    }
+
+    /// `mov eax, imm32` (zero-extends into RAX in 64-bit mode).
+    pub fn mov_eax(&mut self, v: u32) -> &mut Self {
+        self.bytes(&[0xb8]).bytes(&v.to_le_bytes())
+    }
+
+    /// `mov ecx, imm32`.
+    pub fn mov_ecx(&mut self, v: u32) -> &mut Self {
+        self.bytes(&[0xb9]).bytes(&v.to_le_bytes())
+    }
+
+    /// `out dx, al`.
+    pub fn out_dx_al(&mut self) -> &mut Self {
+        self.bytes(&[0xee])
+    }
+
+    /// `out dx, eax`.
+    pub fn out_dx_eax(&mut self) -> &mut Self {
+        self.bytes(&[0xef])
+    }
+
+    /// `in al, dx`.
+    pub fn in_al_dx(&mut self) -> &mut Self {
+        self.bytes(&[0xec])
+    }
+
+    /// `in eax, dx`.
+    pub fn in_eax_dx(&mut self) -> &mut Self {
+        self.bytes(&[0xed])
+    }
+
+    /// `out imm8, al`.
+    pub fn out_imm_al(&mut self, port: u8) -> &mut Self {
+        self.bytes(&[0xe6, port])
+    }
+
+    /// `shr eax, imm8`.
+    pub fn shr_eax(&mut self, n: u8) -> &mut Self {
+        self.bytes(&[0xc1, 0xe8, n])
+    }
+
+    /// `dec ecx` (the two-byte form, valid in both modes).
+    pub fn dec_ecx(&mut self) -> &mut Self {
+        self.bytes(&[0xff, 0xc9])
+    }
+
+    /// `jnz` back to `target` (within 128 bytes).
+    pub fn jnz_back(&mut self, target: usize) -> &mut Self {
+        let rel = target as isize - (self.here() as isize + 2);
+        self.bytes(&[0x75, rel as i8 as u8])
+    }
+
+    /// `mov dword [eax/rax + disp8], imm32`: an MMIO write through a register, since
+    /// 64-bit absolute displacements sign-extend.
+    pub fn store_rax_disp(&mut self, disp: u8, v: u32) -> &mut Self {
+        self.bytes(&[0xc7, 0x40, disp]).bytes(&v.to_le_bytes())
+    }
+
+    /// `mov eax, dword [eax/rax]`: an MMIO read.
+    pub fn load_eax_from_rax(&mut self) -> &mut Self {
+        self.bytes(&[0x8b, 0x00])
+    }
+
+    /// Writes each byte of `s` to COM1.
+    pub fn print(&mut self, s: &[u8]) -> &mut Self {
+        self.mov_dx(COM1);
+        for &b in s {
+            self.mov_al(b).out_dx_al();
+        }
+        self
+    }
+
+    /// Writes AL..EAX's four bytes to COM1, low byte first (clobbers EAX and DX).
+    pub fn print_eax_bytes(&mut self) -> &mut Self {
+        self.mov_dx(COM1);
+        for i in 0..4 {
+            self.out_dx_al();
+            if i < 3 {
+                self.shr_eax(8);
+            }
+        }
+        self
+    }
+
+    /// Pulses the CPU reset line through the i8042: tessera-vmm exits with status 0.
+    /// Port 0xf4 first, so QEMU's `isa-debug-exit` device ends QEMU the same way.
+    pub fn reset(&mut self) -> &mut Self {
+        self.mov_al(0).out_imm_al(0xf4).mov_al(0xfe).out_imm_al(0x64)
+    }
+
+    /// `cli; hlt` forever.
+    pub fn halt_forever(&mut self) -> &mut Self {
+        let top = self.here();
+        self.bytes(&[0xfa, 0xf4]);
+        let rel = top as isize - (self.here() as isize + 2);
+        self.bytes(&[0xeb, rel as i8 as u8])
+    }
+
+    /// `ud2`.
+    pub fn ud2(&mut self) -> &mut Self {
+        self.bytes(&[0x0f, 0x0b])
+    }
+
+    /// The machine code.
+    pub fn code(&self) -> &[u8] {
+        &self.code
+    }
+}
+
+fn pvh_note(entry32: u32) -> Vec<u8> {
+    // Xen ELF note: namesz, descsz, type XEN_ELFNOTE_PHYS32_ENTRY (18), "Xen\0", entry.
+    let mut n = Vec::new();
+    n.extend_from_slice(&4u32.to_le_bytes());
+    n.extend_from_slice(&4u32.to_le_bytes());
+    n.extend_from_slice(&18u32.to_le_bytes());
+    n.extend_from_slice(b"Xen\0");
+    n.extend_from_slice(&entry32.to_le_bytes());
+    n
+}
+
+/// Wraps `code` in an ELF64 executable loaded at [`LOAD_ADDR`] and entered at its first byte.
+pub fn elf(code: &[u8]) -> Vec<u8> {
+    let headers = EHDR_SIZE + 2 * PHDR_SIZE;
+    let note_off = headers;
+    let code_off = note_off + pvh_note(0).len();
+    let file_size = code_off + code.len();
+    let entry = LOAD_ADDR + code_off as u64;
+    let note = pvh_note(entry as u32);
+
+    let mut f = Vec::with_capacity(file_size);
+    // ELF header.
+    f.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    f.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    f.extend_from_slice(&1u32.to_le_bytes());
+    f.extend_from_slice(&entry.to_le_bytes());
+    f.extend_from_slice(&(EHDR_SIZE as u64).to_le_bytes()); // e_phoff
+    f.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    f.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    f.extend_from_slice(&(EHDR_SIZE as u16).to_le_bytes());
+    f.extend_from_slice(&(PHDR_SIZE as u16).to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes()); // e_phnum
+    f.extend_from_slice(&[0; 6]); // shentsize, shnum, shstrndx
+    // PT_LOAD of the whole file, read/write/execute.
+    f.extend_from_slice(&1u32.to_le_bytes());
+    f.extend_from_slice(&7u32.to_le_bytes());
+    f.extend_from_slice(&0u64.to_le_bytes());
+    f.extend_from_slice(&LOAD_ADDR.to_le_bytes());
+    f.extend_from_slice(&LOAD_ADDR.to_le_bytes());
+    f.extend_from_slice(&(file_size as u64).to_le_bytes());
+    f.extend_from_slice(&(file_size as u64).to_le_bytes());
+    f.extend_from_slice(&0x1000u64.to_le_bytes());
+    // PT_NOTE with the PVH entry.
+    f.extend_from_slice(&4u32.to_le_bytes());
+    f.extend_from_slice(&4u32.to_le_bytes());
+    f.extend_from_slice(&(note_off as u64).to_le_bytes());
+    f.extend_from_slice(&(LOAD_ADDR + note_off as u64).to_le_bytes());
+    f.extend_from_slice(&(LOAD_ADDR + note_off as u64).to_le_bytes());
+    f.extend_from_slice(&(note.len() as u64).to_le_bytes());
+    f.extend_from_slice(&(note.len() as u64).to_le_bytes());
+    f.extend_from_slice(&4u64.to_le_bytes());
+    f.extend_from_slice(&note);
+    f.extend_from_slice(code);
+    f
+}
+
+/// Prints `msg` on the serial console and resets.
+pub fn hello(msg: &[u8]) -> Vec<u8> {
+    let mut a = Asm::new();
+    a.print(msg).reset().halt_forever();
+    elf(a.code())
+}
+
+/// Does `count` OUTs to the debug port 0x80 (milestone 0x01 once, then repeats), prints
+/// `done\n`, and resets: the port-I/O exit benchmark.
+pub fn pio_loop(count: u32) -> Vec<u8> {
+    let mut a = Asm::new();
+    a.print(b"go\n").mov_dx(0x80).mov_al(0x01).mov_ecx(count);
+    let top = a.here();
+    a.out_dx_al().dec_ecx().jnz_back(top);
+    a.print(b"done\n").reset().halt_forever();
+    elf(a.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elf_is_well_formed() {
+        let img = hello(b"hi");
+        assert_eq!(&img[..4], b"\x7fELF");
+        let entry = u64::from_le_bytes(img[24..32].try_into().unwrap());
+        let off = (entry - LOAD_ADDR) as usize;
+        // The entry is the first `mov dx, 0x3f8`.
+        assert_eq!(&img[off..off + 4], &[0x66, 0xba, 0xf8, 0x03]);
+        // The PVH note points at the same entry.
+        let note_entry = u32::from_le_bytes(img[off - 4..off].try_into().unwrap());
+        assert_eq!(u64::from(note_entry), entry);
+    }
+
+    #[test]
+    fn backward_jump_encoding() {
+        let mut a = Asm::new();
+        let top = a.here();
+        a.dec_ecx().jnz_back(top);
+        assert_eq!(a.code(), &[0xff, 0xc9, 0x75, 0xfc]);
+    }
+}
