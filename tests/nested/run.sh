@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Runs one scenario of the nested harness: tessera-vmm inside a QEMU TCG guest (L1) whose
+# emulated AMD-V CPU gives it a real /dev/kvm, because this machine's own /dev/kvm (PVM)
+# cannot run a stock kernel (see shared/research/nested-kvm.md).
+#
+#   tests/nested/run.sh SCENARIO        scenario = a file in tests/nested/scenarios/ (boot, ...)
+#
+# Builds what it needs (idempotent): the test guest (build-guest.sh), a static tessera-vmm and
+# boot-timer, and the L1 initramfs. The L1 console goes to stdout and to
+# $TESSERA_CACHE/nested/SCENARIO.log. Exit status: the scenario's (NEST-END rc=N), or 125 when
+# L1 never reported (timeout or crash).
+# Env: TESSERA_CACHE, NEST_TIMEOUT (seconds, default 600), NEST_MEM (default 2048M),
+#      NEST_SMP (default 2).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+CACHE=${TESSERA_CACHE:-$repo/.cache}
+scenario=${1:?usage: run.sh SCENARIO}
+[ -f "$here/scenarios/$scenario.sh" ] || { echo "run.sh: no scenario $scenario" >&2; exit 2; }
+log() { printf '[nested] %s\n' "$*" >&2; }
+
+command -v qemu-system-x86_64 >/dev/null || {
+    log "installing qemu-system-x86"
+    apt-get install -y --no-install-recommends qemu-system-x86 >/dev/null
+}
+"$repo/tests/guest/build-guest.sh"
+
+target=x86_64-unknown-linux-gnu
+log "building static tessera-vmm and boot-timer"
+(cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build -q --release --target "$target" -p tessera-vmm -p tessera-e2e --bin tessera-vmm --bin boot-timer)
+bindir=$repo/target/$target/release
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage"/{bin,dev,proc,sys,tmp,guest,modules,scenarios}
+cp "$CACHE/debs"/x-busybox-static_*/bin/busybox "$stage/bin/busybox"
+strip -o "$stage/bin/tessera-vmm" "$bindir/tessera-vmm"
+strip -o "$stage/bin/boot-timer" "$bindir/boot-timer"
+cp "$CACHE/guest/vmlinuz" "$CACHE/guest/initramfs.cpio.gz" "$stage/guest/"
+cp "$CACHE/guest/modules/"* "$stage/modules/"
+cp "$here/scenarios/"*.sh "$stage/scenarios/"
+install -m 0755 "$here/init" "$stage/init"
+mkdir -p "$CACHE/nested"
+l1=$CACHE/nested/l1.cpio.gz
+(cd "$stage" && find . | cpio -o -H newc -R 0:0 --quiet) | gzip -1 > "$l1"
+
+out=$CACHE/nested/$scenario.log
+log "booting L1 (QEMU TCG, EPYC+svm) for scenario $scenario; console in $out"
+set +e
+timeout "${NEST_TIMEOUT:-600}" qemu-system-x86_64 -M q35 -accel tcg -cpu EPYC,+svm \
+    -m "${NEST_MEM:-2048M}" -smp "${NEST_SMP:-2}" -nodefaults -no-user-config -nographic \
+    -serial stdio -no-reboot -kernel "$CACHE/guest/vmlinuz" -initrd "$l1" \
+    -append "console=ttyS0 panic=-1 quiet nest.run=$scenario" </dev/null \
+    2>"$CACHE/nested/$scenario.qemu-stderr" | tee "$out"
+set -e
+rc=$(sed -n "s/.*NEST-END $scenario rc=\([0-9]*\).*/\1/p" "$out" | tail -n 1)
+if [ -z "$rc" ]; then
+    log "L1 never reported the end of $scenario (timeout or crash)"
+    exit 125
+fi
+exit "$rc"

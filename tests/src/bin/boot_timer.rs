@@ -1,0 +1,68 @@
+//! `boot-timer`: runs a VMM command, copies its output through, and reports when a marker line
+//! appeared, when the process exited, its exit status and its peak RSS. Used inside the nested
+//! harness, where busybox has no clock with sub-second resolution, to time tessera-vmm and QEMU
+//! the same way.
+//!
+//! Usage: boot-timer MARKER -- COMMAND [ARGS...]
+//! Prints: BOOT-TIMER marker_ms=<ms|none> exit_ms=<ms> status=<code> maxrss_kib=<kib>
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(sep) = args.iter().position(|a| a == "--") else {
+        eprintln!("usage: boot-timer MARKER -- COMMAND [ARGS...]");
+        std::process::exit(2);
+    };
+    if sep != 1 || args.len() < 3 {
+        eprintln!("usage: boot-timer MARKER -- COMMAND [ARGS...]");
+        std::process::exit(2);
+    }
+    let marker = &args[0];
+    let start = Instant::now();
+    let mut child = match Command::new(&args[2])
+        .args(&args[3..])
+        .stdout(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("boot-timer: cannot run {}: {e}", args[2]);
+            std::process::exit(1);
+        }
+    };
+    let mut marker_ms = None;
+    if let Some(out) = child.stdout.take() {
+        let mut reader = BufReader::new(out);
+        let mut line = Vec::new();
+        let stdout = std::io::stdout();
+        while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+            if marker_ms.is_none() && String::from_utf8_lossy(&line).contains(marker.as_str()) {
+                marker_ms = Some(start.elapsed().as_secs_f64() * 1000.0);
+            }
+            let mut lock = stdout.lock();
+            let _ = lock.write_all(&line);
+            let _ = lock.flush();
+            line.clear();
+        }
+    }
+    let status = child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
+    let exit_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let maxrss = max_rss_children_kib();
+    let marker = marker_ms.map_or("none".to_string(), |m| format!("{m:.1}"));
+    println!("BOOT-TIMER marker_ms={marker} exit_ms={exit_ms:.1} status={status} maxrss_kib={maxrss}");
+}
+
+fn max_rss_children_kib() -> i64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a rusage into the pointer we pass, which is valid and sized for
+    // it; the struct is only read after a zero return.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return -1;
+    }
+    // SAFETY: getrusage returned 0, so it initialised the struct.
+    unsafe { usage.assume_init() }.ru_maxrss
+}
