@@ -1,10 +1,24 @@
-//! Writes a tiny guest image: `cargo run --example tiny_guest -- hello OUT` or `pio N OUT`.
+//! Writes one of the tiny test guests to a file, for trying them by hand:
+//! `cargo run -p tessera-vmm --example tiny_guest -- KIND OUT`
+//! KIND: hello, irq, pci, poke, triple, idle, pio:COUNT
+use tessera_vmm::tiny_guest as tg;
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (img, out) = match args.as_slice() {
-        [kind, out] if kind == "hello" => (tessera_vmm::tiny_guest::hello(b"Hello from a tiny guest\n"), out),
-        [kind, n, out] if kind == "pio" => (tessera_vmm::tiny_guest::pio_loop(n.parse()?), out),
-        _ => anyhow::bail!("usage: tiny_guest hello OUT | tiny_guest pio COUNT OUT"),
+    let [kind, out] = args.as_slice() else {
+        anyhow::bail!("usage: tiny_guest KIND OUT  (KIND: hello, irq, pci, poke, triple, idle, pio:COUNT)");
+    };
+    let img = match kind.as_str() {
+        "hello" => tg::hello(b"Hello from a tiny guest\n"),
+        "irq" => tg::serial_irq(),
+        "pci" => tg::pci_probe(),
+        "poke" => tg::poke_unknown(100),
+        "triple" => tg::triple_fault(),
+        "idle" => tg::milestones_then_idle(&[0x10, 0x20]),
+        k => match k.strip_prefix("pio:") {
+            Some(n) => tg::pio_loop(n.parse()?),
+            None => anyhow::bail!("unknown guest kind {k}"),
+        },
     };
     std::fs::write(out, img)?;
     Ok(())

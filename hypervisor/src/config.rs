@@ -206,7 +206,13 @@ impl VmConfig {
         let parsed = if path.extension().is_some_and(|e| e == "json") {
             serde_json::from_str(&text).map_err(|e| e.to_string())
         } else {
-            toml::from_str(&text).map_err(|e| e.to_string())
+            // toml's Display spans several lines with a source excerpt; keep the error to one.
+            toml::from_str(&text).map_err(|e| {
+                let line = e
+                    .span()
+                    .map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1));
+                format!("line {line}: {}", e.message().trim())
+            })
         };
         parsed.map_err(|e| ConfigError::Parse(path.to_path_buf(), e))
     }

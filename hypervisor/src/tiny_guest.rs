@@ -8,6 +8,10 @@
 
 /// Where the image is loaded (guest-physical), above the boot structures.
 pub const LOAD_ADDR: u64 = 0x20_0000;
+/// Offset of the code in the image, after the ELF headers and the PVH note.
+const CODE_OFFSET: usize = 0x100;
+/// Guest-physical address of the first code byte (the entry point).
+pub const CODE_BASE: u64 = LOAD_ADDR + CODE_OFFSET as u64;
 const EHDR_SIZE: usize = 64;
 const PHDR_SIZE: usize = 56;
 
@@ -99,10 +103,37 @@ impl Asm {
         self.bytes(&[0x75, rel as i8 as u8])
     }
 
-    /// `mov dword [eax/rax + disp8], imm32`: an MMIO write through a register, since
-    /// 64-bit absolute displacements sign-extend.
-    pub fn store_rax_disp(&mut self, disp: u8, v: u32) -> &mut Self {
-        self.bytes(&[0xc7, 0x40, disp]).bytes(&v.to_le_bytes())
+    /// `mov dword [eax/rax + disp32], imm32`: a memory or MMIO write through a register,
+    /// since 64-bit absolute displacements sign-extend.
+    pub fn store_rax_disp(&mut self, disp: u32, v: u32) -> &mut Self {
+        self.bytes(&[0xc7, 0x80])
+            .bytes(&disp.to_le_bytes())
+            .bytes(&v.to_le_bytes())
+    }
+
+    /// `lidt [eax/rax]`.
+    pub fn lidt_rax(&mut self) -> &mut Self {
+        self.bytes(&[0x0f, 0x01, 0x18])
+    }
+
+    /// `sti`.
+    pub fn sti(&mut self) -> &mut Self {
+        self.bytes(&[0xfb])
+    }
+
+    /// `hlt; jmp` back to the `hlt`: sleep, wake on each interrupt, sleep again.
+    pub fn idle_forever(&mut self) -> &mut Self {
+        let top = self.here();
+        self.bytes(&[0xf4]);
+        let rel = top as isize - (self.here() as isize + 2);
+        self.bytes(&[0xeb, rel as i8 as u8])
+    }
+
+    /// Pads with NOPs up to `offset`; panics if the code is already longer (a test bug).
+    pub fn pad_to(&mut self, offset: usize) -> &mut Self {
+        assert!(self.here() <= offset, "tiny guest code overlaps offset {offset:#x}");
+        self.code.resize(offset, 0x90);
+        self
     }
 
     /// `mov eax, dword [eax/rax]`: an MMIO read.
@@ -169,11 +200,9 @@ fn pvh_note(entry32: u32) -> Vec<u8> {
 
 /// Wraps `code` in an ELF64 executable loaded at [`LOAD_ADDR`] and entered at its first byte.
 pub fn elf(code: &[u8]) -> Vec<u8> {
-    let headers = EHDR_SIZE + 2 * PHDR_SIZE;
-    let note_off = headers;
-    let code_off = note_off + pvh_note(0).len();
-    let file_size = code_off + code.len();
-    let entry = LOAD_ADDR + code_off as u64;
+    let note_off = EHDR_SIZE + 2 * PHDR_SIZE;
+    let file_size = CODE_OFFSET + code.len();
+    let entry = CODE_BASE;
     let note = pvh_note(entry as u32);
 
     let mut f = Vec::with_capacity(file_size);
@@ -210,6 +239,7 @@ pub fn elf(code: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&(note.len() as u64).to_le_bytes());
     f.extend_from_slice(&4u64.to_le_bytes());
     f.extend_from_slice(&note);
+    f.resize(CODE_OFFSET, 0);
     f.extend_from_slice(code);
     f
 }
@@ -232,6 +262,98 @@ pub fn pio_loop(count: u32) -> Vec<u8> {
     elf(a.code())
 }
 
+/// Vector the serial interrupt is routed to by [`serial_irq`].
+const SERIAL_VECTOR: u32 = 0x30;
+const IDT_BASE: u32 = 0x1_0000;
+const IDTR_ADDR: u32 = 0x1_1000;
+const IOAPIC: u32 = 0xfec0_0000;
+const LAPIC: u32 = 0xfee0_0000;
+/// Offset of the interrupt handler in [`serial_irq`]'s code.
+const HANDLER_OFFSET: usize = 0x100;
+
+/// Exercises the whole interrupt path: programs an IDT, the I/O APIC (pin 4 to vector 0x30)
+/// and the local APIC, enables the UART's receive interrupt, prints `ready`, and sleeps. A
+/// byte sent to the console wakes it through irqfd -> I/O APIC -> LAPIC -> IDT; the handler
+/// prints `IRQ:<byte>` and resets.
+pub fn serial_irq() -> Vec<u8> {
+    let handler = CODE_BASE + HANDLER_OFFSET as u64;
+    let mut a = Asm::new();
+    // IDT entry for SERIAL_VECTOR: 64-bit interrupt gate, selector 0x10 (boot CS).
+    a.mov_eax(IDT_BASE + SERIAL_VECTOR * 16)
+        .store_rax_disp(0, (handler as u32 & 0xffff) | (0x10 << 16))
+        .store_rax_disp(4, (handler as u32 & 0xffff_0000) | 0x8e00)
+        .store_rax_disp(8, (handler >> 32) as u32)
+        .store_rax_disp(12, 0);
+    // IDTR: limit covers SERIAL_VECTOR, base IDT_BASE.
+    a.mov_eax(IDTR_ADDR)
+        .store_rax_disp(0, (SERIAL_VECTOR * 16 + 15) | ((IDT_BASE & 0xffff) << 16))
+        .store_rax_disp(4, IDT_BASE >> 16)
+        .store_rax_disp(8, 0)
+        .lidt_rax();
+    // I/O APIC redirection entry 4 (registers 0x18/0x19): fixed, edge, unmasked, to APIC 0.
+    a.mov_eax(IOAPIC)
+        .store_rax_disp(0, 0x18)
+        .store_rax_disp(0x10, SERIAL_VECTOR)
+        .store_rax_disp(0, 0x19)
+        .store_rax_disp(0x10, 0);
+    // Mask the 8259 PICs, as an OS does once it uses the I/O APIC: KVM resets vCPU 0's LINT0
+    // to ExtINT, so an unmasked PIC would deliver IRQ 4 a second time, at vector 4.
+    a.mov_al(0xff).out_imm_al(0x21).out_imm_al(0xa1);
+    // Local APIC software enable (spurious vector register).
+    a.mov_eax(LAPIC).store_rax_disp(0xf0, 0x1ff);
+    // UART: receive-data interrupt on, OUT2 (the PC's interrupt gate) on.
+    a.mov_dx(COM1 + 1).mov_al(0x01).out_dx_al();
+    a.mov_dx(COM1 + 4).mov_al(0x0b).out_dx_al();
+    a.print(b"ready\n").sti().idle_forever();
+    a.pad_to(HANDLER_OFFSET);
+    a.print(b"IRQ:").mov_dx(COM1).in_al_dx().out_dx_al();
+    a.mov_al(b'\n').out_dx_al().reset().halt_forever();
+    elf(a.code())
+}
+
+/// Writes each of `codes` to the debug port, then sleeps with interrupts off: a guest that
+/// stays up for control-API tests.
+pub fn milestones_then_idle(codes: &[u8]) -> Vec<u8> {
+    let mut a = Asm::new();
+    for &c in codes {
+        a.mov_al(c).out_imm_al(0x80);
+    }
+    a.print(b"idle\n").halt_forever();
+    elf(a.code())
+}
+
+/// Reads the PCI vendor/device dword and the class dword of 00:00.0 through ports 0xCF8/0xCFC
+/// and prints their eight raw bytes, then resets.
+pub fn pci_probe() -> Vec<u8> {
+    let mut a = Asm::new();
+    for reg in [0u32, 8] {
+        a.mov_dx(0xcf8).mov_eax(0x8000_0000 | reg).out_dx_eax();
+        a.mov_dx(0xcfc).in_eax_dx().print_eax_bytes();
+    }
+    a.reset().halt_forever();
+    elf(a.code())
+}
+
+/// Touches an unclaimed port and unclaimed MMIO `count` times each, then prints
+/// `still alive` and resets.
+pub fn poke_unknown(count: u32) -> Vec<u8> {
+    let mut a = Asm::new();
+    a.mov_ecx(count);
+    let top = a.here();
+    a.mov_dx(0x1234).out_dx_al().in_al_dx();
+    a.mov_eax(0xd000_0000).store_rax_disp(0, 0xdead_beef).load_eax_from_rax();
+    a.dec_ecx().jnz_back(top);
+    a.print(b"still alive\n").reset().halt_forever();
+    elf(a.code())
+}
+
+/// Executes `ud2` with no usable IDT: #UD, #GP, #DF, then a triple fault.
+pub fn triple_fault() -> Vec<u8> {
+    let mut a = Asm::new();
+    a.print(b"faulting\n").ud2().halt_forever();
+    elf(a.code())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,8 +366,10 @@ mod tests {
         let off = (entry - LOAD_ADDR) as usize;
         // The entry is the first `mov dx, 0x3f8`.
         assert_eq!(&img[off..off + 4], &[0x66, 0xba, 0xf8, 0x03]);
-        // The PVH note points at the same entry.
-        let note_entry = u32::from_le_bytes(img[off - 4..off].try_into().unwrap());
+        assert_eq!(entry, CODE_BASE);
+        // The PVH note (after the headers) points at the same entry.
+        let note = EHDR_SIZE + 2 * PHDR_SIZE;
+        let note_entry = u32::from_le_bytes(img[note + 16..note + 20].try_into().unwrap());
         assert_eq!(u64::from(note_entry), entry);
     }
 

@@ -5,6 +5,7 @@
 //!
 //! Usage: boot-timer MARKER -- COMMAND [ARGS...]
 //! Prints: BOOT-TIMER marker_ms=<ms|none> exit_ms=<ms> status=<code> maxrss_kib=<kib>
+//! and exits with the command's status.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -53,6 +54,7 @@ fn main() {
     let maxrss = max_rss_children_kib();
     let marker = marker_ms.map_or("none".to_string(), |m| format!("{m:.1}"));
     println!("BOOT-TIMER marker_ms={marker} exit_ms={exit_ms:.1} status={status} maxrss_kib={maxrss}");
+    std::process::exit(status.clamp(0, 255));
 }
 
 fn max_rss_children_kib() -> i64 {

@@ -1,0 +1,175 @@
+//! Bad input to the tessera-vmm binary: every case gets a one-line error that names the
+//! problem, a non-zero status, and no panic.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Asserts a clean failure: status `code`, one error line naming `needle`, no panic.
+fn assert_clean_failure(out: &std::process::Output, code: i32, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].contains(needle), "{needle:?} not in {:?}", lines[0]);
+}
+
+#[test]
+fn missing_kernel_file() {
+    let out = run_vmm(&["--kernel", "/nonexistent/bzImage"], LIMIT);
+    assert_clean_failure(&out, 1, "/nonexistent/bzImage");
+}
+
+#[test]
+fn no_kernel_at_all() {
+    let out = run_vmm(&["--memory", "64M"], LIMIT);
+    assert_clean_failure(&out, 1, "no kernel given");
+}
+
+#[test]
+fn unreadable_initrd() {
+    let out = run_vmm(&["--kernel", VMM, "--initrd", "/nonexistent/initrd"], LIMIT);
+    assert_clean_failure(&out, 1, "initrd /nonexistent/initrd");
+}
+
+#[test]
+fn kernel_that_is_not_a_bzimage_or_elf() {
+    if !kvm_or_skip("not_a_kernel") {
+        return;
+    }
+    let dir = Scratch::new("notkernel");
+    let k = dir.file("garbage", &[0x42; 65536]);
+    let out = run_vmm(&["--kernel", k.to_str().unwrap(), "--memory", "64M"], LIMIT);
+    assert_clean_failure(&out, 1, "neither a Linux bzImage nor an ELF");
+}
+
+#[test]
+fn truncated_bzimage() {
+    if !kvm_or_skip("truncated_bzimage") {
+        return;
+    }
+    let dir = Scratch::new("truncbz");
+    let mut img = vec![0u8; 0x1000];
+    img[0x202..0x206].copy_from_slice(b"HdrS");
+    img[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes()); // protocol 2.15
+    img[0x211] = 0x01; // loadflags: LOADED_HIGH
+    img[0x1f1] = 200; // setup_sects far beyond the file
+    let k = dir.file("bz", &img);
+    let out = run_vmm(&["--kernel", k.to_str().unwrap(), "--memory", "64M"], LIMIT);
+    assert_clean_failure(&out, 1, "cannot load the BzImage kernel");
+}
+
+#[test]
+fn memory_larger_than_the_host() {
+    let out = run_vmm(&["--kernel", VMM, "--memory", "64T"], LIMIT);
+    // 64T does not parse as a size at all (K/M/G only); 60000G does.
+    assert_eq!(out.status.code(), Some(2));
+    let out = run_vmm(&["--kernel", VMM, "--memory", "60000G"], LIMIT);
+    assert_clean_failure(&out, 1, "more than this host has");
+}
+
+#[test]
+fn vcpu_count_out_of_range() {
+    let out = run_vmm(&["--kernel", VMM, "--vcpus", "0"], LIMIT);
+    assert_clean_failure(&out, 1, "invalid vCPU count 0");
+    let out = run_vmm(&["--kernel", VMM, "--vcpus", "4000"], LIMIT);
+    assert_clean_failure(&out, 1, "invalid vCPU count 4000");
+}
+
+#[test]
+fn bad_config_file() {
+    let dir = Scratch::new("badcfg");
+    let cfg = dir.file("vm.toml", b"kernel = 42\nmemroy = \"1G\"\n");
+    let out = run_vmm(&["--config", cfg.to_str().unwrap()], LIMIT);
+    assert_clean_failure(&out, 1, "invalid config file");
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let out = run_vmm(&["--kernal", "x"], LIMIT);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn api_socket_path_that_is_a_regular_file_is_not_removed() {
+    if !kvm_or_skip("api_socket_file") {
+        return;
+    }
+    let dir = Scratch::new("sockfile");
+    let k = dir.file("hello.elf", &tessera_vmm::tiny_guest::milestones_then_idle(&[]));
+    let precious = dir.file("precious", b"data");
+    let out = run_vmm(
+        &["--kernel", k.to_str().unwrap(), "--memory", "64M", "--api-socket", precious.to_str().unwrap()],
+        LIMIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is not a socket"), "{err}");
+    assert_eq!(std::fs::read(&precious).unwrap(), b"data");
+}
+
+/// Runs the VMM in a mount namespace whose /dev is an empty tmpfs: no /dev/kvm.
+#[test]
+fn no_dev_kvm() {
+    let probe = Command::new("unshare").args(["-m", "true"]).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("\n*** SKIP no_dev_kvm: cannot create a mount namespace (unshare -m) here ***\n");
+        return;
+    }
+    let script = format!(
+        "mount -t tmpfs tmpfs /dev && exec {VMM} --kernel {VMM} --memory 64M"
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, 1, "/dev/kvm does not exist");
+}
+
+/// Runs the VMM as an unprivileged user against a root-only /dev/kvm.
+#[test]
+fn no_permission_on_dev_kvm() {
+    let meta = std::fs::metadata("/dev/kvm");
+    let root_only = meta.as_ref().is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0 && m.mode() & 0o006 == 0
+    });
+    let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
+    if !root_only || !setpriv || unsafe_not_root() {
+        eprintln!("\n*** SKIP no_permission_on_dev_kvm: needs root, setpriv and a root-only /dev/kvm ***\n");
+        return;
+    }
+    // The kernel file must be readable by the unprivileged user.
+    let dir = Scratch::new("perm");
+    let k = dir.file("k", &[0u8; 16]);
+    let _ = Command::new("chmod").args(["-R", "a+rX", dir.0.to_str().unwrap()]).status();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", VMM])
+        .args(["--kernel", k.to_str().unwrap(), "--memory", "64M"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("Permission denied") && err.contains("tessera-vmm") && !err.contains("/dev/kvm") {
+        eprintln!("\n*** SKIP no_permission_on_dev_kvm: the binary is not executable by nobody ***\n");
+        return;
+    }
+    assert_clean_failure(&out, 1, "permission denied opening /dev/kvm");
+}
+
+fn unsafe_not_root() -> bool {
+    // Avoids an unsafe geteuid call: /proc tells the effective UID.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u != "0"))
+        })
+        .unwrap_or(true)
+}

@@ -1,0 +1,108 @@
+//! Helpers for tests that run the tessera-vmm binary on this machine's /dev/kvm.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const VMM: &str = env!("CARGO_BIN_EXE_tessera-vmm");
+
+/// Whether /dev/kvm can be used. Prints a loud SKIP when not, unless TESSERA_REQUIRE_KVM=1
+/// (set by the project's test command), in which case the test fails instead.
+pub fn kvm_or_skip(test: &str) -> bool {
+    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var("TESSERA_REQUIRE_KVM").as_deref() == Ok("1") {
+                panic!("{test}: /dev/kvm is required (TESSERA_REQUIRE_KVM=1) but unusable: {e}");
+            }
+            eprintln!("\n*** SKIP {test}: /dev/kvm unusable here ({e}); this test did NOT run ***\n");
+            false
+        }
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("tessera-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+
+    pub fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the VMM to completion with a time limit.
+pub fn run_vmm(args: &[&str], timeout: Duration) -> Output {
+    let child = Command::new(VMM)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_with_timeout(child, timeout)
+}
+
+pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "tessera-vmm did not exit within {timeout:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// One HTTP/1.1 request over the API socket; returns (status, body).
+pub fn http(socket: &Path, method: &str, path: &str) -> (u16, String) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Waits for the API socket to accept connections.
+pub fn wait_for_socket(socket: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while UnixStream::connect(socket).is_err() {
+        assert!(Instant::now() < deadline, "API socket {socket:?} never came up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
