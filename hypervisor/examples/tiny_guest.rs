@@ -6,7 +6,9 @@ use tessera_vmm::tiny_guest as tg;
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [kind, out] = args.as_slice() else {
-        anyhow::bail!("usage: tiny_guest KIND OUT  (KIND: hello, irq, pci, poke, triple, idle, pio:COUNT)");
+        anyhow::bail!(
+            "usage: tiny_guest KIND OUT  (KIND: hello, irq, pci, poke, triple, idle, pio:COUNT)"
+        );
     };
     let img = match kind.as_str() {
         "hello" => tg::hello(b"Hello from a tiny guest\n"),

@@ -17,7 +17,9 @@ use crate::devices::bus::{lock, Bus, BusError};
 use crate::devices::legacy::cmos::{Cmos, CMOS_BASE, CMOS_LEN};
 use crate::devices::legacy::debug_port::{BootTimes, DebugPort, DEBUG_PORT};
 use crate::devices::legacy::i8042::{I8042, I8042_BASE, I8042_LEN, KBD_IRQ};
-use crate::devices::legacy::serial::{ConsoleOut, IrqLine, SerialDevice, COM1_BASE, COM1_IRQ, COM_LEN};
+use crate::devices::legacy::serial::{
+    ConsoleOut, IrqLine, SerialDevice, COM1_BASE, COM1_IRQ, COM_LEN,
+};
 use crate::devices::pci::host_bridge::HostBridge;
 use crate::devices::pci::root::PciError;
 use crate::devices::pci::{PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
@@ -157,7 +159,11 @@ fn build_pio_bus(
             (b, a + len)
         }
     });
-    pio.insert(Arc::new(Mutex::new(Cmos::new(below, above))), CMOS_BASE, CMOS_LEN)?;
+    pio.insert(
+        Arc::new(Mutex::new(Cmos::new(below, above))),
+        CMOS_BASE,
+        CMOS_LEN,
+    )?;
     pio.insert(
         Arc::new(Mutex::new(DebugPort::new(started, boot_times))),
         DEBUG_PORT,
@@ -166,7 +172,11 @@ fn build_pio_bus(
 
     let mut pci = PciRoot::new();
     pci.add_at(0, Arc::new(Mutex::new(HostBridge::new())))?;
-    pio.insert(Arc::new(Mutex::new(pci)), PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN)?;
+    pio.insert(
+        Arc::new(Mutex::new(pci)),
+        PCI_CONFIG_IO_BASE,
+        PCI_CONFIG_IO_LEN,
+    )?;
     Ok(pio)
 }
 

@@ -208,9 +208,9 @@ impl VmConfig {
         } else {
             // toml's Display spans several lines with a source excerpt; keep the error to one.
             toml::from_str(&text).map_err(|e| {
-                let line = e
-                    .span()
-                    .map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1));
+                let line = e.span().map_or(0, |s| {
+                    text[..s.start.min(text.len())].lines().count().max(1)
+                });
                 format!("line {line}: {}", e.message().trim())
             })
         };
@@ -319,7 +319,10 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::NoKernel)));
         c.kernel = Some("/nonexistent/bzImage".into());
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("kernel") && e.contains("/nonexistent/bzImage"), "{e}");
+        assert!(
+            e.contains("kernel") && e.contains("/nonexistent/bzImage"),
+            "{e}"
+        );
         c.kernel = Some("/".into());
         assert!(c.validate().unwrap_err().to_string().contains("directory"));
         c.kernel = Some("/proc/self/exe".into());

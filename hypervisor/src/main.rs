@@ -72,7 +72,12 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
     /// Log filter for the VMM's own messages on stderr (e.g. info, debug, tessera_vmm=trace).
-    #[arg(long, value_name = "FILTER", default_value = "warn", env = "TESSERA_LOG")]
+    #[arg(
+        long,
+        value_name = "FILTER",
+        default_value = "warn",
+        env = "TESSERA_LOG"
+    )]
     log: String,
 }
 

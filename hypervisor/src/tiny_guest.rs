@@ -131,7 +131,10 @@ impl Asm {
 
     /// Pads with NOPs up to `offset`; panics if the code is already longer (a test bug).
     pub fn pad_to(&mut self, offset: usize) -> &mut Self {
-        assert!(self.here() <= offset, "tiny guest code overlaps offset {offset:#x}");
+        assert!(
+            self.here() <= offset,
+            "tiny guest code overlaps offset {offset:#x}"
+        );
         self.code.resize(offset, 0x90);
         self
     }
@@ -165,7 +168,10 @@ impl Asm {
     /// Pulses the CPU reset line through the i8042: tessera-vmm exits with status 0.
     /// Port 0xf4 first, so QEMU's `isa-debug-exit` device ends QEMU the same way.
     pub fn reset(&mut self) -> &mut Self {
-        self.mov_al(0).out_imm_al(0xf4).mov_al(0xfe).out_imm_al(0x64)
+        self.mov_al(0)
+            .out_imm_al(0xf4)
+            .mov_al(0xfe)
+            .out_imm_al(0x64)
     }
 
     /// `cli; hlt` forever.
@@ -220,7 +226,7 @@ pub fn elf(code: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&(PHDR_SIZE as u16).to_le_bytes());
     f.extend_from_slice(&2u16.to_le_bytes()); // e_phnum
     f.extend_from_slice(&[0; 6]); // shentsize, shnum, shstrndx
-    // PT_LOAD of the whole file, read/write/execute.
+                                  // PT_LOAD of the whole file, read/write/execute.
     f.extend_from_slice(&1u32.to_le_bytes());
     f.extend_from_slice(&7u32.to_le_bytes());
     f.extend_from_slice(&0u64.to_le_bytes());
@@ -341,7 +347,9 @@ pub fn poke_unknown(count: u32) -> Vec<u8> {
     a.mov_ecx(count);
     let top = a.here();
     a.mov_dx(0x1234).out_dx_al().in_al_dx();
-    a.mov_eax(0xd000_0000).store_rax_disp(0, 0xdead_beef).load_eax_from_rax();
+    a.mov_eax(0xd000_0000)
+        .store_rax_disp(0, 0xdead_beef)
+        .load_eax_from_rax();
     a.dec_ecx().jnz_back(top);
     a.print(b"still alive\n").reset().halt_forever();
     elf(a.code())

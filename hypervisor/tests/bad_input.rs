@@ -17,7 +17,11 @@ fn assert_clean_failure(out: &std::process::Output, code: i32, needle: &str) {
     assert!(!err.contains("panicked"), "panic: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    assert!(lines[0].contains(needle), "{needle:?} not in {:?}", lines[0]);
+    assert!(
+        lines[0].contains(needle),
+        "{needle:?} not in {:?}",
+        lines[0]
+    );
 }
 
 #[test]
@@ -102,10 +106,20 @@ fn api_socket_path_that_is_a_regular_file_is_not_removed() {
         return;
     }
     let dir = Scratch::new("sockfile");
-    let k = dir.file("hello.elf", &tessera_vmm::tiny_guest::milestones_then_idle(&[]));
+    let k = dir.file(
+        "hello.elf",
+        &tessera_vmm::tiny_guest::milestones_then_idle(&[]),
+    );
     let precious = dir.file("precious", b"data");
     let out = run_vmm(
-        &["--kernel", k.to_str().unwrap(), "--memory", "64M", "--api-socket", precious.to_str().unwrap()],
+        &[
+            "--kernel",
+            k.to_str().unwrap(),
+            "--memory",
+            "64M",
+            "--api-socket",
+            precious.to_str().unwrap(),
+        ],
         LIMIT,
     );
     let err = String::from_utf8_lossy(&out.stderr);
@@ -122,9 +136,7 @@ fn no_dev_kvm() {
         eprintln!("\n*** SKIP no_dev_kvm: cannot create a mount namespace (unshare -m) here ***\n");
         return;
     }
-    let script = format!(
-        "mount -t tmpfs tmpfs /dev && exec {VMM} --kernel {VMM} --memory 64M"
-    );
+    let script = format!("mount -t tmpfs tmpfs /dev && exec {VMM} --kernel {VMM} --memory 64M");
     let out = Command::new("unshare")
         .args(["-m", "sh", "-c", &script])
         .output()
@@ -148,15 +160,20 @@ fn no_permission_on_dev_kvm() {
     // The kernel file must be readable by the unprivileged user.
     let dir = Scratch::new("perm");
     let k = dir.file("k", &[0u8; 16]);
-    let _ = Command::new("chmod").args(["-R", "a+rX", dir.0.to_str().unwrap()]).status();
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX", dir.0.to_str().unwrap()])
+        .status();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", VMM])
         .args(["--kernel", k.to_str().unwrap(), "--memory", "64M"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    if err.contains("Permission denied") && err.contains("tessera-vmm") && !err.contains("/dev/kvm") {
-        eprintln!("\n*** SKIP no_permission_on_dev_kvm: the binary is not executable by nobody ***\n");
+    if err.contains("Permission denied") && err.contains("tessera-vmm") && !err.contains("/dev/kvm")
+    {
+        eprintln!(
+            "\n*** SKIP no_permission_on_dev_kvm: the binary is not executable by nobody ***\n"
+        );
         return;
     }
     assert_clean_failure(&out, 1, "permission denied opening /dev/kvm");

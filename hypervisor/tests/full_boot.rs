@@ -11,7 +11,10 @@ use std::time::Duration;
 use common::*;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn required(var: &str) -> bool {
@@ -20,17 +23,30 @@ fn required(var: &str) -> bool {
 
 /// What every full boot must show on the console.
 fn assert_guest_output(log: &str) {
-    assert!(log.contains("TESSERA-GUEST-READY"), "no userspace marker:\n{log}");
-    assert!(log.contains("tg: cpus=2 online=0-1"), "2 vCPUs not online:\n{log}");
+    assert!(
+        log.contains("TESSERA-GUEST-READY"),
+        "no userspace marker:\n{log}"
+    );
+    assert!(
+        log.contains("tg: cpus=2 online=0-1"),
+        "2 vCPUs not online:\n{log}"
+    );
     assert!(
         log.contains("tg: pci 0000:00:00.0 0x1b36:0x0008 class=0x060000"),
         "host bridge not enumerated:\n{log}"
     );
-    assert!(log.contains("guest boot milestone code=0x60"), "no debug-port milestone:\n{log}");
+    assert!(
+        log.contains("guest boot milestone code=0x60"),
+        "no debug-port milestone:\n{log}"
+    );
     // The guest's clock comes from the CMOS RTC: the year must be the host's.
     let host_year = std::fs::read_to_string("/proc/driver/rtc")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("rtc_date")).map(|l| l[11..].trim()[..4].to_string()));
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("rtc_date"))
+                .map(|l| l[11..].trim()[..4].to_string())
+        });
     let guest_date = log
         .lines()
         .find_map(|l| l.strip_prefix("tg: date="))
@@ -50,7 +66,10 @@ fn chrono_free_year() -> String {
 
 #[test]
 fn debian_guest_boots_in_the_nested_harness() {
-    let have_qemu = Command::new("qemu-system-x86_64").arg("--version").output().is_ok();
+    let have_qemu = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok();
     if !have_qemu && !required("TESSERA_REQUIRE_NESTED") {
         eprintln!(
             "\n*** SKIP debian_guest_boots_in_the_nested_harness: qemu-system-x86_64 is not \
@@ -75,13 +94,19 @@ fn debian_guest_boots_in_the_nested_harness() {
         .lines()
         .find(|l| l.starts_with("BOOT-TIMER"))
         .unwrap_or_else(|| panic!("no BOOT-TIMER line:\n{log}"));
-    assert!(timer.contains("status=0") && !timer.contains("marker_ms=none"), "{timer}");
+    assert!(
+        timer.contains("status=0") && !timer.contains("marker_ms=none"),
+        "{timer}"
+    );
 }
 
 /// Hardware virtualisation: svm or vmx, and not the PVM backend.
 fn hardware_kvm() -> Result<(), String> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags = cpuinfo.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+    let flags = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or("");
     if !flags.split_whitespace().any(|f| f == "svm" || f == "vmx") {
         return Err("no svm/vmx flag in /proc/cpuinfo".into());
     }
@@ -103,7 +128,9 @@ fn debian_guest_boots_directly_on_hardware_kvm() {
         );
         return;
     }
-    let build = Command::new(repo().join("tests/guest/build-guest.sh")).status().unwrap();
+    let build = Command::new(repo().join("tests/guest/build-guest.sh"))
+        .status()
+        .unwrap();
     assert!(build.success());
     let cache = std::env::var("TESSERA_CACHE")
         .map(PathBuf::from)
@@ -126,7 +153,8 @@ fn debian_guest_boots_directly_on_hardware_kvm() {
         ],
         Duration::from_secs(120),
     );
-    let log = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert_guest_output(&log);
 }

@@ -27,8 +27,23 @@ fn hello_guest_prints_and_exits_zero_with_one_and_two_vcpus() {
     let dir = Scratch::new("hello");
     let k = dir.file("hello.elf", &tg::hello(b"Hello from a tiny guest\n"));
     for vcpus in ["1", "2"] {
-        let out = run_vmm(&["--kernel", k.to_str().unwrap(), "--memory", "64M", "--vcpus", vcpus], LIMIT);
-        assert_eq!(stdout(&out), "Hello from a tiny guest\n", "stderr: {}", stderr(&out));
+        let out = run_vmm(
+            &[
+                "--kernel",
+                k.to_str().unwrap(),
+                "--memory",
+                "64M",
+                "--vcpus",
+                vcpus,
+            ],
+            LIMIT,
+        );
+        assert_eq!(
+            stdout(&out),
+            "Hello from a tiny guest\n",
+            "stderr: {}",
+            stderr(&out)
+        );
         assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     }
 }
@@ -86,7 +101,10 @@ fn unknown_ports_and_mmio_are_logged_rate_limited_and_the_guest_continues() {
     assert!(err.contains("0x1234"), "port access not logged: {err}");
     assert!(err.contains("0xd0000000"), "MMIO access not logged: {err}");
     // 2,000 unknown accesses; the limiter lets through 10 per 5 s per bus.
-    let lines = err.lines().filter(|l| l.contains("no device claims")).count();
+    let lines = err
+        .lines()
+        .filter(|l| l.contains("no device claims"))
+        .count();
     assert!(lines <= 40, "{lines} log lines: not rate-limited");
 }
 
@@ -112,7 +130,14 @@ fn control_api_reports_pauses_resumes_and_shuts_down() {
     let k = dir.file("idle.elf", &tg::milestones_then_idle(&[0x10, 0x20, 0x10]));
     let sock = dir.0.join("vm.sock");
     let child = Command::new(VMM)
-        .args(["--kernel", k.to_str().unwrap(), "--memory", "64M", "--vcpus", "2"])
+        .args([
+            "--kernel",
+            k.to_str().unwrap(),
+            "--memory",
+            "64M",
+            "--vcpus",
+            "2",
+        ])
         .args(["--api-socket", sock.to_str().unwrap()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -127,7 +152,10 @@ fn control_api_reports_pauses_resumes_and_shuts_down() {
         let (code, body) = http(&sock, "GET", "/vm");
         assert_eq!(code, 200);
         info = serde_json::from_str(&body).unwrap();
-        if info["boot_milestones"].as_array().is_some_and(|m| m.len() == 2) {
+        if info["boot_milestones"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2)
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -195,15 +223,28 @@ fn config_file_boots_the_same_guest() {
     let k = dir.file("hello.elf", &tg::hello(b"from a config file\n"));
     let toml = dir.file(
         "vm.toml",
-        format!("kernel = \"{}\"\nmemory = \"64M\"\nvcpus = 2\n", k.display()).as_bytes(),
+        format!(
+            "kernel = \"{}\"\nmemory = \"64M\"\nvcpus = 2\n",
+            k.display()
+        )
+        .as_bytes(),
     );
     let json = dir.file(
         "vm.json",
-        format!("{{\"kernel\": \"{}\", \"memory\": \"64M\", \"vcpus\": 2}}", k.display()).as_bytes(),
+        format!(
+            "{{\"kernel\": \"{}\", \"memory\": \"64M\", \"vcpus\": 2}}",
+            k.display()
+        )
+        .as_bytes(),
     );
     for cfg in [toml, json] {
         let out = run_vmm(&["--config", cfg.to_str().unwrap()], LIMIT);
-        assert_eq!(stdout(&out), "from a config file\n", "stderr: {}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "from a config file\n",
+            "stderr: {}",
+            stderr(&out)
+        );
         assert_eq!(out.status.code(), Some(0));
     }
 }

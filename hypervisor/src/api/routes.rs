@@ -39,9 +39,10 @@ fn from_control(result: Result<(), ControlError>, ok: StatusCode) -> Reply {
     match result {
         Ok(()) if ok == StatusCode::NO_CONTENT => Reply::no_content(),
         Ok(()) => Reply::json(ok, json!({ "accepted": true })),
-        Err(ControlError::PauseTimeout) => {
-            Reply::error(StatusCode::INTERNAL_SERVER_ERROR, ControlError::PauseTimeout.to_string())
-        }
+        Err(ControlError::PauseTimeout) => Reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ControlError::PauseTimeout.to_string(),
+        ),
         Err(e) => Reply::error(StatusCode::CONFLICT, e.to_string()),
     }
 }
@@ -128,21 +129,39 @@ mod tests {
     #[test]
     fn pause_resume_state_machine() {
         let (c, _rx) = ctl();
-        assert_eq!(route(&c, &Method::PUT, "/vm/pause").status, StatusCode::NO_CONTENT);
-        assert_eq!(route(&c, &Method::GET, "/vm").body.unwrap()["state"], "paused");
+        assert_eq!(
+            route(&c, &Method::PUT, "/vm/pause").status,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            route(&c, &Method::GET, "/vm").body.unwrap()["state"],
+            "paused"
+        );
         let again = route(&c, &Method::PUT, "/vm/pause");
         assert_eq!(again.status, StatusCode::CONFLICT);
         assert_eq!(again.body.unwrap()["error"], "the VM is already paused");
-        assert_eq!(route(&c, &Method::PUT, "/vm/resume").status, StatusCode::NO_CONTENT);
-        assert_eq!(route(&c, &Method::PUT, "/vm/resume").status, StatusCode::CONFLICT);
+        assert_eq!(
+            route(&c, &Method::PUT, "/vm/resume").status,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            route(&c, &Method::PUT, "/vm/resume").status,
+            StatusCode::CONFLICT
+        );
     }
 
     #[test]
     fn shutdown_and_kill_reach_the_main_thread_once() {
         let (c, rx) = ctl();
-        assert_eq!(route(&c, &Method::PUT, "/vm/shutdown").status, StatusCode::ACCEPTED);
+        assert_eq!(
+            route(&c, &Method::PUT, "/vm/shutdown").status,
+            StatusCode::ACCEPTED
+        );
         assert_eq!(rx.try_recv().unwrap(), ExitReason::ApiShutdown);
-        assert_eq!(route(&c, &Method::PUT, "/vm/kill").status, StatusCode::CONFLICT);
+        assert_eq!(
+            route(&c, &Method::PUT, "/vm/kill").status,
+            StatusCode::CONFLICT
+        );
         assert!(rx.try_recv().is_err());
     }
 
@@ -151,8 +170,14 @@ mod tests {
         let (c, _rx) = ctl();
         let r = route(&c, &Method::GET, "/etc/passwd");
         assert_eq!(r.status, StatusCode::NOT_FOUND);
-        assert!(r.body.unwrap()["error"].as_str().unwrap().contains("GET /vm"));
-        assert_eq!(route(&c, &Method::DELETE, "/vm").status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(r.body.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("GET /vm"));
+        assert_eq!(
+            route(&c, &Method::DELETE, "/vm").status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
         let long = "/".to_string() + &"a".repeat(10_000);
         let r = route(&c, &Method::GET, &long);
         assert!(r.body.unwrap()["error"].as_str().unwrap().len() < 300);

@@ -5,7 +5,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{CpuId, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_bindings::{
+    CpuId, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
@@ -119,7 +121,12 @@ impl RunControl {
         !s.stop
     }
 
-    fn kick_until(&self, vcpus: &[VcpuHandle], timeout: Duration, done: impl Fn(&RunState) -> bool) -> bool {
+    fn kick_until(
+        &self,
+        vcpus: &[VcpuHandle],
+        timeout: Duration,
+        done: impl Fn(&RunState) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             {

@@ -3,7 +3,10 @@
 
 use std::path::Path;
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES,
+    KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
@@ -80,7 +83,9 @@ impl Vm {
                 return Err(VmError::MissingCap(name));
             }
         }
-        let fd = kvm.create_vm().map_err(|e| VmError::Ioctl("CREATE_VM", e))?;
+        let fd = kvm
+            .create_vm()
+            .map_err(|e| VmError::Ioctl("CREATE_VM", e))?;
         Ok(Self { kvm, fd })
     }
 
@@ -121,7 +126,12 @@ impl Vm {
         for (slot, region) in mem.iter().enumerate() {
             let host = region
                 .get_host_address(vm_memory::MemoryRegionAddress(0))
-                .map_err(|_| VmError::Ioctl("SET_USER_MEMORY_REGION", kvm_ioctls::Error::new(libc::EFAULT)))?;
+                .map_err(|_| {
+                    VmError::Ioctl(
+                        "SET_USER_MEMORY_REGION",
+                        kvm_ioctls::Error::new(libc::EFAULT),
+                    )
+                })?;
             let desc = kvm_userspace_memory_region {
                 slot: slot as u32,
                 flags: 0,

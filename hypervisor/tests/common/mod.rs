@@ -13,13 +13,19 @@ pub const VMM: &str = env!("CARGO_BIN_EXE_tessera-vmm");
 /// Whether /dev/kvm can be used. Prints a loud SKIP when not, unless TESSERA_REQUIRE_KVM=1
 /// (set by the project's test command), in which case the test fails instead.
 pub fn kvm_or_skip(test: &str) -> bool {
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Ok(_) => true,
         Err(e) => {
             if std::env::var("TESSERA_REQUIRE_KVM").as_deref() == Ok("1") {
                 panic!("{test}: /dev/kvm is required (TESSERA_REQUIRE_KVM=1) but unusable: {e}");
             }
-            eprintln!("\n*** SKIP {test}: /dev/kvm unusable here ({e}); this test did NOT run ***\n");
+            eprintln!(
+                "\n*** SKIP {test}: /dev/kvm unusable here ({e}); this test did NOT run ***\n"
+            );
             false
         }
     }
@@ -94,7 +100,10 @@ pub fn http(socket: &Path, method: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -102,7 +111,10 @@ pub fn http(socket: &Path, method: &str, path: &str) -> (u16, String) {
 pub fn wait_for_socket(socket: &Path, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while UnixStream::connect(socket).is_err() {
-        assert!(Instant::now() < deadline, "API socket {socket:?} never came up");
+        assert!(
+            Instant::now() < deadline,
+            "API socket {socket:?} never came up"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

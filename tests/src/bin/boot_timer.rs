@@ -53,7 +53,9 @@ fn main() {
     let exit_ms = start.elapsed().as_secs_f64() * 1000.0;
     let maxrss = max_rss_children_kib();
     let marker = marker_ms.map_or("none".to_string(), |m| format!("{m:.1}"));
-    println!("BOOT-TIMER marker_ms={marker} exit_ms={exit_ms:.1} status={status} maxrss_kib={maxrss}");
+    println!(
+        "BOOT-TIMER marker_ms={marker} exit_ms={exit_ms:.1} status={status} maxrss_kib={maxrss}"
+    );
     std::process::exit(status.clamp(0, 255));
 }
 

@@ -95,7 +95,9 @@ pub struct BootEntry {
 /// Looks at the first bytes of the image to tell its format.
 pub fn detect_format(kernel: &mut File) -> Result<KernelFormat, BootError> {
     let mut magic = [0u8; 4];
-    kernel.seek(SeekFrom::Start(0)).map_err(BootError::ReadKernel)?;
+    kernel
+        .seek(SeekFrom::Start(0))
+        .map_err(BootError::ReadKernel)?;
     if kernel.read_exact(&mut magic).is_ok() && magic == ELF_MAGIC {
         return Ok(KernelFormat::Elf);
     }
@@ -150,7 +152,9 @@ fn load_initrd(
     initrd
         .seek(SeekFrom::Start(0))
         .map_err(BootError::ReadInitrd)?;
-    let limit = low_ram_end(mem).min(addr_max.saturating_add(1)).min(MMIO_HOLE_END);
+    let limit = low_ram_end(mem)
+        .min(addr_max.saturating_add(1))
+        .min(MMIO_HOLE_END);
     let start = limit
         .checked_sub(size)
         .map(|a| a & !0xfff)
@@ -281,7 +285,10 @@ mod tests {
         let mut f = file_with(&[0x55; 4096]);
         assert!(matches!(detect_format(&mut f), Err(BootError::NotAKernel)));
         let mut empty = file_with(&[]);
-        assert!(matches!(detect_format(&mut empty), Err(BootError::NotAKernel)));
+        assert!(matches!(
+            detect_format(&mut empty),
+            Err(BootError::NotAKernel)
+        ));
     }
 
     #[test]

@@ -98,7 +98,8 @@ pub fn setup_regs(vcpu: &VcpuFd, entry: u64, boot_params: u64) -> Result<(), Reg
         rsi: boot_params,
         ..Default::default()
     };
-    vcpu.set_regs(&regs).map_err(|e| RegsError::Kvm("general", e))
+    vcpu.set_regs(&regs)
+        .map_err(|e| RegsError::Kvm("general", e))
 }
 
 /// Resets the FPU to its power-on control words.
@@ -130,7 +131,8 @@ pub fn setup_lint(vcpu: &VcpuFd) -> Result<(), RegsError> {
             lapic.regs[offset + i] = *b as _;
         }
     }
-    vcpu.set_lapic(&lapic).map_err(|e| RegsError::Kvm("LAPIC", e))
+    vcpu.set_lapic(&lapic)
+        .map_err(|e| RegsError::Kvm("LAPIC", e))
 }
 
 #[cfg(test)]

@@ -70,7 +70,11 @@ impl BusDevice for DebugPort {
         t.writes += 1;
         if t.milestones.len() < MAX_MILESTONES && !t.milestones.iter().any(|m| m.code == code) {
             t.milestones.push(Milestone { code, ms });
-            tracing::info!(code = format_args!("{code:#04x}"), ms, "guest boot milestone");
+            tracing::info!(
+                code = format_args!("{code:#04x}"),
+                ms,
+                "guest boot milestone"
+            );
         }
     }
 }

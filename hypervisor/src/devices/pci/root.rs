@@ -42,7 +42,11 @@ impl PciRoot {
     }
 
     /// Places `function` in `slot` (function 0).
-    pub fn add_at(&mut self, slot: u8, function: Arc<Mutex<dyn PciFunction>>) -> Result<(), PciError> {
+    pub fn add_at(
+        &mut self,
+        slot: u8,
+        function: Arc<Mutex<dyn PciFunction>>,
+    ) -> Result<(), PciError> {
         if slot >= SLOTS || self.slots.contains_key(&slot) {
             return Err(PciError::SlotUnavailable(slot));
         }
