@@ -22,12 +22,37 @@ pub const COM1: u16 = 0x3f8;
 #[derive(Default, Debug, Clone)]
 pub struct Asm {
     code: Vec<u8>,
+    /// 16-bit real mode: operand sizes flip, so 32-bit operations need a 0x66 prefix and
+    /// 16-bit ones lose theirs.
+    real_mode: bool,
 }
 
 impl Asm {
-    /// Empty program.
+    /// Empty program for 64-bit (and, for the instructions here, 32-bit) mode.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Empty program for 16-bit real mode (a firmware image's reset vector).
+    pub fn real_mode() -> Self {
+        Self {
+            code: Vec::new(),
+            real_mode: true,
+        }
+    }
+
+    fn op16(&mut self) -> &mut Self {
+        if !self.real_mode {
+            self.code.push(0x66);
+        }
+        self
+    }
+
+    fn op32(&mut self) -> &mut Self {
+        if self.real_mode {
+            self.code.push(0x66);
+        }
+        self
     }
 
     /// Current offset, for a later backward jump.
@@ -44,7 +69,7 @@ impl Asm {
     /// `mov dx, imm16`.
     pub fn mov_dx(&mut self, v: u16) -> &mut Self {
         let [lo, hi] = v.to_le_bytes();
-        self.bytes(&[0x66, 0xba, lo, hi])
+        self.op16().bytes(&[0xba, lo, hi])
     }
 
     /// `mov al, imm8`.
@@ -54,12 +79,12 @@ impl Asm {
 
     /// `mov eax, imm32` (zero-extends into RAX in 64-bit mode).
     pub fn mov_eax(&mut self, v: u32) -> &mut Self {
-        self.bytes(&[0xb8]).bytes(&v.to_le_bytes())
+        self.op32().bytes(&[0xb8]).bytes(&v.to_le_bytes())
     }
 
     /// `mov ecx, imm32`.
     pub fn mov_ecx(&mut self, v: u32) -> &mut Self {
-        self.bytes(&[0xb9]).bytes(&v.to_le_bytes())
+        self.op32().bytes(&[0xb9]).bytes(&v.to_le_bytes())
     }
 
     /// `out dx, al`.
@@ -69,7 +94,7 @@ impl Asm {
 
     /// `out dx, eax`.
     pub fn out_dx_eax(&mut self) -> &mut Self {
-        self.bytes(&[0xef])
+        self.op32().bytes(&[0xef])
     }
 
     /// `in al, dx`.
@@ -79,7 +104,7 @@ impl Asm {
 
     /// `in eax, dx`.
     pub fn in_eax_dx(&mut self) -> &mut Self {
-        self.bytes(&[0xed])
+        self.op32().bytes(&[0xed])
     }
 
     /// `out imm8, al`.
@@ -89,12 +114,12 @@ impl Asm {
 
     /// `shr eax, imm8`.
     pub fn shr_eax(&mut self, n: u8) -> &mut Self {
-        self.bytes(&[0xc1, 0xe8, n])
+        self.op32().bytes(&[0xc1, 0xe8, n])
     }
 
     /// `dec ecx` (the two-byte form, valid in both modes).
     pub fn dec_ecx(&mut self) -> &mut Self {
-        self.bytes(&[0xff, 0xc9])
+        self.op32().bytes(&[0xff, 0xc9])
     }
 
     /// `jnz` back to `target` (within 128 bytes).
@@ -250,22 +275,65 @@ pub fn elf(code: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Prints `msg` on the serial console and resets.
-pub fn hello(msg: &[u8]) -> Vec<u8> {
-    let mut a = Asm::new();
-    a.print(msg).reset().halt_forever();
-    elf(a.code())
+/// Size of a firmware image built by [`bios`].
+pub const BIOS_SIZE: usize = 0x1_0000;
+
+/// Wraps 16-bit real-mode `code` in a 64 KiB firmware image (QEMU `-bios`): the code sits at
+/// the start of the image and the reset vector (the last 16 bytes) jumps to it.
+pub fn bios(code: &[u8]) -> Vec<u8> {
+    let mut img = vec![0xf4u8; BIOS_SIZE];
+    let len = code.len().min(BIOS_SIZE - 16);
+    img[..len].copy_from_slice(&code[..len]);
+    // At reset CS base is 0xffff0000 and IP 0xfff0: a near jump to IP 0 lands on byte 0.
+    let rel = 0u16.wrapping_sub(0xfff0 + 3);
+    let [lo, hi] = rel.to_le_bytes();
+    img[BIOS_SIZE - 16..BIOS_SIZE - 13].copy_from_slice(&[0xe9, lo, hi]);
+    img
 }
 
-/// Does `count` OUTs to the debug port 0x80 (milestone 0x01 once, then repeats), prints
-/// `done\n`, and resets: the port-I/O exit benchmark.
-pub fn pio_loop(count: u32) -> Vec<u8> {
-    let mut a = Asm::new();
+fn hello_code(mut a: Asm, msg: &[u8]) -> Asm {
+    a.print(msg).reset().halt_forever();
+    a
+}
+
+fn pio_loop_code(mut a: Asm, count: u32) -> Asm {
     a.print(b"go\n").mov_dx(0x80).mov_al(0x01).mov_ecx(count);
     let top = a.here();
     a.out_dx_al().dec_ecx().jnz_back(top);
     a.print(b"done\n").reset().halt_forever();
-    elf(a.code())
+    a
+}
+
+fn idle_code(mut a: Asm) -> Asm {
+    a.print(b"idle\n").halt_forever();
+    a
+}
+
+/// Prints `msg` on the serial console and resets.
+pub fn hello(msg: &[u8]) -> Vec<u8> {
+    elf(hello_code(Asm::new(), msg).code())
+}
+
+/// [`hello`] as a real-mode firmware image.
+pub fn hello_bios(msg: &[u8]) -> Vec<u8> {
+    bios(hello_code(Asm::real_mode(), msg).code())
+}
+
+/// Prints `go`, does `count` OUTs to port 0x80, prints `done`, and resets: the port-I/O
+/// exit benchmark.
+pub fn pio_loop(count: u32) -> Vec<u8> {
+    elf(pio_loop_code(Asm::new(), count).code())
+}
+
+/// [`pio_loop`] as a real-mode firmware image.
+pub fn pio_loop_bios(count: u32) -> Vec<u8> {
+    bios(pio_loop_code(Asm::real_mode(), count).code())
+}
+
+/// Prints `idle` and sleeps with interrupts off, as a real-mode firmware image (the
+/// memory-overhead benchmark's QEMU guest; tessera-vmm's is `milestones_then_idle(&[])`).
+pub fn idle_bios() -> Vec<u8> {
+    bios(idle_code(Asm::real_mode()).code())
 }
 
 /// Vector the serial interrupt is routed to by [`serial_irq`].
@@ -324,8 +392,7 @@ pub fn milestones_then_idle(codes: &[u8]) -> Vec<u8> {
     for &c in codes {
         a.mov_al(c).out_imm_al(0x80);
     }
-    a.print(b"idle\n").halt_forever();
-    elf(a.code())
+    elf(idle_code(a).code())
 }
 
 /// Reads the PCI vendor/device dword and the class dword of 00:00.0 through ports 0xCF8/0xCFC
@@ -379,6 +446,24 @@ mod tests {
         let note = EHDR_SIZE + 2 * PHDR_SIZE;
         let note_entry = u32::from_le_bytes(img[note + 16..note + 20].try_into().unwrap());
         assert_eq!(u64::from(note_entry), entry);
+    }
+
+    #[test]
+    fn real_mode_flips_operand_size_prefixes() {
+        let mut a = Asm::real_mode();
+        a.mov_dx(0x3f8).mov_ecx(1).dec_ecx();
+        assert_eq!(a.code(), &[0xba, 0xf8, 0x03, 0x66, 0xb9, 1, 0, 0, 0, 0x66, 0xff, 0xc9]);
+    }
+
+    #[test]
+    fn bios_reset_vector_jumps_to_the_start() {
+        let img = bios(&[0x90]);
+        assert_eq!(img.len(), BIOS_SIZE);
+        assert_eq!(img[0], 0x90);
+        let r = &img[BIOS_SIZE - 16..];
+        assert_eq!(r[0], 0xe9);
+        let rel = u16::from_le_bytes([r[1], r[2]]);
+        assert_eq!(0xfff3u16.wrapping_add(rel), 0);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 # $TESSERA_CACHE/nested/SCENARIO.log. Exit status: the scenario's (NEST-END rc=N), or 125 when
 # L1 never reported (timeout or crash).
 # Env: TESSERA_CACHE, NEST_TIMEOUT (seconds, default 600), NEST_MEM (default 2048M),
-#      NEST_SMP (default 2).
+#      NEST_SMP (default 2), NEST_ARGS (extra L1 command-line words, e.g. nest.runs=3).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -40,6 +40,19 @@ strip -o "$stage/bin/boot-timer" "$bindir/boot-timer"
 cp "$CACHE/guest/vmlinuz" "$CACHE/guest/initramfs.cpio.gz" "$stage/guest/"
 cp "$CACHE/guest/modules/"* "$stage/modules/"
 cp "$here/scenarios/"*.sh "$stage/scenarios/"
+# Scenarios that compare against QEMU ("# nest: qemu") get QEMU, its libraries and firmware.
+if grep -q '^# nest: qemu' "$here/scenarios/$scenario.sh"; then
+    qemu=$(command -v qemu-system-x86_64)
+    mkdir -p "$stage/usr/bin" "$stage/usr/share/qemu" "$stage/usr/share/seabios"
+    cp "$qemu" "$stage/usr/bin/"
+    ldd "$qemu" | awk '/=>/ {print $3} /^\t\/lib64/ {print $1}' | while read -r lib; do
+        [ -f "$lib" ] && mkdir -p "$stage$(dirname "$lib")" && cp -L "$lib" "$stage$lib"
+    done
+    for f in kvmvapic.bin linuxboot_dma.bin linuxboot.bin pvh.bin qboot.rom bios-microvm.bin; do
+        cp -L "/usr/share/qemu/$f" "$stage/usr/share/qemu/"
+    done
+    cp -L /usr/share/seabios/bios-256k.bin "$stage/usr/share/seabios/"
+fi
 install -m 0755 "$here/init" "$stage/init"
 mkdir -p "$CACHE/nested"
 l1=$CACHE/nested/l1.cpio.gz
@@ -51,7 +64,7 @@ set +e
 timeout "${NEST_TIMEOUT:-600}" qemu-system-x86_64 -M q35 -accel tcg -cpu EPYC,+svm \
     -m "${NEST_MEM:-2048M}" -smp "${NEST_SMP:-2}" -nodefaults -no-user-config -nographic \
     -serial stdio -no-reboot -kernel "$CACHE/guest/vmlinuz" -initrd "$l1" \
-    -append "console=ttyS0 panic=-1 quiet nest.run=$scenario" </dev/null \
+    -append "console=ttyS0 panic=-1 quiet nest.run=$scenario ${NEST_ARGS:-}" </dev/null \
     2>"$CACHE/nested/$scenario.qemu-stderr" | tee "$out"
 set -e
 rc=$(sed -n "s/.*NEST-END $scenario rc=\([0-9]*\).*/\1/p" "$out" | tail -n 1)

@@ -1,1 +1,47 @@
-fn main() {}
+//! `cargo xtask`: developer tasks.
+//!
+//!   cargo xtask bench-vmm [--runs N]     benchmarks (a)-(c) against QEMU on this /dev/kvm
+//!   cargo xtask bench-nested [--runs N]  benchmark (d) inside the nested harness
+
+mod bench_nested;
+mod bench_vmm;
+mod stats;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Tessera developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// tessera-vmm vs QEMU (microvm, q35) with tiny guests on this machine's /dev/kvm:
+    /// start-up, port-I/O exit cost, memory overhead.
+    BenchVmm {
+        /// Rounds; each runs every peer once per metric, in rotating order.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
+    /// tessera-vmm vs QEMU booting the Debian test guest to userspace inside the nested harness.
+    BenchNested {
+        /// Rounds of the three VMMs.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    match Cli::parse().task {
+        Task::BenchVmm { runs } => bench_vmm::run(&repo, runs),
+        Task::BenchNested { runs } => bench_nested::run(&repo, runs),
+    }
+}

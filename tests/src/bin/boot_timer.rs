@@ -3,7 +3,7 @@
 //! harness, where busybox has no clock with sub-second resolution, to time tessera-vmm and QEMU
 //! the same way.
 //!
-//! Usage: boot-timer MARKER -- COMMAND [ARGS...]
+//! Usage: boot-timer [--kill-at-marker] MARKER -- COMMAND [ARGS...]
 //! Prints: BOOT-TIMER marker_ms=<ms|none> exit_ms=<ms> status=<code> maxrss_kib=<kib>
 //! and exits with the command's status.
 
@@ -12,13 +12,18 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let kill_at_marker = args.first().is_some_and(|a| a == "--kill-at-marker");
+    if kill_at_marker {
+        args.remove(0);
+    }
+    let usage = "usage: boot-timer [--kill-at-marker] MARKER -- COMMAND [ARGS...]";
     let Some(sep) = args.iter().position(|a| a == "--") else {
-        eprintln!("usage: boot-timer MARKER -- COMMAND [ARGS...]");
+        eprintln!("{usage}");
         std::process::exit(2);
     };
     if sep != 1 || args.len() < 3 {
-        eprintln!("usage: boot-timer MARKER -- COMMAND [ARGS...]");
+        eprintln!("{usage}");
         std::process::exit(2);
     }
     let marker = &args[0];
@@ -47,6 +52,10 @@ fn main() {
             let _ = lock.write_all(&line);
             let _ = lock.flush();
             line.clear();
+            if kill_at_marker && marker_ms.is_some() {
+                let _ = child.kill();
+                break;
+            }
         }
     }
     let status = child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);

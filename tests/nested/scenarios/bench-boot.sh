@@ -1,0 +1,24 @@
+# nest: qemu
+# Benchmark (d): the Debian test guest from process start to its userspace marker, tessera-vmm
+# against QEMU (-M microvm and -M q35, -enable-kvm), alternating, same kernel, initrd, command
+# line, 2 vCPUs and 512 MiB. Runs: nest.runs=N on the L1 command line (default 5).
+runs=5
+for w in $(cat /proc/cmdline); do
+    case "$w" in nest.runs=*) runs=${w#nest.runs=} ;; esac
+done
+K=/guest/vmlinuz
+I=/guest/initramfs.cpio.gz
+A="console=ttyS0 reboot=k panic=-1 io_delay=none quiet"
+Q="qemu-system-x86_64 -enable-kvm -cpu host -smp 2 -m 512M -nodefaults -no-user-config -nographic -serial stdio -no-reboot"
+r=1
+while [ "$r" -le "$runs" ]; do
+    echo "BENCH run=$r vmm=tessera"
+    boot-timer TESSERA-GUEST-READY -- tessera-vmm --kernel $K --initrd $I --cmdline "$A" \
+        --memory 512M --vcpus 2
+    echo "BENCH run=$r vmm=qemu-microvm"
+    # microvm has no i8042, so reboot=k cannot end it: stop it at the marker.
+    boot-timer --kill-at-marker TESSERA-GUEST-READY -- $Q -M microvm -kernel $K -initrd $I -append "$A"
+    echo "BENCH run=$r vmm=qemu-q35"
+    boot-timer TESSERA-GUEST-READY -- $Q -M q35 -kernel $K -initrd $I -append "$A"
+    r=$((r + 1))
+done

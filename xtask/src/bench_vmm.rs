@@ -1,0 +1,274 @@
+//! Benchmarks (a)-(c) of the VMM against QEMU on this machine's /dev/kvm, alternating peers in
+//! each round: (a) process start to the guest's first serial byte, (b) cost per port-I/O exit,
+//! (c) VMM memory overhead (peak RSS minus the RSS of guest RAM).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tessera_vmm::tiny_guest as tg;
+
+use crate::stats::{median, ratio};
+
+const GUEST_MEM: &str = "512M";
+const GUEST_MEM_BYTES: u64 = 512 << 20;
+pub const PIO_COUNT: u32 = 100_000;
+
+/// One VMM under test and how it loads each tiny guest.
+struct Peer {
+    name: &'static str,
+    argv: fn(&Guests, Kind) -> Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Hello,
+    Pio,
+    Idle,
+}
+
+struct Guests {
+    vmm: PathBuf,
+    dir: PathBuf,
+}
+
+impl Guests {
+    fn path(&self, kind: Kind, bios: bool) -> String {
+        let name = match kind {
+            Kind::Hello => "hello",
+            Kind::Pio => "pio",
+            Kind::Idle => "idle",
+        };
+        let ext = if bios { "bin" } else { "elf" };
+        self.dir.join(format!("{name}.{ext}")).display().to_string()
+    }
+}
+
+fn tessera(g: &Guests, k: Kind) -> Vec<String> {
+    vec![
+        g.vmm.display().to_string(),
+        "--kernel".into(),
+        g.path(k, false),
+        "--memory".into(),
+        GUEST_MEM.into(),
+        "--log".into(),
+        "error".into(),
+    ]
+}
+
+fn qemu(machine: &str, g: &Guests, k: Kind) -> Vec<String> {
+    [
+        "qemu-system-x86_64",
+        "-M",
+        machine,
+        "-enable-kvm",
+        "-m",
+        GUEST_MEM,
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=1",
+        "-bios",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([g.path(k, true)])
+    .collect()
+}
+
+const PEERS: [Peer; 3] = [
+    Peer {
+        name: "tessera-vmm",
+        argv: tessera,
+    },
+    Peer {
+        name: "qemu -M microvm",
+        argv: |g, k| qemu("microvm", g, k),
+    },
+    Peer {
+        name: "qemu -M q35",
+        argv: |g, k| qemu("q35", g, k),
+    },
+];
+
+fn spawn(argv: &[String]) -> Result<Child> {
+    Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {}", argv[0]))
+}
+
+fn finish(mut child: Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// (a) milliseconds from spawn to the first byte the guest writes to its serial port.
+fn first_byte_ms(argv: &[String]) -> Result<f64> {
+    let start = Instant::now();
+    let mut child = spawn(argv)?;
+    let mut out = child.stdout.take().context("no stdout")?;
+    let mut b = [0u8; 1];
+    out.read_exact(&mut b).context("the guest printed nothing")?;
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    finish(child);
+    Ok(ms)
+}
+
+/// (b) nanoseconds per OUT exit: the time between the guest's `go` and `done` lines.
+fn pio_ns(argv: &[String]) -> Result<f64> {
+    let mut child = spawn(argv)?;
+    let out = BufReader::new(child.stdout.take().context("no stdout")?);
+    let (mut go, mut done) = (None, None);
+    for line in out.lines() {
+        let line = line?;
+        if line.ends_with("go") {
+            go = Some(Instant::now());
+        } else if line.ends_with("done") {
+            done = Some(Instant::now());
+            break;
+        }
+    }
+    finish(child);
+    match (go, done) {
+        (Some(g), Some(d)) => Ok(d.duration_since(g).as_secs_f64() * 1e9 / f64::from(PIO_COUNT)),
+        _ => bail!("the PIO guest did not print go/done"),
+    }
+}
+
+fn status_kib(pid: u32, key: &str) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no {key} in /proc/{pid}/status"))
+}
+
+/// RSS (KiB) of the mappings at least as large as guest RAM: the guest's memory.
+fn guest_rss_kib(pid: u32) -> Result<u64> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let mut total = 0;
+    let mut in_guest = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                in_guest = b - a >= GUEST_MEM_BYTES * 9 / 10;
+                continue;
+            }
+        }
+        if in_guest {
+            if let Some(v) = line.strip_prefix("Rss:") {
+                total += v.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// (c) (peak RSS, guest RSS) in KiB once the idle guest is up.
+fn overhead_kib(argv: &[String]) -> Result<(u64, u64)> {
+    let mut child = spawn(argv)?;
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().context("no stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    if !line.contains("idle") {
+        finish(child);
+        bail!("the idle guest printed {line:?}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let hwm = status_kib(pid, "VmHWM:")?;
+    let guest = guest_rss_kib(pid)?;
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok((hwm, guest))
+}
+
+fn write_guests(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("hello.elf"), tg::hello(b"hello\n"))?;
+    std::fs::write(dir.join("hello.bin"), tg::hello_bios(b"hello\n"))?;
+    std::fs::write(dir.join("pio.elf"), tg::pio_loop(PIO_COUNT))?;
+    std::fs::write(dir.join("pio.bin"), tg::pio_loop_bios(PIO_COUNT))?;
+    std::fs::write(dir.join("idle.elf"), tg::milestones_then_idle(&[]))?;
+    std::fs::write(dir.join("idle.bin"), tg::idle_bios())?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct Samples {
+    start_ms: Vec<f64>,
+    pio_ns: Vec<f64>,
+    overhead_kib: Vec<f64>,
+    hwm_kib: Vec<f64>,
+}
+
+/// Runs the benchmark and prints a Markdown table.
+pub fn run(repo: &Path, runs: usize) -> Result<()> {
+    let status = Command::new("cargo")
+        .args(["build", "--quiet", "--release", "-p", "tessera-vmm"])
+        .current_dir(repo)
+        .status()?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    let g = Guests {
+        vmm: repo.join("target/release/tessera-vmm"),
+        dir: repo.join("target/bench/tiny"),
+    };
+    write_guests(&g.dir)?;
+    let mut samples: Vec<Samples> = PEERS.iter().map(|_| Samples::default()).collect();
+    for round in 0..runs {
+        eprintln!("[bench-vmm] round {}/{runs}", round + 1);
+        for i in 0..PEERS.len() {
+            // Rotate the order each round so no peer always runs first.
+            let p = (i + round) % PEERS.len();
+            let peer = &PEERS[p];
+            let s = &mut samples[p];
+            s.start_ms.push(first_byte_ms(&(peer.argv)(&g, Kind::Hello))?);
+            s.pio_ns.push(pio_ns(&(peer.argv)(&g, Kind::Pio))?);
+            let (hwm, guest) = overhead_kib(&(peer.argv)(&g, Kind::Idle))?;
+            s.hwm_kib.push(hwm as f64);
+            s.overhead_kib.push(hwm.saturating_sub(guest) as f64);
+        }
+    }
+    print_table(&samples, runs);
+    Ok(())
+}
+
+fn print_table(samples: &[Samples], runs: usize) {
+    let ours = &samples[0];
+    println!(
+        "| metric ({runs} runs, medians) | {} | {} | ratio | {} | ratio |",
+        PEERS[0].name, PEERS[1].name, PEERS[2].name
+    );
+    println!("|---|---|---|---|---|---|");
+    let row = |name: &str, unit: &str, f: &dyn Fn(&Samples) -> &Vec<f64>| {
+        let t = median(f(ours));
+        let m = median(f(&samples[1]));
+        let q = median(f(&samples[2]));
+        println!(
+            "| {name} | {t:.1} {unit} | {m:.1} {unit} | {} | {q:.1} {unit} | {} |",
+            ratio(t, m),
+            ratio(t, q)
+        );
+    };
+    row("(a) process start to first guest instruction", "ms", &|s| &s.start_ms);
+    row("(b) port-I/O exit handled in user space", "ns", &|s| &s.pio_ns);
+    row("(c) VMM overhead: peak RSS minus guest RSS", "KiB", &|s| &s.overhead_kib);
+    row("peak RSS (for reference)", "KiB", &|s| &s.hwm_kib);
+}
