@@ -452,7 +452,10 @@ mod tests {
     fn real_mode_flips_operand_size_prefixes() {
         let mut a = Asm::real_mode();
         a.mov_dx(0x3f8).mov_ecx(1).dec_ecx();
-        assert_eq!(a.code(), &[0xba, 0xf8, 0x03, 0x66, 0xb9, 1, 0, 0, 0, 0x66, 0xff, 0xc9]);
+        assert_eq!(
+            a.code(),
+            &[0xba, 0xf8, 0x03, 0x66, 0xb9, 1, 0, 0, 0, 0x66, 0xff, 0xc9]
+        );
     }
 
     #[test]

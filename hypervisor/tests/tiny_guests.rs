@@ -248,3 +248,41 @@ fn config_file_boots_the_same_guest() {
         assert_eq!(out.status.code(), Some(0));
     }
 }
+
+#[test]
+fn serial_console_to_a_file_or_off() {
+    if !kvm_or_skip("serial_file") {
+        return;
+    }
+    let dir = Scratch::new("serialfile");
+    let k = dir.file("hello.elf", &tg::hello(b"into the file\n"));
+    let log = dir.0.join("console.log");
+    let spec = format!("file:{}", log.display());
+    let out = run_vmm(
+        &[
+            "--kernel",
+            k.to_str().unwrap(),
+            "--memory",
+            "64M",
+            "--serial",
+            &spec,
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "into the file\n");
+    let out = run_vmm(
+        &[
+            "--kernel",
+            k.to_str().unwrap(),
+            "--memory",
+            "64M",
+            "--serial",
+            "off",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "");
+}

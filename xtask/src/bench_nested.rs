@@ -19,7 +19,8 @@ pub fn parse(log: &str) -> BTreeMap<String, (Vec<f64>, Vec<f64>)> {
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix("vmm="))
                 .map(str::to_string);
-        } else if let (Some(rest), Some(vmm)) = (line.strip_prefix("BOOT-TIMER "), current.take()) {
+        } else if let Some(rest) = line.strip_prefix("BOOT-TIMER ") {
+            let Some(vmm) = current.take() else { continue };
             let field = |k: &str| {
                 rest.split_whitespace()
                     .find_map(|w| w.strip_prefix(k))

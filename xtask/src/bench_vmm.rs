@@ -122,7 +122,8 @@ fn first_byte_ms(argv: &[String]) -> Result<f64> {
     let mut child = spawn(argv)?;
     let mut out = child.stdout.take().context("no stdout")?;
     let mut b = [0u8; 1];
-    out.read_exact(&mut b).context("the guest printed nothing")?;
+    out.read_exact(&mut b)
+        .context("the guest printed nothing")?;
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     finish(child);
     Ok(ms)
@@ -172,7 +173,11 @@ fn guest_rss_kib(pid: u32) -> Result<u64> {
         }
         if in_guest {
             if let Some(v) = line.strip_prefix("Rss:") {
-                total += v.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+                total += v
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
         }
     }
@@ -239,7 +244,8 @@ pub fn run(repo: &Path, runs: usize) -> Result<()> {
             let p = (i + round) % PEERS.len();
             let peer = &PEERS[p];
             let s = &mut samples[p];
-            s.start_ms.push(first_byte_ms(&(peer.argv)(&g, Kind::Hello))?);
+            s.start_ms
+                .push(first_byte_ms(&(peer.argv)(&g, Kind::Hello))?);
             s.pio_ns.push(pio_ns(&(peer.argv)(&g, Kind::Pio))?);
             let (hwm, guest) = overhead_kib(&(peer.argv)(&g, Kind::Idle))?;
             s.hwm_kib.push(hwm as f64);
@@ -267,8 +273,14 @@ fn print_table(samples: &[Samples], runs: usize) {
             ratio(t, q)
         );
     };
-    row("(a) process start to first guest instruction", "ms", &|s| &s.start_ms);
-    row("(b) port-I/O exit handled in user space", "ns", &|s| &s.pio_ns);
-    row("(c) VMM overhead: peak RSS minus guest RSS", "KiB", &|s| &s.overhead_kib);
+    row("(a) process start to first guest instruction", "ms", &|s| {
+        &s.start_ms
+    });
+    row("(b) port-I/O exit handled in user space", "ns", &|s| {
+        &s.pio_ns
+    });
+    row("(c) VMM overhead: peak RSS minus guest RSS", "KiB", &|s| {
+        &s.overhead_kib
+    });
     row("peak RSS (for reference)", "KiB", &|s| &s.hwm_kib);
 }

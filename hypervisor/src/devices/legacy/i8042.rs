@@ -1,7 +1,9 @@
 //! The i8042 keyboard controller: enough of the controller and a keyboard for Linux's driver,
 //! and the CPU reset line (command 0xFE) through which `reboot=k` ends the VM.
 //!
-//! The auxiliary (mouse) port is reported absent; the display issue adds the mouse.
+//! The auxiliary (mouse) port is reported absent, and absent *quickly*: every command that
+//! Linux's driver waits on gets an answer at once, so probing costs no 500 ms timeouts. The
+//! display issue adds the mouse.
 
 use std::collections::VecDeque;
 
@@ -103,7 +105,8 @@ impl I8042 {
             CMD_READ_CTR => self.push(self.ctr),
             CMD_WRITE_CTR | CMD_WRITE_OUTP | CMD_WRITE_KBD_BUF | CMD_WRITE_AUX_BUF
             | CMD_WRITE_AUX => self.pending = Some(cmd),
-            CMD_AUX_DISABLE | CMD_AUX_ENABLE => {}
+            CMD_AUX_DISABLE => self.ctr |= CTR_AUX_DISABLE,
+            CMD_AUX_ENABLE => self.ctr &= !CTR_AUX_DISABLE,
             // Non-zero means "clock line stuck": the driver treats the aux port as absent.
             CMD_AUX_TEST => self.push(0x01),
             CMD_SELF_TEST => {
@@ -136,7 +139,10 @@ impl I8042 {
                 }
             }
             Some(CMD_WRITE_KBD_BUF) => self.push(byte),
-            // No aux device: loop-back and aux writes go nowhere.
+            // The loop-back answers at once, but as keyboard data: Linux then knows without a
+            // timeout that no aux port is wired.
+            Some(CMD_WRITE_AUX_BUF) => self.push(byte),
+            // No aux device: writes to it go nowhere.
             Some(_) => {}
             None => self.keyboard(byte),
         }
@@ -246,6 +252,28 @@ mod tests {
         assert_eq!(read(&mut d, OFF_DATA), KBD_ACK);
         assert_eq!(read(&mut d, OFF_DATA), KBD_ACK);
         assert_eq!(read(&mut d, OFF_DATA), 2);
+    }
+
+    #[test]
+    fn aux_probe_answers_without_timeouts() {
+        let (mut d, _rx) = dev();
+        // Linux's i8042_check_aux: the loop-back answers at once, without the aux flag...
+        d.write(OFF_COMMAND, &[CMD_WRITE_AUX_BUF]);
+        d.write(OFF_DATA, &[0x5a]);
+        assert_eq!(
+            read(&mut d, OFF_COMMAND) & (SB_OUT_FULL | 0x20),
+            SB_OUT_FULL
+        );
+        assert_eq!(read(&mut d, OFF_DATA), 0x5a);
+        // ...and the interface test reports a fault, so the port is declared absent.
+        d.write(OFF_COMMAND, &[CMD_AUX_TEST]);
+        assert_eq!(read(&mut d, OFF_DATA), 0x01);
+        d.write(OFF_COMMAND, &[CMD_AUX_DISABLE]);
+        d.write(OFF_COMMAND, &[CMD_READ_CTR]);
+        assert_ne!(read(&mut d, OFF_DATA) & CTR_AUX_DISABLE, 0);
+        d.write(OFF_COMMAND, &[CMD_AUX_ENABLE]);
+        d.write(OFF_COMMAND, &[CMD_READ_CTR]);
+        assert_eq!(read(&mut d, OFF_DATA) & CTR_AUX_DISABLE, 0);
     }
 
     #[test]
