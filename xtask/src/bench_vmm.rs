@@ -14,7 +14,7 @@ use crate::stats::{median, ratio};
 
 const GUEST_MEM: &str = "512M";
 const GUEST_MEM_BYTES: u64 = 512 << 20;
-pub const PIO_COUNT: u32 = 100_000;
+pub const PIO_COUNT: u32 = 100_000; // a multiple of tiny_guest::PIO_UNROLL
 
 /// One VMM under test and how it loads each tiny guest.
 struct Peer {

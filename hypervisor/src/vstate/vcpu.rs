@@ -1,6 +1,7 @@
 //! A vCPU and its thread: KVM_RUN in a loop, port and MMIO exits dispatched synchronously to
 //! the buses, pause and stop through [`RunControl`], and a signal to kick it out of KVM_RUN.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -87,6 +88,9 @@ struct RunState {
 /// Shared pause/stop state for all vCPU threads of a VM.
 #[derive(Debug, Default)]
 pub struct RunControl {
+    /// Set while a pause or stop is pending, so the exit path checks one atomic instead of
+    /// taking the lock on every exit.
+    attention: AtomicBool,
     state: Mutex<RunState>,
     changed: Condvar,
 }
@@ -106,6 +110,9 @@ impl VcpuHandle {
 impl RunControl {
     /// Waits at a safe point while paused; returns false when the thread must end.
     fn checkpoint(&self) -> bool {
+        if !self.attention.load(Ordering::Acquire) {
+            return true;
+        }
         let mut s = lock(&self.state);
         if s.pause && !s.stop {
             s.parked += 1;
@@ -153,19 +160,24 @@ impl RunControl {
     /// Parks every vCPU outside KVM_RUN; returns false if they did not all park in time.
     pub fn pause(&self, vcpus: &[VcpuHandle]) -> bool {
         lock(&self.state).pause = true;
+        self.attention.store(true, Ordering::Release);
         let live = vcpus.iter().filter(|v| !v.thread.is_finished()).count();
         self.kick_until(vcpus, Duration::from_secs(2), |s| s.parked >= live)
     }
 
     /// Lets parked vCPUs run again.
     pub fn resume(&self) {
-        lock(&self.state).pause = false;
+        let mut s = lock(&self.state);
+        s.pause = false;
+        self.attention.store(s.stop, Ordering::Release);
+        drop(s);
         self.changed.notify_all();
     }
 
     /// Stops every vCPU thread (they end at their next checkpoint).
     pub fn stop(&self, vcpus: &[VcpuHandle]) {
         lock(&self.state).stop = true;
+        self.attention.store(true, Ordering::Release);
         self.changed.notify_all();
         let _ = self.kick_until(vcpus, Duration::from_millis(500), |_| {
             vcpus.iter().all(|v| v.thread.is_finished())

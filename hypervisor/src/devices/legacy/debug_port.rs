@@ -65,10 +65,10 @@ impl BusDevice for DebugPort {
 
     fn write(&mut self, _offset: u64, data: &[u8]) {
         let Some(&code) = data.first() else { return };
-        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
         let mut t = lock(&self.times);
         t.writes += 1;
         if t.milestones.len() < MAX_MILESTONES && !t.milestones.iter().any(|m| m.code == code) {
+            let ms = self.start.elapsed().as_secs_f64() * 1000.0;
             t.milestones.push(Milestone { code, ms });
             tracing::info!(
                 code = format_args!("{code:#04x}"),
