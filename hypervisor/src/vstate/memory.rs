@@ -45,7 +45,7 @@ pub fn host_memory() -> u64 {
         if libc::sysinfo(&mut info) != 0 {
             return u64::MAX;
         }
-        u64::from(info.totalram).saturating_mul(u64::from(info.mem_unit))
+        info.totalram.saturating_mul(u64::from(info.mem_unit))
     }
 }
 
