@@ -2,8 +2,10 @@
 //!
 //!   cargo xtask bench-vmm [--runs N]     benchmarks (a)-(c) against QEMU on this /dev/kvm
 //!   cargo xtask bench-nested [--runs N]  benchmark (d) inside the nested harness
+//!   cargo xtask bench-storage [--runs N] linked clones and I/O vs qemu-img
 
 mod bench_nested;
+mod bench_storage;
 mod bench_vmm;
 mod stats;
 
@@ -27,6 +29,15 @@ enum Task {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// tessera-storage vs qemu-img: linked-clone creation and overlay I/O.
+    BenchStorage {
+        /// Rounds of each measurement.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Scratch directory (removed afterwards).
+        #[arg(long, default_value = "target/bench/storage")]
+        dir: PathBuf,
+    },
     /// tessera-vmm vs QEMU booting the Debian test guest to userspace inside the nested harness.
     BenchNested {
         /// Rounds of the three VMMs.
@@ -43,5 +54,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::BenchVmm { runs } => bench_vmm::run(&repo, runs),
         Task::BenchNested { runs } => bench_nested::run(&repo, runs),
+        Task::BenchStorage { runs, dir } => bench_storage::run(&repo.join(dir), runs),
     }
 }
