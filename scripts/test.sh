@@ -15,7 +15,7 @@ ensure_packages "${TESSERA_PACKAGES[@]}"
 tests/guest/build-guest.sh
 
 # The nested harness is installed above, so its tests must run, not skip.
-export TESSERA_REQUIRE_NESTED=1
+export TESSERA_REQUIRE_NESTED=1 TESSERA_REQUIRE_QEMU_IMG=1
 # Show what tests print (their SKIP lines above all) even when they pass.
 export RUST_TEST_NOCAPTURE=1
 if [ -c /dev/kvm ]; then
