@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: installs what it needs (Debian packages,
-# idempotent), builds the Debian test guest into .cache/, then runs the workspace's tests,
-# the tiny-guest KVM tests and the nested full-boot suite included.
+# idempotent), builds the Debian test guest into .cache/, then runs the workspace's tests
+# (the tiny-guest KVM tests, the nested full-boot suite and the qemu-img compatibility and
+# crash tests included) and the storage fuzz target for 60 s (TESSERA_FUZZ_SECONDS).
 #
 #   scripts/test.sh                  everything
 #   scripts/test.sh -p tessera-vmm   extra arguments go to `cargo test`
@@ -27,4 +28,6 @@ fi
 cargo fmt --all -- --check
 cargo build --workspace --all-targets
 cargo test --workspace "$@"
+# The storage fuzz target, bounded (see scripts/fuzz.sh).
+scripts/fuzz.sh "${TESSERA_FUZZ_SECONDS:-60}"
 echo "[tessera] all tests finished in $(( $(date +%s) - start )) s"
