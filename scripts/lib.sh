@@ -2,16 +2,20 @@
 
 # Installs Debian packages that are missing, idempotently: nothing runs when all are present.
 ensure_packages() {
-    local need=() p
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
-    done
-    [ ${#need[@]} -eq 0 ] && return 0
-    local sudo=
+    local need=() p round sudo=
     [ "$(id -u)" -eq 0 ] || sudo=sudo
-    echo "[tessera] installing Debian packages: ${need[*]}" >&2
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
+    # Two rounds: installing one package can remove another that came from elsewhere (a
+    # preinstalled qemu-utils from a newer release conflicts with Debian's qemu-system-x86).
+    for round in 1 2; do
+        need=()
+        for p in "$@"; do
+            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+        done
+        [ ${#need[@]} -eq 0 ] && return 0
+        echo "[tessera] installing Debian packages: ${need[*]}" >&2
+        [ "$round" -eq 1 ] && $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
+    done
 }
 
 # Packages the build, the tests and the nested harness need.

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::x86_64::layout::MMIO_HOLE_START;
+use crate::arch::x86_64::layout::{MMIO_HOLE_START, PCI_MMIO32_END, PCI_MMIO32_START};
 use crate::arch::x86_64::{boot, cpuid, mptable, regs};
-use crate::config::{SerialOutput, ValidConfig};
+use crate::config::{DiskConfig, SerialOutput, ValidConfig};
 use crate::controller::{Controller, VmFacts};
 use crate::devices::bus::{lock, Bus, BusError};
 use crate::devices::legacy::cmos::{Cmos, CMOS_BASE, CMOS_LEN};
@@ -21,9 +21,15 @@ use crate::devices::legacy::serial::{
     ConsoleOut, IrqLine, SerialDevice, COM1_BASE, COM1_IRQ, COM_LEN,
 };
 use crate::devices::pci::host_bridge::HostBridge;
+use crate::devices::pci::msix::{Msix, MsixVector};
 use crate::devices::pci::root::PciError;
-use crate::devices::pci::{PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
+use crate::devices::pci::{PciMmioWindow, PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
+use crate::devices::virtio::block::request::BlockBackend;
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::pci::{VirtioPci, VirtioPciError, BAR_SIZE};
+use crate::devices::virtio::VirtioDevice;
 use crate::exit::ExitReason;
+use crate::vstate::irq_routing::{IrqRouting, RoutingError};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
 use crate::vstate::vcpu::{self, BootRegs, RunControl, Vcpu, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
@@ -58,6 +64,18 @@ pub enum BuildError {
     /// An eventfd could not be created.
     #[error("cannot create an eventfd: {0}")]
     EventFd(std::io::Error),
+    /// A disk image could not be opened.
+    #[error("disk {0}: {1}")]
+    Disk(std::path::PathBuf, tessera_storage::StorageError),
+    /// virtio transport set-up.
+    #[error(transparent)]
+    VirtioPci(#[from] VirtioPciError),
+    /// Interrupt routing.
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    /// More devices than the PCI window holds (a VMM limit).
+    #[error("too many PCI devices for the 32-bit PCI window")]
+    PciWindowFull,
     /// The serial output file could not be opened.
     #[error("cannot open the serial output file {0}: {1}")]
     SerialFile(std::path::PathBuf, std::io::Error),
@@ -69,6 +87,7 @@ pub struct Machine {
     pub controller: Arc<Controller>,
     exit_rx: Receiver<ExitReason>,
     // Kept alive for as long as the vCPUs may touch them.
+    disks: Vec<(String, Arc<BlockBackend>)>,
     _vm: Vm,
     _memory: GuestMemoryMmap,
     _pio: Arc<Bus>,
@@ -82,6 +101,11 @@ impl Machine {
             .recv()
             .unwrap_or_else(|_| ExitReason::VmmError("every exit reporter is gone".into()));
         self.controller.stop_vcpus();
+        // What the guest wrote and did not flush still reaches the images, as QEMU does when
+        // it closes its block devices.
+        for (name, disk) in &self.disks {
+            disk.flush(name);
+        }
         reason
     }
 }
@@ -138,6 +162,7 @@ fn build_pio_bus(
     boot_times: Arc<Mutex<BootTimes>>,
     exit: &std::sync::mpsc::Sender<ExitReason>,
     memory: &GuestMemoryMmap,
+    pci: PciRoot,
 ) -> Result<Bus, BuildError> {
     let mut pio = Bus::new("port");
     let serial = Arc::new(Mutex::new(SerialDevice::new(
@@ -170,14 +195,83 @@ fn build_pio_bus(
         1,
     )?;
 
-    let mut pci = PciRoot::new();
-    pci.add_at(0, Arc::new(Mutex::new(HostBridge::new())))?;
     pio.insert(
         Arc::new(Mutex::new(pci)),
         PCI_CONFIG_IO_BASE,
         PCI_CONFIG_IO_LEN,
     )?;
     Ok(pio)
+}
+
+/// Opens a disk and plugs it into the PCI bus as a virtio-blk device.
+fn attach_disk(
+    disk: &DiskConfig,
+    vcpus: u8,
+    bar: u32,
+    ctx: (&Vm, &Arc<IrqRouting>, &GuestMemoryMmap),
+) -> Result<(Arc<Mutex<VirtioPci>>, Arc<BlockBackend>), BuildError> {
+    let (vm, routing, memory) = ctx;
+    let err = |e| BuildError::Disk(disk.path.clone(), e);
+    let root = match &disk.datastore {
+        Some(d) => d.clone(),
+        None => disk
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| ".".into(), |p| p.to_path_buf()),
+    };
+    let ds = tessera_storage::Datastore::new(&root).map_err(err)?;
+    let image = tessera_storage::Disk::open(&ds, &disk.path, !disk.readonly).map_err(err)?;
+    let queues = disk.queues.unwrap_or(u16::from(vcpus));
+    let serial = disk.serial.clone().unwrap_or_default();
+    let block = Block::new(image, disk.readonly, queues, &serial);
+    let backend = block.backend();
+    // One vector per queue and one for configuration changes, as Linux asks for.
+    let vectors = (0..=block.num_queues())
+        .map(|_| -> Result<MsixVector, BuildError> {
+            let gsi = routing.allocate()?;
+            let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(BuildError::EventFd)?;
+            vm.register_irqfd(&irqfd, gsi)?;
+            Ok(MsixVector { gsi, irqfd })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let msix = Msix::new(vectors, Some(routing.clone()));
+    let dev = VirtioPci::new(
+        Box::new(block),
+        msix,
+        bar,
+        memory.clone(),
+        Some(vm.shared_fd()),
+    )?;
+    Ok((Arc::new(Mutex::new(dev)), backend))
+}
+
+type Disks = Vec<(String, Arc<BlockBackend>)>;
+
+/// The PCI bus: host bridge, then one virtio-blk function per disk with BAR 0 in the 32-bit
+/// window.
+fn build_pci(
+    cfg: &ValidConfig,
+    vm: &Vm,
+    memory: &GuestMemoryMmap,
+) -> Result<(PciRoot, PciMmioWindow, Disks), BuildError> {
+    let routing = Arc::new(IrqRouting::new(vm.shared_fd()));
+    let mut pci = PciRoot::new();
+    pci.add_at(0, Arc::new(Mutex::new(HostBridge::new())))?;
+    let mut window = PciMmioWindow::new(PCI_MMIO32_START);
+    let mut disks = Vec::new();
+    for (i, disk) in cfg.config.disks.iter().enumerate() {
+        let bar = PCI_MMIO32_START + i as u64 * u64::from(BAR_SIZE);
+        if bar + u64::from(BAR_SIZE) > PCI_MMIO32_END {
+            return Err(BuildError::PciWindowFull);
+        }
+        let (dev, backend) = attach_disk(disk, cfg.vcpus, bar as u32, (vm, &routing, memory))?;
+        pci.add(dev.clone())?;
+        window.add(dev);
+        tracing::info!(disk = %disk.path.display(), bar = format_args!("{bar:#x}"), "virtio-blk attached");
+        disks.push((disk.path.display().to_string(), backend));
+    }
+    Ok((pci, window, disks))
 }
 
 /// Builds and starts the VM.
@@ -190,6 +284,7 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
 
     let (exit_tx, exit_rx) = channel();
     let boot_times = Arc::new(Mutex::new(BootTimes::default()));
+    let (pci, window, disks) = build_pci(&cfg, &vm, &memory)?;
     let pio = Arc::new(build_pio_bus(
         &vm,
         &cfg,
@@ -197,8 +292,15 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
         boot_times.clone(),
         &exit_tx,
         &memory,
+        pci,
     )?);
-    let mmio = Arc::new(Bus::new("MMIO"));
+    let mut mmio = Bus::new("MMIO");
+    mmio.insert(
+        Arc::new(Mutex::new(window)),
+        PCI_MMIO32_START,
+        PCI_MMIO32_END - PCI_MMIO32_START,
+    )?;
+    let mmio = Arc::new(mmio);
 
     let entry = boot::load(
         &memory,
@@ -263,6 +365,7 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
     Ok(Machine {
         controller,
         exit_rx,
+        disks,
         _vm: vm,
         _memory: memory,
         _pio: pio,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use tessera_vmm::config::{MemorySize, SerialOutput, VmConfig};
+use tessera_vmm::config::{DiskConfig, MemorySize, SerialOutput, VmConfig};
 use tessera_vmm::exit::{status, ExitReason};
 use tessera_vmm::{api, builder};
 
@@ -18,6 +18,10 @@ Examples:
 
   The same from a config file (TOML, or JSON if the name ends in .json); flags override it:
     tessera-vmm --config vm.toml --api-socket /run/tessera/vm1.sock
+
+  With a disk (the guest's /dev/vda): a qcow2 linked clone whose backing chain must stay
+  inside the datastore directory (default: the image's own directory):
+    tessera-vmm --kernel bzImage --disk path=/srv/ds1/desk-01.qcow2,datastore=/srv/ds1
 
   Control a running VM:
     curl --unix-socket /run/tessera/vm1.sock http://localhost/vm
@@ -31,6 +35,12 @@ Config file keys (all optional except kernel):
   vcpus = 1                1 to 32
   serial = \"stdout\"        stdout, off, or file:PATH
   api_socket = \"PATH\"
+  [[disks]]                one table per disk, in PCI order
+  path = \"PATH\"            raw or qcow2 image
+  readonly = false
+  queues = N               default: one per vCPU, at most 16
+  datastore = \"DIR\"        backing files must be inside; default: the image's directory
+  serial = \"ID\"            up to 20 bytes, /sys/block/vda/serial in the guest
 
 The guest powers the VM off by rebooting through the i8042 reset line (Linux: reboot=k).
 Boot milestones: the guest writes a byte to I/O port 0x80; GET /vm lists each with its time.
@@ -68,6 +78,10 @@ struct Cli {
     /// Serial console: stdout, off, or file:PATH [default: stdout].
     #[arg(long, value_name = "WHERE")]
     serial: Option<SerialOutput>,
+    /// A virtio-blk disk: path=IMAGE[,readonly=on][,queues=N][,datastore=DIR][,serial=ID]
+    /// (repeat for more disks; adds to the config file's).
+    #[arg(long, value_name = "DISK")]
+    disk: Vec<DiskConfig>,
     /// Serve the control API on this Unix socket.
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
@@ -102,6 +116,7 @@ impl Cli {
         if let Some(v) = self.serial {
             c.serial = v;
         }
+        c.disks.extend(self.disk);
         Ok(c)
     }
 }

@@ -2,7 +2,9 @@
 # Builds the Debian test guest from Debian packages only, into a cache directory:
 #   $OUT/vmlinuz            Debian's own kernel (linux-image-amd64 -> linux-image-6.1.0-*-amd64)
 #   $OUT/initramfs.cpio.gz  busybox-static + tests/guest/init (prints TESSERA-GUEST-READY, reboots)
-#   $OUT/modules/           the kernel's modules that the nested harness loads in L1 (kvm, kvm-amd)
+#                           + the virtio-pci and virtio-blk modules
+#   $OUT/modules/           the kernel's modules that the nested harness loads in L1 (kvm, kvm-amd,
+#                           virtio-blk for the harness's transfer disk)
 #   $OUT/manifest.txt       package versions and sha256 of inputs and outputs
 # Idempotent: does nothing when the outputs are newer than this script and init.
 # Env: TESSERA_CACHE (default: <repo>/.cache), KPKG (pin the kernel package), MODULES (extra
@@ -14,7 +16,9 @@ CACHE=${TESSERA_CACHE:-$repo/.cache}
 OUT=$CACHE/guest
 DEBS=$CACHE/debs
 MODULES=${MODULES-}
-L1_MODULES="irqbypass kvm ccp kvm-amd"
+L1_MODULES="irqbypass kvm ccp kvm-amd virtio_pci virtio_blk"
+# The test guest's virtio drivers (Debian builds them as modules); MODULES adds more.
+GUEST_MODULES="virtio_pci virtio_blk"
 export LC_ALL=C SOURCE_DATE_EPOCH=0
 
 log() { printf '[build-guest] %s\n' "$*" >&2; }
@@ -94,7 +98,7 @@ cp "$BX/bin/busybox" "$stage/bin/busybox"
 cp "$here/init" "$stage/init"
 chmod 0755 "$stage/init" "$stage/bin/busybox"
 : > "$stage/etc/modules.load"
-for m in $MODULES; do add_mod "$m"; done
+for m in $GUEST_MODULES $MODULES; do add_mod "$m"; done
 for f in "${ORDER[@]}"; do
     cp "$f" "$stage/lib/modules/"
     echo "${f##*/}" >> "$stage/etc/modules.load"

@@ -10,7 +10,9 @@
 # $TESSERA_CACHE/nested/SCENARIO.log. Exit status: the scenario's (NEST-END rc=N), or 125 when
 # L1 never reported (timeout or crash).
 # Env: TESSERA_CACHE, NEST_TIMEOUT (seconds, default 600), NEST_MEM (default 2048M),
-#      NEST_SMP (default 2), NEST_ARGS (extra L1 command-line words, e.g. nest.runs=3).
+#      NEST_SMP (default 2), NEST_ARGS (extra L1 command-line words, e.g. nest.runs=3),
+#      NEST_DISK (a file holding a tar archive of a datastore, padded with zeros to leave room:
+#      L1 unpacks it into /ds before the scenario and writes /ds back into it afterwards).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -60,8 +62,10 @@ l1=$CACHE/nested/l1.cpio.gz
 
 out=$CACHE/nested/$scenario.log
 log "booting L1 (QEMU TCG, EPYC+svm) for scenario $scenario; console in $out"
+disk=()
+[ -n "${NEST_DISK:-}" ] && disk=(-drive "file=$NEST_DISK,format=raw,if=virtio")
 set +e
-timeout "${NEST_TIMEOUT:-600}" qemu-system-x86_64 -M q35 -accel tcg -cpu EPYC,+svm \
+timeout "${NEST_TIMEOUT:-600}" qemu-system-x86_64 "${disk[@]}" -M q35 -accel tcg -cpu EPYC,+svm \
     -m "${NEST_MEM:-2048M}" -smp "${NEST_SMP:-2}" -nodefaults -no-user-config -nographic \
     -serial stdio -no-reboot -kernel "$CACHE/guest/vmlinuz" -initrd "$l1" \
     -append "console=ttyS0 panic=-1 quiet nest.run=$scenario ${NEST_ARGS:-}" </dev/null \

@@ -2,6 +2,7 @@
 //! interrupt controllers and PIT, and irqfds.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES,
@@ -17,13 +18,15 @@ use crate::arch::x86_64::layout::{KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS};
 pub const KVM_PATH: &str = "/dev/kvm";
 
 /// Capabilities tessera-vmm cannot run without.
-const REQUIRED_CAPS: [(Cap, &str); 6] = [
+const REQUIRED_CAPS: [(Cap, &str); 8] = [
     (Cap::Irqchip, "in-kernel IRQ chip"),
     (Cap::UserMemory, "user memory slots"),
     (Cap::SetTssAddr, "TSS address"),
     (Cap::Pit2, "in-kernel PIT"),
     (Cap::Irqfd, "irqfd"),
     (Cap::ImmediateExit, "immediate exit"),
+    (Cap::IrqRouting, "IRQ routing"),
+    (Cap::Ioeventfd, "ioeventfd"),
 ];
 
 /// Errors from KVM at the VM level.
@@ -60,7 +63,7 @@ pub enum VmError {
 /// An open VM with its system-level facts.
 pub struct Vm {
     kvm: Kvm,
-    fd: VmFd,
+    fd: Arc<VmFd>,
 }
 
 impl Vm {
@@ -86,12 +89,20 @@ impl Vm {
         let fd = kvm
             .create_vm()
             .map_err(|e| VmError::Ioctl("CREATE_VM", e))?;
-        Ok(Self { kvm, fd })
+        Ok(Self {
+            kvm,
+            fd: Arc::new(fd),
+        })
     }
 
     /// The VM file descriptor.
     pub fn fd(&self) -> &VmFd {
         &self.fd
+    }
+
+    /// The VM file descriptor, shared with devices that register eventfds or routes.
+    pub fn shared_fd(&self) -> Arc<VmFd> {
+        self.fd.clone()
     }
 
     /// Checks the vCPU count against KVM's limit.

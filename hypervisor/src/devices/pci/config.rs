@@ -3,6 +3,10 @@
 
 /// Dword index of the command/status register.
 pub const REG_COMMAND: usize = 1;
+/// Dword index of BAR 0.
+pub const REG_BAR0: usize = 4;
+/// Dword index of the capabilities pointer.
+pub const REG_CAP_POINTER: usize = 13;
 /// Dword index of class code and revision.
 pub const REG_CLASS: usize = 2;
 /// Dword index of BIST, header type, latency timer and cache line size.
@@ -13,6 +17,30 @@ pub const REG_SUBSYSTEM: usize = 11;
 pub const REG_INTERRUPT: usize = 15;
 /// Dwords in the conventional configuration space.
 pub const CONFIG_DWORDS: usize = 64;
+/// Command register bit: the function decodes its memory BARs.
+pub const COMMAND_MEMORY: u32 = 1 << 1;
+/// Status register bit (in the command/status dword): a capability list exists.
+const STATUS_CAP_LIST: u32 = 1 << 20;
+/// First byte after the standard header, where capabilities go.
+const CAPS_START: usize = 0x40;
+/// Bytes in the conventional configuration space.
+const CONFIG_BYTES: usize = CONFIG_DWORDS * 4;
+
+/// Errors while laying out a configuration space (VMM bugs, caught at build time).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigSpaceError {
+    /// The capabilities do not fit in 256 bytes.
+    #[error("PCI capabilities do not fit in the configuration space")]
+    NoRoom,
+    /// A BAR index or size that PCI cannot express.
+    #[error("BAR {index} of {size:#x} bytes is not a power of two of at least 16 bytes at an aligned address")]
+    BadBar {
+        /// BAR index.
+        index: usize,
+        /// Size.
+        size: u64,
+    },
+}
 
 /// PCI class codes used by tessera-vmm's devices.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +75,8 @@ pub struct PciId {
 pub struct PciConfig {
     regs: [u32; CONFIG_DWORDS],
     writable: [u32; CONFIG_DWORDS],
+    next_cap: usize,
+    last_cap: Option<usize>,
 }
 
 impl PciConfig {
@@ -65,7 +95,89 @@ impl PciConfig {
         // Cache line size and latency timer are scratch registers to the guest.
         writable[REG_HEADER] = 0x0000_ffff;
         writable[REG_INTERRUPT] = 0x0000_00ff;
-        Self { regs, writable }
+        Self {
+            regs,
+            writable,
+            next_cap: CAPS_START,
+            last_cap: None,
+        }
+    }
+
+    /// Declares 32-bit memory BAR `index` of `size` bytes at `addr`; the guest may move it.
+    pub fn set_bar32(
+        &mut self,
+        index: usize,
+        addr: u32,
+        size: u32,
+    ) -> Result<(), ConfigSpaceError> {
+        let ok = index < 6 && size >= 16 && size.is_power_of_two() && addr % size == 0;
+        if !ok {
+            return Err(ConfigSpaceError::BadBar {
+                index,
+                size: u64::from(size),
+            });
+        }
+        self.regs[REG_BAR0 + index] = addr;
+        // The low bits stay zero (32-bit, non-prefetchable memory); writing all ones reads back
+        // the size mask, which is how guests size BARs.
+        self.writable[REG_BAR0 + index] = !(size - 1);
+        Ok(())
+    }
+
+    /// Where memory BAR `index` is now, or None while the guest has memory decoding off.
+    pub fn bar32(&self, index: usize) -> Option<u64> {
+        let enabled = self.regs[REG_COMMAND] & COMMAND_MEMORY != 0;
+        let addr = self.regs.get(REG_BAR0 + index)? & !0xf;
+        (enabled && index < 6).then_some(u64::from(addr))
+    }
+
+    /// Appends a capability (`id`, then `body` after the next pointer) to the list; bits set in
+    /// `writable` (same layout as `body`) are guest-writable. Returns its byte offset.
+    pub fn add_capability(
+        &mut self,
+        id: u8,
+        body: &[u8],
+        writable: &[u8],
+    ) -> Result<usize, ConfigSpaceError> {
+        let offset = self.next_cap;
+        let len = 2 + body.len();
+        let end = offset + len.next_multiple_of(4);
+        if end > CONFIG_BYTES || writable.len() > body.len() {
+            return Err(ConfigSpaceError::NoRoom);
+        }
+        self.set_byte(offset, id);
+        self.set_byte(offset + 1, 0);
+        for (i, b) in body.iter().enumerate() {
+            self.set_byte(offset + 2 + i, *b);
+        }
+        for (i, m) in writable.iter().enumerate() {
+            let at = offset + 2 + i;
+            let shift = (at % 4) * 8;
+            self.writable[at / 4] |= u32::from(*m) << shift;
+        }
+        match self.last_cap {
+            Some(prev) => self.set_byte(prev + 1, offset as u8),
+            None => {
+                self.set_byte(REG_CAP_POINTER * 4, offset as u8);
+                self.regs[REG_COMMAND] |= STATUS_CAP_LIST;
+            }
+        }
+        self.last_cap = Some(offset);
+        self.next_cap = end;
+        Ok(offset)
+    }
+
+    /// Reads the byte at `offset` (0..256).
+    pub fn byte(&self, offset: usize) -> u8 {
+        self.regs
+            .get(offset / 4)
+            .map_or(0xff, |r| (r >> ((offset % 4) * 8)) as u8)
+    }
+
+    fn set_byte(&mut self, offset: usize, value: u8) {
+        let shift = (offset % 4) * 8;
+        let reg = &mut self.regs[offset / 4];
+        *reg = (*reg & !(0xff << shift)) | u32::from(value) << shift;
     }
 
     /// Reads dword `reg` (0..64); out-of-range reads return all ones.
@@ -123,6 +235,46 @@ mod tests {
         c.write(REG_INTERRUPT, 0, &[10]);
         c.write(REG_INTERRUPT, 1, &[4]); // interrupt pin is read-only
         assert_eq!(c.read(REG_INTERRUPT), 10);
+    }
+
+    #[test]
+    fn bar_sizing_and_decode() {
+        let mut c = cfg();
+        c.set_bar32(0, 0xc000_0000, 0x8000).unwrap();
+        assert_eq!(c.bar32(0), None, "memory decode is off at reset");
+        c.write(REG_COMMAND, 0, &[COMMAND_MEMORY as u8]);
+        assert_eq!(c.bar32(0), Some(0xc000_0000));
+        c.write(REG_BAR0, 0, &[0xff; 4]);
+        assert_eq!(c.read(REG_BAR0), 0xffff_8000);
+        c.write(REG_BAR0, 0, &0xd000_0000u32.to_le_bytes());
+        assert_eq!(c.bar32(0), Some(0xd000_0000));
+        // Unused BARs stay zero whatever the guest writes.
+        c.write(REG_BAR0 + 1, 0, &[0xff; 4]);
+        assert_eq!(c.read(REG_BAR0 + 1), 0);
+        assert!(c.set_bar32(0, 0x1000, 0x3000).is_err());
+        assert!(c.set_bar32(6, 0, 0x1000).is_err());
+    }
+
+    #[test]
+    fn capability_list() {
+        let mut c = cfg();
+        let a = c.add_capability(0x09, &[1, 2, 3], &[]).unwrap();
+        let b = c.add_capability(0x11, &[0, 0], &[0, 0xc0]).unwrap();
+        assert_eq!(a, 0x40);
+        assert_eq!(b, 0x48);
+        assert_ne!(c.read(REG_COMMAND) & STATUS_CAP_LIST, 0);
+        assert_eq!(c.byte(0x34), 0x40);
+        assert_eq!((c.byte(0x40), c.byte(0x41), c.byte(0x42)), (0x09, 0x48, 1));
+        assert_eq!((c.byte(0x48), c.byte(0x49)), (0x11, 0));
+        c.write(0x48 / 4, 0, &[0xff; 4]);
+        assert_eq!(c.read(0x48 / 4), 0xc000_0011);
+        c.write(0x40 / 4, 0, &[0; 4]);
+        assert_eq!(c.byte(0x41), 0x48, "the list is read-only");
+        let big = [0u8; 200];
+        assert_eq!(
+            c.add_capability(0x09, &big, &[]),
+            Err(ConfigSpaceError::NoRoom)
+        );
     }
 
     #[test]

@@ -3,8 +3,11 @@
 
 pub mod config;
 pub mod host_bridge;
+pub mod mmio_window;
+pub mod msix;
 pub mod root;
 
+pub use mmio_window::PciMmioWindow;
 pub use root::{PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
 
 /// A PCI function's configuration space as the root bus sees it.
@@ -13,4 +16,13 @@ pub trait PciFunction: Send {
     fn config_read(&mut self, reg: usize) -> u32;
     /// Writes `data` at byte `offset` of dword `reg`.
     fn config_write(&mut self, reg: usize, offset: usize, data: &[u8]);
+    /// A guest read at guest-physical `addr`: returns false when none of the function's
+    /// (enabled) memory BARs holds it.
+    fn mmio_read(&mut self, _addr: u64, _data: &mut [u8]) -> bool {
+        false
+    }
+    /// A guest write at guest-physical `addr`; false when no BAR of the function holds it.
+    fn mmio_write(&mut self, _addr: u64, _data: &[u8]) -> bool {
+        false
+    }
 }

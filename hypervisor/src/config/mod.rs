@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::arch::x86_64::mptable::MAX_CPUS;
 
+mod disk;
+pub use disk::DiskConfig;
+
 /// Kernel command line used when none is given: serial console, i8042 reset on reboot (there is
 /// no ACPI yet), reboot instead of hanging on panic, and no I/O-delay writes to the debug port.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 io_delay=none";
@@ -35,6 +38,9 @@ pub enum ConfigError {
     /// Bad serial setting.
     #[error("invalid serial setting {0:?}: use stdout, off or file:PATH")]
     Serial(String),
+    /// A bad --disk value.
+    #[error("invalid disk {0:?}: {1} (expected path=IMAGE[,readonly=on][,queues=N][,datastore=DIR][,serial=ID])")]
+    Disk(String, String),
     /// A file named in the configuration is missing or unreadable.
     #[error("cannot open the {what} {path}: {source}")]
     File {
@@ -182,6 +188,9 @@ pub struct VmConfig {
     /// Control API socket; no API when absent.
     #[serde(default)]
     pub api_socket: Option<PathBuf>,
+    /// virtio-blk disks, in PCI slot order (the first is /dev/vda in a Linux guest).
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
 }
 
 impl Default for VmConfig {
@@ -194,6 +203,7 @@ impl Default for VmConfig {
             vcpus: default_vcpus(),
             serial: SerialOutput::default(),
             api_socket: None,
+            disks: Vec::new(),
         }
     }
 }

@@ -1,0 +1,134 @@
+//! Disk configuration: `--disk path=IMAGE[,readonly=on][,queues=N][,datastore=DIR][,serial=ID]`
+//! on the command line, `[[disks]]` tables in a config file.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+use crate::devices::virtio::block::MAX_QUEUES;
+
+/// One virtio-blk disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// The image: raw or qcow2 (its backing chain is opened too).
+    pub path: PathBuf,
+    /// Expose the disk read-only (writes fail in the guest).
+    #[serde(default)]
+    pub readonly: bool,
+    /// Queues; default: one per vCPU (at most 16).
+    #[serde(default)]
+    pub queues: Option<u16>,
+    /// Directory every file of the backing chain must be inside; default: the image's own
+    /// directory. Backing paths that leave it are refused.
+    #[serde(default)]
+    pub datastore: Option<PathBuf>,
+    /// Serial number the guest reads (GET_ID, /sys/block/vdX/serial); at most 20 bytes.
+    #[serde(default)]
+    pub serial: Option<String>,
+}
+
+fn bad(s: &str, why: &str) -> ConfigError {
+    ConfigError::Disk(s.to_string(), why.to_string())
+}
+
+fn on_off(value: &str, whole: &str) -> Result<bool, ConfigError> {
+    match value {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(bad(whole, "readonly takes on or off")),
+    }
+}
+
+impl FromStr for DiskConfig {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut disk = DiskConfig {
+            path: PathBuf::new(),
+            readonly: false,
+            queues: None,
+            datastore: None,
+            serial: None,
+        };
+        for (i, part) in s.split(',').enumerate() {
+            let (key, value) = match part.split_once('=') {
+                Some(kv) => kv,
+                // A bare first item is the path.
+                None if i == 0 => ("path", part),
+                None => return Err(bad(s, &format!("{part:?} is not key=value"))),
+            };
+            match key {
+                "path" => disk.path = PathBuf::from(value),
+                "readonly" => disk.readonly = on_off(value, s)?,
+                "queues" => {
+                    let n = value
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|n| (1..=MAX_QUEUES).contains(n))
+                        .ok_or_else(|| bad(s, &format!("queues takes 1 to {MAX_QUEUES}")))?;
+                    disk.queues = Some(n);
+                }
+                "datastore" => disk.datastore = Some(PathBuf::from(value)),
+                "serial" => disk.serial = Some(value.to_string()),
+                _ => return Err(bad(s, &format!("unknown key {key:?}"))),
+            }
+        }
+        if disk.path.as_os_str().is_empty() {
+            return Err(bad(s, "no path"));
+        }
+        Ok(disk)
+    }
+}
+
+impl fmt::Display for DiskConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "path={}", self.path.display())?;
+        if self.readonly {
+            write!(f, ",readonly=on")?;
+        }
+        if let Some(q) = self.queues {
+            write!(f, ",queues={q}")?;
+        }
+        if let Some(d) = &self.datastore {
+            write!(f, ",datastore={}", d.display())?;
+        }
+        if let Some(s) = &self.serial {
+            write!(f, ",serial={s}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_command_line_form() {
+        let d: DiskConfig = "/vm/a.qcow2".parse().unwrap();
+        assert_eq!(d.path, PathBuf::from("/vm/a.qcow2"));
+        assert!(!d.readonly);
+        let d: DiskConfig = "path=/vm/a.qcow2,readonly=on,queues=4,datastore=/vm,serial=X1"
+            .parse()
+            .unwrap();
+        assert!(d.readonly);
+        assert_eq!(d.queues, Some(4));
+        assert_eq!(d.datastore, Some(PathBuf::from("/vm")));
+        assert_eq!(d.serial.as_deref(), Some("X1"));
+        assert_eq!(d.to_string().parse::<DiskConfig>().unwrap(), d);
+        for bad in [
+            "",
+            "readonly=on",
+            "/a,queues=0",
+            "/a,queues=99",
+            "/a,readonly=maybe",
+            "/a,colour=red",
+            "/a,ro",
+        ] {
+            assert!(bad.parse::<DiskConfig>().is_err(), "{bad}");
+        }
+    }
+}
