@@ -10,17 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn required(var: &str) -> bool {
-    std::env::var(var).as_deref() == Ok("1")
-}
-
 /// What every full boot must show on the console.
 fn assert_guest_output(log: &str) {
     assert!(
@@ -66,15 +55,7 @@ fn chrono_free_year() -> String {
 
 #[test]
 fn debian_guest_boots_in_the_nested_harness() {
-    let have_qemu = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !have_qemu && !required("TESSERA_REQUIRE_NESTED") {
-        eprintln!(
-            "\n*** SKIP debian_guest_boots_in_the_nested_harness: qemu-system-x86_64 is not \
-             installed (the project's test command installs it); this test did NOT run ***\n"
-        );
+    if !nested_or_skip("debian_guest_boots_in_the_nested_harness") {
         return;
     }
     let out = Command::new(repo().join("tests/nested/run.sh"))

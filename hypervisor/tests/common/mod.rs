@@ -31,6 +31,37 @@ pub fn kvm_or_skip(test: &str) -> bool {
     }
 }
 
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Whether an environment switch such as TESSERA_REQUIRE_NESTED is set to 1.
+pub fn required(var: &str) -> bool {
+    std::env::var(var).as_deref() == Ok("1")
+}
+
+/// Whether the nested harness can run (QEMU installed). Prints a loud SKIP when not, unless
+/// TESSERA_REQUIRE_NESTED=1 (set by the project's test command), which makes the test run and
+/// fail instead.
+pub fn nested_or_skip(test: &str) -> bool {
+    let have_qemu = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !have_qemu && !required("TESSERA_REQUIRE_NESTED") {
+        eprintln!(
+            "\n*** SKIP {test}: qemu-system-x86_64 is not installed (the project's test command \
+             installs it); this test did NOT run ***\n"
+        );
+        return false;
+    }
+    true
+}
+
 /// A scratch directory removed on drop.
 pub struct Scratch(pub PathBuf);
 

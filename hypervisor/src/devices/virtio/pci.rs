@@ -530,3 +530,176 @@ impl PciFunction for VirtioPci {
 pub fn notify_address(bar: u64, index: u16) -> GuestAddress {
     GuestAddress(bar + NOTIFY_OFFSET + u64::from(index) * u64::from(NOTIFY_MULTIPLIER))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::pci::config::{COMMAND_MEMORY, REG_COMMAND};
+    use crate::devices::pci::msix::MsixVector;
+    use crate::devices::virtio::ActivateError;
+    use vm_memory::GuestAddress;
+
+    const BAR: u64 = 0xc000_0000;
+
+    #[derive(Default)]
+    struct Dummy {
+        activated: Arc<Mutex<Vec<u16>>>,
+    }
+
+    impl VirtioDevice for Dummy {
+        fn device_type(&self) -> u16 {
+            2
+        }
+        fn features(&self) -> u64 {
+            1 << 9
+        }
+        fn num_queues(&self) -> u16 {
+            2
+        }
+        fn queue_max_size(&self) -> u16 {
+            64
+        }
+        fn read_config(&self, offset: u64, data: &mut [u8]) {
+            super::super::read_config_bytes(&[1, 2, 3, 4], offset, data);
+        }
+        fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+        fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
+            *lock(&self.activated) = a.queues.iter().map(|q| q.index).collect();
+            Ok(())
+        }
+        fn reset(&mut self) {
+            lock(&self.activated).clear();
+        }
+    }
+
+    fn device() -> (VirtioPci, Arc<Mutex<Vec<u16>>>) {
+        let dummy = Dummy::default();
+        let activated = dummy.activated.clone();
+        let vectors = (0..3)
+            .map(|i| MsixVector {
+                gsi: 24 + i,
+                irqfd: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+            })
+            .collect();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mut d = VirtioPci::new(
+            Box::new(dummy),
+            Msix::new(vectors, None),
+            BAR as u32,
+            mem,
+            None,
+        )
+        .unwrap();
+        d.config_write(REG_COMMAND, 0, &[COMMAND_MEMORY as u8]);
+        (d, activated)
+    }
+
+    fn w(d: &mut VirtioPci, off: u64, v: u64, len: usize) {
+        assert!(d.mmio_write(BAR + off, &v.to_le_bytes()[..len]));
+    }
+
+    fn r(d: &mut VirtioPci, off: u64, len: usize) -> u64 {
+        let mut b = [0u8; 8];
+        assert!(d.mmio_read(BAR + off, &mut b[..len]));
+        u64::from_le_bytes(b)
+    }
+
+    #[test]
+    fn negotiation_and_activation() {
+        let (mut d, activated) = device();
+        w(&mut d, 0x00, 1, 4);
+        assert_eq!(r(&mut d, 0x04, 4), 1, "VERSION_1 in the high word");
+        assert_eq!(r(&mut d, 0x12, 2), 2);
+        // Accepting a feature that was not offered: FEATURES_OK does not stick.
+        w(&mut d, 0x08, 0, 4);
+        w(&mut d, 0x0c, 1 << 5, 4);
+        w(
+            &mut d,
+            0x14,
+            u64::from(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK),
+            1,
+        );
+        assert_eq!(r(&mut d, 0x14, 1) as u8 & status::FEATURES_OK, 0);
+        w(&mut d, 0x14, 0, 1);
+        // A proper negotiation, one queue set up inside guest memory.
+        w(&mut d, 0x0c, 1 << 9, 4);
+        w(&mut d, 0x08, 1, 4);
+        w(&mut d, 0x0c, 1, 4);
+        w(
+            &mut d,
+            0x14,
+            u64::from(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK),
+            1,
+        );
+        assert_ne!(r(&mut d, 0x14, 1) as u8 & status::FEATURES_OK, 0);
+        w(&mut d, 0x16, 1, 2);
+        w(&mut d, 0x18, 100, 2); // not a power of two: ignored
+        assert_eq!(r(&mut d, 0x18, 2), 64);
+        w(&mut d, 0x18, 16, 2);
+        w(&mut d, 0x1a, 7, 2); // no such vector
+        assert_eq!(r(&mut d, 0x1a, 2), u64::from(NO_VECTOR));
+        w(&mut d, 0x1a, 2, 2);
+        assert_eq!(r(&mut d, 0x1a, 2), 2);
+        w(&mut d, 0x20, 0x1000, 4);
+        w(&mut d, 0x28, 0x2000, 4);
+        w(&mut d, 0x30, 0x3000, 4);
+        w(&mut d, 0x1c, 1, 2);
+        w(&mut d, 0x14, 0x0f, 1);
+        assert_eq!(*lock(&activated), vec![1]);
+        // Set-up registers are frozen while running.
+        w(&mut d, 0x20, 0x9000, 4);
+        assert_eq!(r(&mut d, 0x20, 4), 0x1000);
+        w(&mut d, 0x14, 0, 1);
+        assert!(lock(&activated).is_empty(), "reset stops the device");
+        assert_eq!(r(&mut d, 0x14, 1), 0);
+    }
+
+    #[test]
+    fn rings_outside_memory_need_reset() {
+        let (mut d, activated) = device();
+        w(&mut d, 0x08, 1, 4);
+        w(&mut d, 0x0c, 1, 4);
+        w(&mut d, 0x14, 0x0b, 1);
+        w(&mut d, 0x20, 0xffff_0000, 4);
+        w(&mut d, 0x24, 0xffff_ffff, 4);
+        w(&mut d, 0x1c, 1, 2);
+        w(&mut d, 0x14, 0x0f, 1);
+        assert!(lock(&activated).is_empty());
+        assert_ne!(r(&mut d, 0x14, 1) as u8 & status::NEEDS_RESET, 0);
+    }
+
+    #[test]
+    fn hostile_bar_accesses() {
+        let (mut d, _) = device();
+        let mut seed = 0x1234_5678_u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let off = seed % u64::from(BAR_SIZE + 16);
+            let len = [1usize, 2, 3, 4, 8, 16][(seed >> 40) as usize % 6];
+            let buf = seed.to_le_bytes().repeat(2);
+            d.mmio_write(BAR + off, &buf[..len]);
+            let mut out = vec![0u8; len];
+            d.mmio_read(BAR + off, &mut out);
+        }
+        // Outside the BAR: not claimed.
+        let mut b = [0u8; 4];
+        assert!(!d.mmio_read(BAR + u64::from(BAR_SIZE), &mut b));
+        assert!(!d.mmio_read(BAR - 4, &mut b));
+        assert!(!d.mmio_read(u64::MAX - 1, &mut b));
+    }
+
+    #[test]
+    fn bar_follows_the_guest_and_decode_enable() {
+        let (mut d, _) = device();
+        d.config_write(REG_COMMAND, 0, &[0]);
+        let mut b = [0u8; 1];
+        assert!(!d.mmio_read(BAR + 0x2000, &mut b), "decode off");
+        d.config_write(4, 0, &0xd000_0000u32.to_le_bytes());
+        d.config_write(REG_COMMAND, 0, &[COMMAND_MEMORY as u8]);
+        assert!(d.mmio_read(0xd000_2000, &mut b));
+        assert_eq!(b, [1]);
+        assert!(!d.mmio_read(BAR + 0x2000, &mut b));
+    }
+}

@@ -172,3 +172,6 @@ impl Drop for Block {
         self.reset();
     }
 }
+
+#[cfg(test)]
+mod tests;
