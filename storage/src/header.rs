@@ -124,7 +124,7 @@ pub fn parse(b: &[u8]) -> Result<Qcow2Header, StorageError> {
         let compat = be64(b, 80).ok_or_else(short)?;
         let order = be32(b, 96).ok_or_else(short)?;
         let len = be32(b, 100).ok_or_else(short)? as usize;
-        if len < 104 || len % 8 != 0 {
+        if len < 104 || !len.is_multiple_of(8) {
             return Err(bad(format!("header_length {len}")));
         }
         (incompat, compat, order, len)
@@ -237,6 +237,78 @@ pub fn read(path: &std::path::Path) -> Result<Qcow2Header, StorageError> {
     parse(&buf)
 }
 
+/// Points the image at `path` to a new backing file (`name`, `format`), as `qemu-img rebase -u`
+/// does: the header extensions are rewritten with the new backing-format extension and the
+/// name placed after them, in one write of the header's first bytes followed by a sync.
+pub fn set_backing(path: &std::path::Path, name: &str, format: &str) -> Result<(), StorageError> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let io = |e| StorageError::io(path, e);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let mut buf = Vec::with_capacity(HEADER_READ);
+    (&mut f)
+        .take(HEADER_READ as u64)
+        .read_to_end(&mut buf)
+        .map_err(io)?;
+    let h = parse(&buf)?;
+    if h.version != 3 {
+        return Err(StorageError::Unsupported(
+            "rebasing a qcow2 v2 image".into(),
+        ));
+    }
+    if name.is_empty() || name.len() > MAX_BACKING_NAME || name.contains('\0') {
+        return Err(StorageError::Invalid(format!("bad backing name {name:?}")));
+    }
+    let header_len = be32(&buf, 100).unwrap_or(104) as usize;
+    // Keep every extension but the backing format, then add ours, then the end marker.
+    let mut exts = Vec::new();
+    let mut off = header_len;
+    let limit = (h.cluster_size() as usize).min(buf.len());
+    while off + 8 <= limit {
+        let kind = be32(&buf, off).unwrap_or(0);
+        let len = be32(&buf, off + 4).unwrap_or(0) as usize;
+        if kind == EXT_END {
+            break;
+        }
+        let padded = 8 + len.div_ceil(8) * 8;
+        if kind != EXT_BACKING_FORMAT {
+            exts.extend_from_slice(&buf[off..off + padded]);
+        }
+        off += padded;
+    }
+    exts.extend_from_slice(&EXT_BACKING_FORMAT.to_be_bytes());
+    exts.extend_from_slice(&(format.len() as u32).to_be_bytes());
+    exts.extend_from_slice(format.as_bytes());
+    exts.resize(exts.len().div_ceil(8) * 8, 0);
+    exts.extend_from_slice(&[0; 8]);
+    let name_off = header_len + exts.len();
+    let end = name_off + name.len();
+    if end as u64 > h.cluster_size() {
+        return Err(StorageError::Invalid(
+            "backing name does not fit the header cluster".into(),
+        ));
+    }
+    let mut head = buf[..header_len].to_vec();
+    head[8..16].copy_from_slice(&(name_off as u64).to_be_bytes());
+    head[16..20].copy_from_slice(&(name.len() as u32).to_be_bytes());
+    head.extend_from_slice(&exts);
+    head.extend_from_slice(name.as_bytes());
+    // Clear what the old extensions or name occupied beyond the new end.
+    let old_end = match (&h.backing_file, be64(&buf, 8)) {
+        (Some(old), Some(o)) => (o as usize + old.len()).max(off + 8),
+        _ => off + 8,
+    };
+    if old_end > head.len() {
+        head.resize(old_end.min(limit), 0);
+    }
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    f.write_all(&head).map_err(io)?;
+    f.sync_data().map_err(io)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,76 +391,4 @@ mod tests {
         }
         assert!(matches!(parse(b"not qcow2"), Err(StorageError::NotQcow2)));
     }
-}
-
-/// Points the image at `path` to a new backing file (`name`, `format`), as `qemu-img rebase -u`
-/// does: the header extensions are rewritten with the new backing-format extension and the
-/// name placed after them, in one write of the header's first bytes followed by a sync.
-pub fn set_backing(path: &std::path::Path, name: &str, format: &str) -> Result<(), StorageError> {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let io = |e| StorageError::io(path, e);
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io)?;
-    let mut buf = Vec::with_capacity(HEADER_READ);
-    (&mut f)
-        .take(HEADER_READ as u64)
-        .read_to_end(&mut buf)
-        .map_err(io)?;
-    let h = parse(&buf)?;
-    if h.version != 3 {
-        return Err(StorageError::Unsupported(
-            "rebasing a qcow2 v2 image".into(),
-        ));
-    }
-    if name.is_empty() || name.len() > MAX_BACKING_NAME || name.contains('\0') {
-        return Err(StorageError::Invalid(format!("bad backing name {name:?}")));
-    }
-    let header_len = be32(&buf, 100).unwrap_or(104) as usize;
-    // Keep every extension but the backing format, then add ours, then the end marker.
-    let mut exts = Vec::new();
-    let mut off = header_len;
-    let limit = (h.cluster_size() as usize).min(buf.len());
-    while off + 8 <= limit {
-        let kind = be32(&buf, off).unwrap_or(0);
-        let len = be32(&buf, off + 4).unwrap_or(0) as usize;
-        if kind == EXT_END {
-            break;
-        }
-        let padded = 8 + len.div_ceil(8) * 8;
-        if kind != EXT_BACKING_FORMAT {
-            exts.extend_from_slice(&buf[off..off + padded]);
-        }
-        off += padded;
-    }
-    exts.extend_from_slice(&EXT_BACKING_FORMAT.to_be_bytes());
-    exts.extend_from_slice(&(format.len() as u32).to_be_bytes());
-    exts.extend_from_slice(format.as_bytes());
-    exts.resize(exts.len().div_ceil(8) * 8, 0);
-    exts.extend_from_slice(&[0; 8]);
-    let name_off = header_len + exts.len();
-    let end = name_off + name.len();
-    if end as u64 > h.cluster_size() {
-        return Err(StorageError::Invalid(
-            "backing name does not fit the header cluster".into(),
-        ));
-    }
-    let mut head = buf[..header_len].to_vec();
-    head[8..16].copy_from_slice(&(name_off as u64).to_be_bytes());
-    head[16..20].copy_from_slice(&(name.len() as u32).to_be_bytes());
-    head.extend_from_slice(&exts);
-    head.extend_from_slice(name.as_bytes());
-    // Clear what the old extensions or name occupied beyond the new end.
-    let old_end = match (&h.backing_file, be64(&buf, 8)) {
-        (Some(old), Some(o)) => (o as usize + old.len()).max(off + 8),
-        _ => off + 8,
-    };
-    if old_end > head.len() {
-        head.resize(old_end.min(limit), 0);
-    }
-    f.seek(SeekFrom::Start(0)).map_err(io)?;
-    f.write_all(&head).map_err(io)?;
-    f.sync_data().map_err(io)
 }

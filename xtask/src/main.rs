@@ -20,6 +20,8 @@ struct Cli {
     task: Task,
 }
 
+// The variants are the command names (bench-vmm, bench-nested, ...).
+#[allow(clippy::enum_variant_names)]
 #[derive(Subcommand)]
 enum Task {
     /// tessera-vmm vs QEMU (microvm, q35) with tiny guests on this machine's /dev/kvm:

@@ -153,13 +153,13 @@ mod tests {
     fn legacy_table_matches_kvm_default() {
         let v = legacy_entries();
         assert_eq!(v.len(), 24 + 16);
-        // SAFETY: reading the irqchip member of entries built as irqchip routes.
         let pins: Vec<(u32, u32, u32)> = v
             .iter()
             .map(|e| {
-                (e.gsi, unsafe { e.u.irqchip.irqchip }, unsafe {
-                    e.u.irqchip.pin
-                })
+                // SAFETY: every entry here was built as an irqchip route, so the irqchip
+                // member of the union is the initialised one.
+                let chip = unsafe { e.u.irqchip };
+                (e.gsi, chip.irqchip, chip.pin)
             })
             .collect();
         assert!(pins.contains(&(0, KVM_IRQCHIP_IOAPIC, 0)));

@@ -259,8 +259,8 @@ fn run(cli: Cli) -> Result<()> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&map)?),
                 Output::Human => {
                     println!(
-                        "{:<20}{:<20}{:<8}{:<8}{:<8}{}",
-                        "Offset", "Length", "Depth", "Zero", "Data", "File"
+                        "{:<20}{:<20}{:<8}{:<8}{:<8}File",
+                        "Offset", "Length", "Depth", "Zero", "Data"
                     );
                     for m in map {
                         let file = if m.data {

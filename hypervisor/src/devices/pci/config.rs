@@ -110,7 +110,7 @@ impl PciConfig {
         addr: u32,
         size: u32,
     ) -> Result<(), ConfigSpaceError> {
-        let ok = index < 6 && size >= 16 && size.is_power_of_two() && addr % size == 0;
+        let ok = index < 6 && size >= 16 && size.is_power_of_two() && addr.is_multiple_of(size);
         if !ok {
             return Err(ConfigSpaceError::BadBar {
                 index,

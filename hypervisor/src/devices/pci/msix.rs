@@ -215,7 +215,7 @@ impl Msix {
 
     /// (entry, byte in entry) for a dword or qword access inside the table.
     fn locate(&self, offset: u64, len: usize) -> Option<(usize, usize)> {
-        let aligned = (len == 4 || len == 8) && offset % len as u64 == 0;
+        let aligned = (len == 4 || len == 8) && offset.is_multiple_of(len as u64);
         let entry = usize::try_from(offset / ENTRY_SIZE).ok()?;
         (aligned && entry < self.entries.len()).then_some((entry, (offset % ENTRY_SIZE) as usize))
     }

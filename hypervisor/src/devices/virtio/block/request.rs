@@ -131,7 +131,7 @@ pub fn handle(
 fn byte_range(sector: u64, len: u64, size: u64) -> Result<u64, String> {
     let offset = sector.checked_mul(SECTOR_SIZE);
     match offset.and_then(|o| o.checked_add(len).map(|end| (o, end))) {
-        Some((o, end)) if end <= size && len % SECTOR_SIZE == 0 => Ok(o),
+        Some((o, end)) if end <= size && len.is_multiple_of(SECTOR_SIZE) => Ok(o),
         _ => Err(format!(
             "request for {len} bytes at sector {sector} is beyond the {size}-byte disk or not whole sectors"
         )),
