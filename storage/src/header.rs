@@ -27,6 +27,10 @@ pub const MAX_CLUSTER_BITS: u32 = 21;
 /// extended L2.
 const INCOMPAT_DIRTY: u64 = 1 << 0;
 const INCOMPAT_CORRUPT: u64 = 1 << 1;
+/// Guest data lives in a separate file.
+pub const INCOMPAT_DATA_FILE: u64 = 1 << 2;
+/// L2 entries carry subcluster bitmaps (16 bytes each).
+pub const INCOMPAT_EXTENDED_L2: u64 = 1 << 4;
 const INCOMPAT_KNOWN: u64 = 0x1f;
 
 /// What the header says.
@@ -50,6 +54,8 @@ pub struct Qcow2Header {
     pub refcount_table_clusters: u32,
     /// Internal snapshots.
     pub nb_snapshots: u32,
+    /// File offset of the snapshot table.
+    pub snapshots_offset: u64,
     /// Incompatible feature bits (v3).
     pub incompatible_features: u64,
     /// Compatible feature bits (v3).
@@ -118,6 +124,7 @@ pub fn parse(b: &[u8]) -> Result<Qcow2Header, StorageError> {
     let refcount_table_offset = be64(b, 48).ok_or_else(short)?;
     let refcount_table_clusters = be32(b, 56).ok_or_else(short)?;
     let nb_snapshots = be32(b, 60).ok_or_else(short)?;
+    let snapshots_offset = be64(b, 64).ok_or_else(short)?;
 
     let (incompatible_features, compatible_features, refcount_order, header_len) = if version == 3 {
         let incompat = be64(b, 72).ok_or_else(short)?;
@@ -218,6 +225,7 @@ pub fn parse(b: &[u8]) -> Result<Qcow2Header, StorageError> {
         refcount_table_offset,
         refcount_table_clusters,
         nb_snapshots,
+        snapshots_offset,
         incompatible_features,
         compatible_features,
         refcount_order,

@@ -10,8 +10,10 @@
 //!   walked, and again in the gate imago calls for each file it opens), loops and depth bounded;
 //! - [`header`]: a bounds-checked qcow2 header reader for `info`, chain walks and fuzzing, and the
 //!   header rewrite that re-points an image to a new backing file;
-//! - [`ops`]: the operations, each crash-safe through temporary files and atomic renames.
+//! - [`ops`]: the operations, each crash-safe through temporary files and atomic renames;
+//! - [`check`]: a refcount and metadata audit with qemu-img check's verdicts.
 
+pub mod check;
 pub mod datastore;
 pub mod error;
 pub mod header;

@@ -82,6 +82,17 @@ fn sigkill_mid_write_loses_no_acknowledged_write() {
             matches!(out.status.code(), Some(0) | Some(3)),
             "round {round}: qemu-img check found errors after SIGKILL:\n{text}"
         );
+        // Our own check must reach the same verdict.
+        let ours = Command::new(env!("CARGO_BIN_EXE_tessera-img"))
+            .args(["check", img.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(
+            ours.status.code(),
+            out.status.code(),
+            "round {round}: tessera-img check disagrees with qemu-img:\n{}\n{text}",
+            String::from_utf8_lossy(&ours.stdout)
+        );
 
         let disk = Disk::open(&ds, &img, false).unwrap();
         let size = disk.size();

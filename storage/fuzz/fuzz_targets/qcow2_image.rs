@@ -1,5 +1,6 @@
-//! Fuzzes what a hostile image file reaches: the header reader, the chain walk and imago's
-//! qcow2 open and first reads, inside a scratch datastore.
+//! Fuzzes what a hostile image file reaches: the header reader, the metadata audit of
+//! `tessera-img check`, the chain walk and imago's qcow2 open and first reads, inside a scratch
+//! datastore.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -22,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
     if std::fs::write(&img, data).is_err() {
         return;
     }
+    let _ = tessera_storage::check::check(&img);
     let Ok(ds) = tessera_storage::Datastore::new(dir) else { return };
     if let Ok(disk) = tessera_storage::Disk::open(&ds, &img, false) {
         let mut buf = vec![0u8; 4096];
