@@ -28,9 +28,10 @@ command -v qemu-system-x86_64 >/dev/null || {
 "$repo/tests/guest/build-guest.sh"
 
 target=x86_64-unknown-linux-gnu
-log "building static tessera-vmm and boot-timer"
+log "building static tessera-vmm, tessera-img, boot-timer and guest-io-bench"
 (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build -q --release --target "$target" -p tessera-vmm -p tessera-e2e --bin tessera-vmm --bin boot-timer)
+    cargo build -q --release --target "$target" -p tessera-vmm -p tessera-storage -p tessera-e2e \
+        --bin tessera-vmm --bin tessera-img --bin boot-timer --bin guest-io-bench)
 bindir=$repo/target/$target/release
 
 stage=$(mktemp -d)
@@ -39,7 +40,14 @@ mkdir -p "$stage"/{bin,dev,proc,sys,tmp,guest,modules,scenarios}
 cp "$CACHE/debs"/x-busybox-static_*/bin/busybox "$stage/bin/busybox"
 strip -o "$stage/bin/tessera-vmm" "$bindir/tessera-vmm"
 strip -o "$stage/bin/boot-timer" "$bindir/boot-timer"
+strip -o "$stage/bin/tessera-img" "$bindir/tessera-img"
 cp "$CACHE/guest/vmlinuz" "$CACHE/guest/initramfs.cpio.gz" "$stage/guest/"
+# The test guest plus guest-io-bench: Linux unpacks concatenated initramfs archives in order.
+extra=$(mktemp -d)
+mkdir -p "$extra/bin" && strip -o "$extra/bin/guest-io-bench" "$bindir/guest-io-bench"
+(cd "$extra" && find . | cpio -o -H newc -R 0:0 --quiet) | gzip -1 \
+    | cat "$CACHE/guest/initramfs.cpio.gz" - > "$stage/guest/initramfs-bench.cpio.gz"
+rm -rf "$extra"
 cp "$CACHE/guest/modules/"* "$stage/modules/"
 cp "$here/scenarios/"*.sh "$stage/scenarios/"
 # Scenarios that compare against QEMU ("# nest: qemu") get QEMU, its libraries and firmware.

@@ -4,6 +4,7 @@
 //!   cargo xtask bench-nested [--runs N]  benchmark (d) inside the nested harness
 //!   cargo xtask bench-storage [--runs N] linked clones and I/O vs qemu-img
 
+mod bench_disk;
 mod bench_nested;
 mod bench_storage;
 mod bench_vmm;
@@ -40,6 +41,16 @@ enum Task {
         #[arg(long, default_value = "target/bench/storage")]
         dir: PathBuf,
     },
+    /// tessera-vmm vs QEMU: the test guest's disk I/O through virtio-blk on a qcow2 linked
+    /// clone, inside the nested harness (4 KiB random IOPS, 1 MiB sequential MiB/s).
+    BenchDisk {
+        /// Rounds of the two VMMs.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Seconds per random-I/O phase.
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+    },
     /// tessera-vmm vs QEMU booting the Debian test guest to userspace inside the nested harness.
     BenchNested {
         /// Rounds of the three VMMs.
@@ -56,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::BenchVmm { runs } => bench_vmm::run(&repo, runs),
         Task::BenchNested { runs } => bench_nested::run(&repo, runs),
+        Task::BenchDisk { runs, secs } => bench_disk::run(&repo, runs, secs),
         Task::BenchStorage { runs, dir } => bench_storage::run(&repo.join(dir), runs),
     }
 }
