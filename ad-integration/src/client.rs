@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::controls::RawControl;
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, ResultEntry, Scope, SearchEntry};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, ResultEntry, Scope, SearchEntry, StdStream};
 use rustls::ClientConfig;
 use tokio::sync::Mutex;
 
@@ -30,6 +30,41 @@ pub struct DirectoryClient {
 
 /// How long the client stays on a fallback server before trying the first one again.
 pub const RETRY_PREFERRED: Duration = Duration::from_secs(60);
+
+/// "host:port" of an ldap:// or ldaps:// URL (default ports 389 and 636).
+pub fn host_port(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default = if scheme.eq_ignore_ascii_case("ldaps") {
+        636
+    } else {
+        389
+    };
+    let authority = rest.split('/').next()?;
+    if authority.is_empty() {
+        return None;
+    }
+    let has_port = match authority.rfind(':') {
+        Some(i) => !authority[i..].contains(']'),
+        None => false,
+    };
+    Some(if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:{default}")
+    })
+}
+
+/// A TCP connection with Nagle's algorithm off: LDAP requests are small writes answered at
+/// once, and with Nagle on, delayed ACKs add ~40 ms to a bind.
+async fn tcp(url: &str, limit: Duration) -> Result<std::net::TcpStream, String> {
+    let addr = host_port(url).ok_or_else(|| "not an LDAP URL".to_string())?;
+    let s = tokio::time::timeout(limit, tokio::net::TcpStream::connect(&addr))
+        .await
+        .map_err(|_| format!("no answer within {limit:?}"))?
+        .map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    s.into_std().map_err(|e| e.to_string())
+}
 
 /// Runs `fut` with a deadline.
 pub async fn with_timeout<T>(
@@ -117,8 +152,17 @@ impl DirectoryClient {
         for i in order {
             let url = &urls[i];
             let plain = url.to_ascii_lowercase().starts_with("ldap://");
+            let stream = match tcp(url, limit).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tried.push(format!("{url}: {e}"));
+                    tracing::warn!(directory = %self.dir.config.name, error = %tried.last().map_or("", |s| s.as_str()), "directory server unreachable; trying the next");
+                    continue;
+                }
+            };
             let mut s = LdapConnSettings::new()
                 .set_conn_timeout(limit)
+                .set_std_stream(StdStream::Tcp(stream))
                 .set_starttls(plain && self.dir.config.starttls);
             if let Some(cfg) = &self.tls {
                 s = s.set_config(cfg.clone());
@@ -281,5 +325,23 @@ impl DirectoryClient {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_to_addresses() {
+        assert_eq!(host_port("ldaps://dc1").as_deref(), Some("dc1:636"));
+        assert_eq!(host_port("ldap://dc1:3268/").as_deref(), Some("dc1:3268"));
+        assert_eq!(host_port("LDAPS://[::1]").as_deref(), Some("[::1]:636"));
+        assert_eq!(
+            host_port("ldap://[::1]:10389").as_deref(),
+            Some("[::1]:10389")
+        );
+        assert_eq!(host_port("ldap://"), None);
+        assert_eq!(host_port("dc1"), None);
     }
 }

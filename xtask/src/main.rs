@@ -4,6 +4,7 @@
 //!   cargo xtask bench-nested [--runs N]  benchmark (d) inside the nested harness
 //!   cargo xtask bench-storage [--runs N] linked clones and I/O vs qemu-img
 
+mod bench_directory;
 mod bench_disk;
 mod bench_nested;
 mod bench_storage;
@@ -51,6 +52,13 @@ enum Task {
         #[arg(long, default_value_t = 5)]
         secs: u64,
     },
+    /// tessera-directory sign-ins vs ldapwhoami against Samba AD and OpenLDAP (1, 10 and 50
+    /// concurrent logins); brings its own servers up and down.
+    BenchDirectory {
+        /// Sign-ins per concurrency level and server.
+        #[arg(long, default_value_t = 500)]
+        total: usize,
+    },
     /// tessera-vmm vs QEMU booting the Debian test guest to userspace inside the nested harness.
     BenchNested {
         /// Rounds of the three VMMs.
@@ -68,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         Task::BenchVmm { runs } => bench_vmm::run(&repo, runs),
         Task::BenchNested { runs } => bench_nested::run(&repo, runs),
         Task::BenchDisk { runs, secs } => bench_disk::run(&repo, runs, secs),
+        Task::BenchDirectory { total } => bench_directory::run(&repo, total),
         Task::BenchStorage { runs, dir } => bench_storage::run(&repo.join(dir), runs),
     }
 }
