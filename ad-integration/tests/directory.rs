@@ -628,3 +628,64 @@ async fn computer_accounts_for_clones() {
         Err(E::NeedsAd(_))
     ));
 }
+
+#[tokio::test]
+async fn diagnostics_command_walks_every_step() {
+    let Some(e) = env("diagnostics") else { return };
+    let dir = std::env::temp_dir().join(format!("tessera-dir-diag-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("directories.toml");
+    // A dead server first: the report shows it failed and the next one answered.
+    let toml = ad_toml(e, "").replace(
+        &format!("urls = [\"{}\"]", e.get("AD_URL")),
+        &format!("urls = [\"ldaps://127.0.0.1:1\", \"{}\"]", e.get("AD_URL")),
+    );
+    std::fs::write(&cfg, toml).unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera-directory"))
+            .arg("-c")
+            .arg(&cfg)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&["test", "--user", "VDI\\alice"], "Al1ce!Passw0rd\n");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "connect ldaps://127.0.0.1:1: FAILED",
+        "connect ldaps://127.0.0.1:636: ok",
+        "TLS: subject CN=localhost, issuer CN=Tessera test CA",
+        "service bind as svc-vdi@vdi.test",
+        "find VDI\\alice: CN=Alice Liddell",
+        "authenticate VDI\\alice: ok",
+        "groups (3): vdi-engineering, vdi-gpu, vdi-users",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+    assert!(
+        !text.contains("Al1ce!Passw0rd"),
+        "the password must not be echoed"
+    );
+    let bad = run(&["test", "--user", "carol"], "Car0l!Passw0rd\n");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("FAILED: the account is disabled"));
+    let members = run(&["members", "vdi-users"], "");
+    assert!(String::from_utf8_lossy(&members.stdout).contains("alice"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
