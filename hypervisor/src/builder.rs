@@ -28,7 +28,7 @@ use crate::devices::virtio::block::request::BlockBackend;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::pci::{VirtioPci, VirtioPciError, BAR_SIZE};
 use crate::devices::virtio::VirtioDevice;
-use crate::exit::ExitReason;
+use crate::exit::{ExitReason, ExitSender};
 use crate::vstate::irq_routing::{IrqRouting, RoutingError};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
 use crate::vstate::vcpu::{self, BootRegs, RunControl, Vcpu, VcpuError};
@@ -160,7 +160,7 @@ fn build_pio_bus(
     cfg: &ValidConfig,
     started: Instant,
     boot_times: Arc<Mutex<BootTimes>>,
-    exit: &std::sync::mpsc::Sender<ExitReason>,
+    exit: &ExitSender,
     memory: &GuestMemoryMmap,
     pci: PciRoot,
 ) -> Result<Bus, BuildError> {
@@ -282,7 +282,8 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
     vm.register_memory(&memory)?;
     vm.setup_irqchip()?;
 
-    let (exit_tx, exit_rx) = channel();
+    let (tx, exit_rx) = channel();
+    let exit_tx = ExitSender::new(tx);
     let boot_times = Arc::new(Mutex::new(BootTimes::default()));
     let (pci, window, disks) = build_pci(&cfg, &vm, &memory)?;
     let pio = Arc::new(build_pio_bus(

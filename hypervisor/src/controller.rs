@@ -160,7 +160,7 @@ impl Controller {
         }
         *state = VmState::Stopping;
         // The receiver lives as long as the main thread; if it is gone the VM is ending anyway.
-        let _ = lock(&self.exit).send(reason);
+        lock(&self.exit).send(reason);
         Ok(())
     }
 

@@ -1,6 +1,8 @@
 //! Why a VM stopped, and the process exit status each reason maps to.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 /// Process exit statuses of tessera-vmm; stable, documented in `--help` and the README.
 pub mod status {
@@ -70,7 +72,37 @@ impl std::fmt::Display for ExitReason {
 }
 
 /// Where devices and vCPUs report that the VM must stop. The first report wins.
-pub type ExitSender = Sender<ExitReason>;
+///
+/// A report also raises a flag that every vCPU checks after each exit, so the thread whose I/O
+/// ended the VM (the i8042 reset pulse, above all) never re-enters the guest: after the pulse a
+/// Linux guest goes on to other reboot methods, down to a jump into a BIOS that is not there,
+/// and under nested KVM that code could keep the vCPU inside the host kernel past our kick.
+#[derive(Debug, Clone)]
+pub struct ExitSender {
+    tx: Sender<ExitReason>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl ExitSender {
+    /// Wraps the channel the main thread waits on.
+    pub fn new(tx: Sender<ExitReason>) -> Self {
+        Self {
+            tx,
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Reports `reason`; ignored if the receiver is gone (the VM is ending anyway).
+    pub fn send(&self, reason: ExitReason) {
+        self.stopping.store(true, Ordering::Release);
+        let _ = self.tx.send(reason);
+    }
+
+    /// Whether some report was made: vCPUs must not enter the guest again.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
 
 #[cfg(test)]
 mod tests {

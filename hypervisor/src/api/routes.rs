@@ -108,7 +108,7 @@ mod tests {
                 kernel_format: KernelFormat::BzImage,
             },
             Arc::new(RunControl::default()),
-            tx,
+            crate::exit::ExitSender::new(tx),
             Arc::new(Mutex::new(BootTimes::default())),
         );
         (c, rx)

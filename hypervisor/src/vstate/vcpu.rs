@@ -215,7 +215,11 @@ impl Vcpu {
     fn run(mut self) {
         while self.control.checkpoint() {
             if let Some(reason) = self.run_once() {
-                let _ = self.exit.send(reason);
+                self.exit.send(reason);
+                return;
+            }
+            // Some device (or another vCPU) ended the VM: do not run the guest again.
+            if self.exit.stopping() {
                 return;
             }
         }

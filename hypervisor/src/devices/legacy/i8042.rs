@@ -120,7 +120,7 @@ impl I8042 {
             CMD_RESET_CPU => {
                 tracing::info!("guest pulsed the CPU reset line through the i8042");
                 // The receiver may be gone if the VM is already stopping; nothing to add then.
-                let _ = self.exit.send(ExitReason::GuestReset);
+                self.exit.send(ExitReason::GuestReset);
             }
             other => tracing::debug!(cmd = format_args!("{other:#04x}"), "i8042: command ignored"),
         }
@@ -135,7 +135,7 @@ impl I8042 {
             }
             Some(CMD_WRITE_OUTP) => {
                 if byte & 0x01 == 0 {
-                    let _ = self.exit.send(ExitReason::GuestReset);
+                    self.exit.send(ExitReason::GuestReset);
                 }
             }
             Some(CMD_WRITE_KBD_BUF) => self.push(byte),
@@ -212,7 +212,7 @@ mod tests {
     fn dev() -> (I8042, mpsc::Receiver<ExitReason>) {
         let (tx, rx) = mpsc::channel();
         let irq = IrqLine(EventFd::new(libc::EFD_NONBLOCK).unwrap());
-        (I8042::new(irq, tx), rx)
+        (I8042::new(irq, ExitSender::new(tx)), rx)
     }
 
     fn read(d: &mut I8042, off: u64) -> u8 {
