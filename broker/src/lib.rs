@@ -1,4 +1,8 @@
-//! tessera-broker: the connection broker and management plane (REST API, admin console, pool reconciliation, logon, one-time SPICE tickets).
+//! tessera-broker: the connection broker and management plane.
 //!
-//! Status: placeholder crate. The capability arrives with issue #5; until then this crate
-//! only marks its place in the workspace (design.md §3) and exports nothing.
+//! This crate grows in slices (issue 5): the store comes first: hosts, datastores, golden
+//! images, pools, entitlements, desktops with their state machine, sessions, one-time tickets,
+//! events and local accounts, on SQLite or PostgreSQL ([`store`]). The reconciler, the host
+//! agent protocol, the logon API and the all-in-one follow on top of it.
+
+pub mod store;

@@ -1,0 +1,252 @@
+//! Built-in accounts: the all-in-one's users and the break-glass administrator, with argon2id
+//! password hashes (the RustCrypto crate, PHC strings, OWASP's minimum parameters) and a
+//! lockout after repeated failures.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{now_ms, Store, StoreError};
+
+/// Failed sign-ins that lock an account.
+pub const LOCKOUT_THRESHOLD: i64 = 5;
+/// How long a lockout lasts.
+pub const LOCKOUT_MS: i64 = 15 * 60 * 1000;
+/// Shortest password accepted for a local account.
+pub const MIN_PASSWORD: usize = 8;
+
+/// A local account as sign-in returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalAccount {
+    /// Login name.
+    pub name: String,
+    /// Display name.
+    pub display_name: String,
+    /// May use the admin console and API.
+    pub is_admin: bool,
+}
+
+/// Why a local sign-in failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// Wrong name or password (not told apart).
+    #[error("wrong user name or password")]
+    InvalidCredentials,
+    /// Too many failures; try again after the lockout.
+    #[error(
+        "the account is locked out after too many failed sign-ins; try again in {minutes} minutes"
+    )]
+    Locked {
+        /// Minutes left, rounded up.
+        minutes: i64,
+    },
+    /// Disabled by an administrator.
+    #[error("the account is disabled")]
+    Disabled,
+    /// Store failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Hashes `password` with argon2id and a random salt (a PHC string).
+pub fn hash_password(password: &str) -> Result<String, StoreError> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt)
+        .map_err(|e| StoreError::Invalid(format!("no random source: {e}")))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| StoreError::Invalid(format!("cannot hash the password: {e}")))
+}
+
+/// Checks `password` against a PHC string; a malformed hash never matches.
+pub fn check_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A hash nobody's password matches, verified for unknown names so that a wrong name and a
+/// wrong password take the same time.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password("tessera-decoy-password").unwrap_or_default())
+}
+
+async fn check_off_thread(hash: String, password: &str) -> bool {
+    let password = password.to_string();
+    // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
+    tokio::task::spawn_blocking(move || check_password(&hash, &password))
+        .await
+        .unwrap_or(false)
+}
+
+impl Store {
+    /// Creates a local account.
+    pub async fn create_local_account(
+        &self,
+        name: &str,
+        display_name: &str,
+        password: &str,
+        is_admin: bool,
+    ) -> Result<(), StoreError> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !valid {
+            return Err(StoreError::Invalid(format!(
+                "account name {name:?}: 1-64 letters, digits, '.', '_' or '-'"
+            )));
+        }
+        if password.chars().count() < MIN_PASSWORD {
+            return Err(StoreError::Invalid(format!(
+                "the password must have at least {MIN_PASSWORD} characters"
+            )));
+        }
+        let pw = password.to_string();
+        let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
+            .await
+            .map_err(|e| StoreError::Invalid(e.to_string()))??;
+        sqlx::query(&self.sql(
+            "INSERT INTO local_accounts (name, display_name, password_hash, is_admin, disabled, \
+             failed_attempts, created_at) VALUES ($1, $2, $3, $4, $5, 0, $6)",
+        ))
+        .bind(name)
+        .bind(display_name)
+        .bind(hash)
+        .bind(i64::from(is_admin))
+        .bind(0i64)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Signs a local account in, counting failures toward a lockout.
+    pub async fn sign_in_local(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<LocalAccount, SignInError> {
+        if password.is_empty() {
+            return Err(SignInError::InvalidCredentials);
+        }
+        let row = sqlx::query(&self.sql(
+            "SELECT password_hash, display_name, is_admin, disabled, failed_attempts, locked_until \
+             FROM local_accounts WHERE name = $1",
+        ))
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(StoreError::from)?;
+        let Some(row) = row else {
+            check_off_thread(decoy_hash().to_string(), password).await;
+            return Err(SignInError::InvalidCredentials);
+        };
+        let hash: String = row.try_get(0).map_err(StoreError::from)?;
+        let display_name: String = row.try_get(1).map_err(StoreError::from)?;
+        let is_admin = row.try_get::<i64, _>(2).map_err(StoreError::from)? != 0;
+        let disabled = row.try_get::<i64, _>(3).map_err(StoreError::from)? != 0;
+        let locked_until: Option<i64> = row.try_get(5).map_err(StoreError::from)?;
+        let now = now_ms();
+        if let Some(until) = locked_until.filter(|u| *u > now) {
+            // No password check while locked: a locked account is no oracle.
+            return Err(SignInError::Locked {
+                minutes: (until - now + 59_999) / 60_000,
+            });
+        }
+        if !check_off_thread(hash, password).await {
+            self.count_failure(name, now).await?;
+            return Err(SignInError::InvalidCredentials);
+        }
+        if disabled {
+            return Err(SignInError::Disabled);
+        }
+        sqlx::query(&self.sql(
+            "UPDATE local_accounts SET failed_attempts = 0, locked_until = NULL WHERE name = $1",
+        ))
+        .bind(name)
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::from)?;
+        Ok(LocalAccount {
+            name: name.to_string(),
+            display_name,
+            is_admin,
+        })
+    }
+
+    /// One more failure; the threshold-th locks the account and starts counting afresh.
+    async fn count_failure(&self, name: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query(&self.sql(
+            "UPDATE local_accounts SET failed_attempts = failed_attempts + 1 WHERE name = $1",
+        ))
+        .bind(name)
+        .execute(self.pool())
+        .await?;
+        sqlx::query(&self.sql(
+            "UPDATE local_accounts SET failed_attempts = 0, locked_until = $1 \
+             WHERE name = $2 AND failed_attempts >= $3",
+        ))
+        .bind(now + LOCKOUT_MS)
+        .bind(name)
+        .bind(LOCKOUT_THRESHOLD)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Lifts a lockout (admin action).
+    pub async fn unlock_local(&self, name: &str) -> Result<(), StoreError> {
+        let n = sqlx::query(&self.sql(
+            "UPDATE local_accounts SET failed_attempts = 0, locked_until = NULL WHERE name = $1",
+        ))
+        .bind(name)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("account {name}")));
+        }
+        Ok(())
+    }
+
+    /// Enables or disables an account (admin action).
+    pub async fn set_local_disabled(&self, name: &str, disabled: bool) -> Result<(), StoreError> {
+        let n = sqlx::query(&self.sql("UPDATE local_accounts SET disabled = $1 WHERE name = $2"))
+            .bind(i64::from(disabled))
+            .bind(name)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("account {name}")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_argon2id_salted_and_checked() {
+        let a = hash_password("correct horse").unwrap();
+        let b = hash_password("correct horse").unwrap();
+        assert!(a.starts_with("$argon2id$"), "{a}");
+        assert_ne!(a, b, "salted");
+        assert!(check_password(&a, "correct horse"));
+        assert!(!check_password(&a, "correct horsE"));
+        assert!(!check_password("not a hash", "x"));
+        assert!(!check_password("", ""));
+    }
+}

@@ -1,0 +1,157 @@
+//! Hosts and their datastores, as their agents register and report them: capacity, free
+//! memory and space, and a heartbeat the placement and the reconciler trust.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{new_id, now_ms, Store, StoreError};
+
+/// A host as placement sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Host {
+    /// ID.
+    pub id: String,
+    /// Name (the agent's host name).
+    pub name: String,
+    /// The agent's address (https://host:port).
+    pub address: String,
+    /// joining, online, offline or maintenance.
+    pub state: String,
+    /// CPU threads.
+    pub cpus: i64,
+    /// Memory, bytes.
+    pub memory_total: i64,
+    /// Free memory at the last heartbeat, bytes.
+    pub memory_free: i64,
+    /// Last heartbeat (Unix ms).
+    pub last_heartbeat: Option<i64>,
+}
+
+/// A capacity report from an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capacity {
+    /// CPU threads.
+    pub cpus: i64,
+    /// Memory, bytes.
+    pub memory_total: i64,
+    /// Free memory, bytes.
+    pub memory_free: i64,
+    /// Datastores: (name, path, capacity, free).
+    pub datastores: Vec<(String, String, i64, i64)>,
+}
+
+fn host(r: &sqlx::any::AnyRow) -> Result<Host, StoreError> {
+    Ok(Host {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        address: r.try_get(2)?,
+        state: r.try_get(3)?,
+        cpus: r.try_get(4)?,
+        memory_total: r.try_get(5)?,
+        memory_free: r.try_get(6)?,
+        last_heartbeat: r.try_get(7)?,
+    })
+}
+
+const COLUMNS: &str = "id, name, address, state, cpus, memory_total, memory_free, last_heartbeat";
+
+impl Store {
+    /// Registers a host (or updates its address), returning its ID.
+    pub async fn register_host(&self, name: &str, address: &str) -> Result<String, StoreError> {
+        if let Some(r) = sqlx::query(&self.sql("SELECT id FROM hosts WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?
+        {
+            let id: String = r.try_get(0)?;
+            sqlx::query(&self.sql("UPDATE hosts SET address = $1 WHERE id = $2"))
+                .bind(address)
+                .bind(&id)
+                .execute(self.pool())
+                .await?;
+            return Ok(id);
+        }
+        let id = new_id();
+        sqlx::query(&self.sql(
+            "INSERT INTO hosts (id, name, address, state, created_at) VALUES ($1, $2, $3, 'joining', $4)",
+        ))
+        .bind(&id)
+        .bind(name)
+        .bind(address)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(id)
+    }
+
+    /// Records a heartbeat with the host's capacity; the host is online from now on.
+    pub async fn heartbeat(&self, host_id: &str, c: &Capacity) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let n = sqlx::query(&self.sql(
+            "UPDATE hosts SET state = CASE WHEN state = 'maintenance' THEN state ELSE 'online' END, \
+             cpus = $1, memory_total = $2, memory_free = $3, last_heartbeat = $4 WHERE id = $5",
+        ))
+        .bind(c.cpus)
+        .bind(c.memory_total)
+        .bind(c.memory_free)
+        .bind(now_ms())
+        .bind(host_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("host {host_id}")));
+        }
+        for (name, path, capacity, free) in &c.datastores {
+            let updated = sqlx::query(&self.sql(
+                "UPDATE datastores SET path = $1, capacity = $2, free = $3 WHERE host_id = $4 AND name = $5",
+            ))
+            .bind(path)
+            .bind(capacity)
+            .bind(free)
+            .bind(host_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                sqlx::query(&self.sql(
+                    "INSERT INTO datastores (id, host_id, name, path, capacity, free) VALUES ($1, $2, $3, $4, $5, $6)",
+                ))
+                .bind(new_id())
+                .bind(host_id)
+                .bind(name)
+                .bind(path)
+                .bind(capacity)
+                .bind(free)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Online hosts, the one with the most free memory first (placement's order).
+    pub async fn hosts_by_free_memory(&self) -> Result<Vec<Host>, StoreError> {
+        sqlx::query(&self.sql(&format!(
+            "SELECT {COLUMNS} FROM hosts WHERE state = 'online' ORDER BY memory_free DESC, name"
+        )))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(host)
+        .collect()
+    }
+
+    /// Marks hosts whose last heartbeat is older than `stale_ms` offline; returns how many.
+    pub async fn expire_hosts(&self, stale_ms: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(&self.sql(
+            "UPDATE hosts SET state = 'offline' WHERE state = 'online' AND (last_heartbeat IS NULL OR last_heartbeat < $1)",
+        ))
+        .bind(now_ms() - stale_ms)
+        .execute(self.pool())
+        .await?
+        .rows_affected())
+    }
+}

@@ -1,0 +1,168 @@
+//! The broker's store: sqlx over SQLite (the embedded default) or PostgreSQL (several brokers
+//! sharing one database), through sqlx's Any driver, with one set of migrations written in the
+//! SQL both engines share.
+//!
+//! Queries are written with PostgreSQL's `$1` placeholders; for SQLite they become `?1`, which
+//! SQLite binds by the same positions.
+
+pub mod accounts;
+pub mod desktops;
+pub mod events;
+pub mod hosts;
+pub mod pools;
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::AnyPool;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL is not one we support.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    Url(String),
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Not found.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A value breaks a rule of the model.
+    #[error("{0}")]
+    Invalid(String),
+    /// Someone else changed the row first (optimistic concurrency); retry.
+    #[error("{0} changed concurrently; retry")]
+    Conflict(String),
+}
+
+/// Which engine is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// The store.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A random identifier: 128 bits from the OS, as 32 hex digits.
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    // getrandom fails only without any OS random source, where nothing else works either.
+    if getrandom::fill(&mut b).is_err() {
+        let t = now_ms().to_le_bytes();
+        b[..8].copy_from_slice(&t);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl Store {
+    /// Connects (creating a SQLite file if needed) and brings the schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Url(url.to_string()));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        let opts = AnyConnectOptions::from_str(&url)?;
+        let max = match backend {
+            // One writer at a time is all SQLite allows; more connections only wait on locks.
+            Backend::Sqlite => 1,
+            Backend::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .connect_with(opts)
+            .await?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA foreign_keys = ON")
+                .execute(&pool)
+                .await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&pool)
+                .await?;
+        }
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// The engine.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// `sql` with placeholders for this engine.
+    pub fn sql<'a>(&self, sql: &'a str) -> Cow<'a, str> {
+        match self.backend {
+            Backend::Postgres => Cow::Borrowed(sql),
+            Backend::Sqlite => Cow::Owned(sql.replace('$', "?")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn opens_and_migrates_sqlite_twice() {
+        let path = std::env::temp_dir().join(format!("tessera-store-{}.db", new_id()));
+        let url = format!("sqlite://{}", path.display());
+        let s = Store::open(&url).await.unwrap();
+        assert_eq!(s.backend(), Backend::Sqlite);
+        drop(s);
+        // Reopening finds the schema current.
+        Store::open(&url).await.unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(
+            Store::open("mysql://x").await,
+            Err(StoreError::Url(_))
+        ));
+    }
+
+    #[test]
+    fn ids_and_placeholders() {
+        let a = new_id();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, new_id());
+    }
+}
