@@ -94,7 +94,10 @@ async fn pool(s: &Store, a: Assignment) -> tessera_broker::store::pools::Pool {
 
 /// Makes `n` desktops on a host and brings them to ready.
 async fn ready_desktops(s: &Store, p: &tessera_broker::store::pools::Pool, n: usize) {
-    let host = s.register_host("host-1", "https://host-1:8443").await.unwrap();
+    let host = s
+        .register_host("host-1", "https://host-1:8443")
+        .await
+        .unwrap();
     for _ in 0..n {
         let d = s.new_desktop(p).await.unwrap();
         let d = s
