@@ -1,4 +1,60 @@
-//! tessera-agent: owns one host; datastores, linked-clone creation, spawning and supervising tessera-vmm processes, capacity and heartbeat reports to the broker.
+//! tessera-agent: owns one host for the broker. It keeps the host's datastores (linked clones
+//! and base-image copies through tessera-storage), runs one tessera-vmm process per VM and
+//! supervises it through the VMM's control socket, reports capacity, and serves all of it on
+//! an HTTPS API with mutual TLS.
 //!
-//! Status: placeholder crate. The capability arrives with issue #5; until then this crate
-//! only marks its place in the workspace (design.md §3) and exports nothing.
+//! - [`config`]: the agent's TOML; [`capacity`]: CPUs, memory, datastore space;
+//! - [`disks`]: clone, import, delete, list in a datastore;
+//! - [`vms`]: define, start, stop, delete, status; VMs outlive an agent restart and are found
+//!   again through their pid files and sockets; [`vmm_client`]: the VMM's API;
+//! - [`api`]: the HTTPS routes; [`tls`]: mutual TLS.
+
+pub mod api;
+pub mod capacity;
+pub mod config;
+pub mod disks;
+pub mod tls;
+pub mod vmm_client;
+pub mod vms;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Serves the API on `cfg.listen` until the process ends. `bound` receives the address once
+/// listening (useful with port 0).
+pub async fn serve(
+    cfg: config::AgentConfig,
+    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<(), String> {
+    let addr: SocketAddr = cfg
+        .listen
+        .parse()
+        .map_err(|e| format!("listen address {:?}: {e}", cfg.listen))?;
+    let tls = cfg.tls.clone();
+    let sup = Arc::new(vms::Supervisor::open(cfg).map_err(|e| e.to_string())?);
+    let app = api::router(sup);
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        if let (Some(a), Some(tx)) = (h.listening().await, bound) {
+            let _ = tx.send(a);
+        }
+    });
+    match tls {
+        Some(t) => {
+            let rustls =
+                axum_server::tls_rustls::RustlsConfig::from_config(tls::server_config(&t)?);
+            axum_server::bind_rustls(addr, rustls)
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+        }
+        None => {
+            axum_server::bind(addr)
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+        }
+    }
+    .map_err(|e| format!("serving on {addr}: {e}"))
+}

@@ -1,0 +1,158 @@
+//! The agent's configuration (TOML), validated at start-up.
+//!
+//! ```toml
+//! name = "host-01"                      # default: the machine's host name
+//! listen = "0.0.0.0:8443"
+//! state_dir = "/var/lib/tessera-agent"  # VM definitions, sockets, console logs
+//! vmm = "/usr/bin/tessera-vmm"          # default: next to tessera-agent, else on PATH
+//! [[datastore]]
+//! name = "ds1"
+//! path = "/srv/tessera/ds1"
+//! [tls]                                 # mutual TLS: the broker's CA signs both sides
+//! cert = "/etc/tessera/agent.pem"
+//! key = "/etc/tessera/agent.key"
+//! client_ca = "/etc/tessera/ca.pem"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors in the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable or unparsable.
+    #[error("{0}")]
+    File(String),
+    /// A rule broken.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A datastore: a directory of disk images; backing chains stay inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatastoreConfig {
+    /// Name the broker uses.
+    pub name: String,
+    /// Directory.
+    pub path: PathBuf,
+}
+
+/// Certificates for mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The agent's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// CA that signs the broker's client certificate (PEM).
+    pub client_ca: PathBuf,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:8443".into()
+}
+
+/// The configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Host name reported to the broker.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Address of the HTTPS API.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Where VM definitions, sockets and logs live.
+    pub state_dir: PathBuf,
+    /// The tessera-vmm binary.
+    #[serde(default)]
+    pub vmm: Option<PathBuf>,
+    /// Datastores.
+    #[serde(default, rename = "datastore")]
+    pub datastores: Vec<DatastoreConfig>,
+    /// Mutual TLS; required unless the agent only listens on loopback for a lab.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+impl AgentConfig {
+    /// Reads and checks a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::File(format!("cannot read {}: {e}", path.display())))?;
+        let c: Self = toml::from_str(&text)
+            .map_err(|e| ConfigError::File(format!("{}: {}", path.display(), e.message())))?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Checks the rules.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.datastores.is_empty() {
+            return bad("at least one [[datastore]] is needed".into());
+        }
+        for (i, d) in self.datastores.iter().enumerate() {
+            if d.name.is_empty()
+                || !d
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return bad(format!(
+                    "datastore name {:?}: letters, digits, '-', '_'",
+                    d.name
+                ));
+            }
+            if self.datastores[..i].iter().any(|o| o.name == d.name) {
+                return bad(format!("two datastores are named {:?}", d.name));
+            }
+            if !d.path.is_dir() {
+                return bad(format!(
+                    "datastore {} path {} is not a directory",
+                    d.name,
+                    d.path.display()
+                ));
+            }
+        }
+        let loopback = self.listen.starts_with("127.")
+            || self.listen.starts_with("[::1]")
+            || self.listen.starts_with("localhost:");
+        if self.tls.is_none() && !loopback {
+            return bad(format!(
+                "listening on {} needs [tls] (mutual TLS with the broker); without it only a loopback address is allowed",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+
+    /// The host name to report.
+    pub fn host_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into())
+        })
+    }
+
+    /// The tessera-vmm binary: configured, next to this executable, or on PATH.
+    pub fn vmm_binary(&self) -> PathBuf {
+        if let Some(p) = &self.vmm {
+            return p.clone();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("tessera-vmm")))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("tessera-vmm"))
+    }
+
+    /// A datastore by name.
+    pub fn datastore(&self, name: &str) -> Option<&DatastoreConfig> {
+        self.datastores.iter().find(|d| d.name == name)
+    }
+}

@@ -1,0 +1,424 @@
+//! VMs on this host: one tessera-vmm process per VM, defined, started, stopped and deleted by
+//! the broker's requests, and found again after the agent restarts.
+//!
+//! Each VM has a directory under `state_dir/vms/NAME` with its definition (`spec.json`), the
+//! VMM's config file (`vm.toml`), its control socket (`api.sock`), its console and VMM logs
+//! and, while it runs, a `pid` file. VMMs run in their own process group so that they outlive
+//! an agent restart; a restarted agent finds them by their pid file, checked against the
+//! process's command line (pid reuse), and by their socket answering GET /vm.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::config::AgentConfig;
+use crate::disks;
+use crate::vmm_client::{self, VmmError};
+
+/// Errors managing VMs.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// Unknown VM.
+    #[error("no VM named {0:?} on this host")]
+    NotFound(String),
+    /// A definition that breaks a rule.
+    #[error("invalid VM definition: {0}")]
+    Invalid(String),
+    /// The VM is in the wrong state for the request.
+    #[error("{0}")]
+    State(String),
+    /// The VMM failed to start or to answer.
+    #[error("{0}")]
+    Vmm(String),
+    /// Files in the state directory.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// A disk problem.
+    #[error(transparent)]
+    Disk(#[from] disks::DiskError),
+}
+
+/// A disk of a VM: a file in one of the host's datastores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmDisk {
+    /// Datastore name.
+    pub datastore: String,
+    /// File name in it.
+    pub file: String,
+    /// Read-only.
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// What the broker asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    /// Name (the desktop's name).
+    pub name: String,
+    /// vCPUs.
+    pub vcpus: u16,
+    /// Memory, MiB.
+    pub memory_mib: u64,
+    /// Kernel to boot (until UEFI firmware lands).
+    pub kernel: PathBuf,
+    /// Initrd.
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    /// Disks in PCI order.
+    #[serde(default)]
+    pub disks: Vec<VmDisk>,
+}
+
+/// A VM as listed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmStatus {
+    /// Name.
+    pub name: String,
+    /// "running", "paused", "stopped".
+    pub state: String,
+    /// The VMM's process ID while it runs.
+    pub pid: Option<u32>,
+    /// The VMM's own report (GET /vm) while it runs.
+    pub vmm: Option<serde_json::Value>,
+    /// The definition.
+    pub spec: VmSpec,
+}
+
+/// The VMs of this host.
+pub struct Supervisor {
+    cfg: AgentConfig,
+    vmm: PathBuf,
+    specs: Mutex<BTreeMap<String, VmSpec>>,
+}
+
+const API_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> VmError + '_ {
+    move |e| VmError::Io(path.display().to_string(), e)
+}
+
+impl Supervisor {
+    /// Loads the definitions under `state_dir/vms`; running VMMs are found as they are asked
+    /// about (their pid files and sockets are the truth).
+    pub fn open(cfg: AgentConfig) -> Result<Self, VmError> {
+        let dir = cfg.state_dir.join("vms");
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let mut specs = BTreeMap::new();
+        for e in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
+            let f = e.path().join("spec.json");
+            let Ok(text) = std::fs::read_to_string(&f) else {
+                continue;
+            };
+            match serde_json::from_str::<VmSpec>(&text) {
+                Ok(s) => {
+                    specs.insert(s.name.clone(), s);
+                }
+                Err(err) => {
+                    tracing::warn!(file = %f.display(), error = %err, "skipping an unreadable VM definition")
+                }
+            }
+        }
+        tracing::info!(vms = specs.len(), "VM definitions loaded");
+        Ok(Self {
+            vmm: cfg.vmm_binary(),
+            cfg,
+            specs: Mutex::new(specs),
+        })
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.cfg.state_dir.join("vms").join(name)
+    }
+
+    fn socket(&self, name: &str) -> PathBuf {
+        self.dir(name).join("api.sock")
+    }
+
+    /// The VMM's pid, if its process is alive and is this VM's VMM.
+    fn live_pid(&self, name: &str) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.dir(name).join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let sock = self.socket(name).display().to_string();
+        let ours = cmdline.split(|b| *b == 0).any(|arg| arg == sock.as_bytes());
+        ours.then_some(pid)
+    }
+
+    /// Records a definition (replacing a stopped VM's).
+    pub async fn define(&self, spec: VmSpec) -> Result<(), VmError> {
+        disks::check_name(&spec.name)
+            .map_err(|_| VmError::Invalid(format!("name {:?}", spec.name)))?;
+        if !(1..=32).contains(&spec.vcpus) || !(16..=1 << 20).contains(&spec.memory_mib) {
+            return Err(VmError::Invalid(
+                "vcpus 1-32 and memory 16 MiB-1 TiB".into(),
+            ));
+        }
+        if !spec.kernel.is_file() {
+            return Err(VmError::Invalid(format!(
+                "kernel {} is not a file",
+                spec.kernel.display()
+            )));
+        }
+        for d in &spec.disks {
+            disks::check_name(&d.file)?;
+            let (_, dir) = disks::datastore(&self.cfg, &d.datastore)?;
+            if !dir.join(&d.file).is_file() {
+                return Err(VmError::Invalid(format!(
+                    "disk {}/{} does not exist",
+                    d.datastore, d.file
+                )));
+            }
+        }
+        let mut specs = self.specs.lock().await;
+        if specs.contains_key(&spec.name) && self.live_pid(&spec.name).is_some() {
+            return Err(VmError::State(format!(
+                "{} is running; stop it first",
+                spec.name
+            )));
+        }
+        let dir = self.dir(&spec.name);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let json = serde_json::to_vec_pretty(&spec).map_err(|e| VmError::Invalid(e.to_string()))?;
+        let tmp = dir.join("spec.json.tmp");
+        std::fs::write(&tmp, json).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, dir.join("spec.json")).map_err(io(&dir))?;
+        specs.insert(spec.name.clone(), spec);
+        Ok(())
+    }
+
+    /// The VMM's config file for `spec`.
+    fn vmm_config(&self, spec: &VmSpec) -> Result<String, VmError> {
+        let mut t = toml::Table::new();
+        let s = |p: &Path| toml::Value::String(p.display().to_string());
+        t.insert("kernel".into(), s(&spec.kernel));
+        if let Some(i) = &spec.initrd {
+            t.insert("initrd".into(), s(i));
+        }
+        if let Some(c) = &spec.cmdline {
+            t.insert("cmdline".into(), toml::Value::String(c.clone()));
+        }
+        t.insert(
+            "memory".into(),
+            toml::Value::String(format!("{}M", spec.memory_mib)),
+        );
+        t.insert("vcpus".into(), toml::Value::Integer(i64::from(spec.vcpus)));
+        t.insert(
+            "serial".into(),
+            toml::Value::String(format!(
+                "file:{}",
+                self.dir(&spec.name).join("console.log").display()
+            )),
+        );
+        let mut disks = Vec::new();
+        for d in &spec.disks {
+            let (_, dir) = disks::datastore(&self.cfg, &d.datastore)?;
+            let mut e = toml::Table::new();
+            e.insert("path".into(), s(&dir.join(&d.file)));
+            e.insert("datastore".into(), s(&dir));
+            e.insert("readonly".into(), toml::Value::Boolean(d.readonly));
+            e.insert(
+                "serial".into(),
+                toml::Value::String(d.file.chars().take(20).collect()),
+            );
+            disks.push(toml::Value::Table(e));
+        }
+        t.insert("disks".into(), toml::Value::Array(disks));
+        toml::to_string(&t).map_err(|e| VmError::Invalid(e.to_string()))
+    }
+
+    /// Starts the VM's VMM and waits until its control API answers.
+    pub async fn start(&self, name: &str) -> Result<VmStatus, VmError> {
+        let spec = self.spec(name).await?;
+        if self.live_pid(name).is_some() {
+            return self.status(name).await;
+        }
+        let dir = self.dir(name);
+        let cfg_path = dir.join("vm.toml");
+        std::fs::write(&cfg_path, self.vmm_config(&spec)?).map_err(io(&cfg_path))?;
+        let sock = self.socket(name);
+        let _ = std::fs::remove_file(&sock);
+        let log_path = dir.join("vmm.log");
+        let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+        let err = log.try_clone().map_err(io(&log_path))?;
+        let mut cmd = Command::new(&self.vmm);
+        cmd.arg("--config")
+            .arg(&cfg_path)
+            .arg("--api-socket")
+            .arg(&sock)
+            .args(["--log", "info"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            // Its own process group: the VM outlives a restart (or a crash) of the agent.
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| VmError::Vmm(format!("cannot start {}: {e}", self.vmm.display())))?;
+        let pid = child.id();
+        std::fs::write(dir.join("pid"), pid.to_string()).map_err(io(&dir))?;
+        // Reap it when it ends, and keep its exit status for the status report.
+        let exit_file = dir.join("exit");
+        let _ = std::fs::remove_file(&exit_file);
+        std::thread::spawn(move || {
+            if let Ok(st) = child.wait() {
+                let _ = std::fs::write(
+                    &exit_file,
+                    st.code().map_or("signal".into(), |c| c.to_string()),
+                );
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match vmm_client::call(&sock, Method::GET, "/vm", API_TIMEOUT).await {
+                Ok(_) => break,
+                Err(_) if Instant::now() < deadline && self.live_pid(name).is_some() => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => {
+                    let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    let tail: String = tail
+                        .lines()
+                        .rev()
+                        .take(5)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    return Err(VmError::Vmm(format!(
+                        "{name} did not come up ({e}); its log ends:\n{tail}"
+                    )));
+                }
+            }
+        }
+        tracing::info!(vm = name, pid, "VM started");
+        self.status(name).await
+    }
+
+    /// Stops the VM: a clean stop through its API, then a kill if it does not end in time.
+    pub async fn stop(&self, name: &str, grace: Duration) -> Result<(), VmError> {
+        self.spec(name).await?;
+        let Some(pid) = self.live_pid(name) else {
+            return Ok(());
+        };
+        let sock = self.socket(name);
+        let _ = vmm_client::call(&sock, Method::PUT, "/vm/shutdown", API_TIMEOUT).await;
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.live_pid(name).is_none() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::warn!(vm = name, pid, "VM did not stop in time; killing it");
+        if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+        for _ in 0..100 {
+            if self.live_pid(name).is_none() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(VmError::Vmm(format!("{name} (pid {pid}) survived SIGKILL")))
+    }
+
+    /// Removes a stopped VM's definition (its disks stay: the broker deletes those).
+    pub async fn delete(&self, name: &str) -> Result<(), VmError> {
+        let mut specs = self.specs.lock().await;
+        if !specs.contains_key(name) {
+            return Err(VmError::NotFound(name.to_string()));
+        }
+        if self.live_pid(name).is_some() {
+            return Err(VmError::State(format!("{name} is running; stop it first")));
+        }
+        let dir = self.dir(name);
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        specs.remove(name);
+        Ok(())
+    }
+
+    async fn spec(&self, name: &str) -> Result<VmSpec, VmError> {
+        self.specs
+            .lock()
+            .await
+            .get(name)
+            .cloned()
+            .ok_or_else(|| VmError::NotFound(name.to_string()))
+    }
+
+    /// One VM's status, asking its VMM when it runs.
+    pub async fn status(&self, name: &str) -> Result<VmStatus, VmError> {
+        let spec = self.spec(name).await?;
+        let pid = self.live_pid(name);
+        let vmm = match pid {
+            Some(_) => {
+                match vmm_client::call(&self.socket(name), Method::GET, "/vm", API_TIMEOUT).await {
+                    Ok(v) => Some(v),
+                    Err(VmmError::Unreachable(..)) => None,
+                    Err(e) => return Err(VmError::Vmm(e.to_string())),
+                }
+            }
+            None => None,
+        };
+        let state = match (&pid, &vmm) {
+            (Some(_), Some(v)) => v
+                .get("state")
+                .and_then(|s| s.as_str())
+                .unwrap_or("running")
+                .to_string(),
+            (Some(_), None) => "starting".into(),
+            _ => "stopped".into(),
+        };
+        Ok(VmStatus {
+            name: name.to_string(),
+            state,
+            pid,
+            vmm,
+            spec,
+        })
+    }
+
+    /// Every VM.
+    pub async fn list(&self) -> Result<Vec<VmStatus>, VmError> {
+        let names: Vec<String> = self.specs.lock().await.keys().cloned().collect();
+        let mut v = Vec::new();
+        for n in names {
+            v.push(self.status(&n).await?);
+        }
+        Ok(v)
+    }
+
+    /// Whether a running VM has `disk` attached.
+    pub async fn disk_in_use(&self, disk: &Path) -> bool {
+        let specs = self.specs.lock().await.clone();
+        specs.values().any(|s| {
+            self.live_pid(&s.name).is_some()
+                && s.disks.iter().any(|d| {
+                    disks::datastore(&self.cfg, &d.datastore)
+                        .map(|(_, dir)| dir.join(&d.file) == disk)
+                        .unwrap_or(false)
+                })
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.cfg
+    }
+}

@@ -1,0 +1,480 @@
+//! tessera-agent end to end on this machine: its HTTPS API with mutual TLS (certificates made
+//! here with rcgen), linked clones in a real datastore, and real tessera-vmm processes running
+//! a tiny guest on /dev/kvm with the clone as its virtio disk, found again after the agent
+//! restarts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+};
+use reqwest::StatusCode;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{json, Value};
+use tessera_agent::config::{AgentConfig, DatastoreConfig, TlsConfig};
+
+struct Pki {
+    dir: PathBuf,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    fn new(dir: &Path, name: &str) -> Self {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let ca = p.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), ca.pem()).unwrap();
+        Self {
+            dir: dir.to_path_buf(),
+            ca,
+            ca_key,
+        }
+    }
+
+    /// A certificate and key signed by this CA, written as NAME.pem and NAME.key.
+    fn issue(&self, name: &str, server: bool) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let cert = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        let (c, k) = (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+}
+
+struct Rig {
+    dir: PathBuf,
+    ds: PathBuf,
+    cfg: AgentConfig,
+    client: reqwest::Client,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn client(ca: &Path, cert: Option<(&Path, &Path)>) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let cfg = match cert {
+        Some((c, k)) => b
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(c)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_file(k).unwrap(),
+            )
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn vmm_binary() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/tessera-vmm");
+    if !bin.exists() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-p", "tessera-vmm", "--bin", "tessera-vmm"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    bin
+}
+
+fn rig(name: &str) -> Rig {
+    let dir = std::env::temp_dir().join(format!("tessera-agent-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ds = dir.join("ds1");
+    std::fs::create_dir_all(&ds).unwrap();
+    let pki = Pki::new(&dir, "ca");
+    let (cert, key) = pki.issue("agent", true);
+    let (bcert, bkey) = pki.issue("broker", false);
+    let cfg = AgentConfig {
+        name: Some("test-host".into()),
+        listen: "127.0.0.1:0".into(),
+        state_dir: dir.join("state"),
+        vmm: Some(vmm_binary()),
+        datastores: vec![DatastoreConfig {
+            name: "ds1".into(),
+            path: ds.clone(),
+        }],
+        tls: Some(TlsConfig {
+            cert,
+            key,
+            client_ca: dir.join("ca.pem"),
+        }),
+    };
+    let client = client(&dir.join("ca.pem"), Some((&bcert, &bkey)));
+    Rig {
+        dir,
+        ds,
+        cfg,
+        client,
+    }
+}
+
+/// Starts the agent; returns its base URL and the task (abort it to "stop the agent").
+async fn start(cfg: &AgentConfig) -> (String, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    let cfg = cfg.clone();
+    let task = tokio::spawn(async move {
+        tessera_agent::serve(cfg, Some(tx)).await.unwrap();
+    });
+    let addr = rx.await.unwrap();
+    (format!("https://127.0.0.1:{}", addr.port()), task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_brokers_certificate_gets_in() {
+    let r = rig("tls");
+    let (url, _task) = start(&r.cfg).await;
+    let ok = r
+        .client
+        .get(format!("{url}/api/v1/host"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let host: Value = ok.json().await.unwrap();
+    assert_eq!(host["name"], "test-host");
+    assert!(host["memory_total"].as_u64().unwrap() > 0);
+    assert_eq!(host["datastores"][0]["name"], "ds1");
+    assert!(host["datastores"][0]["free"].as_u64().unwrap() > 0);
+    // No client certificate: the handshake fails.
+    let anonymous = client(&r.dir.join("ca.pem"), None);
+    assert!(anonymous
+        .get(format!("{url}/api/v1/host"))
+        .send()
+        .await
+        .is_err());
+    // A certificate from another CA: refused too.
+    let rogue = Pki::new(&r.dir, "rogue-ca");
+    let (c, k) = rogue.issue("rogue", false);
+    let intruder = client(&r.dir.join("ca.pem"), Some((&c, &k)));
+    assert!(intruder
+        .get(format!("{url}/api/v1/host"))
+        .send()
+        .await
+        .is_err());
+    let metrics = r
+        .client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tessera_agent_vms{state=\"running\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_requests_get_clear_errors() {
+    let r = rig("hostile");
+    let (url, _task) = start(&r.cfg).await;
+    let c = &r.client;
+    let post = |path: &str, body: Value| c.post(format!("{url}{path}")).json(&body).send();
+    let st = |resp: reqwest::Response| resp.status();
+    assert_eq!(
+        st(post(
+            "/api/v1/datastores/ds1/disks",
+            json!({"name": "../x", "base": "b"})
+        )
+        .await
+        .unwrap()),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        st(post(
+            "/api/v1/datastores/nope/disks",
+            json!({"name": "x", "base": "b"})
+        )
+        .await
+        .unwrap()),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        st(post(
+            "/api/v1/datastores/ds1/disks",
+            json!({"name": "x", "base": "missing.qcow2"})
+        )
+        .await
+        .unwrap()),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        st(post("/api/v1/datastores/ds1/disks", json!({"bogus": 1}))
+            .await
+            .unwrap()),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    // A base whose backing file points outside the datastore is refused by tessera-storage.
+    let evil = r.ds.join("evil.qcow2");
+    let out = Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-u",
+            "-b",
+            "/etc/passwd",
+            "-F",
+            "raw",
+        ])
+        .arg(&evil)
+        .arg("1M")
+        .status();
+    if out.is_ok_and(|s| s.success()) {
+        let resp = post(
+            "/api/v1/datastores/ds1/disks",
+            json!({"name": "e2", "base": "evil.qcow2"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("outside"),
+            "{body}"
+        );
+    }
+    let resp = c
+        .get(format!("{url}/api/v1/vms/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("nope"));
+    let bad_vm = json!({"name": "v1", "vcpus": 0, "memory_mib": 64, "kernel": "/nonexistent"});
+    let resp = c
+        .put(format!("{url}/api/v1/vms/v1"))
+        .json(&bad_vm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+}
+
+fn kvm() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        if std::env::var("TESSERA_REQUIRE_KVM").as_deref() == Ok("1") {
+            panic!("/dev/kvm is required (TESSERA_REQUIRE_KVM=1)");
+        }
+        eprintln!("\n*** SKIP vms_survive_an_agent_restart: /dev/kvm unusable; this test did NOT run ***\n");
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vms_survive_an_agent_restart() {
+    if !kvm() {
+        return;
+    }
+    let r = rig("vms");
+    let ds = tessera_storage::Datastore::new(&r.ds).unwrap();
+    tessera_storage::ops::create(
+        &ds,
+        &r.ds.join("gold.qcow2"),
+        64 << 20,
+        tessera_storage::Format::Qcow2,
+        65536,
+    )
+    .unwrap();
+    let kernel = r.dir.join("tiny.elf");
+    std::fs::write(
+        &kernel,
+        tessera_vmm::tiny_guest::milestones_then_idle(&[0x10, 0x20]),
+    )
+    .unwrap();
+
+    let (url, task) = start(&r.cfg).await;
+    let c = &r.client;
+    let resp = c
+        .post(format!("{url}/api/v1/datastores/ds1/disks"))
+        .json(&json!({"name": "desk-01.qcow2", "base": "gold.qcow2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let spec = json!({
+        "name": "desk-01", "vcpus": 1, "memory_mib": 64, "kernel": kernel,
+        "disks": [{"datastore": "ds1", "file": "desk-01.qcow2"}]
+    });
+    let resp = c
+        .put(format!("{url}/api/v1/vms/desk-01"))
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        resp.text().await
+    );
+    let started: Value = c
+        .post(format!("{url}/api/v1/vms/desk-01/start"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(started["state"], "running", "{started}");
+    let pid = started["pid"].as_u64().unwrap();
+    assert_eq!(started["vmm"]["vcpus"], 1, "{started}");
+    // The disk of a running VM cannot be deleted.
+    let resp = c
+        .delete(format!("{url}/api/v1/datastores/ds1/disks/desk-01.qcow2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    // Nor the base under a clone.
+    let resp = c
+        .delete(format!("{url}/api/v1/datastores/ds1/disks/gold.qcow2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+
+    // The agent goes away and comes back: the VM kept running and is found again.
+    task.abort();
+    let _ = task.await;
+    let (url, _task2) = start(&r.cfg).await;
+    let again: Value = c
+        .get(format!("{url}/api/v1/vms/desk-01"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["state"], "running", "{again}");
+    assert_eq!(again["pid"].as_u64(), Some(pid));
+    let list: Value = c
+        .get(format!("{url}/api/v1/vms"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    let stopped: Value = c
+        .post(format!("{url}/api/v1/vms/desk-01/stop"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |s| s.contains(") Z "))
+    );
+    let resp = c
+        .delete(format!("{url}/api/v1/vms/desk-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = c
+        .delete(format!("{url}/api/v1/datastores/ds1/disks/desk-01.qcow2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let disks: Value = c
+        .get(format!("{url}/api/v1/datastores/ds1/disks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(disks.as_array().unwrap().len(), 1, "{disks}");
+}
+
+#[test]
+fn configuration_is_checked() {
+    let dir = std::env::temp_dir().join(format!("tessera-agent-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("ds")).unwrap();
+    let write = |text: &str| {
+        let p = dir.join("agent.toml");
+        std::fs::write(&p, text).unwrap();
+        AgentConfig::load(&p)
+    };
+    let ds = format!(
+        "[[datastore]]\nname = \"ds1\"\npath = \"{}\"\n",
+        dir.join("ds").display()
+    );
+    assert!(write(&format!(
+        "state_dir = \"/tmp/x\"\nlisten = \"127.0.0.1:8443\"\n{ds}"
+    ))
+    .is_ok());
+    let e = write(&format!("state_dir = \"/tmp/x\"\n{ds}"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs [tls]"), "{e}");
+    let e = write("state_dir = \"/tmp/x\"\nlisten = \"127.0.0.1:1\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("datastore"), "{e}");
+    let e = write(&format!(
+        "state_dir = \"/tmp/x\"\nlisten = \"127.0.0.1:1\"\n{ds}{ds}"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("two datastores"), "{e}");
+    let e = write("state_dir = 3\n").unwrap_err().to_string();
+    assert!(e.contains("agent.toml"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
