@@ -1,11 +1,11 @@
 //! What the host can offer: CPUs, memory, and space in each datastore.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::AgentConfig;
 
 /// A capacity report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capacity {
     /// Host name.
     pub name: String,
@@ -20,7 +20,7 @@ pub struct Capacity {
 }
 
 /// Space in one datastore.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatastoreSpace {
     /// Name.
     pub name: String,

@@ -274,19 +274,22 @@ impl Supervisor {
         // Reap it when it ends, and keep its exit status for the status report.
         let exit_file = dir.join("exit");
         let _ = std::fs::remove_file(&exit_file);
+        let reaped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (file, flag) = (exit_file.clone(), reaped.clone());
         std::thread::spawn(move || {
             if let Ok(st) = child.wait() {
-                let _ = std::fs::write(
-                    &exit_file,
-                    st.code().map_or("signal".into(), |c| c.to_string()),
-                );
+                let _ = std::fs::write(&file, st.code().map_or("signal".into(), |c| c.to_string()));
             }
+            flag.store(true, std::sync::atomic::Ordering::Release);
         });
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
+            // Until it execs, the child's command line is still ours, so liveness here is
+            // "not reaped yet", not live_pid.
+            let alive = !reaped.load(std::sync::atomic::Ordering::Acquire);
             match vmm_client::call(&sock, Method::GET, "/vm", API_TIMEOUT).await {
                 Ok(_) => break,
-                Err(_) if Instant::now() < deadline && self.live_pid(name).is_some() => {
+                Err(_) if Instant::now() < deadline && alive => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(e) => {

@@ -70,6 +70,9 @@ struct Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
+        if std::env::var_os("KEEP").is_some() {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -420,6 +423,25 @@ async fn vms_survive_an_agent_restart() {
             || std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .map_or(true, |s| s.contains(") Z "))
     );
+    // Started again after a stop: a new VMM on the same definition.
+    let again: Value = c
+        .post(format!("{url}/api/v1/vms/desk-01/start"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["state"], "running", "{again}");
+    let stopped: Value = c
+        .post(format!("{url}/api/v1/vms/desk-01/stop"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
     let resp = c
         .delete(format!("{url}/api/v1/vms/desk-01"))
         .send()

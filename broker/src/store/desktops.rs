@@ -115,10 +115,12 @@ pub struct Desktop {
     pub error: Option<String>,
     /// Failed attempts since the last success.
     pub attempts: i64,
+    /// Last change (Unix ms).
+    pub updated_at: i64,
 }
 
 const COLUMNS: &str =
-    "id, pool_id, name, host_id, disk, state, assigned_user, generation, error, attempts";
+    "id, pool_id, name, host_id, disk, state, assigned_user, generation, error, attempts, updated_at";
 
 fn desktop(r: &AnyRow) -> Result<Desktop, StoreError> {
     Ok(Desktop {
@@ -132,6 +134,7 @@ fn desktop(r: &AnyRow) -> Result<Desktop, StoreError> {
         generation: r.try_get(7)?,
         error: r.try_get(8)?,
         attempts: r.try_get(9)?,
+        updated_at: r.try_get(10)?,
     })
 }
 
@@ -204,8 +207,9 @@ impl Store {
                 generation: 0,
                 error: None,
                 attempts: 0,
+                updated_at: now_ms(),
             };
-            let now = now_ms();
+            let now = d.updated_at;
             sqlx::query(&self.sql(
                 "INSERT INTO desktops (id, pool_id, name, state, generation, attempts, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, 0, 0, $5, $6)",

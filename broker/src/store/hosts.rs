@@ -144,6 +144,30 @@ impl Store {
         .collect()
     }
 
+    /// A host by ID.
+    pub async fn host(&self, id: &str) -> Result<Host, StoreError> {
+        let r = sqlx::query(&self.sql(&format!("SELECT {COLUMNS} FROM hosts WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("host {id}")))?;
+        host(&r)
+    }
+
+    /// A host's datastores (name, free bytes), the one with the most free space first.
+    pub async fn datastores_of(&self, host_id: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows =
+            sqlx::query(&self.sql(
+                "SELECT name, free FROM datastores WHERE host_id = $1 ORDER BY free DESC, name",
+            ))
+            .bind(host_id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
     /// Marks hosts whose last heartbeat is older than `stale_ms` offline; returns how many.
     pub async fn expire_hosts(&self, stale_ms: i64) -> Result<u64, StoreError> {
         Ok(sqlx::query(&self.sql(

@@ -92,6 +92,19 @@ pub struct PoolSpec {
     pub memory_mib: i64,
 }
 
+/// The files of a golden image version, as hosts see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageVersion {
+    /// Base disk.
+    pub disk: String,
+    /// Kernel (Linux direct boot).
+    pub kernel: Option<String>,
+    /// Initrd.
+    pub initrd: Option<String>,
+    /// Kernel command line.
+    pub cmdline: Option<String>,
+}
+
 /// A stored pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Pool {
@@ -227,6 +240,38 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(id)
+    }
+
+    /// The files of an image version: (disk, kernel, initrd, cmdline).
+    pub async fn image_version(
+        &self,
+        image_id: &str,
+        version: i64,
+    ) -> Result<ImageVersion, StoreError> {
+        let r = sqlx::query(&self.sql(
+            "SELECT disk, kernel, initrd, cmdline FROM image_versions WHERE image_id = $1 AND version = $2",
+        ))
+        .bind(image_id)
+        .bind(version)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("image {image_id} version {version}")))?;
+        Ok(ImageVersion {
+            disk: r.try_get(0)?,
+            kernel: r.try_get(1)?,
+            initrd: r.try_get(2)?,
+            cmdline: r.try_get(3)?,
+        })
+    }
+
+    /// Every enabled pool's name.
+    pub async fn pool_names(&self) -> Result<Vec<String>, StoreError> {
+        let rows =
+            sqlx::query(&self.sql("SELECT name FROM pools WHERE enabled = $1 ORDER BY name"))
+                .bind(1i64)
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
     /// Creates a pool from a checked spec.

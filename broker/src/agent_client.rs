@@ -1,0 +1,239 @@
+//! The broker's side of the agent API: HTTPS with the broker's client certificate, and the
+//! agent's own request and answer types.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use tessera_agent::capacity::Capacity;
+use tessera_agent::vms::VmSpec;
+
+/// Errors calling an agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Transport (connect, TLS, timeout).
+    #[error("agent {0}: {1}")]
+    Transport(String, String),
+    /// The agent answered with an error.
+    #[error("agent {url}: {status} {message}")]
+    Status {
+        /// Agent URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// Its message.
+        message: String,
+    },
+    /// Certificates could not be loaded.
+    #[error("TLS set-up: {0}")]
+    Tls(String),
+}
+
+impl AgentError {
+    /// Whether the agent said "not found" (an idempotent delete's success).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Status { status: 404, .. })
+    }
+}
+
+/// The broker's TLS identity toward agents.
+pub fn tls_client(ca: &Path, cert: &Path, key: &Path) -> Result<reqwest::Client, AgentError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let t = |e: &dyn std::fmt::Display| AgentError::Tls(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| t(&e))? {
+        roots.add(c.map_err(|e| t(&e))?).map_err(|e| t(&e))?;
+    }
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| t(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| t(&e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| t(&e))?;
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(Arc::new(roots))
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| t(&e))?;
+    reqwest::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| t(&e))
+}
+
+/// One agent.
+#[derive(Clone)]
+pub struct AgentClient {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl AgentClient {
+    /// A client for the agent at `url` (https://host:port).
+    pub fn new(url: &str, http: reqwest::Client) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, AgentError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| AgentError::Transport(self.url.clone(), e.to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            return Err(AgentError::Status {
+                url: self.url.clone(),
+                status: status.as_u16(),
+                message: body["error"].as_str().unwrap_or("").to_string(),
+            });
+        }
+        if status == StatusCode::NO_CONTENT {
+            return serde_json::from_value(Value::Null)
+                .map_err(|e| AgentError::Transport(self.url.clone(), e.to_string()));
+        }
+        resp.json()
+            .await
+            .map_err(|e| AgentError::Transport(self.url.clone(), format!("bad answer: {e}")))
+    }
+
+    /// Capacity.
+    pub async fn host(&self) -> Result<Capacity, AgentError> {
+        let v: Value = self
+            .send(self.http.get(format!("{}/api/v1/host", self.url)))
+            .await?;
+        serde_json::from_value(v)
+            .map_err(|e| AgentError::Transport(self.url.clone(), e.to_string()))
+    }
+
+    /// Disk file names in a datastore.
+    pub async fn disks(&self, ds: &str) -> Result<Vec<String>, AgentError> {
+        let v: Vec<Value> = self
+            .send(
+                self.http
+                    .get(format!("{}/api/v1/datastores/{ds}/disks", self.url)),
+            )
+            .await?;
+        Ok(v.iter()
+            .filter_map(|d| d["name"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Copies a base image into a datastore.
+    pub async fn import(&self, ds: &str, source: &str, name: &str) -> Result<(), AgentError> {
+        let _: Value = self
+            .send(
+                self.http
+                    .post(format!("{}/api/v1/datastores/{ds}/imports", self.url))
+                    .json(&json!({ "name": name, "source": source })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Makes `name` a linked clone of `base`.
+    pub async fn clone_disk(&self, ds: &str, base: &str, name: &str) -> Result<(), AgentError> {
+        let _: Value = self
+            .send(
+                self.http
+                    .post(format!("{}/api/v1/datastores/{ds}/disks", self.url))
+                    .json(&json!({ "name": name, "base": base })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a disk; a missing one counts as deleted.
+    pub async fn delete_disk(&self, ds: &str, name: &str) -> Result<(), AgentError> {
+        match self
+            .send::<Value>(
+                self.http
+                    .delete(format!("{}/api/v1/datastores/{ds}/disks/{name}", self.url)),
+            )
+            .await
+        {
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(AgentError::Status {
+                status: 500,
+                ref message,
+                ..
+            }) if message.contains("No such file") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Defines (or redefines) a VM.
+    pub async fn define(&self, spec: &VmSpec) -> Result<(), AgentError> {
+        let _: Value = self
+            .send(
+                self.http
+                    .put(format!("{}/api/v1/vms/{}", self.url, spec.name))
+                    .json(spec),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Starts a VM (a running one stays as it is).
+    pub async fn start(&self, name: &str) -> Result<VmStatusLite, AgentError> {
+        self.send(
+            self.http
+                .post(format!("{}/api/v1/vms/{name}/start", self.url)),
+        )
+        .await
+    }
+
+    /// Stops a VM.
+    pub async fn stop(&self, name: &str) -> Result<VmStatusLite, AgentError> {
+        self.send(
+            self.http
+                .post(format!("{}/api/v1/vms/{name}/stop", self.url)),
+        )
+        .await
+    }
+
+    /// Removes a stopped VM's definition; a missing one counts as removed.
+    pub async fn delete_vm(&self, name: &str) -> Result<(), AgentError> {
+        match self
+            .send::<Value>(self.http.delete(format!("{}/api/v1/vms/{name}", self.url)))
+            .await
+        {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// A VM's state, or None if the agent does not know it.
+    pub async fn vm(&self, name: &str) -> Result<Option<VmStatusLite>, AgentError> {
+        match self
+            .send(self.http.get(format!("{}/api/v1/vms/{name}", self.url)))
+            .await
+        {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The part of the agent's VM status the broker reads.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct VmStatusLite {
+    /// VM name.
+    pub name: String,
+    /// "running", "paused", "starting", "stopped".
+    pub state: String,
+    /// VMM pid.
+    pub pid: Option<u32>,
+}

@@ -1,0 +1,326 @@
+//! The reconciler against a real agent (in-process, mutual TLS) running real tessera-vmm
+//! processes with a tiny guest on /dev/kvm: a floating pool is provisioned to its minimum and
+//! spare, grows as users take desktops, stops at its maximum, and a desktop released with
+//! refresh-on-logoff comes back on a fresh overlay.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+};
+use tessera_agent::config::{AgentConfig, DatastoreConfig, TlsConfig};
+use tessera_broker::agent_client::{tls_client, AgentClient};
+use tessera_broker::reconcile::Reconciler;
+use tessera_broker::store::desktops::{AssignOutcome, DesktopState};
+use tessera_broker::store::hosts::Capacity;
+use tessera_broker::store::pools::{Assignment, CloneKind, PoolSpec, PowerPolicy};
+use tessera_broker::store::Store;
+
+fn kvm() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        if std::env::var("TESSERA_REQUIRE_KVM").as_deref() == Ok("1") {
+            panic!("/dev/kvm is required (TESSERA_REQUIRE_KVM=1)");
+        }
+        eprintln!("\n*** SKIP reconciler tests: /dev/kvm unusable; they did NOT run ***\n");
+    }
+    ok
+}
+
+/// A CA, the agent's server certificate and the broker's client certificate, as PEM files.
+fn pki(dir: &Path) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(DnType::CommonName, "Tessera test CA");
+    let ca = p.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for (name, usage) in [
+        ("agent", ExtendedKeyUsagePurpose::ServerAuth),
+        ("broker", ExtendedKeyUsagePurpose::ClientAuth),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![usage];
+        let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+fn vmm_binary() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/tessera-vmm");
+    if !bin.exists() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-p", "tessera-vmm", "--bin", "tessera-vmm"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    bin
+}
+
+struct Rig {
+    dir: PathBuf,
+    store: Store,
+    agent: AgentClient,
+    reconciler: Reconciler,
+    ds: PathBuf,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        // Stop any VMM the test left running, then remove the files.
+        for e in std::fs::read_dir(self.dir.join("state/vms"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(pid) = std::fs::read_to_string(e.path().join("pid")) {
+                let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn rig(name: &str) -> Rig {
+    let dir = std::env::temp_dir().join(format!("tessera-reconcile-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (lib, ds) = (dir.join("library"), dir.join("ds1"));
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::create_dir_all(&ds).unwrap();
+    pki(&dir);
+    // The golden image: a base disk and a tiny guest as its "kernel".
+    let lib_ds = tessera_storage::Datastore::new(&lib).unwrap();
+    tessera_storage::ops::create(
+        &lib_ds,
+        &lib.join("gold.qcow2"),
+        64 << 20,
+        tessera_storage::Format::Qcow2,
+        65536,
+    )
+    .unwrap();
+    std::fs::write(
+        lib.join("tiny.elf"),
+        tessera_vmm::tiny_guest::milestones_then_idle(&[0x10]),
+    )
+    .unwrap();
+
+    let cfg = AgentConfig {
+        name: Some("host-1".into()),
+        listen: "127.0.0.1:0".into(),
+        state_dir: dir.join("state"),
+        vmm: Some(vmm_binary()),
+        datastores: vec![DatastoreConfig {
+            name: "ds1".into(),
+            path: ds.clone(),
+        }],
+        tls: Some(TlsConfig {
+            cert: dir.join("agent.pem"),
+            key: dir.join("agent.key"),
+            client_ca: dir.join("ca.pem"),
+        }),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    tokio::spawn(async move { tessera_agent::serve(cfg, Some(tx)).await.unwrap() });
+    let url = format!("https://127.0.0.1:{}", rx.await.unwrap().port());
+
+    let store = Store::open(&format!("sqlite://{}", dir.join("broker.db").display()))
+        .await
+        .unwrap();
+    let http = tls_client(
+        &dir.join("ca.pem"),
+        &dir.join("broker.pem"),
+        &dir.join("broker.key"),
+    )
+    .unwrap();
+    let agent = AgentClient::new(&url, http.clone());
+    // The agent registers and reports, as its heartbeat will.
+    let host = store.register_host("host-1", &url).await.unwrap();
+    let cap = agent.host().await.unwrap();
+    store
+        .heartbeat(
+            &host,
+            &Capacity {
+                cpus: cap.cpus as i64,
+                memory_total: cap.memory_total as i64,
+                memory_free: cap.memory_free as i64,
+                datastores: cap
+                    .datastores
+                    .iter()
+                    .map(|d| {
+                        (
+                            d.name.clone(),
+                            d.path.clone(),
+                            d.capacity as i64,
+                            d.free as i64,
+                        )
+                    })
+                    .collect(),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .create_image(
+            "gold",
+            lib.join("gold.qcow2").to_str().unwrap(),
+            64 << 20,
+            Some(lib.join("tiny.elf").to_str().unwrap()),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    Rig {
+        reconciler: Reconciler::new(store.clone(), http),
+        dir,
+        store,
+        agent,
+        ds,
+    }
+}
+
+fn spec() -> PoolSpec {
+    PoolSpec {
+        name: "fin".into(),
+        display_name: "Finance".into(),
+        image: "gold".into(),
+        image_version: 1,
+        assignment: Assignment::Floating,
+        clone_kind: CloneKind::Linked,
+        naming: "fin-{n:03}".into(),
+        min_desktops: 2,
+        max_desktops: 3,
+        spare_desktops: 1,
+        power_policy: PowerPolicy::AlwaysOn,
+        refresh_on_logoff: true,
+        vcpus: 1,
+        memory_mib: 64,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_floating_pool_grows_stops_at_max_and_refreshes() {
+    if !kvm() {
+        return;
+    }
+    let mut r = rig("floating").await;
+    let pool = r.store.create_pool(&spec()).await.unwrap();
+
+    let report = r.reconciler.pass().await.unwrap();
+    assert_eq!((report.provisioned, report.failures), (2, 0), "{report:?}");
+    let ds = r.store.desktops_of(&pool.id).await.unwrap();
+    assert_eq!(
+        ds.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["fin-001", "fin-002"]
+    );
+    for d in &ds {
+        assert_eq!(d.state, DesktopState::Running);
+        let vm = r.agent.vm(&d.name).await.unwrap().unwrap();
+        assert_eq!(vm.state, "running", "{vm:?}");
+        assert!(r.ds.join(format!("{}.qcow2", d.name)).exists());
+    }
+    // A second pass has nothing to do.
+    assert_eq!(r.reconciler.pass().await.unwrap(), Default::default());
+
+    // One user: one free desktop left, which is the spare; nothing new.
+    let AssignOutcome::New(d1) = r.store.assign(&pool, "user1").await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(r.reconciler.pass().await.unwrap().provisioned, 0);
+    // A second user takes the spare: a third desktop is made (the maximum).
+    let AssignOutcome::New(_) = r.store.assign(&pool, "user2").await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(r.reconciler.pass().await.unwrap().provisioned, 1);
+    let AssignOutcome::New(_) = r.store.assign(&pool, "user3").await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        r.store.assign(&pool, "user4").await.unwrap(),
+        AssignOutcome::NoneFree
+    );
+    assert_eq!(r.reconciler.pass().await.unwrap().provisioned, 0, "at max");
+    assert_eq!(r.store.desktops_of(&pool.id).await.unwrap().len(), 3);
+
+    // user1 logs off: the overlay is replaced by a fresh one and the desktop is free again.
+    // The user's session wrote 4 MiB into the overlay.
+    let disk = r.ds.join(format!("{}.qcow2", d1.name));
+    {
+        let ds = tessera_storage::Datastore::new(&r.ds).unwrap();
+        let img = tessera_storage::Disk::open(&ds, &disk, true).unwrap();
+        img.write(&vec![0x5a; 4 << 20], 0).unwrap();
+        img.flush().unwrap();
+    }
+    let before = std::fs::metadata(&disk).unwrap().len();
+    assert!(before > 4 << 20);
+    let d1 = r.store.desktop(&d1.id).await.unwrap();
+    let released = r.store.release(&pool, &d1).await.unwrap();
+    assert_eq!(released.state, DesktopState::Refreshing);
+    let report = r.reconciler.pass().await.unwrap();
+    assert_eq!((report.refreshed, report.failures), (1, 0), "{report:?}");
+    let after = r.store.desktop(&d1.id).await.unwrap();
+    assert_eq!(
+        (after.state, after.assigned_user.clone()),
+        (DesktopState::Running, None)
+    );
+    let fresh = std::fs::metadata(&disk).unwrap().len();
+    assert!(fresh < 1 << 20, "a new overlay: {before} -> {fresh} bytes");
+    assert_eq!(
+        r.agent.vm(&d1.name).await.unwrap().unwrap().state,
+        "running"
+    );
+    let events = r.store.events(Some("provision"), 10).await.unwrap();
+    assert_eq!(events.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_are_recorded_and_retried() {
+    if !kvm() {
+        return;
+    }
+    let mut r = rig("failures").await;
+    let mut s = spec();
+    s.min_desktops = 1;
+    s.spare_desktops = 0;
+    let pool = r.store.create_pool(&s).await.unwrap();
+    // The base image disappears from the library: provisioning fails, and says why.
+    let lib_disk = r.dir.join("library/gold.qcow2");
+    let saved = r.dir.join("gold.saved");
+    std::fs::rename(&lib_disk, &saved).unwrap();
+    let report = r.reconciler.pass().await.unwrap();
+    assert_eq!((report.provisioned, report.failures), (0, 1), "{report:?}");
+    let d = r.store.desktops_of(&pool.id).await.unwrap().remove(0);
+    assert_eq!(d.state, DesktopState::Error);
+    assert!(
+        d.error.as_deref().unwrap_or("").contains("gold"),
+        "{:?}",
+        d.error
+    );
+    // Back-off: the next pass right away leaves it alone.
+    assert_eq!(r.reconciler.pass().await.unwrap(), Default::default());
+    // The image comes back; after the back-off the desktop is provisioned.
+    std::fs::rename(&saved, &lib_disk).unwrap();
+    tokio::time::sleep(tessera_broker::reconcile::backoff(1)).await;
+    let report = r.reconciler.pass().await.unwrap();
+    assert_eq!(report.provisioned, 1, "{report:?}");
+    assert_eq!(
+        r.store.desktop(&d.id).await.unwrap().state,
+        DesktopState::Running
+    );
+}
