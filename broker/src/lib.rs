@@ -4,8 +4,10 @@
 //! images, pools, entitlements, desktops with their state machine, sessions, one-time tickets,
 //! events and local accounts, on SQLite or PostgreSQL ([`store`]); then the pool
 //! [`reconcile`]r, which reaches hosts through their agents ([`agent_client`], mutual TLS).
-//! The logon API and the all-in-one follow on top of them.
+//! The [`logon`] path signs users in (local accounts or the directories), gives them a
+//! desktop, powers it and issues a one-time ticket. The HTTPS API and the all-in-one follow.
 
 pub mod agent_client;
+pub mod logon;
 pub mod reconcile;
 pub mod store;

@@ -10,6 +10,7 @@ pub mod desktops;
 pub mod events;
 pub mod hosts;
 pub mod pools;
+pub mod sessions;
 
 use std::borrow::Cow;
 use std::str::FromStr;

@@ -328,16 +328,25 @@ impl Store {
 
     /// A pool by name.
     pub async fn pool_by_name(&self, name: &str) -> Result<Pool, StoreError> {
-        let row = sqlx::query(&self.sql(
+        self.pool_where("p.name", name).await
+    }
+
+    /// A pool by ID.
+    pub async fn pool_by_id(&self, id: &str) -> Result<Pool, StoreError> {
+        self.pool_where("p.id", id).await
+    }
+
+    async fn pool_where(&self, column: &'static str, value: &str) -> Result<Pool, StoreError> {
+        let row = sqlx::query(&self.sql(&format!(
             "SELECT p.id, p.name, p.display_name, i.name, p.image_version, p.assignment, p.clone_kind, \
              p.naming, p.min_desktops, p.max_desktops, p.spare_desktops, p.power_policy, \
              p.refresh_on_logoff, p.vcpus, p.memory_mib, p.image_id, p.enabled \
-             FROM pools p JOIN images i ON i.id = p.image_id WHERE p.name = $1",
-        ))
-        .bind(name)
+             FROM pools p JOIN images i ON i.id = p.image_id WHERE {column} = $1"
+        )))
+        .bind(value)
         .fetch_optional(self.pool())
         .await?
-        .ok_or_else(|| StoreError::NotFound(format!("pool {name}")))?;
+        .ok_or_else(|| StoreError::NotFound(format!("pool {value}")))?;
         Ok(Pool {
             id: row.try_get(0)?,
             spec: PoolSpec {

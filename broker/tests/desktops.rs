@@ -1,7 +1,9 @@
-//! The reconciler against a real agent (in-process, mutual TLS) running real tessera-vmm
-//! processes with a tiny guest on /dev/kvm: a floating pool is provisioned to its minimum and
-//! spare, grows as users take desktops, stops at its maximum, and a desktop released with
-//! refresh-on-logoff comes back on a fresh overlay.
+//! Desktops end to end: the reconciler and the logon path against a real agent (in-process,
+//! mutual TLS) running real tessera-vmm processes with a tiny guest on /dev/kvm. A floating
+//! pool is provisioned to its minimum and spare, grows as users take desktops, stops at its
+//! maximum, and a desktop released with refresh-on-logoff comes back on a fresh overlay; a
+//! local user logs on, gets a running desktop and a one-time ticket, reconnects to the same
+//! desktop, and logs off.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,10 +14,11 @@ use rcgen::{
 };
 use tessera_agent::config::{AgentConfig, DatastoreConfig, TlsConfig};
 use tessera_broker::agent_client::{tls_client, AgentClient};
+use tessera_broker::logon::{Logon, LogonError, LogonOutcome};
 use tessera_broker::reconcile::Reconciler;
 use tessera_broker::store::desktops::{AssignOutcome, DesktopState};
 use tessera_broker::store::hosts::Capacity;
-use tessera_broker::store::pools::{Assignment, CloneKind, PoolSpec, PowerPolicy};
+use tessera_broker::store::pools::{Assignment, CloneKind, PoolSpec, PowerPolicy, Principal};
 use tessera_broker::store::Store;
 
 fn kvm() -> bool {
@@ -79,6 +82,7 @@ struct Rig {
     agent: AgentClient,
     reconciler: Reconciler,
     ds: PathBuf,
+    http: reqwest::Client,
 }
 
 impl Drop for Rig {
@@ -187,7 +191,8 @@ async fn rig(name: &str) -> Rig {
         .await
         .unwrap();
     Rig {
-        reconciler: Reconciler::new(store.clone(), http),
+        reconciler: Reconciler::new(store.clone(), http.clone()),
+        http,
         dir,
         store,
         agent,
@@ -323,4 +328,115 @@ async fn failures_are_recorded_and_retried() {
         r.store.desktop(&d.id).await.unwrap().state,
         DesktopState::Running
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_user_logs_on_reconnects_and_logs_off() {
+    if !kvm() {
+        return;
+    }
+    let mut r = rig("logon").await;
+    let mut s = spec();
+    s.min_desktops = 1;
+    let pool = r.store.create_pool(&s).await.unwrap();
+    r.store
+        .create_local_account("demo", "Demo", "Demo!Passw0rd", false)
+        .await
+        .unwrap();
+    r.store
+        .create_local_account("other", "Other", "Other!Passw0rd", false)
+        .await
+        .unwrap();
+    r.store
+        .entitle(
+            &pool.id,
+            &Principal::Local {
+                name: "demo".into(),
+            },
+        )
+        .await
+        .unwrap();
+    r.reconciler.pass().await.unwrap();
+    let logon = Logon::new(r.store.clone(), None, r.http.clone());
+
+    let LogonOutcome::Granted(g) = logon
+        .logon("demo", "Demo!Passw0rd", None, "test")
+        .await
+        .unwrap()
+    else {
+        panic!("expected a desktop")
+    };
+    assert_eq!(g.pool, "fin");
+    assert!(!g.reconnected);
+    assert_eq!(g.ticket.len(), 32);
+    let phases: Vec<&str> = g.phases_us.iter().map(|p| p.0).collect();
+    assert_eq!(
+        phases,
+        ["authenticate", "entitle", "assign", "power", "ticket"]
+    );
+    assert_eq!(
+        r.agent.vm(&g.desktop).await.unwrap().unwrap().state,
+        "running"
+    );
+    // The ticket opens the session once.
+    assert_eq!(
+        r.store.redeem_ticket(&g.ticket).await.unwrap(),
+        Some(g.session_id.clone())
+    );
+    assert_eq!(r.store.redeem_ticket(&g.ticket).await.unwrap(), None);
+    assert_eq!(r.store.redeem_ticket("forged-ticket").await.unwrap(), None);
+
+    // Logging on again (a reconnect) gives the same desktop, a new session and ticket.
+    let LogonOutcome::Granted(g2) = logon
+        .logon("demo", "Demo!Passw0rd", None, "test")
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (g2.desktop.as_str(), g2.reconnected),
+        (g.desktop.as_str(), true)
+    );
+    assert_ne!(g2.ticket, g.ticket);
+    assert_ne!(g2.session_id, g.session_id);
+
+    // Not entitled, and wrong passwords until the broker stops trying.
+    assert!(matches!(
+        logon.logon("other", "Other!Passw0rd", None, "t").await,
+        Err(LogonError::NotEntitled(_))
+    ));
+    assert!(matches!(
+        logon
+            .logon("demo", "Demo!Passw0rd", Some("nope"), "t")
+            .await,
+        Err(LogonError::NotEntitled(_))
+    ));
+    for _ in 0..5 {
+        assert!(matches!(
+            logon.logon("walter", "x", None, "t").await,
+            Err(LogonError::Denied(_))
+        ));
+    }
+    assert!(matches!(
+        logon.logon("walter", "x", None, "t").await,
+        Err(LogonError::TooManyAttempts)
+    ));
+
+    // Log off: the floating desktop is refreshed and free again.
+    logon.logoff(&g2.session_id).await.unwrap();
+    let report = r.reconciler.pass().await.unwrap();
+    assert_eq!(report.refreshed, 1, "{report:?}");
+    let d = r.store.desktops_of(&pool.id).await.unwrap();
+    assert!(
+        d.iter()
+            .all(|d| d.assigned_user.is_none() && d.state == DesktopState::Running),
+        "{d:?}"
+    );
+    let events = r.store.events(Some("logon"), 20).await.unwrap();
+    let ok = events.iter().filter(|e| e.outcome == "ok").count();
+    assert_eq!(ok, 2);
+    assert!(events
+        .iter()
+        .any(|e| e.detail.contains("authenticate=") && e.detail.contains("ticket=")));
 }

@@ -1,0 +1,304 @@
+//! The logon path (design.md §5): authenticate, resolve entitlements through nested groups,
+//! give the user a desktop in one transaction, make sure it runs, open a session and issue a
+//! one-time ticket. Each phase is timed and the whole logon is one event, like Citrix
+//! Director's logon duration breakdown.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tessera_directory::{Directories, DirectoryError};
+
+use crate::agent_client::{AgentClient, AgentError};
+use crate::store::accounts::SignInError;
+use crate::store::desktops::AssignOutcome;
+use crate::store::events::Event;
+use crate::store::{Store, StoreError};
+
+/// Failed attempts per user name in [`FAILURE_WINDOW`] after which the broker refuses to
+/// try again (before the directory's own lockout, so that a password-guessing client cannot
+/// lock a directory account through the broker).
+pub const MAX_FAILURES: usize = 5;
+/// The window of [`MAX_FAILURES`].
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(300);
+/// Lifetime of a display ticket.
+pub const TICKET_TTL: Duration = Duration::from_secs(60);
+
+/// Why a logon failed; the message is what the user sees.
+#[derive(Debug, thiserror::Error)]
+pub enum LogonError {
+    /// Wrong name or password, or the account cannot sign in now (the reason is in the text).
+    #[error("{0}")]
+    Denied(String),
+    /// Too many failures for this name recently.
+    #[error("too many failed sign-ins for this user; wait a few minutes")]
+    TooManyAttempts,
+    /// Signed in, but entitled to no pool (or not to the one asked for).
+    #[error("you are not entitled to any desktop pool{0}")]
+    NotEntitled(String),
+    /// The pool has no free desktop now.
+    #[error("no desktop of pool {0} is free right now; try again shortly")]
+    NoDesktop(String),
+    /// A directory or host is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something the admin must fix.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for LogonError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<AgentError> for LogonError {
+    fn from(e: AgentError) -> Self {
+        Self::Unavailable(format!("the desktop's host is unavailable: {e}"))
+    }
+}
+
+/// A successful logon.
+#[derive(Debug, Clone, Serialize)]
+pub struct Granted {
+    /// The session.
+    pub session_id: String,
+    /// The desktop's name.
+    pub desktop: String,
+    /// The pool.
+    pub pool: String,
+    /// The desktop's host (its agent address; the display endpoint follows from it).
+    pub host: String,
+    /// One-time display ticket (shown once).
+    pub ticket: String,
+    /// When the ticket expires (Unix ms).
+    pub ticket_expires_at: i64,
+    /// Whether the user got back a desktop they already held (reconnect).
+    pub reconnected: bool,
+    /// Phase durations in microseconds: authenticate, entitle, assign, power, ticket.
+    pub phases_us: Vec<(&'static str, u64)>,
+}
+
+/// What a logon returns.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum LogonOutcome {
+    /// A desktop.
+    Granted(Granted),
+    /// Several pools: the client asks the user which.
+    ChoosePool {
+        /// Pool names.
+        pools: Vec<String>,
+    },
+}
+
+/// Who signed in, as entitlements see it.
+struct Principal {
+    directory: Option<String>,
+    key: String,
+    groups: Vec<String>,
+}
+
+/// The logon service.
+pub struct Logon {
+    store: Store,
+    directories: Option<Arc<Directories>>,
+    http: reqwest::Client,
+    failures: Mutex<HashMap<String, Vec<Instant>>>,
+}
+
+impl Logon {
+    /// A logon service; `directories` None means local accounts only.
+    pub fn new(store: Store, directories: Option<Arc<Directories>>, http: reqwest::Client) -> Self {
+        Self {
+            store,
+            directories,
+            http,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn throttled(&self, user: &str) -> bool {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let v = f.entry(user.to_ascii_lowercase()).or_default();
+        v.retain(|t| t.elapsed() < FAILURE_WINDOW);
+        v.len() >= MAX_FAILURES
+    }
+
+    fn count_failure(&self, user: &str) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        f.entry(user.to_ascii_lowercase())
+            .or_default()
+            .push(Instant::now());
+    }
+
+    async fn authenticate(&self, user: &str, password: &str) -> Result<Principal, LogonError> {
+        // A bare name that is a local account signs in locally (the break-glass admin and the
+        // all-in-one's users); everything else goes to the directories.
+        let local = !user.contains(['\\', '@']) || self.directories.is_none();
+        if local {
+            match self.store.sign_in_local(user, password).await {
+                Ok(a) => {
+                    return Ok(Principal {
+                        directory: None,
+                        key: a.name,
+                        groups: Vec::new(),
+                    })
+                }
+                Err(SignInError::InvalidCredentials) if self.directories.is_some() => {}
+                Err(SignInError::Store(e)) => return Err(e.into()),
+                Err(e) => return Err(LogonError::Denied(e.to_string())),
+            }
+        }
+        let dirs = self
+            .directories
+            .as_ref()
+            .ok_or_else(|| LogonError::Denied("wrong user name or password".into()))?;
+        match dirs.authenticate(user, password).await {
+            Ok(id) => Ok(Principal {
+                directory: Some(id.directory),
+                key: id.dn,
+                groups: id.groups.into_iter().map(|g| g.dn).collect(),
+            }),
+            Err(e) if e.is_user_error() => Err(LogonError::Denied(e.to_string())),
+            Err(e @ DirectoryError::Unavailable { .. }) | Err(e @ DirectoryError::Timeout(..)) => {
+                Err(LogonError::Unavailable(e.to_string()))
+            }
+            Err(e) => Err(LogonError::Internal(e.to_string())),
+        }
+    }
+
+    /// Signs `user` in and gives them a desktop of `pool` (or of their only pool).
+    pub async fn logon(
+        &self,
+        user: &str,
+        password: &str,
+        pool: Option<&str>,
+        client: &str,
+    ) -> Result<LogonOutcome, LogonError> {
+        let started = Instant::now();
+        let result = self.logon_inner(user, password, pool, client).await;
+        let (outcome, detail) = match &result {
+            Ok(LogonOutcome::Granted(g)) => (
+                "ok".to_string(),
+                g.phases_us
+                    .iter()
+                    .map(|(p, us)| format!("{p}={:.1}ms", *us as f64 / 1000.0))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            Ok(LogonOutcome::ChoosePool { pools }) => ("choose-pool".into(), pools.join(",")),
+            Err(e) => (e.to_string(), String::new()),
+        };
+        let target = match &result {
+            Ok(LogonOutcome::Granted(g)) => g.desktop.clone(),
+            _ => pool.unwrap_or("").to_string(),
+        };
+        // The event log is best effort: a logon does not fail because its record did.
+        let _ = self
+            .store
+            .record(&Event {
+                at: 0,
+                actor: user.chars().take(256).collect(),
+                action: "logon".into(),
+                target,
+                outcome,
+                duration_ms: Some(started.elapsed().as_millis() as i64),
+                detail,
+            })
+            .await;
+        result
+    }
+
+    async fn logon_inner(
+        &self,
+        user: &str,
+        password: &str,
+        pool: Option<&str>,
+        client: &str,
+    ) -> Result<LogonOutcome, LogonError> {
+        let mut phases = Vec::with_capacity(5);
+        let mut t = Instant::now();
+        let mut lap = |name: &'static str, t: &mut Instant| {
+            phases.push((name, t.elapsed().as_micros() as u64));
+            *t = Instant::now();
+        };
+        if self.throttled(user) {
+            return Err(LogonError::TooManyAttempts);
+        }
+        let who = match self.authenticate(user, password).await {
+            Ok(p) => p,
+            Err(e @ LogonError::Denied(_)) => {
+                self.count_failure(user);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        lap("authenticate", &mut t);
+        let pools = self
+            .store
+            .entitled_pools(who.directory.as_deref(), &who.key, &who.groups)
+            .await?;
+        let chosen = match (pool, pools.len()) {
+            (Some(p), _) if pools.iter().any(|x| x == p) => p.to_string(),
+            (Some(p), _) => return Err(LogonError::NotEntitled(format!(" named {p}"))),
+            (None, 0) => return Err(LogonError::NotEntitled(String::new())),
+            (None, 1) => pools[0].clone(),
+            (None, _) => return Ok(LogonOutcome::ChoosePool { pools }),
+        };
+        lap("entitle", &mut t);
+        let p = self.store.pool_by_name(&chosen).await?;
+        let (desktop, reconnected) = match self.store.assign(&p, &who.key).await? {
+            AssignOutcome::New(d) => (d, false),
+            AssignOutcome::Existing(d) => (d, true),
+            AssignOutcome::NoneFree => return Err(LogonError::NoDesktop(chosen)),
+        };
+        lap("assign", &mut t);
+        let host_id = desktop
+            .host_id
+            .clone()
+            .ok_or_else(|| LogonError::Internal(format!("desktop {} has no host", desktop.name)))?;
+        let host = self.store.host(&host_id).await?;
+        let agent = AgentClient::new(&host.address, self.http.clone());
+        let running = agent
+            .vm(&desktop.name)
+            .await?
+            .is_some_and(|v| v.state == "running");
+        if !running {
+            agent.start(&desktop.name).await?;
+        }
+        lap("power", &mut t);
+        let session = self
+            .store
+            .open_session(&desktop.id, &who.key, client)
+            .await?;
+        let (ticket, expires) = self
+            .store
+            .issue_ticket(&session.id, TICKET_TTL.as_millis() as i64)
+            .await?;
+        lap("ticket", &mut t);
+        Ok(LogonOutcome::Granted(Granted {
+            session_id: session.id,
+            desktop: desktop.name,
+            pool: chosen,
+            host: host.address,
+            ticket,
+            ticket_expires_at: expires,
+            reconnected,
+            phases_us: phases,
+        }))
+    }
+
+    /// The user logs off: the session ends and the desktop goes back per the pool's rules
+    /// (a floating one through a refresh, which the reconciler carries out).
+    pub async fn logoff(&self, session_id: &str) -> Result<(), LogonError> {
+        let s = self.store.session(session_id).await?;
+        self.store.set_session_state(&s.id, "ended").await?;
+        let d = self.store.desktop(&s.desktop_id).await?;
+        let pool = self.store.pool_by_id(&d.pool_id).await?;
+        self.store.release(&pool, &d).await?;
+        Ok(())
+    }
+}
