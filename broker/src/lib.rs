@@ -5,9 +5,11 @@
 //! events and local accounts, on SQLite or PostgreSQL ([`store`]); then the pool
 //! [`reconcile`]r, which reaches hosts through their agents ([`agent_client`], mutual TLS).
 //! The [`logon`] path signs users in (local accounts or the directories), gives them a
-//! desktop, powers it and issues a one-time ticket. The HTTPS API and the all-in-one follow.
+//! desktop, powers it and issues a one-time ticket; [`api`] serves it to clients. The broker
+//! binary, the admin API and the all-in-one follow.
 
 pub mod agent_client;
+pub mod api;
 pub mod logon;
 pub mod reconcile;
 pub mod store;

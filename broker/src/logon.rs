@@ -65,6 +65,8 @@ impl From<AgentError> for LogonError {
 pub struct Granted {
     /// The session.
     pub session_id: String,
+    /// The session's bearer token (shown once): logoff, disconnect and new tickets need it.
+    pub session_token: String,
     /// The desktop's name.
     pub desktop: String,
     /// The pool.
@@ -270,7 +272,7 @@ impl Logon {
             agent.start(&desktop.name).await?;
         }
         lap("power", &mut t);
-        let session = self
+        let (session, session_token) = self
             .store
             .open_session(&desktop.id, &who.key, client)
             .await?;
@@ -281,6 +283,7 @@ impl Logon {
         lap("ticket", &mut t);
         Ok(LogonOutcome::Granted(Granted {
             session_id: session.id,
+            session_token,
             desktop: desktop.name,
             pool: chosen,
             host: host.address,

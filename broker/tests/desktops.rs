@@ -440,3 +440,118 @@ async fn a_local_user_logs_on_reconnects_and_logs_off() {
         .iter()
         .any(|e| e.detail.contains("authenticate=") && e.detail.contains("ticket=")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_api_logs_on_and_off_over_http() {
+    if !kvm() {
+        return;
+    }
+    let mut r = rig("api").await;
+    let mut s = spec();
+    s.min_desktops = 1;
+    let pool = r.store.create_pool(&s).await.unwrap();
+    r.store
+        .create_local_account("demo", "Demo", "Demo!Passw0rd", false)
+        .await
+        .unwrap();
+    r.store
+        .entitle(
+            &pool.id,
+            &Principal::Local {
+                name: "demo".into(),
+            },
+        )
+        .await
+        .unwrap();
+    r.reconciler.pass().await.unwrap();
+    let state = std::sync::Arc::new(tessera_broker::api::AppState::new(
+        Logon::new(r.store.clone(), None, r.http.clone()),
+        r.store.clone(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app =
+        tessera_broker::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let c = reqwest::Client::new();
+
+    let resp = c
+        .post(format!("{base}/api/v1/sessions"))
+        .json(&serde_json::json!({"user": "demo", "password": "Demo!Passw0rd"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let session = &body["session"];
+    let (id, token) = (
+        session["session_id"].as_str().unwrap(),
+        session["session_token"].as_str().unwrap(),
+    );
+    assert_eq!(session["ticket"].as_str().unwrap().len(), 32);
+
+    let t = c
+        .post(format!("{base}/api/v1/sessions/{id}/ticket"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(t.status(), 201);
+    let no = c
+        .post(format!("{base}/api/v1/sessions/{id}/ticket"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no.status(), 401);
+    let wrong = c
+        .post(format!("{base}/api/v1/sessions/{id}/ticket"))
+        .bearer_auth("forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 404);
+    let d = c
+        .post(format!("{base}/api/v1/sessions/{id}/disconnect"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(d.status(), 204);
+    let off = c
+        .delete(format!("{base}/api/v1/sessions/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(off.status(), 204);
+    let again = c
+        .delete(format!("{base}/api/v1/sessions/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404, "a session ends once");
+
+    let bad = c
+        .post(format!("{base}/api/v1/sessions"))
+        .json(&serde_json::json!({"user": "demo", "password": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let e: serde_json::Value = bad.json().await.unwrap();
+    assert!(e["error"]
+        .as_str()
+        .unwrap()
+        .contains("wrong user name or password"));
+    let junk = c
+        .post(format!("{base}/api/v1/sessions"))
+        .body("{not json")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert!(junk.status().is_client_error());
+    let health = c.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}

@@ -49,12 +49,14 @@ pub fn hash_secret(secret: &str) -> String {
 
 impl Store {
     /// Opens a session on `desktop_id`, ending any live one there (a reconnect replaces it).
+    /// Returns it with its bearer token (shown once).
     pub async fn open_session(
         &self,
         desktop_id: &str,
         user_key: &str,
         client: &str,
-    ) -> Result<Session, StoreError> {
+    ) -> Result<(Session, String), StoreError> {
+        let (token, token_hash) = new_secret()?;
         let mut tx = self.pool().begin().await?;
         let now = now_ms();
         sqlx::query(&self.sql(
@@ -66,22 +68,52 @@ impl Store {
         .await?;
         let id = new_id();
         sqlx::query(&self.sql(
-            "INSERT INTO sessions (id, desktop_id, user_key, state, client, started_at) VALUES ($1, $2, $3, 'starting', $4, $5)",
+            "INSERT INTO sessions (id, desktop_id, user_key, state, client, started_at, token_hash) \
+             VALUES ($1, $2, $3, 'starting', $4, $5, $6)",
         ))
         .bind(&id)
         .bind(desktop_id)
         .bind(user_key)
         .bind(client)
         .bind(now)
+        .bind(token_hash)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Session {
-            id,
-            desktop_id: desktop_id.to_string(),
-            user_key: user_key.to_string(),
-            state: "starting".into(),
+        Ok((
+            Session {
+                id,
+                desktop_id: desktop_id.to_string(),
+                user_key: user_key.to_string(),
+                state: "starting".into(),
+            },
+            token,
+        ))
+    }
+
+    /// The live session `id` if `token` is its bearer token.
+    pub async fn authorize_session(
+        &self,
+        id: &str,
+        token: &str,
+    ) -> Result<Option<Session>, StoreError> {
+        let r = sqlx::query(&self.sql(
+            "SELECT id, desktop_id, user_key, state FROM sessions \
+             WHERE id = $1 AND token_hash = $2 AND ended_at IS NULL",
+        ))
+        .bind(id)
+        .bind(hash_secret(token))
+        .fetch_optional(self.pool())
+        .await?;
+        r.map(|r| {
+            Ok(Session {
+                id: r.try_get(0)?,
+                desktop_id: r.try_get(1)?,
+                user_key: r.try_get(2)?,
+                state: r.try_get(3)?,
+            })
         })
+        .transpose()
     }
 
     /// A session by ID (live or ended).

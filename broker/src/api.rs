@@ -1,0 +1,223 @@
+//! The broker's client API (HTTPS, JSON): logon, logoff, disconnect, a new ticket.
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | POST | /api/v1/sessions | `{"user", "password", "pool"?}`: a desktop, or the pools to choose from |
+//! | DELETE | /api/v1/sessions/{id} | log off (bearer: the session token) |
+//! | POST | /api/v1/sessions/{id}/disconnect | the client went away; the desktop waits |
+//! | POST | /api/v1/sessions/{id}/ticket | a new one-time display ticket |
+//! | GET | /healthz | liveness |
+//!
+//! Errors are `{"error": "..."}` with 400 (bad request), 401 (credentials), 403 (not
+//! entitled), 404, 429 (throttled: per user, and per client address after repeated failures),
+//! 503 (no desktop free, or a directory or host down), 500.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::logon::{Logon, LogonError, LogonOutcome, TICKET_TTL};
+use crate::store::sessions::Session;
+use crate::store::Store;
+
+/// Failed logons per client address per minute before it is throttled.
+pub const MAX_FAILURES_PER_ADDRESS: u32 = 50;
+
+/// What the handlers share.
+pub struct AppState {
+    /// The logon path.
+    pub logon: Logon,
+    /// The store.
+    pub store: Store,
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl AppState {
+    /// State over a logon service and its store.
+    pub fn new(logon: Logon, store: Store) -> Self {
+        Self {
+            logon,
+            store,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn address_throttled(&self, ip: IpAddr) -> bool {
+        let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        f.get(&ip).is_some_and(|(since, n)| {
+            since.elapsed() < Duration::from_secs(60) && *n >= MAX_FAILURES_PER_ADDRESS
+        })
+    }
+
+    fn address_failed(&self, ip: IpAddr) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let e = f.entry(ip).or_insert((Instant::now(), 0));
+        if e.0.elapsed() >= Duration::from_secs(60) {
+            *e = (Instant::now(), 0);
+        }
+        e.1 += 1;
+    }
+}
+
+/// An error answer.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<LogonError> for ApiError {
+    fn from(e: LogonError) -> Self {
+        let status = match &e {
+            LogonError::Denied(_) => StatusCode::UNAUTHORIZED,
+            LogonError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            LogonError::NotEntitled(_) => StatusCode::FORBIDDEN,
+            LogonError::NoDesktop(_) | LogonError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            LogonError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+type Shared = Arc<AppState>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogonRequest {
+    user: String,
+    password: String,
+    #[serde(default)]
+    pool: Option<String>,
+}
+
+async fn create_session(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(r): Json<LogonRequest>,
+) -> Result<Response, ApiError> {
+    if r.user.len() > 256 || r.password.len() > 1024 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "user or password too long".into(),
+        ));
+    }
+    if s.address_throttled(peer.ip()) {
+        return Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed sign-ins from this address; wait a minute".into(),
+        ));
+    }
+    match s
+        .logon
+        .logon(
+            &r.user,
+            &r.password,
+            r.pool.as_deref(),
+            &peer.ip().to_string(),
+        )
+        .await
+    {
+        Ok(LogonOutcome::Granted(g)) => Ok((
+            StatusCode::CREATED,
+            Json(json!({ "outcome": "granted", "session": g })),
+        )
+            .into_response()),
+        Ok(choose @ LogonOutcome::ChoosePool { .. }) => {
+            Ok((StatusCode::OK, Json(choose)).into_response())
+        }
+        Err(e) => {
+            if matches!(e, LogonError::Denied(_) | LogonError::TooManyAttempts) {
+                s.address_failed(peer.ip());
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// The live session `id` if the request carries its bearer token.
+async fn authorized(s: &AppState, id: &str, headers: &HeaderMap) -> Result<Session, ApiError> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
+    s.store.authorize_session(id, token).await?.ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "no such live session for this token".into(),
+        )
+    })
+}
+
+async fn end_session(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let session = authorized(&s, &id, &headers).await?;
+    s.logon.logoff(&session.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn disconnect(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let session = authorized(&s, &id, &headers).await?;
+    s.store
+        .set_session_state(&session.id, "disconnected")
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn ticket(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let session = authorized(&s, &id, &headers).await?;
+    let (ticket, expires) = s
+        .store
+        .issue_ticket(&session.id, TICKET_TTL.as_millis() as i64)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "ticket": ticket, "expires_at": expires })),
+    )
+        .into_response())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// The router; serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/api/v1/sessions", post(create_session))
+        .route("/api/v1/sessions/{id}", delete(end_session))
+        .route("/api/v1/sessions/{id}/disconnect", post(disconnect))
+        .route("/api/v1/sessions/{id}/ticket", post(ticket))
+        .route("/healthz", get(healthz))
+        .with_state(state)
+}
