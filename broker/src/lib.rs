@@ -10,6 +10,9 @@
 
 pub mod agent_client;
 pub mod api;
+pub mod config;
 pub mod logon;
+pub mod pki;
 pub mod reconcile;
+pub mod server;
 pub mod store;

@@ -70,6 +70,17 @@ struct Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
+        // VMMs outlive their agent by design: a test that failed half-way must not leave any.
+        for e in std::fs::read_dir(self.dir.join("state/vms"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(pid) = std::fs::read_to_string(e.path().join("pid")) {
+                let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
+            }
+        }
+        // KEEP=1 keeps the state directory and logs for a post-mortem.
         if std::env::var_os("KEEP").is_some() {
             return;
         }

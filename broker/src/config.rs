@@ -1,0 +1,76 @@
+//! The broker's configuration (TOML), with documented defaults.
+//!
+//! ```toml
+//! state_dir = "/var/lib/tessera-broker"      # the CA and certificates (pki/), the SQLite file
+//! database = "sqlite:///var/lib/tessera-broker/broker.db"   # or postgres://user@host/db
+//! listen = "0.0.0.0:8443"                    # the client API, HTTPS
+//! server_names = ["broker.corp.example"]     # names in the API's certificate (plus localhost)
+//! directories = "/etc/tessera/directories.toml"   # AD/LDAP; none: local accounts only
+//! reconcile_interval_secs = 10
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+fn default_listen() -> String {
+    "0.0.0.0:8443".into()
+}
+fn default_interval() -> u64 {
+    10
+}
+
+/// The configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// CA, certificates, and the default SQLite database.
+    pub state_dir: PathBuf,
+    /// sqlite://PATH or postgres://...; default: SQLite in state_dir.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Client API address.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Extra DNS names and addresses for the API's certificate.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+    /// Directory configuration file (tessera-directory's format).
+    #[serde(default)]
+    pub directories: Option<PathBuf>,
+    /// Seconds between reconcile passes.
+    #[serde(default = "default_interval")]
+    pub reconcile_interval_secs: u64,
+}
+
+impl BrokerConfig {
+    /// Reads and checks a file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let c: Self =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+        if c.reconcile_interval_secs == 0 {
+            return Err(format!(
+                "{}: reconcile_interval_secs must be above 0",
+                path.display()
+            ));
+        }
+        c.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("{}: listen {:?}: {e}", path.display(), c.listen))?;
+        Ok(c)
+    }
+
+    /// The database URL.
+    pub fn database_url(&self) -> String {
+        self.database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.state_dir.join("broker.db").display()))
+    }
+
+    /// Where the CA and certificates live.
+    pub fn pki_dir(&self) -> PathBuf {
+        self.state_dir.join("pki")
+    }
+}

@@ -1,0 +1,125 @@
+//! The running broker: the client API over HTTPS, and the loop that polls hosts and
+//! reconciles pools.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::agent_client::{tls_client, AgentClient};
+use crate::api::{router, AppState};
+use crate::config::BrokerConfig;
+use crate::logon::Logon;
+use crate::pki::{Pki, Usage};
+use crate::reconcile::Reconciler;
+use crate::store::hosts::Capacity;
+use crate::store::Store;
+
+/// A host is offline after this long without a successful poll.
+const HOST_STALE: Duration = Duration::from_secs(60);
+
+/// Polls every registered host's agent and records its capacity.
+pub async fn poll_hosts(store: &Store, http: &reqwest::Client) -> Result<(), String> {
+    let rows: Vec<(String, String)> = {
+        use sqlx::Row;
+        sqlx::query("SELECT id, address FROM hosts")
+            .fetch_all(store.pool())
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
+            .collect()
+    };
+    for (id, address) in rows {
+        match AgentClient::new(&address, http.clone()).host().await {
+            Ok(c) => {
+                let cap = Capacity {
+                    cpus: c.cpus as i64,
+                    memory_total: c.memory_total as i64,
+                    memory_free: c.memory_free as i64,
+                    datastores: c
+                        .datastores
+                        .iter()
+                        .map(|d| {
+                            (
+                                d.name.clone(),
+                                d.path.clone(),
+                                d.capacity as i64,
+                                d.free as i64,
+                            )
+                        })
+                        .collect(),
+                };
+                store
+                    .heartbeat(&id, &cap)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Err(e) => tracing::warn!(host = %address, error = %e, "host did not answer"),
+        }
+    }
+    store
+        .expire_hosts(HOST_STALE.as_millis() as i64)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Runs the broker until the process ends.
+pub async fn run(cfg: BrokerConfig) -> Result<(), String> {
+    let pki = Pki::open(&cfg.pki_dir()).map_err(|e| e.to_string())?;
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    names.extend(cfg.server_names.iter().cloned());
+    let (server_cert, server_key) = pki
+        .issue("broker", &names, Usage::Server)
+        .map_err(|e| e.to_string())?;
+    let (client_cert, client_key) = pki
+        .issue(
+            "broker-client",
+            &["tessera-broker".to_string()],
+            Usage::Client,
+        )
+        .map_err(|e| e.to_string())?;
+    let http = tls_client(&pki.ca_path(), &client_cert, &client_key).map_err(|e| e.to_string())?;
+    let store = Store::open(&cfg.database_url())
+        .await
+        .map_err(|e| e.to_string())?;
+    let directories = match &cfg.directories {
+        Some(p) => {
+            let dirs = tessera_directory::config::load(p).map_err(|e| e.to_string())?;
+            Some(Arc::new(
+                tessera_directory::Directories::new(dirs).map_err(|e| e.to_string())?,
+            ))
+        }
+        None => None,
+    };
+    let logon = Logon::new(store.clone(), directories, http.clone());
+    let state = Arc::new(AppState::new(logon, store.clone()));
+
+    let (loop_store, loop_http) = (store.clone(), http.clone());
+    let interval = Duration::from_secs(cfg.reconcile_interval_secs);
+    tokio::spawn(async move {
+        let mut reconciler = Reconciler::new(loop_store.clone(), loop_http.clone());
+        loop {
+            if let Err(e) = poll_hosts(&loop_store, &loop_http).await {
+                tracing::warn!(error = %e, "host poll failed");
+            }
+            match reconciler.pass().await {
+                Ok(r) if r != Default::default() => tracing::info!(?r, "reconcile pass"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+
+    let addr: SocketAddr = cfg.listen.parse().map_err(|e| format!("listen: {e}"))?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&server_cert, &server_key)
+        .await
+        .map_err(|e| format!("API certificate: {e}"))?;
+    tracing::info!(%addr, "client API listening (HTTPS)");
+    axum_server::bind_rustls(addr, tls)
+        .serve(router(state).into_make_service_with_connect_info::<SocketAddr>())
+        .await
+        .map_err(|e| format!("serving on {addr}: {e}"))
+}

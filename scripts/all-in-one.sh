@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The all-in-one desktop cloud on this machine: tessera-broker (SQLite, local accounts) and
+# tessera-agent (one host, one datastore) with a demo golden image (the Debian test guest) and
+# a demo pool, then the API address and a demo login.
+#
+#   scripts/all-in-one.sh            bring it up and stay in the foreground (Ctrl-C stops it)
+#   scripts/all-in-one.sh --check    bring it up, log the demo user on and off through the
+#                                    API, stop everything; exit status says whether it worked
+#   scripts/all-in-one.sh stop       stop the broker, the agent and the demo desktops' VMs
+#
+# State lives in $TESSERA_AIO_DIR (default .cache/aio): the broker's CA and database, the
+# agent's VM definitions, the datastore. Ports: API 8443 ($TESSERA_AIO_PORT), agent 8444.
+# Desktops boot Debian's kernel; on a machine without hardware virtualisation (PVM, as on our
+# build machines) they run, but too slowly to reach userspace.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+. scripts/lib.sh
+D=${TESSERA_AIO_DIR:-$repo/.cache/aio}
+PORT=${TESSERA_AIO_PORT:-8443}
+AGENT_PORT=$((PORT + 1))
+bin=$repo/target/release
+log() { echo "[all-in-one] $*" >&2; }
+
+stop_all() {
+    local f p
+    for f in "$D/broker.pid" "$D/agent.pid"; do
+        [ -f "$f" ] && { kill "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; }
+    done
+    # The desktops' VMMs run in their own process groups (they outlive the agent by design).
+    for f in "$D"/agent/vms/*/pid; do
+        [ -f "$f" ] || continue
+        p=$(cat "$f")
+        grep -qa "$D/agent/vms" "/proc/$p/cmdline" 2>/dev/null && kill "$p" 2>/dev/null || true
+    done
+}
+
+if [ "${1:-}" = stop ]; then
+    stop_all
+    log "stopped"
+    exit 0
+fi
+check=false
+[ "${1:-}" = --check ] && check=true
+
+ensure_packages "${TESSERA_PACKAGES[@]}"
+tests/guest/build-guest.sh
+log "building tessera-broker, tessera-agent, tessera-vmm, tessera-img (release)"
+cargo build -q --release -p tessera-broker -p tessera-agent -p tessera-vmm -p tessera-storage \
+    --bin tessera-broker --bin tessera-agent --bin tessera-vmm --bin tessera-img
+stop_all
+mkdir -p "$D"/{broker,agent,ds1,library}
+
+cat > "$D/broker.toml" <<CONF
+state_dir = "$D/broker"
+listen = "0.0.0.0:$PORT"
+reconcile_interval_secs = 3
+CONF
+broker() { "$bin/tessera-broker" -c "$D/broker.toml" "$@"; }
+broker agent-cert local localhost 127.0.0.1 >/dev/null
+pki=$D/broker/pki
+cat > "$D/agent.toml" <<CONF
+name = "local"
+listen = "127.0.0.1:$AGENT_PORT"
+state_dir = "$D/agent"
+vmm = "$bin/tessera-vmm"
+[[datastore]]
+name = "ds1"
+path = "$D/ds1"
+[tls]
+cert = "$pki/local.pem"
+key = "$pki/local.key"
+client_ca = "$pki/ca.pem"
+CONF
+
+if [ ! -f "$D/.seeded" ]; then
+    log "first start: demo image, pool and account"
+    "$bin/tessera-img" --datastore "$D/library" create -f qcow2 "$D/library/demo-linux.qcow2" 8G >/dev/null
+    broker add-image demo-linux --disk "$D/library/demo-linux.qcow2" \
+        --kernel "$repo/.cache/guest/vmlinuz" --initrd "$repo/.cache/guest/initramfs.cpio.gz" \
+        --cmdline "console=ttyS0 reboot=k panic=-1 quiet tg.exit=shell" >/dev/null
+    cat > "$D/demo-pool.toml" <<CONF
+name = "demo"
+display_name = "Demo desktops"
+image = "demo-linux"
+image_version = 1
+assignment = "floating"
+clone_kind = "linked"
+naming = "demo-{n:02}"
+min_desktops = 1
+max_desktops = 4
+spare_desktops = 1
+power_policy = "always-on"
+refresh_on_logoff = true
+vcpus = 1
+memory_mib = 512
+CONF
+    broker add-pool "$D/demo-pool.toml" >/dev/null
+    broker add-host local "https://127.0.0.1:$AGENT_PORT" >/dev/null
+    head -c 12 /dev/urandom | base64 | tr -d '/+=' > "$D/demo-password"
+    broker add-account demo --display-name "Demo User" < "$D/demo-password" >/dev/null
+    broker entitle demo --local demo >/dev/null
+    touch "$D/.seeded"
+fi
+
+NO_COLOR=1 "$bin/tessera-agent" -c "$D/agent.toml" >"$D/agent.log" 2>&1 &
+echo $! > "$D/agent.pid"
+NO_COLOR=1 "$bin/tessera-broker" -c "$D/broker.toml" serve >"$D/broker.log" 2>&1 &
+echo $! > "$D/broker.pid"
+trap 'stop_all' EXIT
+
+api=https://127.0.0.1:$PORT
+for _ in $(seq 1 100); do
+    curl -sf --cacert "$pki/ca.pem" "$api/healthz" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+curl -sf --cacert "$pki/ca.pem" "$api/healthz" >/dev/null || { log "the broker did not come up:"; tail "$D/broker.log" >&2; exit 1; }
+# Wait for the reconciler's first desktop.
+for _ in $(seq 1 100); do
+    grep -q '"provisioned\|provisioned: [1-9]' "$D/broker.log" && break
+    sleep 0.3
+done
+password=$(cat "$D/demo-password")
+cat <<INFO
+
+  Tessera all-in-one is up.
+    client API   $api  (CA certificate: $pki/ca.pem)
+    demo login   demo / $password
+    logs         $D/broker.log, $D/agent.log; desktop consoles in $D/agent/vms/*/console.log
+
+  Sign in as the demo user (the answer carries the desktop, a one-time ticket and a session token):
+    curl --cacert $pki/ca.pem -H 'content-type: application/json' \\
+         -d '{"user": "demo", "password": "$password"}' $api/api/v1/sessions
+
+INFO
+
+if $check; then
+    out=$(curl -s --cacert "$pki/ca.pem" -H 'content-type: application/json' \
+        -d "{\"user\": \"demo\", \"password\": \"$password\"}" "$api/api/v1/sessions")
+    echo "$out" | grep -q '"outcome":"granted"' || { log "logon failed: $out"; tail -20 "$D/broker.log" >&2; exit 1; }
+    id=$(echo "$out" | sed -n 's/.*"session_id":"\([^"]*\)".*/\1/p')
+    token=$(echo "$out" | sed -n 's/.*"session_token":"\([^"]*\)".*/\1/p')
+    desktop=$(echo "$out" | sed -n 's/.*"desktop":"\([^"]*\)".*/\1/p')
+    log "logon ok: desktop $desktop, session $id"
+    code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$pki/ca.pem" -X DELETE \
+        -H "authorization: Bearer $token" "$api/api/v1/sessions/$id")
+    [ "$code" = 204 ] || { log "logoff answered $code"; exit 1; }
+    log "logoff ok; all-in-one check passed"
+    exit 0
+fi
+log "running; Ctrl-C stops the broker, the agent and the desktops"
+wait "$(cat "$D/broker.pid")"
