@@ -308,16 +308,7 @@ impl Reconciler {
         if !agent.disks(ds).await?.iter().any(|n| n == file) {
             agent.clone_disk(ds, &base, file).await?;
         }
-        agent
-            .define(&self.vm_spec(pool, &d, ds, file).await?)
-            .await?;
-        let to = if pool.spec.power_policy == PowerPolicy::AlwaysOn {
-            agent.start(&d.name).await?;
-            DesktopState::Running
-        } else {
-            DesktopState::Ready
-        };
-        self.store.transition(&d, to).await?;
+        self.define_and_power(pool, &d, &agent, ds, file).await?;
         self.store
             .record(&Event {
                 at: 0,
@@ -351,8 +342,21 @@ impl Reconciler {
         agent.delete_disk(ds, file).await?;
         let base = self.ensure_base(pool, &agent, ds).await?;
         agent.clone_disk(ds, &base, file).await?;
+        self.define_and_power(pool, &d, &agent, ds, file).await
+    }
+
+    /// Defines the desktop's VM on its disk and powers it by the pool's policy; the desktop
+    /// becomes running or ready.
+    async fn define_and_power(
+        &self,
+        pool: &Pool,
+        d: &Desktop,
+        agent: &AgentClient,
+        ds: &str,
+        file: &str,
+    ) -> Result<(), ReconcileError> {
         agent
-            .define(&self.vm_spec(pool, &d, ds, file).await?)
+            .define(&self.vm_spec(pool, d, ds, file).await?)
             .await?;
         let to = if pool.spec.power_policy == PowerPolicy::AlwaysOn {
             agent.start(&d.name).await?;
@@ -360,7 +364,7 @@ impl Reconciler {
         } else {
             DesktopState::Ready
         };
-        self.store.transition(&d, to).await?;
+        self.store.transition(d, to).await?;
         Ok(())
     }
 

@@ -32,25 +32,8 @@ pub async fn poll_hosts(store: &Store, http: &reqwest::Client) -> Result<(), Str
     for (id, address) in rows {
         match AgentClient::new(&address, http.clone()).host().await {
             Ok(c) => {
-                let cap = Capacity {
-                    cpus: c.cpus as i64,
-                    memory_total: c.memory_total as i64,
-                    memory_free: c.memory_free as i64,
-                    datastores: c
-                        .datastores
-                        .iter()
-                        .map(|d| {
-                            (
-                                d.name.clone(),
-                                d.path.clone(),
-                                d.capacity as i64,
-                                d.free as i64,
-                            )
-                        })
-                        .collect(),
-                };
                 store
-                    .heartbeat(&id, &cap)
+                    .heartbeat(&id, &Capacity::from(&c))
                     .await
                     .map_err(|e| e.to_string())?;
             }

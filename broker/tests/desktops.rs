@@ -9,12 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
-};
 use tessera_agent::config::{AgentConfig, DatastoreConfig, TlsConfig};
 use tessera_broker::agent_client::{tls_client, AgentClient};
 use tessera_broker::logon::{Logon, LogonError, LogonOutcome};
+use tessera_broker::pki::{Pki, Usage};
 use tessera_broker::reconcile::Reconciler;
 use tessera_broker::store::desktops::{AssignOutcome, DesktopState};
 use tessera_broker::store::hosts::Capacity;
@@ -36,29 +34,18 @@ fn kvm() -> bool {
     ok
 }
 
-/// A CA, the agent's server certificate and the broker's client certificate, as PEM files.
+/// A CA, the agent's server certificate and the broker's client certificate, as PEM files,
+/// made by the broker's own CA code.
 fn pki(dir: &Path) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(DnType::CommonName, "Tessera test CA");
-    let ca = p.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    for (name, usage) in [
-        ("agent", ExtendedKeyUsagePurpose::ServerAuth),
-        ("broker", ExtendedKeyUsagePurpose::ClientAuth),
-    ] {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        p.subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.extended_key_usages = vec![usage];
-        let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
+    let p = Pki::open(dir).unwrap();
+    p.issue(
+        "agent",
+        &["localhost".into(), "127.0.0.1".into()],
+        Usage::Server,
+    )
+    .unwrap();
+    p.issue("broker", &["tessera-broker".into()], Usage::Client)
+        .unwrap();
 }
 
 fn vmm_binary() -> PathBuf {
@@ -156,29 +143,7 @@ async fn rig(name: &str) -> Rig {
     // The agent registers and reports, as its heartbeat will.
     let host = store.register_host("host-1", &url).await.unwrap();
     let cap = agent.host().await.unwrap();
-    store
-        .heartbeat(
-            &host,
-            &Capacity {
-                cpus: cap.cpus as i64,
-                memory_total: cap.memory_total as i64,
-                memory_free: cap.memory_free as i64,
-                datastores: cap
-                    .datastores
-                    .iter()
-                    .map(|d| {
-                        (
-                            d.name.clone(),
-                            d.path.clone(),
-                            d.capacity as i64,
-                            d.free as i64,
-                        )
-                    })
-                    .collect(),
-            },
-        )
-        .await
-        .unwrap();
+    store.heartbeat(&host, &Capacity::from(&cap)).await.unwrap();
     store
         .create_image(
             "gold",

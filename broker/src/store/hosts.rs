@@ -40,6 +40,22 @@ pub struct Capacity {
     pub datastores: Vec<(String, String, i64, i64)>,
 }
 
+impl From<&tessera_agent::capacity::Capacity> for Capacity {
+    fn from(c: &tessera_agent::capacity::Capacity) -> Self {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Self {
+            cpus: n(c.cpus),
+            memory_total: n(c.memory_total),
+            memory_free: n(c.memory_free),
+            datastores: c
+                .datastores
+                .iter()
+                .map(|d| (d.name.clone(), d.path.clone(), n(d.capacity), n(d.free)))
+                .collect(),
+        }
+    }
+}
+
 fn host(r: &sqlx::any::AnyRow) -> Result<Host, StoreError> {
     Ok(Host {
         id: r.try_get(0)?,
