@@ -184,9 +184,14 @@ impl Supervisor {
             }
         }
         let mut specs = self.specs.lock().await;
-        if specs.contains_key(&spec.name) && self.live_pid(&spec.name).is_some() {
+        if self.live_pid(&spec.name).is_some() {
+            // PUT is idempotent: the same definition again is fine (a broker resuming after a
+            // crash repeats it); a different one must wait for a stop.
+            if specs.get(&spec.name) == Some(&spec) {
+                return Ok(());
+            }
             return Err(VmError::State(format!(
-                "{} is running; stop it first",
+                "{} is running with another definition; stop it first",
                 spec.name
             )));
         }
