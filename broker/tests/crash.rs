@@ -2,11 +2,14 @@
 //! again; then one last broker converges. Afterwards: exactly the pool's minimum of desktops,
 //! each running on the agent, names unique, and no disk or VM on the host that no desktop owns.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::vmm_binary;
 use tessera_agent::config::{AgentConfig, DatastoreConfig, TlsConfig};
 use tessera_broker::agent_client::{tls_client, AgentClient};
 use tessera_broker::store::desktops::DesktopState;
@@ -16,21 +19,6 @@ const BROKER: &str = env!("CARGO_BIN_EXE_tessera-broker");
 const DESKTOPS: usize = 30;
 /// Kills that must land while the pool is still incomplete.
 const KILLS: usize = 8;
-
-fn vmm_binary() -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/tessera-vmm");
-    if !bin.exists() {
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "-p", "tessera-vmm", "--bin", "tessera-vmm"])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-    bin
-}
 
 fn broker(cfg: &Path, args: &[&str]) -> String {
     let out = Command::new(BROKER)

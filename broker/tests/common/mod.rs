@@ -1,0 +1,231 @@
+//! What the broker's end-to-end tests share: a CA from the broker's own code, an agent
+//! in-process with mutual TLS running real tessera-vmm processes (a tiny guest on /dev/kvm),
+//! a store, a reconciler, and a golden image.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tessera_agent::config::{AgentConfig, DatastoreConfig, TlsConfig};
+use tessera_broker::agent_client::{tls_client, AgentClient};
+use tessera_broker::pki::{Pki, Usage};
+use tessera_broker::reconcile::Reconciler;
+use tessera_broker::store::hosts::Capacity;
+use tessera_broker::store::pools::{Assignment, CloneKind, PoolSpec, PowerPolicy};
+use tessera_broker::store::Store;
+
+pub fn kvm() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        if std::env::var("TESSERA_REQUIRE_KVM").as_deref() == Ok("1") {
+            panic!("/dev/kvm is required (TESSERA_REQUIRE_KVM=1)");
+        }
+        eprintln!("\n*** SKIP reconciler tests: /dev/kvm unusable; they did NOT run ***\n");
+    }
+    ok
+}
+
+/// A CA, the agent's server certificate and the broker's client certificate, as PEM files,
+/// made by the broker's own CA code.
+pub fn pki(dir: &Path) {
+    let p = Pki::open(dir).unwrap();
+    p.issue(
+        "agent",
+        &["localhost".into(), "127.0.0.1".into()],
+        Usage::Server,
+    )
+    .unwrap();
+    p.issue("broker", &["tessera-broker".into()], Usage::Client)
+        .unwrap();
+}
+
+pub fn vmm_binary() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/tessera-vmm");
+    if !bin.exists() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-p", "tessera-vmm", "--bin", "tessera-vmm"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    bin
+}
+
+pub struct Rig {
+    pub dir: PathBuf,
+    pub store: Store,
+    pub agent: AgentClient,
+    pub reconciler: Reconciler,
+    pub ds: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        // Stop any VMM the test left running, then remove the files.
+        for e in std::fs::read_dir(self.dir.join("state/vms"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(pid) = std::fs::read_to_string(e.path().join("pid")) {
+                let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub async fn rig(name: &str) -> Rig {
+    let dir = std::env::temp_dir().join(format!("tessera-reconcile-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (lib, ds) = (dir.join("library"), dir.join("ds1"));
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::create_dir_all(&ds).unwrap();
+    pki(&dir);
+    // The golden image: a base disk and a tiny guest as its "kernel".
+    let lib_ds = tessera_storage::Datastore::new(&lib).unwrap();
+    tessera_storage::ops::create(
+        &lib_ds,
+        &lib.join("gold.qcow2"),
+        64 << 20,
+        tessera_storage::Format::Qcow2,
+        65536,
+    )
+    .unwrap();
+    std::fs::write(
+        lib.join("tiny.elf"),
+        tessera_vmm::tiny_guest::milestones_then_idle(&[0x10]),
+    )
+    .unwrap();
+
+    let cfg = AgentConfig {
+        name: Some("host-1".into()),
+        listen: "127.0.0.1:0".into(),
+        state_dir: dir.join("state"),
+        vmm: Some(vmm_binary()),
+        datastores: vec![DatastoreConfig {
+            name: "ds1".into(),
+            path: ds.clone(),
+        }],
+        tls: Some(TlsConfig {
+            cert: dir.join("agent.pem"),
+            key: dir.join("agent.key"),
+            client_ca: dir.join("ca.pem"),
+        }),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    tokio::spawn(async move { tessera_agent::serve(cfg, Some(tx)).await.unwrap() });
+    let url = format!("https://127.0.0.1:{}", rx.await.unwrap().port());
+
+    let store = Store::open(&format!("sqlite://{}", dir.join("broker.db").display()))
+        .await
+        .unwrap();
+    let http = tls_client(
+        &dir.join("ca.pem"),
+        &dir.join("broker.pem"),
+        &dir.join("broker.key"),
+    )
+    .unwrap();
+    let agent = AgentClient::new(&url, http.clone());
+    // The agent registers and reports, as its heartbeat will.
+    let host = store.register_host("host-1", &url).await.unwrap();
+    let cap = agent.host().await.unwrap();
+    store.heartbeat(&host, &Capacity::from(&cap)).await.unwrap();
+    store
+        .create_image(
+            "gold",
+            lib.join("gold.qcow2").to_str().unwrap(),
+            64 << 20,
+            Some(lib.join("tiny.elf").to_str().unwrap()),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    Rig {
+        reconciler: Reconciler::new(store.clone(), http.clone()),
+        http,
+        dir,
+        store,
+        agent,
+        ds,
+    }
+}
+
+pub fn spec() -> PoolSpec {
+    PoolSpec {
+        name: "fin".into(),
+        display_name: "Finance".into(),
+        image: "gold".into(),
+        image_version: 1,
+        assignment: Assignment::Floating,
+        clone_kind: CloneKind::Linked,
+        naming: "fin-{n:03}".into(),
+        min_desktops: 2,
+        max_desktops: 3,
+        spare_desktops: 1,
+        power_policy: PowerPolicy::AlwaysOn,
+        refresh_on_logoff: true,
+        vcpus: 1,
+        memory_mib: 64,
+    }
+}
+
+/// The Samba AD test domain from tests/directory/ldap-env.sh (started here unless AD_URL and
+/// friends are set): its env file as a map, or None with a loud SKIP (a failure when
+/// TESSERA_REQUIRE_DIRECTORY=1).
+pub fn ldap_env(test: &str) -> Option<std::collections::HashMap<String, String>> {
+    let keys = [
+        "AD_URL",
+        "AD_BASE",
+        "LDAP_TEST_CA",
+        "AD_SVC_DN",
+        "AD_SVC_PW",
+    ];
+    if keys.iter().all(|k| std::env::var(k).is_ok()) {
+        return Some(std::env::vars().collect());
+    }
+    if !Path::new("/usr/sbin/samba").exists() {
+        if std::env::var("TESSERA_REQUIRE_DIRECTORY").as_deref() == Ok("1") {
+            panic!("{test}: Samba is required (TESSERA_REQUIRE_DIRECTORY=1)");
+        }
+        eprintln!("\n*** SKIP {test}: samba is not installed; this test did NOT run ***\n");
+        return None;
+    }
+    let dir = std::env::var("TESSERA_LDAP_DIR").unwrap_or_else(|_| "/tmp/tessera-ldap".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/directory/ldap-env.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("up")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ldap-env.sh up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(Path::new(&dir).join("env")).unwrap();
+    let mut m = std::collections::HashMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("export ") else {
+            continue;
+        };
+        for w in rest.split_whitespace() {
+            if let Some((k, v)) = w.split_once('=') {
+                m.insert(k.to_string(), v.trim_matches('\'').to_string());
+            }
+        }
+    }
+    Some(m)
+}
