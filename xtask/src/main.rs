@@ -4,6 +4,7 @@
 //!   cargo xtask bench-nested [--runs N]  benchmark (d) inside the nested harness
 //!   cargo xtask bench-storage [--runs N] linked clones and I/O vs qemu-img
 
+mod bench_broker;
 mod bench_directory;
 mod bench_disk;
 mod bench_nested;
@@ -52,6 +53,16 @@ enum Task {
         #[arg(long, default_value_t = 5)]
         secs: u64,
     },
+    /// tessera-broker: provisioning N linked-clone desktops, then a logon storm of N local users
+    /// over concurrent connections (real agent, real VMMs with a tiny guest on /dev/kvm).
+    BenchBroker {
+        /// Desktops and users.
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        /// Concurrent client connections in the storm.
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+    },
     /// tessera-directory sign-ins vs ldapwhoami against Samba AD and OpenLDAP (1, 10 and 50
     /// concurrent logins); brings its own servers up and down.
     BenchDirectory {
@@ -77,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         Task::BenchNested { runs } => bench_nested::run(&repo, runs),
         Task::BenchDisk { runs, secs } => bench_disk::run(&repo, runs, secs),
         Task::BenchDirectory { total } => bench_directory::run(&repo, total),
+        Task::BenchBroker { n, connections } => bench_broker::run(&repo, n, connections),
         Task::BenchStorage { runs, dir } => bench_storage::run(&repo.join(dir), runs),
     }
 }
