@@ -79,8 +79,20 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash_password("tessera-decoy-password").unwrap_or_default())
 }
 
+/// At most one argon2 check per CPU at a time: a logon storm then queues instead of running
+/// dozens of 19 MiB hashes that thrash the same cores.
+fn hash_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    })
+}
+
 async fn check_off_thread(hash: String, password: &str) -> bool {
     let password = password.to_string();
+    let Ok(_slot) = hash_slots().acquire().await else {
+        return false;
+    };
     // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
     tokio::task::spawn_blocking(move || check_password(&hash, &password))
         .await

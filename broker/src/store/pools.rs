@@ -403,37 +403,50 @@ impl Store {
     }
 
     /// Pools (names) a user may use: entitled directly, through any of `group_dns` (nested
-    /// groups already resolved by the directory), or as a local account.
+    /// groups already resolved by the directory), or as a local account. DNs compare
+    /// case-insensitively, as directories do.
     pub async fn entitled_pools(
         &self,
         directory: Option<&str>,
         user_dn_or_local: &str,
         group_dns: &[String],
     ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(&self.sql(
-            "SELECT p.name, e.kind, e.directory, e.principal FROM entitlements e \
-             JOIN pools p ON p.id = e.pool_id WHERE p.enabled = $1",
-        ))
-        .bind(1i64)
-        .fetch_all(self.pool())
-        .await?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (name, kind, dir, principal): (String, String, String, String) =
-                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
-            let same_dir = directory == Some(dir.as_str());
-            // DNs compare case-insensitively, as directories do.
-            let hit = match kind.as_str() {
-                "user" => same_dir && principal.eq_ignore_ascii_case(user_dn_or_local),
-                "group" => same_dir && group_dns.iter().any(|g| g.eq_ignore_ascii_case(&principal)),
-                _ => directory.is_none() && principal == user_dn_or_local,
-            };
-            if hit && !out.contains(&name) {
-                out.push(name);
+        let rows = match directory {
+            None => {
+                sqlx::query(&self.sql(
+                    "SELECT DISTINCT p.name FROM entitlements e JOIN pools p ON p.id = e.pool_id \
+                     WHERE p.enabled = $1 AND e.kind = 'local' AND e.principal = $2 ORDER BY p.name",
+                ))
+                .bind(1i64)
+                .bind(user_dn_or_local)
+                .fetch_all(self.pool())
+                .await?
             }
-        }
-        out.sort();
-        Ok(out)
+            Some(dir) => {
+                let groups: Vec<String> = group_dns.iter().map(|g| g.to_lowercase()).collect();
+                let list: Vec<String> = (0..groups.len()).map(|i| format!("${}", i + 4)).collect();
+                let in_groups = if list.is_empty() {
+                    String::new()
+                } else {
+                    format!(" OR (e.kind = 'group' AND lower(e.principal) IN ({}))", list.join(", "))
+                };
+                let sql = format!(
+                    "SELECT DISTINCT p.name FROM entitlements e JOIN pools p ON p.id = e.pool_id \
+                     WHERE p.enabled = $1 AND e.directory = $2 AND \
+                     ((e.kind = 'user' AND lower(e.principal) = $3){in_groups}) ORDER BY p.name"
+                );
+                let sql = self.sql(&sql);
+                let mut q = sqlx::query(&sql)
+                    .bind(1i64)
+                    .bind(dir.to_string())
+                    .bind(user_dn_or_local.to_lowercase());
+                for g in groups {
+                    q = q.bind(g);
+                }
+                q.fetch_all(self.pool()).await?
+            }
+        };
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 }
 
