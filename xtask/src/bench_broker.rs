@@ -5,6 +5,7 @@
 //! ticket). Everything real: an in-process agent with mutual TLS spawning release tessera-vmm
 //! processes running a tiny guest on /dev/kvm, SQLite, the broker's own API router.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -52,8 +53,35 @@ pub fn run(repo: &Path, n: usize, connections: usize) -> Result<()> {
         .build()?;
     let dir = std::env::temp_dir().join(format!("tessera-bench-broker-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let result = rt.block_on(measure(repo, &dir, n, connections));
-    // Stop every VMM the run started (they outlive the agent by design), then clean up.
+    let ldap_dir = dir.join("ldap");
+    let script = repo.join("tests/directory/ldap-env.sh");
+    let slapd = if Path::new("/usr/sbin/slapd").exists() {
+        let st = Command::new("bash")
+            .arg(&script)
+            .arg("up")
+            .arg(&ldap_dir)
+            .status()?;
+        if !st.success() {
+            bail!("ldap-env.sh up failed (another directory environment up? ldap-env.sh down DIR)");
+        }
+        Some(env_file(&ldap_dir.join("env"))?)
+    } else {
+        eprintln!("*** SKIP the slapd storm: slapd is not installed ***");
+        None
+    };
+    let result = rt.block_on(measure(repo, &dir, n, connections, slapd));
+    kill_vms(&dir);
+    let _ = Command::new("bash")
+        .arg(&script)
+        .arg("down")
+        .arg(&ldap_dir)
+        .status();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Stops every VMM the run started (they outlive the agent by design).
+fn kill_vms(dir: &Path) {
     for e in std::fs::read_dir(dir.join("agent/vms"))
         .into_iter()
         .flatten()
@@ -63,11 +91,30 @@ pub fn run(repo: &Path, n: usize, connections: usize) -> Result<()> {
             let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    result
 }
 
-async fn measure(repo: &Path, dir: &Path, n: usize, connections: usize) -> Result<()> {
+fn env_file(path: &Path) -> Result<HashMap<String, String>> {
+    let mut m = HashMap::new();
+    for line in std::fs::read_to_string(path)?.lines() {
+        let Some(rest) = line.strip_prefix("export ") else {
+            continue;
+        };
+        for w in rest.split_whitespace() {
+            if let Some((k, v)) = w.split_once('=') {
+                m.insert(k.to_string(), v.trim_matches('\'').to_string());
+            }
+        }
+    }
+    Ok(m)
+}
+
+async fn measure(
+    repo: &Path,
+    dir: &Path,
+    n: usize,
+    connections: usize,
+    slapd: Option<HashMap<String, String>>,
+) -> Result<()> {
     let (lib, ds) = (dir.join("library"), dir.join("ds1"));
     std::fs::create_dir_all(&lib)?;
     std::fs::create_dir_all(&ds)?;
@@ -194,10 +241,36 @@ async fn measure(repo: &Path, dir: &Path, n: usize, connections: usize) -> Resul
             )
             .await?;
     }
-    let state = Arc::new(tessera_broker::api::AppState::new(
+    storm(
+        &store,
         Logon::new(store.clone(), None, http.clone()),
-        store.clone(),
-    ));
+        ("u", ""),
+        password,
+        n,
+        connections,
+        "local users (argon2id, assign, VM start, ticket)",
+    )
+    .await?;
+    if let Some(env) = slapd {
+        kill_vms(dir);
+        ldap_storm(&store, &http, &env, n, connections).await?;
+    }
+    Ok(())
+}
+
+/// A storm of `n` logons as `{prefix}00000`.. with `password`, `connections` at a time, through
+/// the client API over HTTP; prints the table row and the phase medians.
+#[allow(clippy::too_many_arguments)]
+async fn storm(
+    store: &Store,
+    logon: Logon,
+    (prefix, suffix): (&str, &str),
+    password: &'static str,
+    n: usize,
+    connections: usize,
+    label: &str,
+) -> Result<()> {
+    let state = Arc::new(tessera_broker::api::AppState::new(logon, store.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app =
@@ -208,7 +281,7 @@ async fn measure(repo: &Path, dir: &Path, n: usize, connections: usize) -> Resul
     let t = Instant::now();
     let mut workers = Vec::new();
     for w in 0..connections {
-        let base = base.clone();
+        let (base, prefix, suffix) = (base.clone(), prefix.to_string(), suffix.to_string());
         workers.push(tokio::spawn(async move {
             // One client per worker: its own connection, kept alive across its logons.
             let client = reqwest::Client::builder()
@@ -221,7 +294,7 @@ async fn measure(repo: &Path, dir: &Path, n: usize, connections: usize) -> Resul
                 let t = Instant::now();
                 let ok = client
                     .post(format!("{base}/api/v1/sessions"))
-                    .json(&serde_json::json!({"user": format!("u{i:05}"), "password": password}))
+                    .json(&serde_json::json!({"user": format!("{prefix}{i:05}{suffix}"), "password": password}))
                     .send()
                     .await
                     .map(|r| r.status().as_u16() == 201)
@@ -246,7 +319,12 @@ async fn measure(repo: &Path, dir: &Path, n: usize, connections: usize) -> Resul
     let p50 = percentile(&mut lat, 0.5);
     let p99 = percentile(&mut lat, 0.99);
     // Where the time goes: the phases each logon recorded in the event log.
-    let events = store.events(Some("logon"), n as i64).await?;
+    let events: Vec<_> = store
+        .events(Some("logon"), 2 * n as i64)
+        .await?
+        .into_iter()
+        .filter(|e| e.actor.starts_with(prefix))
+        .collect();
     let mut phases: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for e in &events {
         for part in e.detail.split_whitespace() {
@@ -266,9 +344,117 @@ async fn measure(repo: &Path, dir: &Path, n: usize, connections: usize) -> Resul
         .collect();
     println!("phase medians (ms): {}", breakdown.join(", "));
     println!(
-        "| logon storm: {n} local users over {connections} connections (argon2id, assign, VM start, ticket) | {:.1} s | {:.0} logons/s, p50 {p50:.1} ms, p99 {p99:.1} ms, {failures} failures |",
+        "| logon storm: {n} {label} over {connections} connections | {:.1} s | {:.0} logons/s, p50 {p50:.1} ms, p99 {p99:.1} ms, {failures} failures |",
         wall.as_secs_f64(),
         n as f64 / wall.as_secs_f64()
     );
     Ok(())
+}
+
+/// The storm against slapd: `n` directory users in a group entitled to a pool of `n` desktops;
+/// they sign in as `s00000@example.org`, so no local-account check runs first.
+async fn ldap_storm(
+    store: &Store,
+    http: &reqwest::Client,
+    env: &HashMap<String, String>,
+    n: usize,
+    connections: usize,
+) -> Result<()> {
+    let g = |k: &str| env.get(k).cloned().with_context(|| format!("{k} missing"));
+    let base = g("OL_BASE")?;
+    let mut ldif = String::new();
+    for i in 0..n {
+        ldif.push_str(&format!(
+            "dn: uid=s{i:05},ou=people,{base}\nobjectClass: inetOrgPerson\nuid: s{i:05}\ncn: Storm {i}\nsn: Storm\nuserPassword: Storm!Passw0rd\n\n"
+        ));
+    }
+    ldif.push_str(&format!(
+        "dn: cn=vdi-storm,ou=groups,{base}\nobjectClass: groupOfNames\ncn: vdi-storm\n"
+    ));
+    for i in 0..n {
+        ldif.push_str(&format!("member: uid=s{i:05},ou=people,{base}\n"));
+    }
+    let file = std::env::temp_dir().join(format!("tessera-storm-{}.ldif", std::process::id()));
+    std::fs::write(&file, ldif)?;
+    let st = Command::new("ldapadd")
+        .args([
+            "-x",
+            "-H",
+            &g("OL_URL")?,
+            "-D",
+            &g("OL_ADMIN_DN")?,
+            "-w",
+            &g("OL_ADMIN_PW")?,
+            "-f",
+        ])
+        .arg(&file)
+        .env("LDAPTLS_CACERT", g("LDAP_TEST_CA")?)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    let _ = std::fs::remove_file(&file);
+    if !st.success() {
+        bail!("seeding slapd failed");
+    }
+    let pool = store
+        .create_pool(&PoolSpec {
+            name: "bench-ldap".into(),
+            display_name: "Bench LDAP".into(),
+            image: "gold".into(),
+            image_version: 1,
+            assignment: Assignment::Dedicated,
+            clone_kind: CloneKind::Linked,
+            naming: "l{n:05}".into(),
+            min_desktops: n as i64,
+            max_desktops: n as i64,
+            spare_desktops: 0,
+            power_policy: PowerPolicy::OffAfterLogoff,
+            refresh_on_logoff: false,
+            vcpus: 1,
+            memory_mib: 64,
+        })
+        .await?;
+    let mut reconciler = Reconciler::new(store.clone(), http.clone());
+    loop {
+        reconciler.pass().await?;
+        let ready = store
+            .desktops_of(&pool.id)
+            .await?
+            .iter()
+            .filter(|d| d.state == DesktopState::Ready)
+            .count();
+        if ready >= n {
+            break;
+        }
+    }
+    let group = format!("cn=vdi-storm,ou=groups,{base}");
+    store
+        .entitle(
+            &pool.id,
+            &Principal::Group {
+                directory: "example".into(),
+                dn: group,
+            },
+        )
+        .await?;
+    let toml = format!(
+        "[[directory]]\nname = \"example\"\nkind = \"ldap\"\nurls = [\"{}\"]\nca_file = \"{}\"\n\
+         service_dn = \"{}\"\nservice_password = '{}'\nuser_base = \"{base}\"\ndomains = [\"example.org\"]\n",
+        g("OL_URL")?,
+        g("LDAP_TEST_CA")?,
+        g("OL_SVC_DN")?,
+        g("OL_SVC_PW")?
+    );
+    let dirs = Arc::new(tessera_directory::Directories::new(
+        tessera_directory::config::parse(&toml)?,
+    )?);
+    storm(
+        store,
+        Logon::new(store.clone(), Some(dirs), http.clone()),
+        ("s", "@example.org"),
+        "Storm!Passw0rd",
+        n,
+        connections,
+        "slapd users (LDAPS bind, nested memberOf, assign, VM start, ticket)",
+    )
+    .await
 }
