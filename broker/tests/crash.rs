@@ -33,16 +33,34 @@ fn broker(cfg: &Path, args: &[&str]) -> String {
     text
 }
 
-fn serve(cfg: &Path, log: &Path) -> Child {
-    Command::new(BROKER)
-        .arg("-c")
-        .arg(cfg)
-        .arg("serve")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
+/// A broker process, killed when dropped (so a failing assertion leaves none behind).
+struct Broker(Child);
+
+impl Broker {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn serve(cfg: &Path, log: &Path) -> Broker {
+    Broker(
+        Command::new(BROKER)
+            .arg("-c")
+            .arg(cfg)
+            .arg("serve")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// A cheap random number from the clock (the kill moments need spread, not quality).
@@ -155,8 +173,7 @@ async fn sigkill_during_provisioning_leaves_no_orphan_and_no_duplicate() {
     while interrupted < KILLS {
         let mut b = serve(&cfg, &log);
         tokio::time::sleep(Duration::from_millis(20) + jitter(150)).await;
-        let _ = b.kill();
-        let _ = b.wait();
+        b.kill();
         let d = store.desktops_of(&pool_id).await.unwrap();
         let running = d
             .iter()
@@ -187,8 +204,7 @@ async fn sigkill_during_provisioning_leaves_no_orphan_and_no_duplicate() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = b.kill();
-    let _ = b.wait();
+    b.kill();
 
     let desktops = store.desktops_of(&pool_id).await.unwrap();
     let names: std::collections::BTreeSet<String> =
