@@ -164,11 +164,6 @@ impl AgentClient {
             .await
         {
             Err(e) if e.is_not_found() => Ok(()),
-            Err(AgentError::Status {
-                status: 500,
-                ref message,
-                ..
-            }) if message.contains("No such file") => Ok(()),
             other => other.map(|_| ()),
         }
     }

@@ -138,8 +138,14 @@ impl Logon {
 
     async fn authenticate(&self, user: &str, password: &str) -> Result<Principal, LogonError> {
         // A bare name that is a local account signs in locally (the break-glass admin and the
-        // all-in-one's users); everything else goes to the directories.
-        let local = !user.contains(['\\', '@']) || self.directories.is_none();
+        // all-in-one's users); everything else goes to the directories. With directories, an
+        // unknown bare name goes straight to them instead of paying the decoy password check
+        // that keeps local-only brokers from telling names apart.
+        let bare = !user.contains(['\\', '@']);
+        let local = match &self.directories {
+            None => true,
+            Some(_) => bare && self.store.local_account_exists(user).await?,
+        };
         if local {
             match self.store.sign_in_local(user, password).await {
                 Ok(a) => {

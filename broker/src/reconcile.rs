@@ -16,7 +16,7 @@ use tessera_agent::vms::{VmDisk, VmSpec};
 use crate::agent_client::{AgentClient, AgentError};
 use crate::store::desktops::{Desktop, DesktopState};
 use crate::store::events::Event;
-use crate::store::pools::{Pool, PowerPolicy};
+use crate::store::pools::{ImageVersion, Pool, PowerPolicy};
 use crate::store::{now_ms, Store, StoreError};
 
 /// Errors of a reconcile pass.
@@ -102,17 +102,21 @@ impl Reconciler {
     /// One pass over `pool`.
     pub async fn reconcile_pool(&mut self, pool: &Pool) -> Result<PassReport, ReconcileError> {
         let mut r = PassReport::default();
+        let image = self
+            .store
+            .image_version(&pool.image_id, pool.spec.image_version)
+            .await?;
         // 1. Finish what is under way.
         for d in self.store.desktops_of(&pool.id).await? {
             let due = d.state == DesktopState::Error
                 && now_ms() - d.updated_at >= backoff(d.attempts).as_millis() as i64;
             let outcome = match d.state {
                 DesktopState::Provisioning => self
-                    .provision(pool, d.clone())
+                    .provision(pool, &image, d.clone())
                     .await
                     .map(|_| r.provisioned += 1),
                 DesktopState::Refreshing => self
-                    .refresh(pool, d.clone())
+                    .refresh(pool, &image, d.clone())
                     .await
                     .map(|_| r.refreshed += 1),
                 DesktopState::Deleting => self.destroy(d.clone()).await.map(|_| r.deleted += 1),
@@ -121,7 +125,7 @@ impl Reconciler {
                         .store
                         .transition(&d, DesktopState::Provisioning)
                         .await?;
-                    self.provision(pool, retry)
+                    self.provision(pool, &image, retry)
                         .await
                         .map(|_| r.provisioned += 1)
                 }
@@ -151,7 +155,7 @@ impl Reconciler {
             .min(s.max_desktops - live);
         for _ in 0..want.max(0) {
             let d = self.store.new_desktop(pool).await?;
-            match self.provision(pool, d.clone()).await {
+            match self.provision(pool, &image, d.clone()).await {
                 Ok(()) => r.provisioned += 1,
                 Err(e) => {
                     r.failures += 1;
@@ -220,18 +224,14 @@ impl Reconciler {
     }
 
     /// The VM definition of desktop `d` of `pool`.
-    async fn vm_spec(
-        &self,
+    fn vm_spec(
         pool: &Pool,
+        v: &ImageVersion,
         d: &Desktop,
         ds: &str,
         disk: &str,
     ) -> Result<VmSpec, ReconcileError> {
-        let v = self
-            .store
-            .image_version(&pool.image_id, pool.spec.image_version)
-            .await?;
-        let kernel = v.kernel.ok_or_else(|| {
+        let kernel = v.kernel.clone().ok_or_else(|| {
             StoreError::Invalid(format!("image of pool {} has no kernel", pool.spec.name))
         })?;
         Ok(VmSpec {
@@ -239,8 +239,8 @@ impl Reconciler {
             vcpus: u16::try_from(pool.spec.vcpus).unwrap_or(1),
             memory_mib: u64::try_from(pool.spec.memory_mib).unwrap_or(512),
             kernel: kernel.into(),
-            initrd: v.initrd.map(Into::into),
-            cmdline: v.cmdline,
+            initrd: v.initrd.clone().map(Into::into),
+            cmdline: v.cmdline.clone(),
             disks: vec![VmDisk {
                 datastore: ds.to_string(),
                 file: disk.to_string(),
@@ -249,23 +249,21 @@ impl Reconciler {
         })
     }
 
-    /// The base image's file name in a host's datastore, imported there if missing.
+    /// The base image's file name in a host's datastore (whose files are `present`), imported
+    /// there if missing.
     async fn ensure_base(
-        &mut self,
         pool: &Pool,
+        v: &ImageVersion,
         agent: &AgentClient,
         ds: &str,
+        present: &[String],
     ) -> Result<String, ReconcileError> {
-        let v = self
-            .store
-            .image_version(&pool.image_id, pool.spec.image_version)
-            .await?;
         let base = format!(
             "base-{}-v{}.qcow2",
             &pool.image_id[..12.min(pool.image_id.len())],
             pool.spec.image_version
         );
-        if !agent.disks(ds).await?.contains(&base) {
+        if !present.contains(&base) {
             let t = Instant::now();
             agent.import(ds, &v.disk, &base).await?;
             tracing::info!(base = %base, ms = t.elapsed().as_millis() as u64, "base image imported");
@@ -274,7 +272,12 @@ impl Reconciler {
     }
 
     /// Places (if needed), clones, defines and powers a desktop in `provisioning`.
-    async fn provision(&mut self, pool: &Pool, d: Desktop) -> Result<(), ReconcileError> {
+    async fn provision(
+        &mut self,
+        pool: &Pool,
+        image: &ImageVersion,
+        d: Desktop,
+    ) -> Result<(), ReconcileError> {
         let t = Instant::now();
         // Intent first: host and disk are recorded before anything is created.
         let d = match (&d.host_id, &d.disk) {
@@ -304,11 +307,14 @@ impl Reconciler {
         );
         let (ds, file) = disk.split_once('/').unwrap_or(("", &disk));
         let agent = self.agent(&host_id).await?;
-        let base = self.ensure_base(pool, &agent, ds).await?;
-        if !agent.disks(ds).await?.iter().any(|n| n == file) {
+        // One listing of the datastore serves both checks.
+        let present = agent.disks(ds).await?;
+        let base = Self::ensure_base(pool, image, &agent, ds, &present).await?;
+        if !present.iter().any(|n| n == file) {
             agent.clone_disk(ds, &base, file).await?;
         }
-        self.define_and_power(pool, &d, &agent, ds, file).await?;
+        self.define_and_power(pool, image, &d, &agent, ds, file)
+            .await?;
         self.store
             .record(&Event {
                 at: 0,
@@ -324,7 +330,12 @@ impl Reconciler {
     }
 
     /// Replaces a desktop's overlay with a fresh clone of the base (refresh on logoff).
-    async fn refresh(&mut self, pool: &Pool, d: Desktop) -> Result<(), ReconcileError> {
+    async fn refresh(
+        &mut self,
+        pool: &Pool,
+        image: &ImageVersion,
+        d: Desktop,
+    ) -> Result<(), ReconcileError> {
         let (Some(host_id), Some(disk)) = (d.host_id.clone(), d.disk.clone()) else {
             // Never placed: provisioning from scratch is the refresh.
             let p = self.store.transition(&d, DesktopState::Error).await?;
@@ -332,7 +343,7 @@ impl Reconciler {
                 .store
                 .transition(&p, DesktopState::Provisioning)
                 .await?;
-            return self.provision(pool, p).await;
+            return self.provision(pool, image, p).await;
         };
         let (ds, file) = disk.split_once('/').unwrap_or(("", &disk));
         let agent = self.agent(&host_id).await?;
@@ -340,9 +351,11 @@ impl Reconciler {
             agent.stop(&d.name).await?;
         }
         agent.delete_disk(ds, file).await?;
-        let base = self.ensure_base(pool, &agent, ds).await?;
+        let present = agent.disks(ds).await?;
+        let base = Self::ensure_base(pool, image, &agent, ds, &present).await?;
         agent.clone_disk(ds, &base, file).await?;
-        self.define_and_power(pool, &d, &agent, ds, file).await
+        self.define_and_power(pool, image, &d, &agent, ds, file)
+            .await
     }
 
     /// Defines the desktop's VM on its disk and powers it by the pool's policy; the desktop
@@ -350,13 +363,14 @@ impl Reconciler {
     async fn define_and_power(
         &self,
         pool: &Pool,
+        image: &ImageVersion,
         d: &Desktop,
         agent: &AgentClient,
         ds: &str,
         file: &str,
     ) -> Result<(), ReconcileError> {
         agent
-            .define(&self.vm_spec(pool, d, ds, file).await?)
+            .define(&Self::vm_spec(pool, image, d, ds, file)?)
             .await?;
         let to = if pool.spec.power_policy == PowerPolicy::AlwaysOn {
             agent.start(&d.name).await?;

@@ -19,25 +19,16 @@ const HOST_STALE: Duration = Duration::from_secs(60);
 
 /// Polls every registered host's agent and records its capacity.
 pub async fn poll_hosts(store: &Store, http: &reqwest::Client) -> Result<(), String> {
-    let rows: Vec<(String, String)> = {
-        use sqlx::Row;
-        sqlx::query("SELECT id, address FROM hosts")
-            .fetch_all(store.pool())
-            .await
-            .map_err(|e| e.to_string())?
-            .iter()
-            .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
-            .collect()
-    };
-    for (id, address) in rows {
-        match AgentClient::new(&address, http.clone()).host().await {
+    let hosts = store.hosts().await.map_err(|e| e.to_string())?;
+    for h in hosts {
+        match AgentClient::new(&h.address, http.clone()).host().await {
             Ok(c) => {
                 store
-                    .heartbeat(&id, &Capacity::from(&c))
+                    .heartbeat(&h.id, &Capacity::from(&c))
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            Err(e) => tracing::warn!(host = %address, error = %e, "host did not answer"),
+            Err(e) => tracing::warn!(host = %h.address, error = %e, "host did not answer"),
         }
     }
     store

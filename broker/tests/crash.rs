@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::vmm_binary;
-use tessera_agent::config::{AgentConfig, DatastoreConfig, TlsConfig};
+use common::start_agent;
 use tessera_broker::agent_client::{tls_client, AgentClient};
 use tessera_broker::store::desktops::DesktopState;
 use tessera_broker::store::Store;
@@ -117,24 +115,13 @@ async fn sigkill_during_provisioning_leaves_no_orphan_and_no_duplicate() {
     .unwrap();
     broker(&cfg, &["agent-cert", "host-1", "localhost", "127.0.0.1"]);
     let pki = dir.join("broker/pki");
-    let agent_cfg = AgentConfig {
-        name: Some("host-1".into()),
-        listen: "127.0.0.1:0".into(),
-        state_dir: dir.join("agent"),
-        vmm: Some(vmm_binary()),
-        datastores: vec![DatastoreConfig {
-            name: "ds1".into(),
-            path: ds.clone(),
-        }],
-        tls: Some(TlsConfig {
-            cert: pki.join("host-1.pem"),
-            key: pki.join("host-1.key"),
-            client_ca: pki.join("ca.pem"),
-        }),
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-    tokio::spawn(async move { tessera_agent::serve(agent_cfg, Some(tx)).await.unwrap() });
-    let url = format!("https://127.0.0.1:{}", rx.await.unwrap().port());
+    let url = start_agent(
+        &dir.join("agent"),
+        &ds,
+        (&pki.join("host-1.pem"), &pki.join("host-1.key")),
+        &pki.join("ca.pem"),
+    )
+    .await;
     broker(&cfg, &["add-host", "host-1", &url]);
     broker(
         &cfg,

@@ -66,7 +66,7 @@ impl From<DiskError> for ApiError {
 impl ApiError {
     fn from_disk(e: &DiskError, msg: String) -> Self {
         let status = match e {
-            DiskError::NoDatastore(_) => StatusCode::NOT_FOUND,
+            DiskError::NoDatastore(_) | DiskError::NotFound(..) => StatusCode::NOT_FOUND,
             DiskError::BadName(_) => StatusCode::BAD_REQUEST,
             DiskError::InUse(_) => StatusCode::CONFLICT,
             DiskError::Storage(_) => StatusCode::UNPROCESSABLE_ENTITY,

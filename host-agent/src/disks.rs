@@ -15,6 +15,9 @@ pub enum DiskError {
     /// No such datastore on this host.
     #[error("no datastore named {0:?} on this host")]
     NoDatastore(String),
+    /// No such disk in the datastore.
+    #[error("no disk {0:?} in datastore {1:?}")]
+    NotFound(String, String),
     /// A file name that is not a plain name.
     #[error("invalid disk name {0:?}: letters, digits, '.', '_', '-', not starting with '.'")]
     BadName(String),
@@ -109,6 +112,9 @@ pub fn delete_disk(
     check_name(name)?;
     let (store, dir) = datastore(cfg, ds)?;
     let path = dir.join(name);
+    if !path.is_file() {
+        return Err(DiskError::NotFound(name.to_string(), ds.to_string()));
+    }
     if in_use(&path) {
         return Err(DiskError::InUse(format!(
             "{name} is attached to a running VM"

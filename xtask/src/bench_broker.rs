@@ -64,7 +64,7 @@ pub fn run(repo: &Path, n: usize, connections: usize) -> Result<()> {
         if !st.success() {
             bail!("ldap-env.sh up failed (another directory environment up? ldap-env.sh down DIR)");
         }
-        Some(env_file(&ldap_dir.join("env"))?)
+        Some(crate::bench_directory::env_file(&ldap_dir)?)
     } else {
         eprintln!("*** SKIP the slapd storm: slapd is not installed ***");
         None
@@ -91,21 +91,6 @@ fn kill_vms(dir: &Path) {
             let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
         }
     }
-}
-
-fn env_file(path: &Path) -> Result<HashMap<String, String>> {
-    let mut m = HashMap::new();
-    for line in std::fs::read_to_string(path)?.lines() {
-        let Some(rest) = line.strip_prefix("export ") else {
-            continue;
-        };
-        for w in rest.split_whitespace() {
-            if let Some((k, v)) = w.split_once('=') {
-                m.insert(k.to_string(), v.trim_matches('\'').to_string());
-            }
-        }
-    }
-    Ok(m)
 }
 
 async fn measure(

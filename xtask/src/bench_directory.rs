@@ -35,7 +35,8 @@ impl Run {
     }
 }
 
-fn env_file(dir: &Path) -> Result<HashMap<String, String>> {
+/// The variables of ldap-env.sh's `DIR/env`.
+pub fn env_file(dir: &Path) -> Result<HashMap<String, String>> {
     let text = std::fs::read_to_string(dir.join("env"))?;
     let mut m = HashMap::new();
     for line in text.lines() {

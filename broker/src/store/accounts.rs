@@ -142,6 +142,17 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a local account of that name exists.
+    pub async fn local_account_exists(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query(&self.sql("SELECT 1 FROM local_accounts WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?
+                .is_some(),
+        )
+    }
+
     /// Signs a local account in, counting failures toward a lockout.
     pub async fn sign_in_local(
         &self,

@@ -36,42 +36,19 @@ pub enum DesktopState {
     Deleting,
 }
 
+text_enum!(DesktopState {
+    Provisioning => "provisioning",
+    Ready => "ready",
+    Running => "running",
+    Assigned => "assigned",
+    Connected => "connected",
+    Disconnected => "disconnected",
+    Refreshing => "refreshing",
+    Error => "error",
+    Deleting => "deleting"
+});
+
 impl DesktopState {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Provisioning => "provisioning",
-            Self::Ready => "ready",
-            Self::Running => "running",
-            Self::Assigned => "assigned",
-            Self::Connected => "connected",
-            Self::Disconnected => "disconnected",
-            Self::Refreshing => "refreshing",
-            Self::Error => "error",
-            Self::Deleting => "deleting",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "provisioning" => Self::Provisioning,
-            "ready" => Self::Ready,
-            "running" => Self::Running,
-            "assigned" => Self::Assigned,
-            "connected" => Self::Connected,
-            "disconnected" => Self::Disconnected,
-            "refreshing" => Self::Refreshing,
-            "error" => Self::Error,
-            "deleting" => Self::Deleting,
-            other => {
-                return Err(StoreError::Invalid(format!(
-                    "unknown desktop state {other:?}"
-                )))
-            }
-        })
-    }
-
     /// Whether the state machine allows `self -> to`.
     pub fn can_become(self, to: Self) -> bool {
         use DesktopState::*;

@@ -160,6 +160,16 @@ impl Store {
         .collect()
     }
 
+    /// Every registered host, by name.
+    pub async fn hosts(&self) -> Result<Vec<Host>, StoreError> {
+        sqlx::query(&self.sql(&format!("SELECT {COLUMNS} FROM hosts ORDER BY name")))
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(host)
+            .collect()
+    }
+
     /// A host by ID.
     pub async fn host(&self, id: &str) -> Result<Host, StoreError> {
         let r = sqlx::query(&self.sql(&format!("SELECT {COLUMNS} FROM hosts WHERE id = $1")))

@@ -5,6 +5,25 @@
 //! Queries are written with PostgreSQL's `$1` placeholders; for SQLite they become `?1`, which
 //! SQLite binds by the same positions.
 
+/// `as_str` and `parse` for an enum stored as text.
+macro_rules! text_enum {
+    ($t:ty { $($v:ident => $s:literal),+ }) => {
+        impl $t {
+            /// The value stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),+ }
+            }
+            /// Parses a stored value.
+            pub fn parse(s: &str) -> Result<Self, StoreError> {
+                match s {
+                    $($s => Ok(Self::$v),)+
+                    _ => Err(StoreError::Invalid(format!("unknown {} {s:?}", stringify!($t)))),
+                }
+            }
+        }
+    };
+}
+
 pub mod accounts;
 pub mod desktops;
 pub mod events;

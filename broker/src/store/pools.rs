@@ -38,23 +38,6 @@ pub enum PowerPolicy {
     OffAfterLogoff,
 }
 
-macro_rules! text_enum {
-    ($t:ty { $($v:ident => $s:literal),+ }) => {
-        impl $t {
-            /// The value stored in the database.
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$v => $s),+ }
-            }
-            /// Parses a stored value.
-            pub fn parse(s: &str) -> Result<Self, StoreError> {
-                match s {
-                    $($s => Ok(Self::$v),)+
-                    _ => Err(StoreError::Invalid(format!("unknown {} {s:?}", stringify!($t)))),
-                }
-            }
-        }
-    };
-}
 text_enum!(Assignment { Dedicated => "dedicated", Floating => "floating" });
 text_enum!(CloneKind { Linked => "linked", Full => "full" });
 text_enum!(PowerPolicy { AlwaysOn => "always-on", OffWhenIdle => "off-when-idle", OffAfterLogoff => "off-after-logoff" });

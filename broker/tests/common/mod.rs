@@ -108,24 +108,13 @@ pub async fn rig(name: &str) -> Rig {
     )
     .unwrap();
 
-    let cfg = AgentConfig {
-        name: Some("host-1".into()),
-        listen: "127.0.0.1:0".into(),
-        state_dir: dir.join("state"),
-        vmm: Some(vmm_binary()),
-        datastores: vec![DatastoreConfig {
-            name: "ds1".into(),
-            path: ds.clone(),
-        }],
-        tls: Some(TlsConfig {
-            cert: dir.join("agent.pem"),
-            key: dir.join("agent.key"),
-            client_ca: dir.join("ca.pem"),
-        }),
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-    tokio::spawn(async move { tessera_agent::serve(cfg, Some(tx)).await.unwrap() });
-    let url = format!("https://127.0.0.1:{}", rx.await.unwrap().port());
+    let url = start_agent(
+        &dir.join("state"),
+        &ds,
+        (&dir.join("agent.pem"), &dir.join("agent.key")),
+        &dir.join("ca.pem"),
+    )
+    .await;
 
     let store = Store::open(&format!("sqlite://{}", dir.join("broker.db").display()))
         .await
@@ -228,4 +217,27 @@ pub fn ldap_env(test: &str) -> Option<std::collections::HashMap<String, String>>
         }
     }
     Some(m)
+}
+
+/// Runs a tessera-agent in this process as host-1 (state in `state`, one datastore `ds1` at
+/// `ds`, mutual TLS with `cert_key` and clients signed by `ca`); returns its URL.
+pub async fn start_agent(state: &Path, ds: &Path, cert_key: (&Path, &Path), ca: &Path) -> String {
+    let cfg = AgentConfig {
+        name: Some("host-1".into()),
+        listen: "127.0.0.1:0".into(),
+        state_dir: state.to_path_buf(),
+        vmm: Some(vmm_binary()),
+        datastores: vec![DatastoreConfig {
+            name: "ds1".into(),
+            path: ds.to_path_buf(),
+        }],
+        tls: Some(TlsConfig {
+            cert: cert_key.0.to_path_buf(),
+            key: cert_key.1.to_path_buf(),
+            client_ca: ca.to_path_buf(),
+        }),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    tokio::spawn(async move { tessera_agent::serve(cfg, Some(tx)).await.unwrap() });
+    format!("https://127.0.0.1:{}", rx.await.unwrap().port())
 }
