@@ -6,7 +6,11 @@
 //! | DELETE | /api/v1/sessions/{id} | log off (bearer: the session token) |
 //! | POST | /api/v1/sessions/{id}/disconnect | the client went away; the desktop waits |
 //! | POST | /api/v1/sessions/{id}/ticket | a new one-time display ticket |
+//! | GET | /api/v1/sessions/{id} | its state, why it ended, and the administrators' messages not yet fetched |
 //! | GET | /healthz | liveness |
+//! | GET | /metrics | Prometheus text |
+//!
+//! The administrators' calls are in [`crate::admin_api`].
 //!
 //! Errors are `{"error": "..."}` with 400 (bad request), 401 (credentials), 403 (not
 //! entitled), 404, 429 (throttled: per user, and per client address after repeated failures),
@@ -26,8 +30,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::logon::{Logon, LogonError, LogonOutcome, TICKET_TTL};
-use crate::store::sessions::Session;
-use crate::store::Store;
+use crate::store::sessions::{EndReason, Session};
+use crate::store::{Store, StoreError};
 
 /// Failed logons per client address per minute before it is throttled.
 pub const MAX_FAILURES_PER_ADDRESS: u32 = 50;
@@ -38,6 +42,8 @@ pub struct AppState {
     pub logon: Logon,
     /// The store.
     pub store: Store,
+    /// What /metrics counts.
+    pub counters: crate::metrics::Counters,
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
@@ -47,8 +53,20 @@ impl AppState {
         Self {
             logon,
             store,
+            counters: Default::default(),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Refuses an address after repeated failed sign-ins.
+    pub(crate) fn check_address(&self, ip: IpAddr) -> Result<(), ApiError> {
+        if self.address_throttled(ip) {
+            return Err(ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed sign-ins from this address; wait a minute".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn address_throttled(&self, ip: IpAddr) -> bool {
@@ -58,7 +76,7 @@ impl AppState {
         })
     }
 
-    fn address_failed(&self, ip: IpAddr) {
+    pub(crate) fn address_failed(&self, ip: IpAddr) {
         let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let e = f.entry(ip).or_insert((Instant::now(), 0));
         if e.0.elapsed() >= Duration::from_secs(60) {
@@ -69,7 +87,7 @@ impl AppState {
 }
 
 /// An error answer.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -82,7 +100,7 @@ impl From<LogonError> for ApiError {
         let status = match &e {
             LogonError::Denied(_) => StatusCode::UNAUTHORIZED,
             LogonError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
-            LogonError::NotEntitled(_) => StatusCode::FORBIDDEN,
+            LogonError::NotEntitled(_) | LogonError::NotAdministrator => StatusCode::FORBIDDEN,
             LogonError::NoDesktop(_) | LogonError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -92,13 +110,19 @@ impl From<LogonError> for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        Self(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let status = match &e {
+            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+            StoreError::Conflict(_) => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, e.to_string())
     }
 }
 
-type Shared = Arc<AppState>;
+pub(crate) type Shared = Arc<AppState>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,19 +138,10 @@ async fn create_session(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(r): Json<LogonRequest>,
 ) -> Result<Response, ApiError> {
-    if r.user.len() > 256 || r.password.len() > 1024 {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "user or password too long".into(),
-        ));
-    }
-    if s.address_throttled(peer.ip()) {
-        return Err(ApiError(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed sign-ins from this address; wait a minute".into(),
-        ));
-    }
-    match s
+    check_credentials_size(&r.user, &r.password)?;
+    s.check_address(peer.ip())?;
+    let started = Instant::now();
+    let result = s
         .logon
         .logon(
             &r.user,
@@ -134,8 +149,10 @@ async fn create_session(
             r.pool.as_deref(),
             &peer.ip().to_string(),
         )
-        .await
-    {
+        .await;
+    s.counters
+        .logon(result.is_ok(), started.elapsed().as_micros() as u64);
+    match result {
         Ok(LogonOutcome::Granted(g)) => Ok((
             StatusCode::CREATED,
             Json(json!({ "outcome": "granted", "session": g })),
@@ -153,19 +170,66 @@ async fn create_session(
     }
 }
 
-/// The live session `id` if the request carries its bearer token.
-async fn authorized(s: &AppState, id: &str, headers: &HeaderMap) -> Result<Session, ApiError> {
-    let token = headers
+/// Refuses absurd credentials before any work (they would reach argon2 or a directory).
+pub(crate) fn check_credentials_size(user: &str, password: &str) -> Result<(), ApiError> {
+    if user.len() > 256 || password.len() > 1024 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "user or password too long".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The request's bearer token.
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))
+}
+
+/// Session `id`, live or ended, if the request carries its bearer token.
+async fn session_for(s: &AppState, id: &str, headers: &HeaderMap) -> Result<Session, ApiError> {
+    let token = bearer(headers)?;
     s.store.authorize_session(id, token).await?.ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
-            "no such live session for this token".into(),
+            "no such session for this token".into(),
         )
     })
+}
+
+/// The live session `id` if the request carries its bearer token.
+async fn authorized(s: &AppState, id: &str, headers: &HeaderMap) -> Result<Session, ApiError> {
+    let session = session_for(s, id, headers).await?;
+    if !session.is_live() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "the session has ended ({})",
+                session.end_reason.as_deref().unwrap_or("logoff")
+            ),
+        ));
+    }
+    Ok(session)
+}
+
+async fn session_status(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let session = session_for(&s, &id, &headers).await?;
+    let messages = s.store.take_messages(&session.id).await?;
+    Ok(Json(json!({
+        "session_id": session.id,
+        "state": session.state,
+        "end_reason": session.end_reason,
+        "messages": messages,
+    }))
+    .into_response())
 }
 
 async fn end_session(
@@ -174,7 +238,7 @@ async fn end_session(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let session = authorized(&s, &id, &headers).await?;
-    s.logon.logoff(&session.id).await?;
+    s.logon.logoff(&session.id, EndReason::Logoff).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -215,9 +279,14 @@ async fn healthz() -> &'static str {
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/api/v1/sessions", post(create_session))
-        .route("/api/v1/sessions/{id}", delete(end_session))
+        .route(
+            "/api/v1/sessions/{id}",
+            delete(end_session).get(session_status),
+        )
         .route("/api/v1/sessions/{id}/disconnect", post(disconnect))
         .route("/api/v1/sessions/{id}/ticket", post(ticket))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(crate::metrics::metrics))
+        .merge(crate::admin_api::routes())
         .with_state(state)
 }

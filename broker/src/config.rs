@@ -6,6 +6,9 @@
 //! listen = "0.0.0.0:8443"                    # the client API, HTTPS
 //! server_names = ["broker.corp.example"]     # names in the API's certificate (plus localhost)
 //! directories = "/etc/tessera/directories.toml"   # AD/LDAP; none: local accounts only
+//! # Directory users or groups (DNs; nested membership counts) who may administer the broker,
+//! # besides local accounts made with `add-account --admin`. Default: none.
+//! admins = ["CN=vdi-admins,OU=Groups,DC=corp,DC=example"]
 //! reconcile_interval_secs = 10
 //! ```
 
@@ -38,6 +41,9 @@ pub struct BrokerConfig {
     /// Directory configuration file (tessera-directory's format).
     #[serde(default)]
     pub directories: Option<PathBuf>,
+    /// Directory users or groups (DNs) whose members administer the broker.
+    #[serde(default)]
+    pub admins: Vec<String>,
     /// Seconds between reconcile passes.
     #[serde(default = "default_interval")]
     pub reconcile_interval_secs: u64,

@@ -1,17 +1,20 @@
 //! tessera-broker: the connection broker and management plane.
 //!
-//! This crate grows in slices (issue 5): the store comes first: hosts, datastores, golden
-//! images, pools, entitlements, desktops with their state machine, sessions, one-time tickets,
-//! events and local accounts, on SQLite or PostgreSQL ([`store`]); then the pool
-//! [`reconcile`]r, which reaches hosts through their agents ([`agent_client`], mutual TLS).
-//! The [`logon`] path signs users in (local accounts or the directories), gives them a
-//! desktop, powers it and issues a one-time ticket; [`api`] serves it to clients. The broker
-//! binary, the admin API and the all-in-one follow.
+//! The [`store`] keeps the model (hosts, datastores, golden images, pools, entitlements,
+//! desktops with their state machine, sessions, one-time tickets, events, local accounts) on
+//! SQLite or PostgreSQL. The pool [`reconcile`]r drives pools toward their desired state
+//! through the hosts' agents ([`agent_client`], mutual TLS). The [`logon`] path signs users in
+//! (local accounts or the directories), gives them a desktop, powers it and issues a one-time
+//! ticket; [`api`] serves it to clients and [`admin_api`] to administrators, with
+//! [`metrics`]; [`server`] runs it all under the binary's `serve`, with the broker's own CA
+//! ([`pki`]).
 
+pub mod admin_api;
 pub mod agent_client;
 pub mod api;
 pub mod config;
 pub mod logon;
+pub mod metrics;
 pub mod pki;
 pub mod reconcile;
 pub mod server;

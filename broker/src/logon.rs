@@ -14,6 +14,7 @@ use crate::agent_client::{AgentClient, AgentError};
 use crate::store::accounts::SignInError;
 use crate::store::desktops::AssignOutcome;
 use crate::store::events::Event;
+use crate::store::sessions::EndReason;
 use crate::store::{Store, StoreError};
 
 /// Failed attempts per user name in [`FAILURE_WINDOW`] after which the broker refuses to
@@ -37,6 +38,9 @@ pub enum LogonError {
     /// Signed in, but entitled to no pool (or not to the one asked for).
     #[error("you are not entitled to any desktop pool{0}")]
     NotEntitled(String),
+    /// Signed in, but not an administrator.
+    #[error("this account may not administer Tessera")]
+    NotAdministrator,
     /// The pool has no free desktop now.
     #[error("no desktop of pool {0} is free right now; try again shortly")]
     NoDesktop(String),
@@ -101,6 +105,8 @@ struct Principal {
     directory: Option<String>,
     key: String,
     groups: Vec<String>,
+    /// A local account with the administrator flag.
+    local_admin: bool,
 }
 
 /// The logon service.
@@ -109,6 +115,7 @@ pub struct Logon {
     directories: Option<Arc<Directories>>,
     http: reqwest::Client,
     failures: Mutex<HashMap<String, Vec<Instant>>>,
+    admins: Vec<String>,
 }
 
 impl Logon {
@@ -119,6 +126,57 @@ impl Logon {
             directories,
             http,
             failures: Mutex::new(HashMap::new()),
+            admins: Vec::new(),
+        }
+    }
+
+    /// Directory users and groups (DNs) whose members administer the broker, besides local
+    /// accounts with the administrator flag.
+    pub fn with_admins(mut self, dns: Vec<String>) -> Self {
+        self.admins = dns;
+        self
+    }
+
+    /// Signs an administrator in: their name for the audit trail.
+    pub async fn admin_sign_in(&self, user: &str, password: &str) -> Result<String, LogonError> {
+        let who = self.checked_authenticate(user, password).await?;
+        let listed = |dn: &String| self.admins.iter().any(|a| a.eq_ignore_ascii_case(dn));
+        let admin = match who.directory {
+            None => who.local_admin,
+            Some(_) => listed(&who.key) || who.groups.iter().any(listed),
+        };
+        let outcome = if admin { "ok" } else { "not an administrator" };
+        self.audit(Event::new(&who.key, "admin-sign-in", "", outcome))
+            .await;
+        if admin {
+            Ok(who.key)
+        } else {
+            Err(LogonError::NotAdministrator)
+        }
+    }
+
+    /// Records an event; the log is best effort: an action does not fail because its record did.
+    pub async fn audit(&self, e: Event) {
+        if let Err(err) = self.store.record(&e).await {
+            tracing::warn!(error = %err, action = %e.action, "event not recorded");
+        }
+    }
+
+    /// [`Self::authenticate`] behind the per-user throttle, counting failures.
+    async fn checked_authenticate(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Principal, LogonError> {
+        if self.throttled(user) {
+            return Err(LogonError::TooManyAttempts);
+        }
+        match self.authenticate(user, password).await {
+            Err(e @ LogonError::Denied(_)) => {
+                self.count_failure(user);
+                Err(e)
+            }
+            r => r,
         }
     }
 
@@ -153,6 +211,7 @@ impl Logon {
                         directory: None,
                         key: a.name,
                         groups: Vec::new(),
+                        local_admin: a.is_admin,
                     })
                 }
                 Err(SignInError::InvalidCredentials) if self.directories.is_some() => {}
@@ -169,6 +228,7 @@ impl Logon {
                 directory: Some(id.directory),
                 key: id.dn,
                 groups: id.groups.into_iter().map(|g| g.dn).collect(),
+                local_admin: false,
             }),
             Err(e) if e.is_user_error() => Err(LogonError::Denied(e.to_string())),
             Err(e @ DirectoryError::Unavailable { .. }) | Err(e @ DirectoryError::Timeout(..)) => {
@@ -204,19 +264,12 @@ impl Logon {
             Ok(LogonOutcome::Granted(g)) => g.desktop.clone(),
             _ => pool.unwrap_or("").to_string(),
         };
-        // The event log is best effort: a logon does not fail because its record did.
-        let _ = self
-            .store
-            .record(&Event {
-                at: 0,
-                actor: user.chars().take(256).collect(),
-                action: "logon".into(),
-                target,
-                outcome,
-                duration_ms: Some(started.elapsed().as_millis() as i64),
-                detail,
-            })
-            .await;
+        self.audit(Event {
+            duration_ms: Some(started.elapsed().as_millis() as i64),
+            detail,
+            ..Event::new(user, "logon", &target, &outcome)
+        })
+        .await;
         result
     }
 
@@ -233,17 +286,7 @@ impl Logon {
             phases.push((name, t.elapsed().as_micros() as u64));
             *t = Instant::now();
         };
-        if self.throttled(user) {
-            return Err(LogonError::TooManyAttempts);
-        }
-        let who = match self.authenticate(user, password).await {
-            Ok(p) => p,
-            Err(e @ LogonError::Denied(_)) => {
-                self.count_failure(user);
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
+        let who = self.checked_authenticate(user, password).await?;
         lap("authenticate", &mut t);
         let pools = self
             .store
@@ -300,11 +343,12 @@ impl Logon {
         }))
     }
 
-    /// The user logs off: the session ends and the desktop goes back per the pool's rules
-    /// (a floating one through a refresh, which the reconciler carries out).
-    pub async fn logoff(&self, session_id: &str) -> Result<(), LogonError> {
+    /// The session ends (the user logged off, or an administrator forced it) and the desktop
+    /// goes back per the pool's rules (a floating one through a refresh, which the reconciler
+    /// carries out).
+    pub async fn logoff(&self, session_id: &str, reason: EndReason) -> Result<(), LogonError> {
         let s = self.store.session(session_id).await?;
-        self.store.set_session_state(&s.id, "ended").await?;
+        self.store.end_session(&s.id, reason).await?;
         let d = self.store.desktop(&s.desktop_id).await?;
         let pool = self.store.pool_by_id(&d.pool_id).await?;
         self.store.release(&pool, &d).await?;

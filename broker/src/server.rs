@@ -66,7 +66,8 @@ pub async fn run(cfg: BrokerConfig) -> Result<(), String> {
         }
         None => None,
     };
-    let logon = Logon::new(store.clone(), directories, http.clone());
+    let logon =
+        Logon::new(store.clone(), directories, http.clone()).with_admins(cfg.admins.clone());
     let state = Arc::new(AppState::new(logon, store.clone()));
 
     let (loop_store, loop_http) = (store.clone(), http.clone());

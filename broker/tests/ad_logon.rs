@@ -2,6 +2,8 @@
 //! nested group vdi-engineering, signs in as VDI\alice, gets a linked clone that the agent
 //! created and started, logs off, and the floating desktop is refreshed onto a fresh overlay.
 //! carol (disabled) is refused with AD's reason, and bob (not in vdi-users) is not entitled.
+//! alice, a member of the group the broker lists as administrators, may use the admin API;
+//! bob may not.
 
 mod common;
 
@@ -11,6 +13,7 @@ use common::*;
 use tessera_broker::logon::{Logon, LogonError, LogonOutcome};
 use tessera_broker::store::desktops::DesktopState;
 use tessera_broker::store::pools::Principal;
+use tessera_broker::store::sessions::EndReason;
 use tessera_directory::Directories;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -51,7 +54,9 @@ async fn an_ad_user_of_a_nested_group_gets_a_desktop_and_it_is_refreshed_at_logo
         .await
         .unwrap();
     r.reconciler.pass().await.unwrap();
-    let logon = Logon::new(r.store.clone(), Some(dirs), r.http.clone());
+    // Administrators: members of vdi-engineering (alice, directly).
+    let admins = format!("CN=vdi-engineering,OU=Groups,OU=VDI,{}", g("AD_BASE"));
+    let logon = Logon::new(r.store.clone(), Some(dirs), r.http.clone()).with_admins(vec![admins]);
 
     let LogonOutcome::Granted(granted) = logon
         .logon("VDI\\alice", "Al1ce!Passw0rd", None, "test")
@@ -80,7 +85,10 @@ async fn an_ad_user_of_a_nested_group_gets_a_desktop_and_it_is_refreshed_at_logo
         img.flush().unwrap();
     }
     let used = std::fs::metadata(&disk).unwrap().len();
-    logon.logoff(&granted.session_id).await.unwrap();
+    logon
+        .logoff(&granted.session_id, EndReason::Logoff)
+        .await
+        .unwrap();
     let report = r.reconciler.pass().await.unwrap();
     assert_eq!(report.refreshed, 1, "{report:?}");
     let fresh = std::fs::metadata(&disk).unwrap().len();
@@ -101,5 +109,16 @@ async fn an_ad_user_of_a_nested_group_gets_a_desktop_and_it_is_refreshed_at_logo
     assert!(matches!(
         logon.logon("bob", "B0b!Passw0rd", None, "t").await,
         Err(LogonError::NotEntitled(_))
+    ));
+
+    // The admin API's sign-in: a member of the listed group is an administrator, others not.
+    let name = logon
+        .admin_sign_in("VDI\\alice", "Al1ce!Passw0rd")
+        .await
+        .unwrap();
+    assert!(name.starts_with("CN=Alice Liddell,"), "{name}");
+    assert!(matches!(
+        logon.admin_sign_in("bob", "B0b!Passw0rd").await,
+        Err(LogonError::NotAdministrator)
     ));
 }

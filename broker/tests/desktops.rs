@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use common::*;
 use tessera_broker::logon::{Logon, LogonError, LogonOutcome};
 use tessera_broker::store::desktops::{AssignOutcome, DesktopState};
 use tessera_broker::store::pools::Principal;
+use tessera_broker::store::sessions::EndReason;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_floating_pool_grows_stops_at_max_and_refreshes() {
@@ -219,7 +218,10 @@ async fn a_local_user_logs_on_reconnects_and_logs_off() {
     ));
 
     // Log off: the floating desktop is refreshed and free again.
-    logon.logoff(&g2.session_id).await.unwrap();
+    logon
+        .logoff(&g2.session_id, EndReason::Logoff)
+        .await
+        .unwrap();
     let report = r.reconciler.pass().await.unwrap();
     assert_eq!(report.refreshed, 1, "{report:?}");
     let d = r.store.desktops_of(&pool.id).await.unwrap();
@@ -259,15 +261,11 @@ async fn the_client_api_logs_on_and_off_over_http() {
         .await
         .unwrap();
     r.reconciler.pass().await.unwrap();
-    let state = std::sync::Arc::new(tessera_broker::api::AppState::new(
+    let base = serve_api(
         Logon::new(r.store.clone(), None, r.http.clone()),
         r.store.clone(),
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app =
-        tessera_broker::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    )
+    .await;
     let c = reqwest::Client::new();
 
     let resp = c

@@ -11,6 +11,7 @@ use tessera_broker::store::accounts::SignInError;
 use tessera_broker::store::desktops::{AssignOutcome, DesktopState};
 use tessera_broker::store::events::Event;
 use tessera_broker::store::pools::{Assignment, CloneKind, PoolSpec, PowerPolicy, Principal};
+use tessera_broker::store::sessions::EndReason;
 use tessera_broker::store::{new_id, Store, StoreError};
 
 /// The PostgreSQL server URL, or None with a loud SKIP (a failure when
@@ -420,5 +421,64 @@ async fn events_are_kept_in_order() {
         let logons = s.events(Some("logon"), 10).await.unwrap();
         assert_eq!(logons.len(), 2);
         assert!(logons.iter().all(|e| e.action == "logon"));
+    }
+}
+
+#[tokio::test]
+async fn admin_tokens_expire_and_messages_are_delivered_once() {
+    for s in stores("admin").await {
+        let (live, _) = s.open_admin_token("boss", 60_000).await.unwrap();
+        let (old, _) = s.open_admin_token("boss", -1).await.unwrap();
+        assert_eq!(
+            s.authorize_admin(&live).await.unwrap().as_deref(),
+            Some("boss")
+        );
+        assert_eq!(s.authorize_admin(&old).await.unwrap(), None, "expired");
+        assert_eq!(s.authorize_admin("forged").await.unwrap(), None);
+        s.revoke_admin_token(&live).await.unwrap();
+        assert_eq!(s.authorize_admin(&live).await.unwrap(), None, "revoked");
+
+        let p = pool(&s, Assignment::Floating).await;
+        ready_desktops(&s, &p, 1).await;
+        let d = &s.desktops_of(&p.id).await.unwrap()[0];
+        let (session, token) = s.open_session(&d.id, "alice", "10.0.0.9").await.unwrap();
+        assert_eq!(s.live_sessions().await.unwrap().len(), 1);
+        assert!(matches!(
+            s.post_message(&session.id, "boss", "loud", "hi").await,
+            Err(StoreError::Invalid(_))
+        ));
+        let long = "x".repeat(tessera_broker::store::admin::MAX_MESSAGE + 1);
+        assert!(s
+            .post_message(&session.id, "boss", "info", &long)
+            .await
+            .is_err());
+        for body in ["first", "second"] {
+            s.post_message(&session.id, "boss", "info", body)
+                .await
+                .unwrap();
+        }
+        let got = s.take_messages(&session.id).await.unwrap();
+        assert_eq!(
+            got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+            ["first", "second"]
+        );
+        assert!(s.take_messages(&session.id).await.unwrap().is_empty());
+
+        // A reconnect replaces the session; the old one says why and takes no messages.
+        let (next, _) = s.open_session(&d.id, "alice", "10.0.0.9").await.unwrap();
+        let old = s
+            .authorize_session(&session.id, &token)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!old.is_live());
+        assert_eq!(old.end_reason.as_deref(), Some("replaced"));
+        assert!(matches!(
+            s.post_message(&session.id, "boss", "info", "late").await,
+            Err(StoreError::NotFound(_))
+        ));
+        s.end_session(&next.id, EndReason::Admin).await.unwrap();
+        assert!(s.end_session(&next.id, EndReason::Admin).await.is_err());
+        assert!(s.live_sessions().await.unwrap().is_empty());
     }
 }

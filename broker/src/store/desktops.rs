@@ -137,6 +137,19 @@ impl Store {
         desktop(&r)
     }
 
+    /// How many desktops each pool has in each state: (pool name, state, count).
+    pub async fn desktop_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.name, d.state, COUNT(*) FROM desktops d JOIN pools p ON p.id = d.pool_id \
+             GROUP BY p.name, d.state ORDER BY p.name, d.state",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
     /// The pool's desktops, by name.
     pub async fn desktops_of(&self, pool_id: &str) -> Result<Vec<Desktop>, StoreError> {
         sqlx::query(&self.sql(&format!(

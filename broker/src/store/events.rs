@@ -25,6 +25,22 @@ pub struct Event {
     pub detail: String,
 }
 
+impl Event {
+    /// An event happening now, without duration or detail; the actor is cut to 256 characters
+    /// (it may come from a client).
+    pub fn new(actor: &str, action: &str, target: &str, outcome: &str) -> Self {
+        Self {
+            at: 0,
+            actor: actor.chars().take(256).collect(),
+            action: action.into(),
+            target: target.into(),
+            outcome: outcome.into(),
+            duration_ms: None,
+            detail: String::new(),
+        }
+    }
+}
+
 impl Store {
     /// Appends an event.
     pub async fn record(&self, e: &Event) -> Result<(), StoreError> {

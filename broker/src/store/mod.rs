@@ -25,6 +25,7 @@ macro_rules! text_enum {
 }
 
 pub mod accounts;
+pub mod admin;
 pub mod desktops;
 pub mod events;
 pub mod hosts;

@@ -9,7 +9,7 @@ use sqlx::Row;
 
 use super::{new_id, now_ms, Store, StoreError};
 
-/// A live session.
+/// A session.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Session {
     /// ID.
@@ -20,6 +20,49 @@ pub struct Session {
     pub user_key: String,
     /// starting, connected, disconnected, ended.
     pub state: String,
+    /// Why it ended: logoff, admin, replaced.
+    pub end_reason: Option<String>,
+}
+
+impl Session {
+    /// Not ended.
+    pub fn is_live(&self) -> bool {
+        self.state != "ended"
+    }
+}
+
+/// Why a session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The user logged off.
+    Logoff,
+    /// An administrator forced the logoff.
+    Admin,
+    /// A new logon to the same desktop took over.
+    Replaced,
+}
+
+impl EndReason {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logoff => "logoff",
+            Self::Admin => "admin",
+            Self::Replaced => "replaced",
+        }
+    }
+}
+
+const SESSION_COLUMNS: &str = "id, desktop_id, user_key, state, end_reason";
+
+fn session_from(r: &sqlx::any::AnyRow) -> Result<Session, StoreError> {
+    Ok(Session {
+        id: r.try_get(0)?,
+        desktop_id: r.try_get(1)?,
+        user_key: r.try_get(2)?,
+        state: r.try_get(3)?,
+        end_reason: r.try_get(4)?,
+    })
 }
 
 /// A fresh secret (URL-safe, 32 characters) and its stored hash.
@@ -60,9 +103,11 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let now = now_ms();
         sqlx::query(&self.sql(
-            "UPDATE sessions SET state = 'ended', ended_at = $1 WHERE desktop_id = $2 AND ended_at IS NULL",
+            "UPDATE sessions SET state = 'ended', ended_at = $1, end_reason = $2 \
+             WHERE desktop_id = $3 AND ended_at IS NULL",
         ))
         .bind(now)
+        .bind(EndReason::Replaced.as_str())
         .bind(desktop_id)
         .execute(&mut *tx)
         .await?;
@@ -86,64 +131,68 @@ impl Store {
                 desktop_id: desktop_id.to_string(),
                 user_key: user_key.to_string(),
                 state: "starting".into(),
+                end_reason: None,
             },
             token,
         ))
     }
 
-    /// The live session `id` if `token` is its bearer token.
+    /// Session `id` (live or ended) if `token` is its bearer token: the client may read an
+    /// ended session's reason and messages, and change only a live one.
     pub async fn authorize_session(
         &self,
         id: &str,
         token: &str,
     ) -> Result<Option<Session>, StoreError> {
-        let r = sqlx::query(&self.sql(
-            "SELECT id, desktop_id, user_key, state FROM sessions \
-             WHERE id = $1 AND token_hash = $2 AND ended_at IS NULL",
-        ))
+        let r = sqlx::query(&self.sql(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND token_hash = $2"
+        )))
         .bind(id)
         .bind(hash_secret(token))
         .fetch_optional(self.pool())
         .await?;
-        r.map(|r| {
-            Ok(Session {
-                id: r.try_get(0)?,
-                desktop_id: r.try_get(1)?,
-                user_key: r.try_get(2)?,
-                state: r.try_get(3)?,
-            })
-        })
-        .transpose()
+        r.as_ref().map(session_from).transpose()
     }
 
     /// A session by ID (live or ended).
     pub async fn session(&self, id: &str) -> Result<Session, StoreError> {
-        let r = sqlx::query(
-            &self.sql("SELECT id, desktop_id, user_key, state FROM sessions WHERE id = $1"),
-        )
+        let r = sqlx::query(&self.sql(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"
+        )))
         .bind(id)
         .fetch_optional(self.pool())
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("session {id}")))?;
-        Ok(Session {
-            id: r.try_get(0)?,
-            desktop_id: r.try_get(1)?,
-            user_key: r.try_get(2)?,
-            state: r.try_get(3)?,
-        })
+        session_from(&r)
     }
 
-    /// Moves a live session to `state` (connected, disconnected) or ends it.
+    /// Moves a live session to `state` (connected or disconnected).
     pub async fn set_session_state(&self, id: &str, state: &str) -> Result<(), StoreError> {
-        if !["connected", "disconnected", "ended"].contains(&state) {
+        if !["connected", "disconnected"].contains(&state) {
             return Err(StoreError::Invalid(format!("session state {state:?}")));
         }
-        let ended = (state == "ended").then(now_ms);
-        let n = sqlx::query(&self.sql(
-            "UPDATE sessions SET state = $1, ended_at = $2 WHERE id = $3 AND ended_at IS NULL",
-        ))
+        let n = sqlx::query(
+            &self.sql("UPDATE sessions SET state = $1 WHERE id = $2 AND ended_at IS NULL"),
+        )
         .bind(state)
-        .bind(ended)
+        .bind(id)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("live session {id}")));
+        }
+        Ok(())
+    }
+
+    /// Ends a live session for `reason`.
+    pub async fn end_session(&self, id: &str, reason: EndReason) -> Result<(), StoreError> {
+        let n = sqlx::query(&self.sql(
+            "UPDATE sessions SET state = 'ended', ended_at = $1, end_reason = $2 \
+             WHERE id = $3 AND ended_at IS NULL",
+        ))
+        .bind(now_ms())
+        .bind(reason.as_str())
         .bind(id)
         .execute(self.pool())
         .await?

@@ -241,3 +241,15 @@ pub async fn start_agent(state: &Path, ds: &Path, cert_key: (&Path, &Path), ca: 
     tokio::spawn(async move { tessera_agent::serve(cfg, Some(tx)).await.unwrap() });
     format!("https://127.0.0.1:{}", rx.await.unwrap().port())
 }
+
+/// Serves the broker's API (client and admin routes) over plain HTTP on a free port; its
+/// base URL.
+pub async fn serve_api(logon: tessera_broker::logon::Logon, store: Store) -> String {
+    let state = std::sync::Arc::new(tessera_broker::api::AppState::new(logon, store));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = tessera_broker::api::router(state)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}

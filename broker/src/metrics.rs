@@ -1,0 +1,88 @@
+//! GET /metrics: Prometheus text for the broker: logons by result and their time, desktops
+//! by pool and state, live sessions, hosts by state.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+
+use crate::api::{ApiError, Shared};
+
+/// The broker's own counters (the rest comes from the store at scrape time).
+#[derive(Default)]
+pub struct Counters {
+    logons_ok: AtomicU64,
+    logons_failed: AtomicU64,
+    logon_micros: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a logon and its duration.
+    pub fn logon(&self, ok: bool, micros: u64) {
+        let c = if ok {
+            &self.logons_ok
+        } else {
+            &self.logons_failed
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        self.logon_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+/// Label values come from admins' names (pools); quote what Prometheus' text format needs.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The handler.
+pub async fn metrics(State(s): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let c = &s.counters;
+    let mut out = String::new();
+    let ok = c.logons_ok.load(Ordering::Relaxed);
+    let failed = c.logons_failed.load(Ordering::Relaxed);
+    let _ = write!(
+        out,
+        "# HELP tessera_broker_logons_total Logon requests by result.\n\
+         # TYPE tessera_broker_logons_total counter\n\
+         tessera_broker_logons_total{{result=\"ok\"}} {ok}\n\
+         tessera_broker_logons_total{{result=\"failed\"}} {failed}\n\
+         # HELP tessera_broker_logon_seconds_sum Time spent in logons.\n\
+         # TYPE tessera_broker_logon_seconds_sum counter\n\
+         tessera_broker_logon_seconds_sum {:.6}\n",
+        c.logon_micros.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    out.push_str(
+        "# HELP tessera_broker_desktops Desktops by pool and state.\n# TYPE tessera_broker_desktops gauge\n",
+    );
+    for (pool, state, n) in s.store.desktop_counts().await? {
+        let _ = writeln!(
+            out,
+            "tessera_broker_desktops{{pool=\"{}\",state=\"{state}\"}} {n}",
+            label(&pool)
+        );
+    }
+    let sessions = s.store.live_sessions().await?.len();
+    let _ = write!(
+        out,
+        "# HELP tessera_broker_sessions Live sessions.\n# TYPE tessera_broker_sessions gauge\n\
+         tessera_broker_sessions {sessions}\n\
+         # HELP tessera_broker_hosts Registered hosts by state.\n# TYPE tessera_broker_hosts gauge\n"
+    );
+    let hosts = s.store.hosts().await?;
+    for state in ["joining", "online", "offline", "maintenance"] {
+        let n = hosts.iter().filter(|h| h.state == state).count();
+        let _ = writeln!(out, "tessera_broker_hosts{{state=\"{state}\"}} {n}");
+    }
+    Ok(([("content-type", "text/plain; version=0.0.4")], out))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(super::label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

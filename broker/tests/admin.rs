@@ -1,0 +1,245 @@
+//! The administrators' API over HTTP against a real agent and real VMs: an administrator
+//! signs in, lists the live sessions, sends the user a message (which the user's client
+//! fetches once), forces a logoff (the client learns why, its ticket requests are refused, and
+//! the floating desktop is refreshed), reads the audit trail and signs out. A user without the
+//! administrator flag, a wrong password and a forged or revoked token are refused.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tessera_broker::logon::Logon;
+use tessera_broker::store::pools::Principal;
+
+async fn post(c: &reqwest::Client, url: String, token: &str, body: Value) -> reqwest::Response {
+    c.post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_administrator_messages_and_logs_off_a_session() {
+    if !kvm() {
+        return;
+    }
+    let mut h = rig("admin").await;
+    let mut s = spec();
+    s.min_desktops = 1;
+    let pool = h.store.create_pool(&s).await.unwrap();
+    for (name, admin) in [("demo", false), ("boss", true)] {
+        h.store
+            .create_local_account(name, name, "Passw0rd!long", admin)
+            .await
+            .unwrap();
+    }
+    let demo = Principal::Local {
+        name: "demo".into(),
+    };
+    h.store.entitle(&pool.id, &demo).await.unwrap();
+    h.reconciler.pass().await.unwrap();
+    let base = serve_api(
+        Logon::new(h.store.clone(), None, h.http.clone()),
+        h.store.clone(),
+    )
+    .await;
+    let c = reqwest::Client::new();
+
+    // The user logs on.
+    let resp = c
+        .post(format!("{base}/api/v1/sessions"))
+        .json(&json!({"user": "demo", "password": "Passw0rd!long"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let body: Value = resp.json().await.unwrap();
+    let id = body["session"]["session_id"].as_str().unwrap().to_string();
+    let user_token = body["session"]["session_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let desktop = body["session"]["desktop"].as_str().unwrap().to_string();
+
+    // Who may sign in to the admin API.
+    let sign_in = |user: &'static str, password: &'static str| {
+        let c = c.clone();
+        let url = format!("{base}/api/v1/admin/tokens");
+        async move {
+            c.post(url)
+                .json(&json!({"user": user, "password": password}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        sign_in("demo", "Passw0rd!long").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        sign_in("boss", "wrong-password").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let ok = sign_in("boss", "Passw0rd!long").await;
+    assert_eq!(ok.status(), StatusCode::CREATED);
+    let t: Value = ok.json().await.unwrap();
+    let admin = t["token"].as_str().unwrap().to_string();
+    assert_eq!(t["admin"], "boss");
+
+    // Without a valid token, nothing.
+    for token in ["", "forged", &user_token] {
+        let r = c
+            .get(format!("{base}/api/v1/admin/sessions"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "token {token:?}");
+    }
+    let list: Value = c
+        .get(format!("{base}/api/v1/admin/sessions"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["user"], "demo");
+    assert_eq!(list[0]["desktop"], desktop.as_str());
+    assert_eq!(list[0]["pool"], "fin");
+
+    // A message: refused when empty or of an unknown severity, else queued for the client,
+    // which fetches it once.
+    let msg_url = format!("{base}/api/v1/admin/sessions/{id}/messages");
+    for bad in [
+        json!({"body": " "}),
+        json!({"body": "x", "severity": "shout"}),
+    ] {
+        let r = post(&c, msg_url.clone(), &admin, bad).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+    let r = post(
+        &c,
+        format!("{base}/api/v1/admin/sessions/nope/messages"),
+        &admin,
+        json!({"body": "hello"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let text = "Maintenance at 18:00: save your work <b>now</b>";
+    let r = post(
+        &c,
+        msg_url.clone(),
+        &admin,
+        json!({"body": text, "severity": "warning"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let status = |token: String| {
+        let c = c.clone();
+        let url = format!("{base}/api/v1/sessions/{id}");
+        async move {
+            let r = c.get(url).bearer_auth(token).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, st) = status(user_token.clone()).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(st["state"], "starting");
+    let msgs = st["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0]["body"], text);
+    assert_eq!(msgs[0]["severity"], "warning");
+    assert_eq!(msgs[0]["sender"], "boss");
+    let (_, again) = status(user_token.clone()).await;
+    assert!(again["messages"].as_array().unwrap().is_empty(), "{again}");
+    let (forged, _) = status("forged".into()).await;
+    assert_eq!(forged, StatusCode::NOT_FOUND);
+
+    // Forced logoff: the client sees why; its session no longer yields tickets; the
+    // floating desktop is refreshed.
+    let r = post(
+        &c,
+        format!("{base}/api/v1/admin/sessions/{id}/logoff"),
+        &admin,
+        json!(null),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = post(
+        &c,
+        format!("{base}/api/v1/admin/sessions/{id}/logoff"),
+        &admin,
+        json!(null),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "a session ends once");
+    let (_, st) = status(user_token.clone()).await;
+    assert_eq!(st["state"], "ended");
+    assert_eq!(st["end_reason"], "admin");
+    let t = c
+        .post(format!("{base}/api/v1/sessions/{id}/ticket"))
+        .bearer_auth(&user_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(t.status(), StatusCode::NOT_FOUND);
+    let report = h.reconciler.pass().await.unwrap();
+    assert_eq!(report.refreshed, 1, "{report:?}");
+
+    // The audit trail names the administrator.
+    let ev: Value = c
+        .get(format!("{base}/api/v1/admin/events?action=force-logoff"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ev = ev.as_array().unwrap();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["actor"], "boss");
+    assert_eq!(ev[0]["outcome"], "ok");
+    assert_eq!(ev[0]["detail"], "user demo");
+
+    // /metrics counts the logon and shows the pool's desktops.
+    let m = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("tessera_broker_logons_total{result=\"ok\"} 1\n"),
+        "{m}"
+    );
+    assert!(m.contains("tessera_broker_sessions 0\n"), "{m}");
+    assert!(m.contains("tessera_broker_desktops{pool=\"fin\""), "{m}");
+
+    // Sign-out revokes the token.
+    let out = c
+        .delete(format!("{base}/api/v1/admin/tokens"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    let after = c
+        .get(format!("{base}/api/v1/admin/sessions"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+}
