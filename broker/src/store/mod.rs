@@ -122,21 +122,24 @@ impl Store {
             Backend::Sqlite => 1,
             Backend::Postgres => 16,
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max)
-            .connect_with(opts)
-            .await?;
+        let mut options = AnyPoolOptions::new().max_connections(max);
         if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA foreign_keys = ON")
-                .execute(&pool)
-                .await?;
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await?;
-            sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&pool)
-                .await?;
+            // Per connection, not once: the pool replaces idle connections, and a fresh one
+            // without foreign_keys would silently stop enforcing the schema's references.
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    for pragma in [
+                        "PRAGMA foreign_keys = ON",
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = NORMAL",
+                    ] {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            });
         }
+        let pool = options.connect_with(opts).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool, backend })
     }
@@ -170,6 +173,11 @@ mod tests {
         let url = format!("sqlite://{}", path.display());
         let s = Store::open(&url).await.unwrap();
         assert_eq!(s.backend(), Backend::Sqlite);
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+        assert_eq!(fk, 1);
         drop(s);
         // Reopening finds the schema current.
         Store::open(&url).await.unwrap();
