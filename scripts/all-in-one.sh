@@ -57,8 +57,8 @@ listen = "0.0.0.0:$PORT"
 reconcile_interval_secs = 3
 CONF
 broker() { "$bin/tessera-broker" -c "$D/broker.toml" "$@"; }
-broker agent-cert local localhost 127.0.0.1 >/dev/null
 pki=$D/broker/pki
+tls=$D/agent/tls
 cat > "$D/agent.toml" <<CONF
 name = "local"
 listen = "127.0.0.1:$AGENT_PORT"
@@ -68,9 +68,9 @@ vmm = "$bin/tessera-vmm"
 name = "ds1"
 path = "$D/ds1"
 [tls]
-cert = "$pki/local.pem"
-key = "$pki/local.key"
-client_ca = "$pki/ca.pem"
+cert = "$tls/agent.pem"
+key = "$tls/agent.key"
+client_ca = "$tls/ca.pem"
 CONF
 
 if [ ! -f "$D/.seeded" ]; then
@@ -96,15 +96,14 @@ vcpus = 1
 memory_mib = 512
 CONF
     broker add-pool "$D/demo-pool.toml" >/dev/null
-    broker add-host local "https://127.0.0.1:$AGENT_PORT" >/dev/null
     head -c 12 /dev/urandom | base64 | tr -d '/+=' > "$D/demo-password"
     broker add-account demo --display-name "Demo User" < "$D/demo-password" >/dev/null
     broker entitle demo --local demo >/dev/null
+    head -c 12 /dev/urandom | base64 | tr -d '/+=' > "$D/admin-password"
+    broker add-account admin --display-name "Administrator" --admin < "$D/admin-password" >/dev/null
     touch "$D/.seeded"
 fi
 
-NO_COLOR=1 "$bin/tessera-agent" -c "$D/agent.toml" >"$D/agent.log" 2>&1 &
-echo $! > "$D/agent.pid"
 NO_COLOR=1 "$bin/tessera-broker" -c "$D/broker.toml" serve >"$D/broker.log" 2>&1 &
 echo $! > "$D/broker.pid"
 trap 'stop_all' EXIT
@@ -115,17 +114,28 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 curl -sf --cacert "$pki/ca.pem" "$api/healthz" >/dev/null || { log "the broker did not come up:"; tail "$D/broker.log" >&2; exit 1; }
+# The host joins as any host would: a one-time token pins the broker's CA, the agent makes its
+# key, the broker certifies it and registers the host.
+if [ ! -f "$tls/agent.pem" ]; then
+    TESSERA_JOIN_TOKEN=$(broker join-token --ttl-minutes 5 2>/dev/null) \
+        "$bin/tessera-agent" -c "$D/agent.toml" join --broker "$api" \
+        --address "https://127.0.0.1:$AGENT_PORT" >&2
+fi
+NO_COLOR=1 "$bin/tessera-agent" -c "$D/agent.toml" >"$D/agent.log" 2>&1 &
+echo $! > "$D/agent.pid"
 # Wait for the reconciler's first desktop.
 for _ in $(seq 1 100); do
     grep -q '"provisioned\|provisioned: [1-9]' "$D/broker.log" && break
     sleep 0.3
 done
 password=$(cat "$D/demo-password")
+admin_password=$(cat "$D/admin-password")
 cat <<INFO
 
   Tessera all-in-one is up.
     client API   $api  (CA certificate: $pki/ca.pem)
     demo login   demo / $password
+    admin login  admin / $admin_password  (admin API: $api/api/v1/admin/...)
     logs         $D/broker.log, $D/agent.log; desktop consoles in $D/agent/vms/*/console.log
 
   Sign in as the demo user (the answer carries the desktop, a one-time ticket and a session token):
@@ -142,6 +152,12 @@ if $check; then
     token=$(echo "$out" | sed -n 's/.*"session_token":"\([^"]*\)".*/\1/p')
     desktop=$(echo "$out" | sed -n 's/.*"desktop":"\([^"]*\)".*/\1/p')
     log "logon ok: desktop $desktop, session $id"
+    admin_token=$(curl -s --cacert "$pki/ca.pem" -H 'content-type: application/json' \
+        -d "{\"user\": \"admin\", \"password\": \"$admin_password\"}" "$api/api/v1/admin/tokens" |
+        sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+    sessions=$(curl -s --cacert "$pki/ca.pem" -H "authorization: Bearer $admin_token" "$api/api/v1/admin/sessions")
+    echo "$sessions" | grep -q "\"id\":\"$id\"" || { log "the admin API does not list the session: $sessions"; exit 1; }
+    log "admin API ok: the session is listed"
     code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$pki/ca.pem" -X DELETE \
         -H "authorization: Bearer $token" "$api/api/v1/sessions/$id")
     [ "$code" = 204 ] || { log "logoff answered $code"; exit 1; }

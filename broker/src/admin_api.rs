@@ -10,6 +10,7 @@
 //! | POST | /api/v1/admin/sessions/{id}/messages | `{"body", "severity"?}`: a message to its user |
 //! | POST | /api/v1/admin/sessions/{id}/logoff | forces a logoff |
 //! | GET | /api/v1/admin/events?action=&limit= | the audit trail, newest first |
+//! | POST | /api/v1/admin/join-tokens | `{"ttl_minutes"?}`: a one-time token a host joins with |
 //!
 //! Every change is an event with the administrator as its actor.
 
@@ -170,6 +171,45 @@ async fn events(
     Ok(Json(s.store.events(action, limit).await?).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewJoinToken {
+    ttl_minutes: Option<u64>,
+}
+
+async fn join_token(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Json(r): Json<NewJoinToken>,
+) -> Result<Response, ApiError> {
+    let who = admin(&s, &headers).await?;
+    let pki = s.pki.as_deref().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this broker does not issue host certificates".into(),
+        )
+    })?;
+    let ttl = match r.ttl_minutes {
+        None => crate::host_join::JOIN_TOKEN_TTL,
+        Some(m @ 1..=10080) => Duration::from_secs(m * 60),
+        Some(_) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "ttl_minutes: 1 to 10080 (a week)".into(),
+            ))
+        }
+    };
+    let (token, expires_at) = crate::host_join::new_token(&s.store, pki, &who, ttl).await?;
+    s.logon
+        .audit(Event::new(&who, "join-token", "", "ok"))
+        .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "token": token, "expires_at": expires_at })),
+    )
+        .into_response())
+}
+
 /// The administrators' routes (merged into [`crate::api::router`]).
 pub fn routes() -> Router<Shared> {
     Router::new()
@@ -178,4 +218,5 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/admin/sessions/{id}/messages", post(send_message))
         .route("/api/v1/admin/sessions/{id}/logoff", post(force_logoff))
         .route("/api/v1/admin/events", get(events))
+        .route("/api/v1/admin/join-tokens", post(join_token))
 }

@@ -10,7 +10,8 @@
 //! | GET | /healthz | liveness |
 //! | GET | /metrics | Prometheus text |
 //!
-//! The administrators' calls are in [`crate::admin_api`].
+//! The administrators' calls are in [`crate::admin_api`], hosts joining in
+//! [`crate::host_join`].
 //!
 //! Errors are `{"error": "..."}` with 400 (bad request), 401 (credentials), 403 (not
 //! entitled), 404, 429 (throttled: per user, and per client address after repeated failures),
@@ -44,6 +45,9 @@ pub struct AppState {
     pub store: Store,
     /// What /metrics counts.
     pub counters: crate::metrics::Counters,
+    /// The CA that certifies joining hosts (none: hosts are added with certificates made
+    /// beforehand).
+    pub pki: Option<Arc<crate::pki::Pki>>,
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
@@ -54,8 +58,15 @@ impl AppState {
             logon,
             store,
             counters: Default::default(),
+            pki: None,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Lets hosts join with tokens, certified by `pki`.
+    pub fn with_pki(mut self, pki: Arc<crate::pki::Pki>) -> Self {
+        self.pki = Some(pki);
+        self
     }
 
     /// Refuses an address after repeated failed sign-ins.
@@ -87,6 +98,7 @@ impl AppState {
 }
 
 /// An error answer.
+#[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
@@ -288,5 +300,6 @@ pub fn router(state: Shared) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::metrics))
         .merge(crate::admin_api::routes())
+        .merge(crate::host_join::routes())
         .with_state(state)
 }

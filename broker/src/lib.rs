@@ -6,13 +6,14 @@
 //! through the hosts' agents ([`agent_client`], mutual TLS). The [`logon`] path signs users in
 //! (local accounts or the directories), gives them a desktop, powers it and issues a one-time
 //! ticket; [`api`] serves it to clients and [`admin_api`] to administrators, with
-//! [`metrics`]; [`server`] runs it all under the binary's `serve`, with the broker's own CA
-//! ([`pki`]).
+//! [`metrics`]; hosts join with one-time tokens ([`host_join`]); [`server`] runs it all under
+//! the binary's `serve`, with the broker's own CA ([`pki`]).
 
 pub mod admin_api;
 pub mod agent_client;
 pub mod api;
 pub mod config;
+pub mod host_join;
 pub mod logon;
 pub mod metrics;
 pub mod pki;

@@ -24,8 +24,18 @@ pub enum PkiError {
 /// The CA in a directory (`ca.pem`, `ca.key`).
 pub struct Pki {
     dir: PathBuf,
+    /// For signing only: rcgen rebuilds the CA certificate from the file's parameters and
+    /// re-signs it, so its bytes differ from the file's (ECDSA signatures are randomised).
     ca: rcgen::Certificate,
     key: KeyPair,
+    /// The CA certificate as distributed (`ca.pem`): what peers trust and tokens pin.
+    ca_pem: String,
+    ca_sha256: String,
+}
+
+fn fingerprint(path: &Path, pem: &str) -> Result<String, PkiError> {
+    tessera_agent::join::ca_fingerprint(pem)
+        .map_err(|e| PkiError::Io(path.to_path_buf(), std::io::Error::other(e.to_string())))
 }
 
 fn write(path: &Path, text: &str, secret: bool) -> Result<(), PkiError> {
@@ -46,6 +56,24 @@ pub enum Usage {
     Client,
 }
 
+/// A leaf certificate's parameters: `names` (DNS names or IP addresses) as SANs.
+fn params_for(name: &str, names: &[String], usage: Usage) -> Result<CertificateParams, PkiError> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    for n in names {
+        p.subject_alt_names
+            .push(match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(n.clone().try_into()?),
+            });
+    }
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.extended_key_usages = vec![match usage {
+        Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+        Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+    }];
+    Ok(p)
+}
+
 impl Pki {
     /// Opens the CA in `dir`, creating it on first use.
     pub fn open(dir: &Path) -> Result<Self, PkiError> {
@@ -55,12 +83,15 @@ impl Pki {
             let read =
                 |p: &Path| std::fs::read_to_string(p).map_err(|e| PkiError::Io(p.to_path_buf(), e));
             let key = KeyPair::from_pem(&read(&key_path)?)?;
-            let params = CertificateParams::from_ca_cert_pem(&read(&cert_path)?)?;
+            let ca_pem = read(&cert_path)?;
+            let params = CertificateParams::from_ca_cert_pem(&ca_pem)?;
             let ca = params.self_signed(&key)?;
             return Ok(Self {
                 dir: dir.to_path_buf(),
                 ca,
                 key,
+                ca_sha256: fingerprint(&cert_path, &ca_pem)?,
+                ca_pem,
             });
         }
         let key = KeyPair::generate()?;
@@ -69,12 +100,38 @@ impl Pki {
         p.distinguished_name.push(DnType::CommonName, "Tessera CA");
         let ca = p.self_signed(&key)?;
         write(&key_path, &key.serialize_pem(), true)?;
-        write(&cert_path, &ca.pem(), false)?;
+        let ca_pem = ca.pem();
+        write(&cert_path, &ca_pem, false)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             ca,
             key,
+            ca_sha256: fingerprint(&cert_path, &ca_pem)?,
+            ca_pem,
         })
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca_pem(&self) -> String {
+        self.ca_pem.clone()
+    }
+
+    /// SHA-256 of the CA certificate's DER, hex: what join tokens pin.
+    pub fn ca_fingerprint(&self) -> String {
+        self.ca_sha256.clone()
+    }
+
+    /// Signs a host's certificate request (PEM) for `names` as a TLS server named `name`.
+    /// Only the request's public key is used: names and usages are the broker's choice.
+    pub fn sign_request(
+        &self,
+        csr_pem: &str,
+        name: &str,
+        names: &[String],
+    ) -> Result<String, PkiError> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        csr.params = params_for(name, names, Usage::Server)?;
+        Ok(csr.signed_by(&self.ca, &self.key)?.pem())
     }
 
     /// The CA certificate's path.
@@ -98,20 +155,7 @@ impl Pki {
             return Ok((c, k));
         }
         let key = KeyPair::generate()?;
-        let mut p = CertificateParams::new(Vec::<String>::new())?;
-        for n in names {
-            p.subject_alt_names
-                .push(match n.parse::<std::net::IpAddr>() {
-                    Ok(ip) => SanType::IpAddress(ip),
-                    Err(_) => SanType::DnsName(n.clone().try_into()?),
-                });
-        }
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.extended_key_usages = vec![match usage {
-            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-        }];
-        let cert = p.signed_by(&key, &self.ca, &self.key)?;
+        let cert = params_for(name, names, usage)?.signed_by(&key, &self.ca, &self.key)?;
         write(&k, &key.serialize_pem(), true)?;
         write(&c, &cert.pem(), false)?;
         Ok((c, k))
@@ -144,6 +188,9 @@ mod tests {
         // Reopened: the same CA, and existing certificates are kept.
         let again = Pki::open(&dir).unwrap();
         assert_eq!(std::fs::read_to_string(again.ca_path()).unwrap(), ca1);
+        // What peers trust and tokens pin is the file, in every process that opens the CA.
+        assert_eq!(again.ca_pem(), ca1);
+        assert_eq!(again.ca_fingerprint(), pki.ca_fingerprint());
         let before = std::fs::read_to_string(&c).unwrap();
         again.issue("agent-1", &[], Usage::Server).unwrap();
         assert_eq!(std::fs::read_to_string(&c).unwrap(), before);

@@ -68,7 +68,7 @@ pub async fn run(cfg: BrokerConfig) -> Result<(), String> {
     };
     let logon =
         Logon::new(store.clone(), directories, http.clone()).with_admins(cfg.admins.clone());
-    let state = Arc::new(AppState::new(logon, store.clone()));
+    let state = Arc::new(AppState::new(logon, store.clone()).with_pki(Arc::new(pki)));
 
     let (loop_store, loop_http) = (store.clone(), http.clone());
     let interval = Duration::from_secs(cfg.reconcile_interval_secs);

@@ -16,9 +16,14 @@ Configuration (TOML):
   listen = \"0.0.0.0:8443\"                    client API (HTTPS)
   server_names = [\"broker.corp.example\"]     names in the API certificate, besides localhost
   directories = \"/etc/tessera/directories.toml\"   AD/LDAP (tessera-directory format); none: local accounts
+  admins = [\"CN=vdi-admins,OU=Groups,DC=corp,DC=example\"]   directory users/groups who administer
   reconcile_interval_secs = 10
 
-Adding a host: issue its agent a certificate, point its tessera-agent at it, register it:
+Adding a host with a join token (the agent makes its key; the broker certifies and registers it):
+  tessera-broker -c broker.toml join-token
+  (on the host) tessera-agent -c agent.toml join --broker https://broker.corp.example:8443 \\
+                    --token TSJ1.... --address https://host-01.corp.example:8443
+Or with certificates made here and copied to the host:
   tessera-broker -c broker.toml agent-cert host-01 host-01.corp.example 10.0.0.11
   tessera-broker -c broker.toml add-host host-01 https://host-01.corp.example:8443
 
@@ -45,6 +50,13 @@ struct Cli {
 enum Cmd {
     /// Run the broker: client API and pool reconciliation.
     Serve,
+    /// Make a one-time token with which a host's agent joins (`tessera-agent join`); it
+    /// pins this broker's CA, so the agent cannot be fooled into joining another.
+    JoinToken {
+        /// Minutes the token stays valid.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=10080))]
+        ttl_minutes: u64,
+    },
     /// Issue a host's agent certificate (and print where the CA, certificate and key are).
     AgentCert {
         /// Host name (the certificate's name).
@@ -117,6 +129,23 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Serve => tessera_broker::server::run(cfg)
             .await
             .map_err(anyhow::Error::msg)?,
+        Cmd::JoinToken { ttl_minutes } => {
+            let pki = Pki::open(&cfg.pki_dir())?;
+            let store = Store::open(&cfg.database_url()).await?;
+            let (token, expires) = tessera_broker::host_join::new_token(
+                &store,
+                &pki,
+                "tessera-broker join-token",
+                std::time::Duration::from_secs(ttl_minutes * 60),
+            )
+            .await?;
+            println!("{token}");
+            eprintln!(
+                "One host may join with this token in the next {ttl_minutes} minutes (until {} Unix ms):\n  \
+                 tessera-agent -c agent.toml join --broker https://BROKER:PORT --token {token} --address https://HOST:PORT",
+                expires
+            );
+        }
         Cmd::AgentCert { name, names } => {
             let pki = Pki::open(&cfg.pki_dir())?;
             let (c, k) = pki.issue(&name, &names, Usage::Server)?;

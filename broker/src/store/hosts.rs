@@ -1,9 +1,11 @@
 //! Hosts and their datastores, as their agents register and report them: capacity, free
-//! memory and space, and a heartbeat the placement and the reconciler trust.
+//! memory and space, and a heartbeat the placement and the reconciler trust; the one-time
+//! tokens agents join with.
 
 use serde::Serialize;
 use sqlx::Row;
 
+use super::sessions::{hash_secret, new_secret};
 use super::{new_id, now_ms, Store, StoreError};
 
 /// A host as placement sees it.
@@ -203,5 +205,44 @@ impl Store {
         .execute(self.pool())
         .await?
         .rows_affected())
+    }
+
+    /// A one-time join token secret for a host's agent, valid `ttl_ms`; returns the secret
+    /// (shown once; stored hashed) and its expiry.
+    pub async fn create_join_token(
+        &self,
+        created_by: &str,
+        ttl_ms: i64,
+    ) -> Result<(String, i64), StoreError> {
+        let (secret, hash) = new_secret()?;
+        let now = now_ms();
+        sqlx::query(&self.sql(
+            "INSERT INTO join_tokens (secret_hash, created_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        ))
+        .bind(hash)
+        .bind(created_by)
+        .bind(now)
+        .bind(now + ttl_ms)
+        .execute(self.pool())
+        .await?;
+        Ok((secret, now + ttl_ms))
+    }
+
+    /// Uses a join token for host `name`: true if it existed, had not expired and was unused.
+    pub async fn redeem_join_token(&self, secret: &str, name: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let n = sqlx::query(&self.sql(
+            "UPDATE join_tokens SET used_at = $1, used_by = $2 \
+             WHERE secret_hash = $3 AND used_at IS NULL AND expires_at > $4",
+        ))
+        .bind(now)
+        .bind(name)
+        .bind(hash_secret(secret))
+        .bind(now)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 }
