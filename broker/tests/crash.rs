@@ -1,6 +1,7 @@
 //! The broker killed with SIGKILL at random moments while it provisions a pool, again and
 //! again; then one last broker converges. Afterwards: exactly the pool's minimum of desktops,
 //! each running on the agent, names unique, and no disk or VM on the host that no desktop owns.
+//! Run on SQLite and on PostgreSQL.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::start_agent;
+use common::{postgres_database, start_agent};
 use tessera_broker::agent_client::{tls_client, AgentClient};
 use tessera_broker::store::desktops::DesktopState;
 use tessera_broker::store::Store;
@@ -72,6 +73,18 @@ fn jitter(max_ms: u64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_provisioning_leaves_no_orphan_and_no_duplicate() {
+    sigkill_during_provisioning(None).await;
+}
+
+/// The same with the broker binary on PostgreSQL (`database = "postgres://..."`).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_provisioning_on_postgresql() {
+    if let Some(url) = postgres_database().await {
+        sigkill_during_provisioning(Some(url)).await;
+    }
+}
+
+async fn sigkill_during_provisioning(database: Option<String>) {
     if std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -84,7 +97,8 @@ async fn sigkill_during_provisioning_leaves_no_orphan_and_no_duplicate() {
         eprintln!("\n*** SKIP sigkill_during_provisioning: /dev/kvm unusable; this test did NOT run ***\n");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("tessera-crash-{}", std::process::id()));
+    let engine = if database.is_some() { "pg" } else { "sqlite" };
+    let dir = std::env::temp_dir().join(format!("tessera-crash-{engine}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (lib, ds) = (dir.join("library"), dir.join("ds1"));
     std::fs::create_dir_all(&lib).unwrap();
@@ -105,10 +119,13 @@ async fn sigkill_during_provisioning_leaves_no_orphan_and_no_duplicate() {
     .unwrap();
 
     let cfg = dir.join("broker.toml");
+    let database_url =
+        database.unwrap_or_else(|| format!("sqlite://{}", dir.join("broker/broker.db").display()));
     std::fs::write(
         &cfg,
         format!(
-            "state_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nreconcile_interval_secs = 1\n",
+            "state_dir = \"{}\"\ndatabase = \"{database_url}\"\nlisten = \"127.0.0.1:0\"\n\
+             reconcile_interval_secs = 1\n",
             dir.join("broker").display()
         ),
     )
@@ -148,12 +165,7 @@ async fn sigkill_during_provisioning_leaves_no_orphan_and_no_duplicate() {
     broker(&cfg, &["add-pool", pool.to_str().unwrap()]);
 
     let log = dir.join("broker.log");
-    let store = Store::open(&format!(
-        "sqlite://{}",
-        dir.join("broker/broker.db").display()
-    ))
-    .await
-    .unwrap();
+    let store = Store::open(&database_url).await.unwrap();
     let pool_id = store.pool_by_name("crash").await.unwrap().id;
     // Kill it again and again while the pool is still being built.
     let mut interrupted = 0;

@@ -2,10 +2,11 @@
 //! and on a fresh PostgreSQL database (tests/broker/pg-env.sh, started here when PostgreSQL is
 //! installed and TESSERA_TEST_POSTGRES is not set).
 
+mod common;
+
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::Command;
-use std::sync::OnceLock;
+
+use common::postgres_database;
 
 use tessera_broker::store::accounts::SignInError;
 use tessera_broker::store::desktops::{AssignOutcome, DesktopState};
@@ -14,55 +15,14 @@ use tessera_broker::store::pools::{Assignment, CloneKind, PoolSpec, PowerPolicy,
 use tessera_broker::store::sessions::EndReason;
 use tessera_broker::store::{new_id, Store, StoreError};
 
-/// The PostgreSQL server URL, or None with a loud SKIP (a failure when
-/// TESSERA_REQUIRE_POSTGRES=1).
-fn postgres() -> Option<String> {
-    static URL: OnceLock<Option<String>> = OnceLock::new();
-    let url = URL
-        .get_or_init(|| {
-            if let Ok(u) = std::env::var("TESSERA_TEST_POSTGRES") {
-                return Some(u);
-            }
-            if !Path::new("/usr/lib/postgresql").exists() {
-                return None;
-            }
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/broker/pg-env.sh");
-            // The script's default directory: a fresh cluster replaces what a previous run left.
-            let out = Command::new("bash").arg(&script).arg("up").output().ok()?;
-            if !out.status.success() {
-                panic!(
-                    "pg-env.sh up failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            Some("postgres://tessera@127.0.0.1:55432/tessera".to_string())
-        })
-        .clone();
-    if url.is_none() {
-        if std::env::var("TESSERA_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-            panic!("PostgreSQL is required (TESSERA_REQUIRE_POSTGRES=1) but not available");
-        }
-        eprintln!("\n*** SKIP the PostgreSQL half of the store tests: postgresql is not installed (tests/broker/pg-env.sh install); it did NOT run ***\n");
-    }
-    url
-}
-
 /// A fresh store on each available engine.
 async fn stores(name: &str) -> Vec<Store> {
     let path = std::env::temp_dir().join(format!("tessera-store-{name}-{}.db", new_id()));
     let mut v = vec![Store::open(&format!("sqlite://{}", path.display()))
         .await
         .unwrap()];
-    if let Some(url) = postgres() {
-        // A database of its own per test.
-        let db = format!("t_{}", new_id());
-        let admin = Store::open(&url).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {db}"))
-            .execute(admin.pool())
-            .await
-            .unwrap();
-        let base = url.rsplit_once('/').unwrap().0;
-        v.push(Store::open(&format!("{base}/{db}")).await.unwrap());
+    if let Some(url) = postgres_database().await {
+        v.push(Store::open(&url).await.unwrap());
     }
     v
 }

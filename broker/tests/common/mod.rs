@@ -253,3 +253,48 @@ pub async fn serve_api(logon: tessera_broker::logon::Logon, store: Store) -> Str
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     base
 }
+
+/// The PostgreSQL server URL, or None with a loud SKIP (a failure when
+/// TESSERA_REQUIRE_POSTGRES=1).
+fn postgres() -> Option<String> {
+    static URL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let url = URL
+        .get_or_init(|| {
+            if let Ok(u) = std::env::var("TESSERA_TEST_POSTGRES") {
+                return Some(u);
+            }
+            if !Path::new("/usr/lib/postgresql").exists() {
+                return None;
+            }
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/broker/pg-env.sh");
+            // The script's default directory: a fresh cluster replaces what a previous run left.
+            let out = Command::new("bash").arg(&script).arg("up").output().ok()?;
+            if !out.status.success() {
+                panic!(
+                    "pg-env.sh up failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Some("postgres://tessera@127.0.0.1:55432/tessera".to_string())
+        })
+        .clone();
+    if url.is_none() {
+        if std::env::var("TESSERA_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+            panic!("PostgreSQL is required (TESSERA_REQUIRE_POSTGRES=1) but not available");
+        }
+        eprintln!("\n*** SKIP the PostgreSQL half of the store tests: postgresql is not installed (tests/broker/pg-env.sh install); it did NOT run ***\n");
+    }
+    url
+}
+
+/// A new, empty PostgreSQL database of its own (its URL), or None with a loud SKIP.
+pub async fn postgres_database() -> Option<String> {
+    let url = postgres()?;
+    let db = format!("t_{}", tessera_broker::store::new_id());
+    let admin = Store::open(&url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    Some(format!("{}/{db}", url.rsplit_once('/').unwrap().0))
+}
