@@ -19,7 +19,7 @@ ensure_packages() {
 }
 
 # Packages the build, the tests and the nested harness need.
-TESSERA_PACKAGES=(qemu-system-x86 qemu-utils cpio binutils util-linux gzip)
+TESSERA_PACKAGES=(qemu-system-x86 qemu-utils cpio binutils util-linux gzip libspice-server-dev pkg-config)
 
 # 0 when /dev/kvm is hardware virtualisation (svm/vmx and not PVM), 1 otherwise.
 has_hardware_kvm() {
