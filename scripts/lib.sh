@@ -21,6 +21,9 @@ ensure_packages() {
 # Packages the build, the tests and the nested harness need.
 TESSERA_PACKAGES=(qemu-system-x86 qemu-utils cpio binutils util-linux gzip libspice-server-dev pkg-config)
 
+# What the SPICE tests drive a real client with: remote-viewer under Xvfb, xwd, xdotool.
+TESSERA_X_TEST_PACKAGES=(virt-viewer xvfb x11-apps xdotool)
+
 # 0 when /dev/kvm is hardware virtualisation (svm/vmx and not PVM), 1 otherwise.
 has_hardware_kvm() {
     [ -c /dev/kvm ] && grep -qwE 'svm|vmx' /proc/cpuinfo && [ ! -e /sys/module/kvm_pvm ]

@@ -2,8 +2,8 @@
 # Runs every test of the project on a fresh machine: installs what it needs (Debian packages,
 # idempotent), builds the Debian test guest into .cache/, then runs the workspace's tests
 # (the tiny-guest KVM tests, the nested full-boot suite, the qemu-img compatibility and
-# crash tests, the directory tests against a real Samba AD DC and slapd, and the broker's store
-# tests on SQLite and PostgreSQL; the tests start those servers on 127.0.0.1 and this script
+# crash tests, the directory tests against a real Samba AD DC and slapd, the broker's store
+# tests on SQLite and PostgreSQL, and the SPICE server against remote-viewer under Xvfb; the tests start those servers on 127.0.0.1 and this script
 # stops them at the end) and the storage fuzz target for 60 s (TESSERA_FUZZ_SECONDS).
 #
 #   scripts/test.sh                  everything
@@ -14,7 +14,7 @@ cd "$repo"
 . scripts/lib.sh
 
 start=$(date +%s)
-ensure_packages "${TESSERA_PACKAGES[@]}"
+ensure_packages "${TESSERA_PACKAGES[@]}" "${TESSERA_X_TEST_PACKAGES[@]}"
 tests/directory/ldap-env.sh install
 tests/broker/pg-env.sh install
 tests/guest/build-guest.sh
@@ -22,7 +22,7 @@ trap 'tests/directory/ldap-env.sh down; tests/broker/pg-env.sh down' EXIT
 
 # The nested harness is installed above, so its tests must run, not skip.
 export TESSERA_REQUIRE_NESTED=1 TESSERA_REQUIRE_QEMU_IMG=1 TESSERA_REQUIRE_DIRECTORY=1 \
-    TESSERA_REQUIRE_POSTGRES=1
+    TESSERA_REQUIRE_POSTGRES=1 TESSERA_REQUIRE_X=1
 # Show what tests print (their SKIP lines above all) even when they pass.
 export RUST_TEST_NOCAPTURE=1
 if [ -c /dev/kvm ]; then

@@ -1,0 +1,499 @@
+//! The SPICE server of one VM: configuration, start-up in the order libspice-server needs
+//! (init, display, memslot, inputs, agent, vm_start), the display mode, dirty rectangles, and
+//! one-time tickets.
+
+use std::ffi::CString;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use spice_server_sys as sys;
+
+use crate::agent::AgentBox;
+use crate::core::{self, ChannelEvent, ChannelEventKind};
+use crate::display::{QxlBox, Rect, MAX_SIDE};
+use crate::input::InputBox;
+use crate::{ClientEvents, SpiceError};
+
+/// Set while a server runs: channel events carry no server, so a process serves one.
+static RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Longest ticket libspice-server accepts.
+pub const MAX_TICKET: usize = 60;
+/// After the client's main channel authenticates, its ticket stays valid this long for the
+/// client's other channels, then it is spent.
+pub const TICKET_GRACE: Duration = Duration::from_secs(10);
+
+/// Image compression toward clients (they may ask for another per connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Raw bitmaps.
+    Off,
+    /// GLZ or QUIC, by image (QEMU's default).
+    AutoGlz,
+    /// LZ or QUIC, by image.
+    AutoLz,
+    /// QUIC.
+    Quic,
+    /// GLZ.
+    Glz,
+    /// LZ.
+    Lz,
+    /// LZ4.
+    Lz4,
+}
+
+impl Compression {
+    fn raw(self) -> sys::SpiceImageCompression {
+        match self {
+            Self::Off => sys::SPICE_IMAGE_COMPRESSION_OFF,
+            Self::AutoGlz => sys::SPICE_IMAGE_COMPRESSION_AUTO_GLZ,
+            Self::AutoLz => sys::SPICE_IMAGE_COMPRESSION_AUTO_LZ,
+            Self::Quic => sys::SPICE_IMAGE_COMPRESSION_QUIC,
+            Self::Glz => sys::SPICE_IMAGE_COMPRESSION_GLZ,
+            Self::Lz => sys::SPICE_IMAGE_COMPRESSION_LZ,
+            Self::Lz4 => sys::SPICE_IMAGE_COMPRESSION_LZ4,
+        }
+    }
+}
+
+/// TLS: a port and PEM files (libspice-server reads them with OpenSSL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The TLS port.
+    pub port: u16,
+    /// CA certificate the client is told to trust.
+    pub ca: PathBuf,
+    /// Server certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+/// How the server listens and encodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Shown in the client's title bar.
+    pub name: String,
+    /// Address to listen on.
+    pub address: IpAddr,
+    /// Plain-text port; None: TLS only.
+    pub port: Option<u16>,
+    /// TLS port and certificates.
+    pub tls: Option<TlsFiles>,
+    /// Image compression.
+    pub compression: Compression,
+}
+
+/// The primary surface: its size and the canvas libspice-server draws into.
+struct Primary {
+    width: u32,
+    height: u32,
+    _canvas: Vec<u8>,
+}
+
+/// The ticket clients must present.
+struct TicketState {
+    secret: String,
+    /// The one an admin or the broker set (not a random "locked" one).
+    live: bool,
+}
+
+/// libspice-server's handle, movable to the loop thread.
+#[derive(Clone, Copy)]
+struct Handle(*mut sys::SpiceServer);
+// SAFETY: the handle is only dereferenced by libspice-server, on the loop thread (on_loop).
+unsafe impl Send for Handle {}
+// SAFETY: as above; sharing the address is harmless.
+unsafe impl Sync for Handle {}
+
+impl Handle {
+    // A method, so that closures capture the whole (Send) handle, not its raw field.
+    fn get(self) -> *mut sys::SpiceServer {
+        self.0
+    }
+}
+
+/// A running SPICE server.
+pub struct Server {
+    srv: Handle,
+    display: Box<QxlBox>,
+    _inputs: Box<InputBox>,
+    _agent: Box<AgentBox>,
+    primary: Option<Primary>,
+    unique: u64,
+    ticket: Arc<Mutex<TicketState>>,
+}
+
+fn cstring(what: &str, s: &str) -> Result<CString, SpiceError> {
+    CString::new(s).map_err(|_| SpiceError::Config(format!("{what} contains a NUL byte")))
+}
+
+fn path(what: &str, p: &std::path::Path) -> Result<CString, SpiceError> {
+    let s = p
+        .to_str()
+        .ok_or_else(|| SpiceError::Config(format!("{what} path is not UTF-8")))?;
+    if !p.is_file() {
+        return Err(SpiceError::Config(format!(
+            "{what} {s} is not a readable file"
+        )));
+    }
+    cstring(what, s)
+}
+
+/// A random ticket nobody knows: the server is locked until a real one is set.
+fn lock_secret() -> String {
+    let mut raw = [0u8; 24];
+    // A failing random source leaves zeros, which would be guessable: fall back to time and
+    // address entropy is not acceptable either, so refuse loudly.
+    getrandom::fill(&mut raw).expect("the kernel's random source");
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn apply_ticket(srv: Handle, secret: &str, lifetime_s: i32) -> Result<(), SpiceError> {
+    let c = cstring("ticket", secret)?;
+    let rc = core::on_loop(move || {
+        // SAFETY: srv is live (Server owns it); c is a valid C string for the call.
+        unsafe { sys::spice_server_set_ticket(srv.get(), c.as_ptr(), lifetime_s, 0, 0) }
+    });
+    match rc {
+        Some(0) => Ok(()),
+        other => Err(SpiceError::Server(format!(
+            "spice_server_set_ticket returned {other:?}"
+        ))),
+    }
+}
+
+impl Server {
+    /// Starts a server per `cfg`, reporting input and resize requests to `events`. It is
+    /// locked (a random ticket) until [`Server::set_ticket`]; the first mode is
+    /// `width` x `height`.
+    pub fn start(
+        cfg: &Config,
+        events: Arc<dyn ClientEvents>,
+        width: u32,
+        height: u32,
+    ) -> Result<Self, SpiceError> {
+        if cfg.port.is_none() && cfg.tls.is_none() {
+            return Err(SpiceError::Config("neither a port nor a TLS port".into()));
+        }
+        if RUNNING.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(SpiceError::Config(
+                "a SPICE server already runs in this process (one VM per process)".into(),
+            ));
+        }
+        let started = Self::start_inner(cfg, events, width, height);
+        if started.is_err() {
+            RUNNING.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        started
+    }
+
+    fn start_inner(
+        cfg: &Config,
+        events: Arc<dyn ClientEvents>,
+        width: u32,
+        height: u32,
+    ) -> Result<Self, SpiceError> {
+        let name = cstring("name", &cfg.name)?;
+        let addr = cstring("address", &cfg.address.to_string())?;
+        let tls = match &cfg.tls {
+            Some(t) => Some((
+                t.port,
+                path("CA", &t.ca)?,
+                path("certificate", &t.cert)?,
+                path("key", &t.key)?,
+            )),
+            None => None,
+        };
+        let port = cfg.port;
+        let comp = cfg.compression.raw();
+        let secret = lock_secret();
+        let first = cstring("ticket", &secret)?;
+        let display = QxlBox::new(events.clone());
+        let mut inputs = InputBox::new(events.clone());
+        let mut agent = AgentBox::new();
+        let qxl = Ptr(&raw const display.qxl as *mut sys::QXLInstance);
+        let kbd = Ptr(&raw mut inputs.kbd);
+        let mouse = Ptr(&raw mut inputs.mouse);
+        let tablet = Ptr(&raw mut inputs.tablet);
+        let agent_sin = Ptr(&raw mut agent.sin);
+        let init = core::on_loop(move || -> Result<Handle, String> {
+            // SAFETY: the calls follow spice.h's order (configure, init, add interfaces); every
+            // pointer is live: the C strings are moved into this closure, the instances are
+            // boxed and owned by the Server that outlives the server handle.
+            unsafe {
+                let s = sys::spice_server_new();
+                if s.is_null() {
+                    return Err("spice_server_new failed".into());
+                }
+                sys::spice_server_set_addr(s, addr.as_ptr(), 0);
+                // -1: no plain-text listener.
+                sys::spice_server_set_port(s, port.map_or(-1, i32::from));
+                if let Some((tls_port, ca, cert, key)) = &tls {
+                    let null = std::ptr::null();
+                    let rc = sys::spice_server_set_tls(
+                        s,
+                        i32::from(*tls_port),
+                        ca.as_ptr(),
+                        cert.as_ptr(),
+                        key.as_ptr(),
+                        null,
+                        null,
+                        null,
+                    );
+                    if rc != 0 {
+                        sys::spice_server_destroy(s);
+                        return Err(format!("TLS setup failed ({rc})"));
+                    }
+                    if port.is_none() {
+                        sys::spice_server_set_channel_security(
+                            s,
+                            std::ptr::null(),
+                            sys::SPICE_CHANNEL_SECURITY_SSL as i32,
+                        );
+                    }
+                }
+                sys::spice_server_set_ticket(s, first.as_ptr(), 0, 0, 0);
+                sys::spice_server_set_image_compression(s, comp);
+                sys::spice_server_set_streaming_video(s, sys::SPICE_STREAM_VIDEO_OFF as i32);
+                // Pointer events go to our tablet, not to a (stand-in) agent.
+                sys::spice_server_set_agent_mouse(s, 0);
+                sys::spice_server_set_name(s, name.as_ptr());
+                if sys::spice_server_init(s, core::interface()) != 0 {
+                    sys::spice_server_destroy(s);
+                    return Err("spice_server_init failed (is the port free?)".into());
+                }
+                for base in [
+                    &raw mut (*qxl.get()).base,
+                    &raw mut (*kbd.get()).base,
+                    &raw mut (*mouse.get()).base,
+                    &raw mut (*tablet.get()).base,
+                    &raw mut (*agent_sin.get()).base,
+                ] {
+                    if sys::spice_server_add_interface(s, base) != 0 {
+                        sys::spice_server_destroy(s);
+                        return Err("spice_server_add_interface failed".into());
+                    }
+                }
+                let mut slot = sys::QXLDevMemSlot {
+                    slot_group_id: 0,
+                    slot_id: 0,
+                    generation: 0,
+                    virt_start: 0,
+                    virt_end: usize::MAX,
+                    addr_delta: 0,
+                    qxl_ram_size: u32::MAX,
+                };
+                sys::spice_qxl_add_memslot(qxl.0, &mut slot);
+                sys::spice_server_char_device_wakeup(agent_sin.get());
+                sys::spice_server_vm_start(s);
+                Ok(Handle(s))
+            }
+        });
+        let srv = match init {
+            Some(Ok(h)) => h,
+            Some(Err(e)) => return Err(SpiceError::Server(e)),
+            None => return Err(SpiceError::Server("start-up panicked".into())),
+        };
+        let ticket = Arc::new(Mutex::new(TicketState {
+            secret,
+            live: false,
+        }));
+        let agent_ptr = Ptr(&raw mut agent.sin);
+        core::set_event_hook(Some(channel_hook(srv, agent_ptr, ticket.clone(), events)));
+        let mut server = Self {
+            srv,
+            display,
+            _inputs: inputs,
+            _agent: agent,
+            primary: None,
+            unique: 0,
+            ticket,
+        };
+        server.set_mode(width, height)?;
+        Ok(server)
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Option<(u32, u32)> {
+        self.primary.as_ref().map(|p| (p.width, p.height))
+    }
+
+    /// Switches the surface to `width` x `height` (clients see the new size; queued updates
+    /// for the old one are dropped).
+    pub fn set_mode(&mut self, width: u32, height: u32) -> Result<(), SpiceError> {
+        if !(1..=MAX_SIDE).contains(&width) || !(1..=MAX_SIDE).contains(&height) {
+            return Err(SpiceError::Mode(width, height));
+        }
+        let qxl = &raw const self.display.qxl as *mut sys::QXLInstance;
+        if self.primary.is_some() {
+            self.display.drop_queued();
+            // SAFETY: the instance is registered and has a primary surface 0.
+            unsafe { sys::spice_qxl_destroy_primary_surface(qxl, 0) };
+            self.primary = None;
+        }
+        let mut canvas = vec![0u8; width as usize * height as usize * 4];
+        let mut surface = sys::QXLDevSurfaceCreate {
+            width,
+            height,
+            stride: -((width * 4) as i32),
+            format: sys::SPICE_SURFACE_FMT_32_xRGB,
+            position: 0,
+            mouse_mode: 1,
+            flags: 0,
+            type_: 0,
+            mem: canvas.as_mut_ptr() as u64,
+            group_id: 0,
+        };
+        // SAFETY: the canvas is w*h*4 bytes and lives in self.primary until the surface is
+        // destroyed (above, or when the server is dropped).
+        unsafe { sys::spice_qxl_create_primary_surface(qxl, 0, &mut surface) };
+        self.primary = Some(Primary {
+            width,
+            height,
+            _canvas: canvas,
+        });
+        Ok(())
+    }
+
+    /// Sends the `rects` of framebuffer `fb` (xRGB, `stride` bytes per line, the current
+    /// mode's size) to clients. Rectangles outside the surface or `fb` are skipped; returns
+    /// how many were queued.
+    pub fn update(&mut self, fb: &[u8], stride: usize, rects: &[Rect]) -> usize {
+        let Some(p) = &self.primary else { return 0 };
+        let size = (p.width, p.height);
+        let mut n = 0;
+        for r in rects {
+            self.unique += 1;
+            if self.display.queue_copy(fb, stride, size, *r, self.unique) {
+                n += 1;
+            } else {
+                tracing::warn!(?r, "dirty rectangle outside the surface; skipped");
+            }
+        }
+        if n > 0 {
+            // SAFETY: the instance is registered; wakeup only signals the worker.
+            unsafe { sys::spice_qxl_wakeup(&raw const self.display.qxl as *mut _) };
+        }
+        n
+    }
+
+    /// Sets the ticket a client must present, valid for `lifetime` (at most a day). After a
+    /// client's main channel authenticates with it, it stays valid [`TICKET_GRACE`] for the
+    /// client's other channels and is then spent; when the client leaves, the server locks.
+    pub fn set_ticket(&self, secret: &str, lifetime: Duration) -> Result<(), SpiceError> {
+        if secret.is_empty() || secret.len() > MAX_TICKET {
+            return Err(SpiceError::Config(format!(
+                "a ticket has 1 to {MAX_TICKET} bytes"
+            )));
+        }
+        let secs = lifetime.as_secs().clamp(1, 86_400) as i32;
+        apply_ticket(self.srv, secret, secs)?;
+        *self.ticket.lock().unwrap_or_else(|p| p.into_inner()) = TicketState {
+            secret: secret.to_string(),
+            live: true,
+        };
+        Ok(())
+    }
+
+    /// Locks the server: no ticket works until the next [`Server::set_ticket`].
+    pub fn clear_ticket(&self) -> Result<(), SpiceError> {
+        let secret = lock_secret();
+        apply_ticket(self.srv, &secret, 0)?;
+        *self.ticket.lock().unwrap_or_else(|p| p.into_inner()) = TicketState {
+            secret,
+            live: false,
+        };
+        Ok(())
+    }
+
+    /// Draw commands waiting for the server, and released by it so far.
+    pub fn queue_stats(&self) -> (usize, u64) {
+        (self.display.queued(), self.display.released())
+    }
+}
+
+/// A pointer moved into a loop job.
+struct Ptr<T>(*mut T);
+// SAFETY: the pointees are boxed and owned by the Server; jobs run while it exists.
+unsafe impl<T> Send for Ptr<T> {}
+// SAFETY: as above; only the address is shared.
+unsafe impl<T> Sync for Ptr<T> {}
+
+impl<T> Ptr<T> {
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// When a client's main channel is in: spends its ticket and lets the stand-in agent greet
+/// it; when it leaves, locks the server.
+fn channel_hook(
+    srv: Handle,
+    agent: Ptr<sys::SpiceCharDeviceInstance>,
+    ticket: Arc<Mutex<TicketState>>,
+    events: Arc<dyn ClientEvents>,
+) -> Box<dyn Fn(ChannelEvent) + Send + Sync> {
+    Box::new(move |e: ChannelEvent| {
+        events.channel(e);
+        if e.channel_type != sys::SPICE_CHANNEL_MAIN as i32 {
+            return;
+        }
+        let ticket = ticket.clone();
+        let agent = Ptr(agent.get());
+        // Posted: this may run on libspice-server's worker thread. Jobs run in order, so
+        // this one runs before the Server's drop destroys what it touches.
+        core::post(move || {
+            let mut t = ticket.lock().unwrap_or_else(|p| p.into_inner());
+            match e.kind {
+                ChannelEventKind::Initialized => {
+                    // SAFETY: the agent instance is the `sin` field of the Server's live
+                    // AgentBox; wakeup makes the server read the greeting.
+                    unsafe {
+                        (*agent.get().cast::<AgentBox>()).client_arrived();
+                        sys::spice_server_char_device_wakeup(agent.get());
+                    }
+                    if t.live {
+                        t.live = false;
+                        let grace = TICKET_GRACE.as_secs() as i32;
+                        if let Err(err) = apply_ticket(srv, &t.secret, grace) {
+                            tracing::warn!(%err, "could not spend the ticket");
+                        }
+                    }
+                }
+                ChannelEventKind::Disconnected => {
+                    t.secret = lock_secret();
+                    t.live = false;
+                    if let Err(err) = apply_ticket(srv, &t.secret, 0) {
+                        tracing::warn!(%err, "could not lock the server");
+                    }
+                }
+                _ => {}
+            }
+        });
+    })
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        core::set_event_hook(None);
+        let srv = self.srv;
+        let qxl = Ptr(&raw const self.display.qxl as *mut sys::QXLInstance);
+        let had_primary = self.primary.is_some();
+        core::on_loop(move || {
+            // SAFETY: the server and its instances are still alive; after destroy nothing
+            // calls back into them.
+            unsafe {
+                if had_primary {
+                    sys::spice_qxl_destroy_primary_surface(qxl.get(), 0);
+                }
+                sys::spice_server_destroy(srv.get());
+            }
+        });
+        self.display.drop_queued();
+        RUNNING.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
