@@ -9,11 +9,18 @@ use std::time::{Duration, Instant};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::x86_64::layout::{MMIO_HOLE_START, PCI_MMIO32_END, PCI_MMIO32_START};
+use crate::arch::x86_64::layout::{
+    DISPLAY_MMIO_BAR, DISPLAY_VRAM_BAR, MMIO_HOLE_START, PCI_MMIO32_END, PCI_MMIO32_START,
+};
 use crate::arch::x86_64::{boot, cpuid, mptable, regs};
 use crate::config::{DiskConfig, SerialOutput, ValidConfig};
 use crate::controller::{Controller, VmFacts};
 use crate::devices::bus::{lock, Bus, BusError};
+use crate::devices::display::bochs::{
+    BochsDisplay, DispiPorts, DISPI_PORT, DISPI_PORT_LEN, VRAM_SIZE,
+};
+use crate::devices::display::dispi::Dispi;
+use crate::devices::display::service::{DisplayError, DisplayService};
 use crate::devices::legacy::cmos::{Cmos, CMOS_BASE, CMOS_LEN};
 use crate::devices::legacy::debug_port::{BootTimes, DebugPort, DEBUG_PORT};
 use crate::devices::legacy::i8042::{I8042, I8042_BASE, I8042_LEN, KBD_IRQ};
@@ -29,6 +36,7 @@ use crate::devices::virtio::block::Block;
 use crate::devices::virtio::pci::{VirtioPci, VirtioPciError, BAR_SIZE};
 use crate::devices::virtio::VirtioDevice;
 use crate::exit::{ExitReason, ExitSender};
+use crate::vstate::framebuffer::Framebuffer;
 use crate::vstate::irq_routing::{IrqRouting, RoutingError};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
 use crate::vstate::vcpu::{self, BootRegs, RunControl, Vcpu, VcpuError};
@@ -76,6 +84,12 @@ pub enum BuildError {
     /// More devices than the PCI window holds (a VMM limit).
     #[error("too many PCI devices for the 32-bit PCI window")]
     PciWindowFull,
+    /// The display.
+    #[error("display: {0}")]
+    Display(#[from] DisplayError),
+    /// PCI configuration space layout (a VMM bug).
+    #[error("PCI configuration space: {0}")]
+    ConfigSpace(#[from] crate::devices::pci::config::ConfigSpaceError),
     /// The serial output file could not be opened.
     #[error("cannot open the serial output file {0}: {1}")]
     SerialFile(std::path::PathBuf, std::io::Error),
@@ -163,7 +177,7 @@ fn build_pio_bus(
     exit: &ExitSender,
     memory: &GuestMemoryMmap,
     pci: PciRoot,
-) -> Result<Bus, BuildError> {
+) -> Result<(Bus, Arc<Mutex<I8042>>), BuildError> {
     let mut pio = Bus::new("port");
     let serial = Arc::new(Mutex::new(SerialDevice::new(
         irq_line(vm, COM1_IRQ)?,
@@ -173,8 +187,8 @@ fn build_pio_bus(
         spawn_console_input(serial.clone());
     }
     pio.insert(serial, COM1_BASE, COM_LEN)?;
-    let i8042 = I8042::new(irq_line(vm, KBD_IRQ)?, exit.clone());
-    pio.insert(Arc::new(Mutex::new(i8042)), I8042_BASE, I8042_LEN)?;
+    let i8042 = Arc::new(Mutex::new(I8042::new(irq_line(vm, KBD_IRQ)?, exit.clone())));
+    pio.insert(i8042.clone(), I8042_BASE, I8042_LEN)?;
 
     let (below, above) = memory.iter().fold((0, 0), |(b, a), r| {
         let len = r.len();
@@ -200,7 +214,31 @@ fn build_pio_bus(
         PCI_CONFIG_IO_BASE,
         PCI_CONFIG_IO_LEN,
     )?;
-    Ok(pio)
+    Ok((pio, i8042))
+}
+
+/// The display adapter's state, shared by its PCI function, its ports and the display thread.
+struct DisplayHardware {
+    dispi: Arc<Mutex<Dispi>>,
+    fb: Arc<Framebuffer>,
+}
+
+/// Video memory and registers, when the configuration has a display.
+fn display_hardware(
+    cfg: &ValidConfig,
+    vm: &Vm,
+    memory: &GuestMemoryMmap,
+) -> Result<Option<DisplayHardware>, BuildError> {
+    if cfg.config.display.is_none() {
+        return Ok(None);
+    }
+    // The slot after guest RAM's.
+    let slot = memory.num_regions() as u32;
+    let fb = Framebuffer::new(vm.shared_fd(), slot, VRAM_SIZE as usize)?;
+    Ok(Some(DisplayHardware {
+        dispi: Arc::new(Mutex::new(Dispi::new(VRAM_SIZE as usize))),
+        fb: Arc::new(fb),
+    }))
 }
 
 /// Opens a disk and plugs it into the PCI bus as a virtio-blk device.
@@ -254,6 +292,7 @@ fn build_pci(
     cfg: &ValidConfig,
     vm: &Vm,
     memory: &GuestMemoryMmap,
+    display: Option<&DisplayHardware>,
 ) -> Result<(PciRoot, PciMmioWindow, Disks), BuildError> {
     let routing = Arc::new(IrqRouting::new(vm.shared_fd()));
     let mut pci = PciRoot::new();
@@ -271,6 +310,17 @@ fn build_pci(
         tracing::info!(disk = %disk.path.display(), bar = format_args!("{bar:#x}"), "virtio-blk attached");
         disks.push((disk.path.display().to_string(), backend));
     }
+    if let Some(d) = display {
+        let dev = Arc::new(Mutex::new(BochsDisplay::new(
+            d.dispi.clone(),
+            d.fb.clone(),
+            DISPLAY_VRAM_BAR,
+            DISPLAY_MMIO_BAR,
+        )?));
+        let slot = pci.add(dev.clone())?;
+        window.add(dev);
+        tracing::info!(slot, "bochs display attached");
+    }
     Ok((pci, window, disks))
 }
 
@@ -285,8 +335,9 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
     let (tx, exit_rx) = channel();
     let exit_tx = ExitSender::new(tx);
     let boot_times = Arc::new(Mutex::new(BootTimes::default()));
-    let (pci, window, disks) = build_pci(&cfg, &vm, &memory)?;
-    let pio = Arc::new(build_pio_bus(
+    let display = display_hardware(&cfg, &vm, &memory)?;
+    let (pci, window, disks) = build_pci(&cfg, &vm, &memory, display.as_ref())?;
+    let (mut pio, i8042) = build_pio_bus(
         &vm,
         &cfg,
         started,
@@ -294,7 +345,15 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
         &exit_tx,
         &memory,
         pci,
-    )?);
+    )?;
+    if let Some(d) = &display {
+        pio.insert(
+            Arc::new(Mutex::new(DispiPorts(d.dispi.clone()))),
+            DISPI_PORT,
+            DISPI_PORT_LEN,
+        )?;
+    }
+    let pio = Arc::new(pio);
     let mut mmio = Bus::new("MMIO");
     mmio.insert(
         Arc::new(Mutex::new(window)),
@@ -362,6 +421,10 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
         .map(Vcpu::spawn)
         .collect::<Result<Vec<_>, _>>()?;
     controller.set_vcpus(handles);
+    if let (Some(hw), Some(dcfg)) = (display, &cfg.config.display) {
+        let service = DisplayService::start(dcfg, "tessera desktop", hw.dispi, hw.fb, i8042)?;
+        controller.set_display(service);
+    }
 
     Ok(Machine {
         controller,

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::arch::x86_64::boot::KernelFormat;
 use crate::devices::bus::lock;
+use crate::devices::display::service::DisplayService;
 use crate::devices::legacy::debug_port::{BootTimes, Milestone};
 use crate::exit::{ExitReason, ExitSender};
 use crate::vstate::vcpu::{RunControl, VcpuHandle};
@@ -81,6 +82,7 @@ pub struct Controller {
     vcpus: Mutex<Vec<VcpuHandle>>,
     exit: Mutex<ExitSender>,
     boot_times: Arc<Mutex<BootTimes>>,
+    display: std::sync::OnceLock<Arc<DisplayService>>,
 }
 
 impl Controller {
@@ -100,7 +102,18 @@ impl Controller {
             vcpus: Mutex::new(Vec::new()),
             exit: Mutex::new(exit),
             boot_times,
+            display: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Hands over the running display.
+    pub fn set_display(&self, display: Arc<DisplayService>) {
+        let _ = self.display.set(display);
+    }
+
+    /// The display, if the VM has one.
+    pub fn display(&self) -> Option<&Arc<DisplayService>> {
+        self.display.get()
     }
 
     /// Hands over the running vCPU threads.

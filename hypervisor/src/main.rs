@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use tessera_vmm::config::{DiskConfig, MemorySize, SerialOutput, VmConfig};
+use tessera_vmm::config::{DiskConfig, DisplayConfig, MemorySize, SerialOutput, VmConfig};
 use tessera_vmm::exit::{status, ExitReason};
 use tessera_vmm::{api, builder};
 
@@ -22,6 +22,13 @@ Examples:
   With a disk (the guest's /dev/vda): a qcow2 linked clone whose backing chain must stay
   inside the datastore directory (default: the image's own directory):
     tessera-vmm --kernel bzImage --disk path=/srv/ds1/desk-01.qcow2,datastore=/srv/ds1
+
+  With a screen, keyboard and mouse served over SPICE (the bochs display adapter; Linux drives
+  it with bochs-drm), reachable once a ticket is set:
+    tessera-vmm --kernel bzImage --api-socket vm1.sock --display spice-port=5930
+    curl --unix-socket vm1.sock -X PUT -d '{\"ticket\": \"S3cret\", \"lifetime_secs\": 60}' \\
+         http://localhost/display/ticket
+    remote-viewer spice://127.0.0.1:5930    (asks for the ticket)
 
   Control a running VM:
     curl --unix-socket /run/tessera/vm1.sock http://localhost/vm
@@ -41,6 +48,12 @@ Config file keys (all optional except kernel):
   queues = N               default: one per vCPU, at most 16
   datastore = \"DIR\"        backing files must be inside; default: the image's directory
   serial = \"ID\"            up to 20 bytes, /sys/block/vda/serial in the guest
+  [display]                a bochs display served over SPICE
+  address = \"127.0.0.1\"   where SPICE listens
+  port = 5930              plain-text port (leave out for TLS only)
+  tls_port = 5931          with x509_dir = \"DIR\" (ca-cert.pem, server-cert.pem, server-key.pem)
+  fps = 30                 most screen updates per second
+  compression = \"auto_glz\" off, auto_glz, auto_lz, quic, glz, lz or lz4
 
 The guest powers the VM off by rebooting through the i8042 reset line (Linux: reboot=k).
 Boot milestones: the guest writes a byte to I/O port 0x80; GET /vm lists each with its time.
@@ -82,6 +95,10 @@ struct Cli {
     /// (repeat for more disks; adds to the config file's).
     #[arg(long, value_name = "DISK")]
     disk: Vec<DiskConfig>,
+    /// A display served over SPICE:
+    /// spice-port=N[,addr=IP][,tls-port=N,x509-dir=DIR][,fps=N][,compression=MODE].
+    #[arg(long, value_name = "DISPLAY")]
+    display: Option<DisplayConfig>,
     /// Serve the control API on this Unix socket.
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
@@ -117,6 +134,9 @@ impl Cli {
             c.serial = v;
         }
         c.disks.extend(self.disk);
+        if let Some(d) = self.display {
+            c.display = Some(d);
+        }
         Ok(c)
     }
 }

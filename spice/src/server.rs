@@ -26,7 +26,7 @@ pub const MAX_TICKET: usize = 60;
 pub const TICKET_GRACE: Duration = Duration::from_secs(10);
 
 /// Image compression toward clients (they may ask for another per connection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     /// Raw bitmaps.

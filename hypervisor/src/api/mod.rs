@@ -7,6 +7,10 @@
 //! | `PUT /vm/resume` | 204; 409 if not paused |
 //! | `PUT /vm/shutdown` | 202; the VMM stops the vCPUs and exits with status 0 |
 //! | `PUT /vm/kill` | 202; the VMM exits at once with status 5 |
+//! | `GET /display` | 200, mode, SPICE address and ports, TLS certificate fingerprint; 404 without a display |
+//! | `PUT /display/ticket` | `{"ticket", "lifetime_secs"}`: 204; one client may sign in with it, once |
+//! | `DELETE /display/ticket` | 204; no ticket works until the next |
+//! | `GET /display/screenshot` | 200 `image/png` of the guest's screen; 409 while the guest shows nothing |
 //!
 //! Errors are `{"error": "..."}` with a 4xx/5xx status.
 
@@ -18,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::CONTENT_TYPE;
 use hyper::service::service_fn;
@@ -27,6 +31,9 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
 use crate::controller::Controller;
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 16 * 1024;
 
 /// Errors starting the API.
 #[derive(Debug, thiserror::Error)]
@@ -85,19 +92,36 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let reply = tokio::task::spawn_blocking(move || routes::route(&ctl, &method, &path))
-        .await
-        .unwrap_or_else(|e| routes::Reply {
-            status: hyper::StatusCode::INTERNAL_SERVER_ERROR,
-            body: Some(serde_json::json!({ "error": e.to_string() })),
-        });
+    // Bodies are small JSON documents; anything larger is refused unread.
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
+    let reply = match limited.collect().await {
+        Ok(b) => {
+            let body = b.to_bytes();
+            tokio::task::spawn_blocking(move || routes::route(&ctl, &method, &path, &body))
+                .await
+                .unwrap_or_else(|e| {
+                    routes::Reply::error_reply(
+                        hyper::StatusCode::INTERNAL_SERVER_ERROR,
+                        e.to_string(),
+                    )
+                })
+        }
+        Err(_) => routes::Reply::error_reply(
+            hyper::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request bodies are at most {MAX_BODY} bytes"),
+        ),
+    };
     let mut resp = Response::builder().status(reply.status);
-    let body = match reply.body {
-        Some(v) => {
+    let body = match (reply.body, reply.raw) {
+        (Some(v), _) => {
             resp = resp.header(CONTENT_TYPE, "application/json");
             Bytes::from(v.to_string() + "\n")
         }
-        None => Bytes::new(),
+        (None, Some((content_type, bytes))) => {
+            resp = resp.header(CONTENT_TYPE, content_type);
+            Bytes::from(bytes)
+        }
+        (None, None) => Bytes::new(),
     };
     Ok(resp
         .body(Full::new(body))

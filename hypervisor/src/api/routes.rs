@@ -3,16 +3,21 @@
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
+use tessera_spice::SpiceError;
+
 use crate::controller::{ControlError, Controller};
+use crate::devices::display::service::DisplayError;
 use crate::exit::ExitReason;
 
-/// An answer: status and JSON body (None for 204).
+/// An answer: status and JSON body (None for 204), or raw bytes with their content type.
 #[derive(Debug, PartialEq)]
 pub struct Reply {
     /// HTTP status.
     pub status: StatusCode,
     /// JSON body.
     pub body: Option<serde_json::Value>,
+    /// A non-JSON body (a screenshot).
+    pub raw: Option<(&'static str, Vec<u8>)>,
 }
 
 impl Reply {
@@ -20,6 +25,7 @@ impl Reply {
         Self {
             status,
             body: Some(body),
+            raw: None,
         }
     }
 
@@ -31,7 +37,13 @@ impl Reply {
         Self {
             status: StatusCode::NO_CONTENT,
             body: None,
+            raw: None,
         }
+    }
+
+    /// An error answer.
+    pub fn error_reply(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::error(status, message)
     }
 }
 
@@ -53,12 +65,84 @@ const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/vm/resume"),
     ("PUT", "/vm/shutdown"),
     ("PUT", "/vm/kill"),
+    ("GET", "/display"),
+    ("PUT", "/display/ticket"),
+    ("DELETE", "/display/ticket"),
+    ("GET", "/display/screenshot"),
 ];
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TicketRequest {
+    ticket: String,
+    #[serde(default = "default_lifetime")]
+    lifetime_secs: u64,
+}
+
+fn default_lifetime() -> u64 {
+    60
+}
+
+fn display_route(ctl: &Controller, method: &str, path: &str, body: &[u8]) -> Reply {
+    let Some(d) = ctl.display() else {
+        return Reply::error(StatusCode::NOT_FOUND, "this VM has no display");
+    };
+    let failed = |e: DisplayError| match e {
+        DisplayError::Off => Reply::error(StatusCode::CONFLICT, e.to_string()),
+        DisplayError::Spice(SpiceError::Config(_)) => {
+            Reply::error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        _ => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    match (method, path) {
+        ("GET", "/display") => match serde_json::to_value(d.info()) {
+            Ok(v) => Reply::json(StatusCode::OK, v),
+            Err(e) => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        ("PUT", "/display/ticket") => {
+            let r: TicketRequest = match serde_json::from_slice(body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Reply::error(
+                        StatusCode::BAD_REQUEST,
+                        format!("expected {{\"ticket\": \"...\", \"lifetime_secs\": N}}: {e}"),
+                    )
+                }
+            };
+            let lifetime = std::time::Duration::from_secs(r.lifetime_secs);
+            match d.set_ticket(&r.ticket, lifetime) {
+                Ok(()) => Reply::no_content(),
+                Err(e) => failed(e),
+            }
+        }
+        ("DELETE", "/display/ticket") => match d.clear_ticket() {
+            Ok(()) => Reply::no_content(),
+            Err(e) => failed(e),
+        },
+        ("GET", "/display/screenshot") => match d.screenshot_png() {
+            Ok(png) => Reply {
+                status: StatusCode::OK,
+                body: None,
+                raw: Some(("image/png", png)),
+            },
+            Err(e) => failed(e),
+        },
+        _ => Reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {path}"),
+        ),
+    }
+}
+
 /// Handles one request. Blocking: call it off the async reactor.
-pub fn route(ctl: &Controller, method: &Method, path: &str) -> Reply {
+pub fn route(ctl: &Controller, method: &Method, path: &str, body: &[u8]) -> Reply {
     let path = path.trim_end_matches('/');
     match (method.as_str(), path) {
+        (m, p @ ("/display" | "/display/ticket" | "/display/screenshot"))
+            if ROUTES.iter().any(|(rm, rp)| *rm == m && *rp == p) =>
+        {
+            display_route(ctl, m, p, body)
+        }
         ("GET", "/vm") => match serde_json::to_value(ctl.info()) {
             Ok(v) => Reply::json(StatusCode::OK, v),
             Err(e) => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -117,7 +201,7 @@ mod tests {
     #[test]
     fn info_reports_facts() {
         let (c, _rx) = ctl();
-        let r = route(&c, &Method::GET, "/vm");
+        let r = route(&c, &Method::GET, "/vm", b"");
         assert_eq!(r.status, StatusCode::OK);
         let b = r.body.unwrap();
         assert_eq!(b["state"], "running");
@@ -130,22 +214,22 @@ mod tests {
     fn pause_resume_state_machine() {
         let (c, _rx) = ctl();
         assert_eq!(
-            route(&c, &Method::PUT, "/vm/pause").status,
+            route(&c, &Method::PUT, "/vm/pause", b"").status,
             StatusCode::NO_CONTENT
         );
         assert_eq!(
-            route(&c, &Method::GET, "/vm").body.unwrap()["state"],
+            route(&c, &Method::GET, "/vm", b"").body.unwrap()["state"],
             "paused"
         );
-        let again = route(&c, &Method::PUT, "/vm/pause");
+        let again = route(&c, &Method::PUT, "/vm/pause", b"");
         assert_eq!(again.status, StatusCode::CONFLICT);
         assert_eq!(again.body.unwrap()["error"], "the VM is already paused");
         assert_eq!(
-            route(&c, &Method::PUT, "/vm/resume").status,
+            route(&c, &Method::PUT, "/vm/resume", b"").status,
             StatusCode::NO_CONTENT
         );
         assert_eq!(
-            route(&c, &Method::PUT, "/vm/resume").status,
+            route(&c, &Method::PUT, "/vm/resume", b"").status,
             StatusCode::CONFLICT
         );
     }
@@ -154,12 +238,12 @@ mod tests {
     fn shutdown_and_kill_reach_the_main_thread_once() {
         let (c, rx) = ctl();
         assert_eq!(
-            route(&c, &Method::PUT, "/vm/shutdown").status,
+            route(&c, &Method::PUT, "/vm/shutdown", b"").status,
             StatusCode::ACCEPTED
         );
         assert_eq!(rx.try_recv().unwrap(), ExitReason::ApiShutdown);
         assert_eq!(
-            route(&c, &Method::PUT, "/vm/kill").status,
+            route(&c, &Method::PUT, "/vm/kill", b"").status,
             StatusCode::CONFLICT
         );
         assert!(rx.try_recv().is_err());
@@ -168,18 +252,18 @@ mod tests {
     #[test]
     fn unknown_paths_and_methods_are_json_errors() {
         let (c, _rx) = ctl();
-        let r = route(&c, &Method::GET, "/etc/passwd");
+        let r = route(&c, &Method::GET, "/etc/passwd", b"");
         assert_eq!(r.status, StatusCode::NOT_FOUND);
         assert!(r.body.unwrap()["error"]
             .as_str()
             .unwrap()
             .contains("GET /vm"));
         assert_eq!(
-            route(&c, &Method::DELETE, "/vm").status,
+            route(&c, &Method::DELETE, "/vm", b"").status,
             StatusCode::METHOD_NOT_ALLOWED
         );
         let long = "/".to_string() + &"a".repeat(10_000);
-        let r = route(&c, &Method::GET, &long);
+        let r = route(&c, &Method::GET, &long, b"");
         assert!(r.body.unwrap()["error"].as_str().unwrap().len() < 300);
     }
 }

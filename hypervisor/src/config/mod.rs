@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::arch::x86_64::mptable::MAX_CPUS;
 
 mod disk;
+mod display;
 pub use disk::DiskConfig;
+pub use display::DisplayConfig;
 
 /// Kernel command line used when none is given: serial console, i8042 reset on reboot (there is
 /// no ACPI yet), reboot instead of hanging on panic, and no I/O-delay writes to the debug port.
@@ -41,6 +43,9 @@ pub enum ConfigError {
     /// A bad --disk value.
     #[error("invalid disk {0:?}: {1} (expected path=IMAGE[,readonly=on][,queues=N][,datastore=DIR][,serial=ID])")]
     Disk(String, String),
+    /// A bad --display value.
+    #[error("invalid display {0:?}: {1} (expected spice-port=N[,addr=IP][,tls-port=N,x509-dir=DIR][,fps=N][,compression=MODE])")]
+    Display(String, String),
     /// A file named in the configuration is missing or unreadable.
     #[error("cannot open the {what} {path}: {source}")]
     File {
@@ -191,6 +196,9 @@ pub struct VmConfig {
     /// virtio-blk disks, in PCI slot order (the first is /dev/vda in a Linux guest).
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// A display adapter served over SPICE; none when absent.
+    #[serde(default)]
+    pub display: Option<DisplayConfig>,
 }
 
 impl Default for VmConfig {
@@ -204,6 +212,7 @@ impl Default for VmConfig {
             serial: SerialOutput::default(),
             api_socket: None,
             disks: Vec::new(),
+            display: None,
         }
     }
 }
@@ -249,6 +258,9 @@ impl VmConfig {
                     source,
                 })
         };
+        if let Some(d) = &self.display {
+            d.check()?;
+        }
         let kernel_file = open("kernel", &kernel)?;
         let initrd_file = self
             .initrd

@@ -1,6 +1,7 @@
 //! Device models and the buses they sit on.
 
 pub mod bus;
+pub mod display;
 pub mod legacy;
 pub mod pci;
 pub mod virtio;

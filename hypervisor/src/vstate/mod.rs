@@ -1,5 +1,6 @@
 //! KVM state: the VM, its vCPUs and guest memory.
 
+pub mod framebuffer;
 pub mod irq_routing;
 pub mod memory;
 pub mod vcpu;

@@ -39,6 +39,11 @@ pub const PCI_MMIO32_START: u64 = MMIO_HOLE_START;
 pub const PCI_MMIO32_END: u64 = 0xfec0_0000;
 /// IO-APIC registers (emulated in-kernel by KVM).
 pub const IOAPIC_START: u64 = 0xfec0_0000;
+/// The display's video memory BAR (16 MiB, aligned), at the top of the PCI window, away from
+/// the virtio BARs that grow from its bottom.
+pub const DISPLAY_VRAM_BAR: u32 = 0xfd00_0000;
+/// The display's register BAR.
+pub const DISPLAY_MMIO_BAR: u32 = 0xfe00_0000;
 /// Local APIC registers (emulated in-kernel by KVM).
 pub const LAPIC_START: u64 = 0xfee0_0000;
 /// Three pages KVM needs for the real-mode TSS on Intel; placed where no RAM or BAR goes.

@@ -2,8 +2,8 @@
 //! and the CPU reset line (command 0xFE) through which `reboot=k` ends the VM.
 //!
 //! The auxiliary (mouse) port is reported absent, and absent *quickly*: every command that
-//! Linux's driver waits on gets an answer at once, so probing costs no 500 ms timeouts. The
-//! display issue adds the mouse.
+//! Linux's driver waits on gets an answer at once, so probing costs no 500 ms timeouts. Keys
+//! from the display client arrive through [`I8042::key`].
 
 use std::collections::VecDeque;
 
@@ -94,6 +94,26 @@ impl I8042 {
         }
     }
 
+    /// A key from the display client, as a PC scancode-set-1 byte (0xE0 prefixes and
+    /// releases, bit 7, as their own bytes). With the controller translating (what Linux and
+    /// firmware use) the guest reads set 1 as is; without, it gets the keyboard's set 2.
+    pub fn key(&mut self, set1: u8) {
+        if self.ctr & CTR_KBD_DISABLE != 0 {
+            return;
+        }
+        if self.ctr & CTR_XLATE != 0 || self.scancode_set == 1 || set1 == 0xe0 {
+            self.push(set1);
+            return;
+        }
+        let Some(code) = set1_to_set2(set1 & 0x7f) else {
+            return;
+        };
+        if set1 & 0x80 != 0 {
+            self.push(0xf0);
+        }
+        self.push(code);
+    }
+
     fn status(&self) -> u8 {
         let full = if self.out.is_empty() { 0 } else { SB_OUT_FULL };
         self.status | full
@@ -178,6 +198,20 @@ impl I8042 {
             _ => self.push(KBD_ACK),
         }
     }
+}
+
+/// Set 1 make code to set 2 (the same base codes serve 0xE0-prefixed keys).
+fn set1_to_set2(code: u8) -> Option<u8> {
+    const TABLE: [u8; 0x5e] = [
+        0x00, 0x76, 0x16, 0x1e, 0x26, 0x25, 0x2e, 0x36, 0x3d, 0x3e, 0x46, 0x45, 0x4e, 0x55, 0x66,
+        0x0d, 0x15, 0x1d, 0x24, 0x2d, 0x2c, 0x35, 0x3c, 0x43, 0x44, 0x4d, 0x54, 0x5b, 0x5a, 0x14,
+        0x1c, 0x1b, 0x23, 0x2b, 0x34, 0x33, 0x3b, 0x42, 0x4b, 0x4c, 0x52, 0x0e, 0x12, 0x5d, 0x1a,
+        0x22, 0x21, 0x2a, 0x32, 0x31, 0x3a, 0x41, 0x49, 0x4a, 0x59, 0x7c, 0x11, 0x29, 0x58, 0x05,
+        0x06, 0x04, 0x0c, 0x03, 0x0b, 0x83, 0x0a, 0x01, 0x09, 0x77, 0x7e, 0x6c, 0x75, 0x7d, 0x7b,
+        0x6b, 0x73, 0x74, 0x79, 0x69, 0x72, 0x7a, 0x70, 0x71, 0x00, 0x00, 0x61, 0x78, 0x07, 0x00,
+        0x00, 0x1f, 0x27, 0x2f,
+    ];
+    TABLE.get(usize::from(code)).copied().filter(|&c| c != 0)
 }
 
 impl BusDevice for I8042 {
@@ -294,5 +328,38 @@ mod tests {
         let mut wide = [0u8; 4];
         d.read(OFF_COMMAND, &mut wide);
         assert_eq!(&wide[1..], &[0, 0, 0]);
+    }
+
+    #[test]
+    fn client_keys_reach_the_guest_in_its_scancode_set() {
+        let (mut d, _rx) = dev();
+        // Translation on (the reset state, and Linux's): set 1 as sent.
+        for b in [0x1e, 0x9e, 0xe0, 0x48, 0xe0, 0xc8] {
+            d.key(b);
+        }
+        let got: Vec<u8> = (0..6).map(|_| read(&mut d, 0)).collect();
+        assert_eq!(got, [0x1e, 0x9e, 0xe0, 0x48, 0xe0, 0xc8]);
+        // Translation off, set 2: 'a' is 0x1c, its release F0 1C; Up is E0 75.
+        d.write(4, &[0x60]);
+        d.write(0, &[CTR_KBD_INT | CTR_SYSTEM]);
+        for b in [0x1e, 0x9e, 0xe0, 0x48] {
+            d.key(b);
+        }
+        let got: Vec<u8> = (0..5).map(|_| read(&mut d, 0)).collect();
+        assert_eq!(got, [0x1c, 0xf0, 0x1c, 0xe0, 0x75]);
+        // A disabled keyboard drops keys; a flood is bounded.
+        d.write(4, &[0xad]);
+        d.key(0x1e);
+        assert_eq!(read(&mut d, 4) & 1, 0);
+        d.write(4, &[0xae]);
+        for _ in 0..1000 {
+            d.key(0x1e);
+        }
+        let mut queued = 0;
+        while read(&mut d, 4) & 1 == 1 {
+            read(&mut d, 0);
+            queued += 1;
+        }
+        assert_eq!(queued, OUT_CAPACITY);
     }
 }

@@ -124,6 +124,14 @@ impl PciConfig {
         Ok(())
     }
 
+    /// Marks 32-bit memory BAR `index` prefetchable (video memory: the guest may map it
+    /// write-combined).
+    pub fn set_prefetchable(&mut self, index: usize) {
+        if index < 6 {
+            self.regs[REG_BAR0 + index] |= 0x8;
+        }
+    }
+
     /// Where memory BAR `index` is now, or None while the guest has memory decoding off.
     pub fn bar32(&self, index: usize) -> Option<u64> {
         let enabled = self.regs[REG_COMMAND] & COMMAND_MEMORY != 0;

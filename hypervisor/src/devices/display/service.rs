@@ -1,0 +1,212 @@
+//! The running display: the SPICE server fed by the refresh thread, client input into the
+//! guest's i8042, and what the control API asks of it (tickets, facts, screenshots).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tessera_spice::{ClientEvents, Config, Server, SpiceError, TlsFiles};
+
+use super::dispi::Dispi;
+use super::refresh::Refresh;
+use crate::config::DisplayConfig;
+use crate::devices::bus::lock;
+use crate::devices::legacy::i8042::I8042;
+use crate::vstate::framebuffer::Framebuffer;
+
+/// Errors of the display service.
+#[derive(Debug, thiserror::Error)]
+pub enum DisplayError {
+    /// SPICE refused.
+    #[error(transparent)]
+    Spice(#[from] SpiceError),
+    /// The display thread could not start.
+    #[error("cannot start the display thread: {0}")]
+    Thread(std::io::Error),
+    /// The guest shows nothing now.
+    #[error("the guest has not turned the display on")]
+    Off,
+    /// PNG encoding.
+    #[error("screenshot: {0}")]
+    Png(String),
+}
+
+/// Client input, delivered to the guest's devices.
+struct GuestInput {
+    i8042: Arc<Mutex<dyn KeySink>>,
+}
+
+/// Where keys go (the i8042; tests use a recorder).
+pub trait KeySink: Send {
+    /// A PC scancode-set-1 byte.
+    fn key(&mut self, set1: u8);
+}
+
+impl KeySink for I8042 {
+    fn key(&mut self, set1: u8) {
+        I8042::key(self, set1);
+    }
+}
+
+impl ClientEvents for GuestInput {
+    fn key(&self, scancode: u8) {
+        lock(&self.i8042).key(scancode);
+    }
+    fn resize_request(&self, width: u32, height: u32) {
+        // The bochs adapter has no hot-plug signal; the guest picks its own mode.
+        tracing::debug!(
+            width,
+            height,
+            "display: the client would like another resolution"
+        );
+    }
+}
+
+/// What GET /display answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct DisplayInfo {
+    /// Current mode, if the guest shows anything.
+    pub width: Option<u32>,
+    /// Current mode.
+    pub height: Option<u32>,
+    /// SPICE address.
+    pub address: String,
+    /// Plain-text port.
+    pub port: Option<u16>,
+    /// TLS port.
+    pub tls_port: Option<u16>,
+    /// SHA-256 of the server certificate (DER, hex), for clients that pin it.
+    pub tls_fingerprint: Option<String>,
+    /// Frame rate cap.
+    pub fps: u32,
+}
+
+/// The display of a running VM.
+pub struct DisplayService {
+    server: Arc<Mutex<Server>>,
+    dispi: Arc<Mutex<Dispi>>,
+    fb: Arc<Framebuffer>,
+    stop: Arc<AtomicBool>,
+    config: DisplayConfig,
+    fingerprint: Option<String>,
+}
+
+/// SHA-256 of the first certificate in a PEM file, hex.
+fn fingerprint(path: &std::path::Path) -> Option<String> {
+    use rustls_pki_types::pem::PemObject;
+    use sha2::{Digest, Sha256};
+    let der = rustls_pki_types::CertificateDer::from_pem_file(path).ok()?;
+    Some(
+        Sha256::digest(&der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
+impl DisplayService {
+    /// Starts SPICE per `cfg` (locked until a ticket is set) and the refresh thread.
+    pub fn start(
+        cfg: &DisplayConfig,
+        name: &str,
+        dispi: Arc<Mutex<Dispi>>,
+        fb: Arc<Framebuffer>,
+        keys: Arc<Mutex<dyn KeySink>>,
+    ) -> Result<Arc<Self>, DisplayError> {
+        let tls = match (cfg.tls_port, &cfg.x509_dir) {
+            (Some(port), Some(dir)) => Some(TlsFiles {
+                port,
+                ca: dir.join("ca-cert.pem"),
+                cert: dir.join("server-cert.pem"),
+                key: dir.join("server-key.pem"),
+            }),
+            _ => None,
+        };
+        let fingerprint = tls.as_ref().and_then(|t| fingerprint(&t.cert));
+        let spice = Config {
+            name: name.to_string(),
+            address: cfg.address,
+            port: cfg.port,
+            tls,
+            compression: cfg.compression,
+        };
+        // A small placeholder surface until the guest sets a mode.
+        let server = Server::start(&spice, Arc::new(GuestInput { i8042: keys }), 640, 480)?;
+        let service = Arc::new(Self {
+            server: Arc::new(Mutex::new(server)),
+            dispi,
+            fb,
+            stop: Arc::new(AtomicBool::new(false)),
+            config: cfg.clone(),
+            fingerprint,
+        });
+        let refresh = Refresh {
+            dispi: service.dispi.clone(),
+            fb: service.fb.clone(),
+            server: service.server.clone(),
+            fps: cfg.fps,
+            stop: service.stop.clone(),
+        };
+        std::thread::Builder::new()
+            .name("display".into())
+            .spawn(move || refresh.run())
+            .map_err(DisplayError::Thread)?;
+        tracing::info!(address = %cfg.address, port = ?cfg.port, tls_port = ?cfg.tls_port, "SPICE display serving");
+        Ok(service)
+    }
+
+    /// Sets the one-time ticket clients must present, valid `lifetime`.
+    pub fn set_ticket(&self, ticket: &str, lifetime: Duration) -> Result<(), DisplayError> {
+        Ok(lock(&self.server).set_ticket(ticket, lifetime)?)
+    }
+
+    /// Locks the display until the next ticket.
+    pub fn clear_ticket(&self) -> Result<(), DisplayError> {
+        Ok(lock(&self.server).clear_ticket()?)
+    }
+
+    /// Facts for the control API.
+    pub fn info(&self) -> DisplayInfo {
+        let mode = lock(&self.dispi).mode();
+        DisplayInfo {
+            width: mode.map(|m| m.width),
+            height: mode.map(|m| m.height),
+            address: self.config.address.to_string(),
+            port: self.config.port,
+            tls_port: self.config.tls_port,
+            tls_fingerprint: self.fingerprint.clone(),
+            fps: self.config.fps,
+        }
+    }
+
+    /// The guest's screen as a PNG (RGB, the current mode's size).
+    pub fn screenshot_png(&self) -> Result<Vec<u8>, DisplayError> {
+        let mode = lock(&self.dispi).mode().ok_or(DisplayError::Off)?;
+        let (w, h) = (mode.width as usize, mode.height as usize);
+        let mut line = vec![0u8; w * 4];
+        let mut rgb = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            self.fb.read(mode.offset + y * mode.stride, &mut line);
+            for px in line.chunks_exact(4) {
+                // Video memory holds little-endian xRGB: B, G, R, X.
+                rgb.extend_from_slice(&[px[2], px[1], px[0]]);
+            }
+        }
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, mode.width, mode.height);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let png_err = |e: png::EncodingError| DisplayError::Png(e.to_string());
+        let mut writer = enc.write_header().map_err(png_err)?;
+        writer.write_image_data(&rgb).map_err(png_err)?;
+        writer.finish().map_err(png_err)?;
+        Ok(out)
+    }
+}
+
+impl Drop for DisplayService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
