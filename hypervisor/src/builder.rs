@@ -348,7 +348,10 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
     )?;
     if let Some(d) = &display {
         pio.insert(
-            Arc::new(Mutex::new(DispiPorts(d.dispi.clone()))),
+            Arc::new(Mutex::new(DispiPorts {
+                dispi: d.dispi.clone(),
+                fb: d.fb.clone(),
+            })),
             DISPI_PORT,
             DISPI_PORT_LEN,
         )?;

@@ -360,31 +360,8 @@ const HANDLER_OFFSET: usize = 0x100;
 /// byte sent to the console wakes it through irqfd -> I/O APIC -> LAPIC -> IDT; the handler
 /// prints `IRQ:<byte>` and resets.
 pub fn serial_irq() -> Vec<u8> {
-    let handler = CODE_BASE + HANDLER_OFFSET as u64;
     let mut a = Asm::new();
-    // IDT entry for SERIAL_VECTOR: 64-bit interrupt gate, selector 0x10 (boot CS).
-    a.mov_eax(IDT_BASE + SERIAL_VECTOR * 16)
-        .store_rax_disp(0, (handler as u32 & 0xffff) | (0x10 << 16))
-        .store_rax_disp(4, (handler as u32 & 0xffff_0000) | 0x8e00)
-        .store_rax_disp(8, (handler >> 32) as u32)
-        .store_rax_disp(12, 0);
-    // IDTR: limit covers SERIAL_VECTOR, base IDT_BASE.
-    a.mov_eax(IDTR_ADDR)
-        .store_rax_disp(0, (SERIAL_VECTOR * 16 + 15) | ((IDT_BASE & 0xffff) << 16))
-        .store_rax_disp(4, IDT_BASE >> 16)
-        .store_rax_disp(8, 0)
-        .lidt_rax();
-    // I/O APIC redirection entry 4 (registers 0x18/0x19): fixed, edge, unmasked, to APIC 0.
-    a.mov_eax(IOAPIC)
-        .store_rax_disp(0, 0x18)
-        .store_rax_disp(0x10, SERIAL_VECTOR)
-        .store_rax_disp(0, 0x19)
-        .store_rax_disp(0x10, 0);
-    // Mask the 8259 PICs, as an OS does once it uses the I/O APIC: KVM resets vCPU 0's LINT0
-    // to ExtINT, so an unmasked PIC would deliver IRQ 4 a second time, at vector 4.
-    a.mov_al(0xff).out_imm_al(0x21).out_imm_al(0xa1);
-    // Local APIC software enable (spurious vector register).
-    a.mov_eax(LAPIC).store_rax_disp(0xf0, 0x1ff);
+    route_irq(&mut a, 4, SERIAL_VECTOR, HANDLER_OFFSET);
     // UART: receive-data interrupt on, OUT2 (the PC's interrupt gate) on.
     a.mov_dx(COM1 + 1).mov_al(0x01).out_dx_al();
     a.mov_dx(COM1 + 4).mov_al(0x0b).out_dx_al();
@@ -392,6 +369,100 @@ pub fn serial_irq() -> Vec<u8> {
     a.pad_to(HANDLER_OFFSET);
     a.print(b"IRQ:").mov_dx(COM1).in_al_dx().out_dx_al();
     a.mov_al(b'\n').out_dx_al().reset().halt_forever();
+    elf(a.code())
+}
+
+/// Points `vector`'s IDT gate at the code at `handler_offset`, routes I/O APIC pin `pin` to
+/// it (fixed, edge, to APIC 0), masks the PICs and enables the local APIC.
+fn route_irq(a: &mut Asm, pin: u32, vector: u32, handler_offset: usize) {
+    let handler = CODE_BASE + handler_offset as u64;
+    // IDT entry: 64-bit interrupt gate, selector 0x10 (boot CS).
+    a.mov_eax(IDT_BASE + vector * 16)
+        .store_rax_disp(0, (handler as u32 & 0xffff) | (0x10 << 16))
+        .store_rax_disp(4, (handler as u32 & 0xffff_0000) | 0x8e00)
+        .store_rax_disp(8, (handler >> 32) as u32)
+        .store_rax_disp(12, 0);
+    // IDTR: limit covers the vector, base IDT_BASE.
+    a.mov_eax(IDTR_ADDR)
+        .store_rax_disp(0, (vector * 16 + 15) | ((IDT_BASE & 0xffff) << 16))
+        .store_rax_disp(4, IDT_BASE >> 16)
+        .store_rax_disp(8, 0)
+        .lidt_rax();
+    // I/O APIC redirection entry `pin` (registers 0x10 + 2 pin, +1): unmasked, to APIC 0.
+    a.mov_eax(IOAPIC)
+        .store_rax_disp(0, 0x10 + 2 * pin)
+        .store_rax_disp(0x10, vector)
+        .store_rax_disp(0, 0x11 + 2 * pin)
+        .store_rax_disp(0x10, 0);
+    // Mask the 8259 PICs, as an OS does once it uses the I/O APIC: KVM resets vCPU 0's LINT0
+    // to ExtINT, so an unmasked PIC would deliver the IRQ a second time at a legacy vector.
+    a.mov_al(0xff).out_imm_al(0x21).out_imm_al(0xa1);
+    // Local APIC software enable (spurious vector register).
+    a.mov_eax(LAPIC).store_rax_disp(0xf0, 0x1ff);
+}
+
+/// The display painter's video memory BAR (where tessera-vmm puts it; the guest keeps it).
+pub const PAINTER_VRAM: u32 = 0xfd00_0000;
+/// First pixel of the painter's picture.
+pub const PAINTER_SEED: u32 = 0x0020_4060;
+/// Added per pixel.
+pub const PAINTER_STEP: u32 = 0x0001_0307;
+/// Lines at the top that the painter repaints with each key.
+pub const PAINTER_KEY_LINES: u32 = 8;
+const KBD_VECTOR: u32 = 0x31;
+const PAINTER_HANDLER: usize = 0x200;
+
+/// Pixel `i` (row-major) of the painter's picture, as 0x00RRGGBB.
+pub fn painter_pixel(i: u32) -> u32 {
+    PAINTER_SEED.wrapping_add(i.wrapping_mul(PAINTER_STEP)) & 0x00ff_ffff
+}
+
+/// A guest for the display path: turns on memory decoding of the bochs adapter in PCI slot
+/// `slot`, sets a `width` x `height` x 32 mode through the DISPI ports, paints
+/// [`painter_pixel`] over it and prints `PAINTED`; then, per keyboard interrupt, echoes each
+/// scancode byte to COM1 and repaints the top [`PAINTER_KEY_LINES`] lines in the colour
+/// `byte * 0x010101`.
+pub fn display_painter(slot: u8, width: u16, height: u16) -> Vec<u8> {
+    let mut a = Asm::new();
+    a.mov_dx(0xcf8)
+        .mov_eax(0x8000_0000 | u32::from(slot) << 11 | 4)
+        .out_dx_eax();
+    a.mov_dx(0xcfc).mov_eax(0x7).out_dx_eax();
+    for (index, value) in [(4, 0), (3, 32), (1, width), (2, height), (4, 0x41)] {
+        // `out dx, ax` (66 EF) to the index, then to the data port.
+        a.mov_dx(0x1ce).mov_eax(index).bytes(&[0x66, 0xef]);
+        a.mov_dx(0x1cf)
+            .mov_eax(u32::from(value))
+            .bytes(&[0x66, 0xef]);
+    }
+    let pixels = u32::from(width) * u32::from(height);
+    // mov edi, VRAM; mov ecx, pixels; mov eax, SEED; 1: stosd; add eax, STEP; dec ecx; jnz 1b
+    a.bytes(&[0xbf]).bytes(&PAINTER_VRAM.to_le_bytes());
+    a.mov_ecx(pixels).mov_eax(PAINTER_SEED);
+    let top = a.here();
+    a.bytes(&[0xab, 0x05]).bytes(&PAINTER_STEP.to_le_bytes());
+    a.dec_ecx().jnz_back(top);
+    a.print(b"PAINTED\n");
+    route_irq(&mut a, 1, KBD_VECTOR, PAINTER_HANDLER);
+    a.sti().idle_forever();
+    a.pad_to(PAINTER_HANDLER);
+    // Every byte the controller holds: echo it, paint the key band; then EOI and return.
+    let poll = a.here();
+    a.bytes(&[0xe4, 0x64, 0xa8, 0x01]); // in al, 0x64; test al, 1
+    let jz_at = a.here();
+    a.bytes(&[0x74, 0x00]); // jz done (patched below)
+    a.bytes(&[0xe4, 0x60]).mov_dx(COM1).out_dx_al(); // in al, 0x60; out dx, al
+    a.bytes(&[0x0f, 0xb6, 0xc0, 0x69, 0xc0]) // movzx eax, al; imul eax, eax, 0x010101
+        .bytes(&0x0001_0101u32.to_le_bytes());
+    a.bytes(&[0xbf]).bytes(&PAINTER_VRAM.to_le_bytes());
+    a.mov_ecx(u32::from(width) * PAINTER_KEY_LINES)
+        .bytes(&[0xf3, 0xab]); // rep stosd
+    let rel = poll as isize - (a.here() as isize + 2);
+    a.bytes(&[0xeb, rel as i8 as u8]);
+    let done = a.here();
+    a.code[jz_at + 1] = (done - (jz_at + 2)) as u8;
+    a.mov_eax(LAPIC).store_rax_disp(0xb0, 0);
+    a.bytes(&[0x48, 0xcf]); // iretq
     elf(a.code())
 }
 

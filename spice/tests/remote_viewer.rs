@@ -12,9 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use tessera_spice::{Compression, Config, Rect, Server};
 
-const W: u32 = 640;
-const H: u32 = 400;
-
 #[test]
 fn remote_viewer_shows_the_framebuffer_and_types_into_it() {
     if !x_tools() {

@@ -9,9 +9,6 @@ use std::time::Duration;
 use common::*;
 use tessera_spice::{Compression, Config, Rect, Server, TlsFiles};
 
-const W: u32 = 640;
-const H: u32 = 400;
-
 #[test]
 fn a_tls_only_server_serves_tls_and_refuses_plain_text() {
     if !x_tools() {

@@ -117,25 +117,34 @@ pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
 
 /// One HTTP/1.1 request over the API socket; returns (status, body).
 pub fn http(socket: &Path, method: &str, path: &str) -> (u16, String) {
+    let (status, body) = http_bytes(socket, method, path, b"");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One HTTP/1.1 request with a body; returns (status, body bytes).
+pub fn http_bytes(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let mut s = UnixStream::connect(socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
     )
     .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(resp.len());
+    let head = String::from_utf8_lossy(&resp[..split]);
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    (status, resp.get(split + 4..).unwrap_or_default().to_vec())
 }
 
 /// Waits for the API socket to accept connections.

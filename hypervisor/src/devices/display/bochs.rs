@@ -123,19 +123,32 @@ impl PciFunction for BochsDisplay {
         };
         if (MMIO_DISPI..MMIO_DISPI_END).contains(&off) && data.len() == 2 && off % 2 == 0 {
             let value = u16::from_le_bytes([data[0], data[1]]);
-            lock(&self.dispi).write(((off - MMIO_DISPI) / 2) as u16, value);
+            let clear = lock(&self.dispi).write(((off - MMIO_DISPI) / 2) as u16, value);
+            if clear {
+                clear_vram(&self.fb);
+            }
         }
         // VGA port writes (blanking) and the endianness register: accepted, nothing to do.
         true
     }
 }
 
+/// Zeroes video memory (a mode was enabled without NOCLEARMEM).
+fn clear_vram(fb: &Framebuffer) {
+    fb.write(0, &vec![0u8; fb.len()]);
+}
+
 /// The DISPI registers through I/O ports 0x1CE (index) and 0x1CF/0x1D0 (data).
-pub struct DispiPorts(pub Arc<Mutex<Dispi>>);
+pub struct DispiPorts {
+    /// The registers.
+    pub dispi: Arc<Mutex<Dispi>>,
+    /// Video memory (cleared when a mode is enabled).
+    pub fb: Arc<Framebuffer>,
+}
 
 impl BusDevice for DispiPorts {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        let d = lock(&self.0);
+        let d = lock(&self.dispi);
         let v = if offset == 0 {
             d.selected()
         } else {
@@ -153,12 +166,15 @@ impl BusDevice for DispiPorts {
             [lo, hi, ..] => u16::from_le_bytes([*lo, *hi]),
             [] => return,
         };
-        let mut d = lock(&self.0);
+        let mut d = lock(&self.dispi);
         if offset == 0 {
             d.select(v);
         } else {
             let i = d.selected();
-            d.write(i, v);
+            if d.write(i, v) {
+                drop(d);
+                clear_vram(&self.fb);
+            }
         }
     }
 }

@@ -72,8 +72,6 @@ pub struct Dispi {
     vram: usize,
     /// Bumped on every register write, so the display notices changes cheaply.
     generation: u64,
-    /// The guest asked for video memory to be cleared (enable without NOCLEARMEM).
-    clear_pending: bool,
     complaints: RateLimiter,
 }
 
@@ -88,7 +86,6 @@ impl Dispi {
             index: 0,
             vram,
             generation: 0,
-            clear_pending: false,
             complaints: RateLimiter::new(5, Duration::from_secs(10)),
         }
     }
@@ -117,9 +114,14 @@ impl Dispi {
     }
 
     /// Writes register `i` (ID and the memory size are read-only; unknown indices ignored).
-    pub fn write(&mut self, i: u16, value: u16) {
+    /// Returns true when the write enabled a mode that wants video memory cleared (no
+    /// NOCLEARMEM): the caller clears it before the guest's next instruction, as hardware
+    /// would.
+    #[must_use]
+    pub fn write(&mut self, i: u16, value: u16) -> bool {
+        let mut clear = false;
         match i {
-            index::ID | index::VIDEO_MEMORY_64K => return,
+            index::ID | index::VIDEO_MEMORY_64K => return false,
             index::ENABLE => {
                 let was = self.regs[index::ENABLE as usize] & ENABLED != 0;
                 if value & ENABLED != 0 && !was {
@@ -128,24 +130,20 @@ impl Dispi {
                     self.regs[index::VIRT_WIDTH as usize] = self.regs[index::XRES as usize];
                     self.regs[index::X_OFFSET as usize] = 0;
                     self.regs[index::Y_OFFSET as usize] = 0;
-                    self.clear_pending = value & NOCLEARMEM == 0;
+                    clear = value & NOCLEARMEM == 0;
                 }
             }
             i if usize::from(i) < index::COUNT => {}
-            _ => return,
+            _ => return false,
         }
         self.regs[usize::from(i)] = value;
         self.generation += 1;
+        clear
     }
 
     /// Changes since creation (compare to notice a new mode or offset).
     pub fn generation(&self) -> u64 {
         self.generation
-    }
-
-    /// Whether video memory should be cleared for a just-enabled mode (asked once).
-    pub fn take_clear(&mut self) -> bool {
-        std::mem::take(&mut self.clear_pending)
     }
 
     /// The mode the registers describe, or None while the display is off or the registers
@@ -193,12 +191,13 @@ impl Dispi {
 mod tests {
     use super::*;
 
-    fn set(d: &mut Dispi, w: u16, h: u16) {
-        d.write(index::ENABLE, 0);
-        d.write(index::BPP, 32);
-        d.write(index::XRES, w);
-        d.write(index::YRES, h);
-        d.write(index::ENABLE, ENABLED | LFB_ENABLED);
+    /// Sets a mode as Linux does; whether video memory is to be cleared.
+    fn set(d: &mut Dispi, w: u16, h: u16) -> bool {
+        let _ = d.write(index::ENABLE, 0);
+        let _ = d.write(index::BPP, 32);
+        let _ = d.write(index::XRES, w);
+        let _ = d.write(index::YRES, h);
+        d.write(index::ENABLE, ENABLED | LFB_ENABLED)
     }
 
     #[test]
@@ -207,7 +206,7 @@ mod tests {
         assert_eq!(d.read(index::ID), DISPI_ID);
         assert_eq!(d.read(index::VIDEO_MEMORY_64K), 256);
         assert_eq!(d.mode(), None, "off at reset");
-        set(&mut d, 1024, 768);
+        assert!(set(&mut d, 1024, 768), "enabling clears video memory");
         assert_eq!(
             d.mode(),
             Some(Mode {
@@ -217,12 +216,11 @@ mod tests {
                 offset: 0
             })
         );
-        assert!(d.take_clear());
-        assert!(!d.take_clear());
+        assert!(!d.write(index::ENABLE, ENABLED | LFB_ENABLED | NOCLEARMEM));
         // Page flipping: the second half of video memory.
-        d.write(index::Y_OFFSET, 768);
+        let _ = d.write(index::Y_OFFSET, 768);
         assert_eq!(d.mode().unwrap().offset, 768 * 4096);
-        d.write(index::ENABLE, GETCAPS);
+        let _ = d.write(index::ENABLE, GETCAPS);
         assert_eq!(
             (d.read(index::XRES), d.read(index::YRES)),
             (MAX_WIDTH, MAX_HEIGHT)
@@ -233,22 +231,22 @@ mod tests {
     fn absurd_modes_are_refused_not_fatal() {
         let mut d = Dispi::new(16 << 20);
         for (w, h) in [(0, 600), (4096, 600), (800, 0), (2561, 1600), (2560, 1601)] {
-            set(&mut d, w, h);
+            let _ = set(&mut d, w, h);
             assert_eq!(d.mode(), None, "{w}x{h}");
         }
-        set(&mut d, 2560, 1600);
+        let _ = set(&mut d, 2560, 1600);
         assert!(d.mode().is_some(), "the largest mode fits 16 MiB");
-        d.write(index::BPP, 16);
+        let _ = d.write(index::BPP, 16);
         assert_eq!(d.mode(), None, "only 32 bpp");
-        d.write(index::BPP, 32);
-        d.write(index::Y_OFFSET, u16::MAX);
-        d.write(index::X_OFFSET, u16::MAX);
-        d.write(index::VIRT_WIDTH, u16::MAX);
+        let _ = d.write(index::BPP, 32);
+        let _ = d.write(index::Y_OFFSET, u16::MAX);
+        let _ = d.write(index::X_OFFSET, u16::MAX);
+        let _ = d.write(index::VIRT_WIDTH, u16::MAX);
         assert_eq!(d.mode(), None, "outside video memory");
         let g = d.generation();
-        d.write(index::ID, 0);
-        d.write(index::VIDEO_MEMORY_64K, 1);
-        d.write(0x7fff, 1);
+        let _ = d.write(index::ID, 0);
+        let _ = d.write(index::VIDEO_MEMORY_64K, 1);
+        let _ = d.write(0x7fff, 1);
         assert_eq!(d.read(index::ID), DISPI_ID);
         assert_eq!(d.read(0x7fff), 0);
         assert_eq!(

@@ -68,13 +68,7 @@ impl Refresh {
     }
 
     fn frame(&self, shown: &mut Option<Mode>, pixels: &mut Vec<u8>, mapped_at: &mut Option<u64>) {
-        let (mode, clear) = {
-            let mut d = lock(&self.dispi);
-            (d.mode(), d.take_clear())
-        };
-        if clear {
-            self.fb.write(0, &vec![0u8; self.fb.len()]);
-        }
+        let mode = lock(&self.dispi).mode();
         let dirty = match self.fb.take_dirty() {
             Ok(d) => d,
             Err(e) => {
@@ -88,7 +82,7 @@ impl Refresh {
         };
         let moved = self.fb.mapped_at() != *mapped_at;
         *mapped_at = self.fb.mapped_at();
-        let rows = match (&dirty, *shown == Some(mode) && !moved && !clear) {
+        let rows = match (&dirty, *shown == Some(mode) && !moved) {
             (Some(bitmap), true) => dirty_rows(bitmap, &mode),
             _ => vec![(0, mode.height)],
         };

@@ -1,0 +1,220 @@
+//! Real X clients for the display tests: a private Xvfb display, remote-viewer and other
+//! clients on it, screenshots with xwd (parsed here), input with xdotool.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether the X tools are here; if not, a loud SKIP (a failure when TESSERA_REQUIRE_X=1).
+pub fn x_tools() -> bool {
+    let missing: Vec<&str> = ["Xvfb", "remote-viewer", "xwd", "xdotool"]
+        .into_iter()
+        .filter(|t| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("TESSERA_REQUIRE_X").as_deref() == Ok("1") {
+        panic!("{missing:?} required (TESSERA_REQUIRE_X=1)");
+    }
+    eprintln!(
+        "\n*** SKIP remote-viewer tests: {missing:?} not installed (apt-get install virt-viewer xvfb x11-apps xdotool); they did NOT run ***\n"
+    );
+    false
+}
+
+/// A child killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An Xvfb server on a display of its own.
+pub struct Xvfb {
+    pub display: String,
+    _proc: Proc,
+}
+
+impl Xvfb {
+    /// Display `:200 + pid % 500 + offset` (tests in one process pass different offsets).
+    pub fn start(offset: u32) -> Self {
+        let n = 200 + std::process::id() % 500 + offset;
+        let display = format!(":{n}");
+        let child = Command::new("Xvfb")
+            .args([&display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb");
+        let x = Self {
+            display: display.clone(),
+            _proc: Proc(child),
+        };
+        let socket = format!("/tmp/.X11-unix/X{n}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Path::new(&socket).exists() {
+            assert!(Instant::now() < deadline, "Xvfb did not start on {display}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        x
+    }
+
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("DISPLAY", &self.display)
+            .env("GDK_BACKEND", "x11")
+            .env("NO_AT_BRIDGE", "1");
+        c
+    }
+
+    /// Runs an X client to completion; its stdout.
+    pub fn run(&self, program: &str, args: &[&str]) -> String {
+        let out = self.cmd(program).args(args).output().expect(program);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The first window whose name contains `name`.
+    pub fn find_window(&self, name: &str, wait: Duration) -> Option<String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let out = self.run("xdotool", &["search", "--name", name]);
+            if let Some(w) = out.lines().next() {
+                return Some(w.trim().to_string());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A screenshot of the whole screen.
+    pub fn screenshot(&self) -> Image {
+        let out = self
+            .cmd("xwd")
+            .args(["-root", "-silent"])
+            .output()
+            .expect("xwd");
+        Image::from_xwd(&out.stdout).unwrap_or_else(|| {
+            panic!(
+                "not an XWD image ({} bytes, header {:?}; xwd said {})",
+                out.stdout.len(),
+                out.stdout[..100.min(out.stdout.len())]
+                    .chunks(4)
+                    .map(|c| u32::from_be_bytes(c.try_into().unwrap_or([0; 4])))
+                    .collect::<Vec<_>>(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+}
+
+/// Pixels as 0x00RRGGBB.
+pub struct Image {
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Vec<u32>,
+}
+
+impl Image {
+    /// Parses X's window dump format (ZPixmap, 24-bit colour in 3 or 4 bytes per pixel, as
+    /// xwd writes a 24-bit screen).
+    pub fn from_xwd(b: &[u8]) -> Option<Self> {
+        let f = |i: usize| -> Option<u32> {
+            Some(u32::from_be_bytes(
+                b.get(i * 4..i * 4 + 4)?.try_into().ok()?,
+            ))
+        };
+        let header = f(0)? as usize;
+        let (format, width, height) = (f(2)?, f(4)? as usize, f(5)? as usize);
+        let (byte_order, bpp, line) = (f(7)?, f(11)?, f(12)? as usize);
+        let ncolors = f(19)? as usize;
+        // Xvfb's 24-bit visuals come as 3 or 4 bytes per pixel (lines may be padded further).
+        let bytes = bpp as usize / 8;
+        if format != 2 || !(bpp == 24 || bpp == 32) || line < width * bytes {
+            return None;
+        }
+        let start = header + ncolors * 12;
+        let mut pixels = Vec::with_capacity(width * height);
+        for y in 0..height {
+            for x in 0..width {
+                let o = start + y * line + x * bytes;
+                let mut p = [0u8; 4];
+                p[..bytes].copy_from_slice(b.get(o..o + bytes)?);
+                let v = if byte_order == 0 {
+                    u32::from_le_bytes(p)
+                } else {
+                    u32::from_be_bytes(p)
+                };
+                pixels.push(v & 0x00ff_ffff);
+            }
+        }
+        Some(Self {
+            width,
+            height,
+            pixels,
+        })
+    }
+
+    /// Writes the image as a PPM (for a failing test's evidence).
+    pub fn save_ppm(&self, path: &Path) {
+        let mut out = format!("P6 {} {} 255\n", self.width, self.height).into_bytes();
+        for p in &self.pixels {
+            out.extend_from_slice(&[(p >> 16) as u8, (p >> 8) as u8, *p as u8]);
+        }
+        let _ = std::fs::write(path, out);
+    }
+
+    pub fn at(&self, x: usize, y: usize) -> u32 {
+        self.pixels[y * self.width + x]
+    }
+
+    /// Where `fb` (w x h, 0x00RRGGBB) sits in this image, if anywhere.
+    pub fn find(&self, fb: &[u32], w: usize, h: usize) -> Option<(usize, usize)> {
+        let probes = [
+            (0, 0),
+            (1, 0),
+            (0, 1),
+            (w / 2, h / 2),
+            (w - 1, h - 1),
+            (w - 1, 0),
+        ];
+        for oy in 0..self.height.saturating_sub(h - 1) {
+            for ox in 0..self.width.saturating_sub(w - 1) {
+                if probes
+                    .iter()
+                    .all(|&(x, y)| self.at(ox + x, oy + y) == fb[y * w + x])
+                {
+                    return Some((ox, oy));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A remote-viewer connection file.
+pub fn vv_file(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.vv"));
+    std::fs::write(&p, format!("[virt-viewer]\ntype=spice\n{body}")).unwrap();
+    p
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
