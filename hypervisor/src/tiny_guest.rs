@@ -466,6 +466,70 @@ pub fn display_painter(slot: u8, width: u16, height: u16) -> Vec<u8> {
     elf(a.code())
 }
 
+/// Writes dword register `reg` (byte offset) of PCI function `slot`.0 through 0xCF8/0xCFC.
+fn pci_write(a: &mut Asm, slot: u8, reg: u32, value: u32) {
+    a.mov_dx(0xcf8)
+        .mov_eax(0x8000_0000 | u32::from(slot) << 11 | reg)
+        .out_dx_eax();
+    a.mov_dx(0xcfc).mov_eax(value).out_dx_eax();
+}
+
+/// Writes DISPI register `index` through the ports (`out dx, ax` is 66 EF).
+fn dispi(a: &mut Asm, index: u16, value: u16) {
+    a.mov_dx(0x1ce)
+        .mov_eax(u32::from(index))
+        .bytes(&[0x66, 0xef]);
+    a.mov_dx(0x1cf)
+        .mov_eax(u32::from(value))
+        .bytes(&[0x66, 0xef]);
+}
+
+/// Sets `width` x `height` x 32 bpp with a linear framebuffer, as Linux's bochs-drm does.
+fn set_mode(a: &mut Asm, width: u16, height: u16) {
+    for (index, value) in [(4, 0), (3, 32), (1, width), (2, height), (4, 0x41)] {
+        dispi(a, index, value);
+    }
+}
+
+/// Paints [`painter_pixel`] over the first `pixels` pixels of video memory:
+/// `mov edi, VRAM; mov ecx, pixels; mov eax, SEED; 1: stosd; add eax, STEP; dec ecx; jnz 1b`.
+fn paint(a: &mut Asm, pixels: u32) {
+    a.bytes(&[0xbf]).bytes(&PAINTER_VRAM.to_le_bytes());
+    a.mov_ecx(pixels).mov_eax(PAINTER_SEED);
+    let top = a.here();
+    a.bytes(&[0xab, 0x05]).bytes(&PAINTER_STEP.to_le_bytes());
+    a.dec_ecx().jnz_back(top);
+}
+
+/// A hostile guest for the display: absurd modes (too wide, 16 bpp, panned outside video
+/// memory), video memory moved onto its own RAM (KVM refuses the overlap) and back, garbage
+/// over the register BAR; then a sane 320x200 mode with [`painter_pixel`]s and `SURVIVED`.
+pub fn display_abuse(slot: u8) -> Vec<u8> {
+    let mut a = Asm::new();
+    pci_write(&mut a, slot, 4, 0x7);
+    set_mode(&mut a, 4096, 600);
+    set_mode(&mut a, 640, 480);
+    dispi(&mut a, 3, 16);
+    dispi(&mut a, 3, 32);
+    dispi(&mut a, 9, 0xffff);
+    dispi(&mut a, 0x7fff, 0xffff);
+    // BAR 0 onto guest RAM at 1 MiB, then home again.
+    pci_write(&mut a, slot, 0x10, 0x0010_0000);
+    pci_write(&mut a, slot, 0x10, PAINTER_VRAM);
+    // Every dword of the register BAR gets 0xffffffff: `mov eax, BAR2 + 4 * ecx; mov [rax], -1`.
+    a.mov_ecx(1024);
+    let top = a.here();
+    a.bytes(&[0x8d, 0x04, 0x8d]) // lea eax, [ecx*4 + disp32]
+        .bytes(&(crate::arch::x86_64::layout::DISPLAY_MMIO_BAR - 4).to_le_bytes())
+        .store_rax_disp(0, 0xffff_ffff)
+        .dec_ecx()
+        .jnz_back(top);
+    set_mode(&mut a, 320, 200);
+    paint(&mut a, 320 * 200);
+    a.print(b"SURVIVED\n");
+    elf(idle_code(a).code())
+}
+
 /// Writes each of `codes` to the debug port, then sleeps with interrupts off: a guest that
 /// stays up for control-API tests.
 pub fn milestones_then_idle(codes: &[u8]) -> Vec<u8> {

@@ -179,3 +179,64 @@ fn the_guest_screen_reaches_remote_viewer_and_keys_reach_the_guest() {
         },
     );
 }
+
+#[test]
+fn a_hostile_guest_and_a_garbage_client_leave_the_vm_running() {
+    if !kvm_or_skip("display bad input") {
+        return;
+    }
+    let dir = Scratch::new("display-abuse");
+    let kernel = dir.file("abuse.elf", &tessera_vmm::tiny_guest::display_abuse(1));
+    let socket = dir.0.join("api.sock");
+    let console = dir.0.join("console.log");
+    let log = dir.0.join("vmm.log");
+    let port = free_port();
+    let _vmm = Proc(
+        Command::new(VMM)
+            .args(["--kernel", kernel.to_str().unwrap(), "--memory", "64M"])
+            .args(["--api-socket", socket.to_str().unwrap(), "--log", "warn"])
+            .arg("--serial")
+            .arg(format!("file:{}", console.display()))
+            .arg("--display")
+            .arg(format!("spice-port={port}"))
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_socket(&socket, Duration::from_secs(10));
+    wait_for("the guest to survive", Duration::from_secs(60), || {
+        std::fs::read_to_string(&console)
+            .unwrap_or_default()
+            .contains("SURVIVED")
+    });
+    // Garbage at the SPICE port, twice, as a client would send it.
+    for _ in 0..2 {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let junk: Vec<u8> = (0..65536u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let _ = s.write_all(&junk);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, png) = http_bytes(&socket, "GET", "/display/screenshot", b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&png));
+    let shot = decode_png(&png);
+    assert_eq!((shot.width, shot.height), (320, 200));
+    let wrong = (0..320 * 200u32)
+        .filter(|&i| shot.pixels[i as usize] != painter_pixel(i))
+        .count();
+    assert_eq!(wrong, 0);
+    let (status, _) = http(&socket, "GET", "/vm");
+    assert_eq!(status, 200, "the VM still answers");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("cannot show"),
+        "no line about the absurd modes:\n{text}"
+    );
+    assert!(
+        text.contains("cannot map video memory"),
+        "no line about the refused BAR:\n{text}"
+    );
+}

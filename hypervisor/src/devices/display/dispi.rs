@@ -138,6 +138,9 @@ impl Dispi {
         }
         self.regs[usize::from(i)] = value;
         self.generation += 1;
+        // Checked as the guest writes, so that a bad mode is reported even if it is gone
+        // before the display thread looks (mode() logs it).
+        let _ = self.mode();
         clear
     }
 
