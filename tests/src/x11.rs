@@ -98,24 +98,28 @@ impl Xvfb {
         }
     }
 
-    /// A screenshot of the whole screen.
+    /// A screenshot of the whole screen (xwd is retried a few times: a dump taken while a
+    /// client maps a window can come back short).
     pub fn screenshot(&self) -> Image {
-        let out = self
-            .cmd("xwd")
-            .args(["-root", "-silent"])
-            .output()
-            .expect("xwd");
-        Image::from_xwd(&out.stdout).unwrap_or_else(|| {
-            panic!(
-                "not an XWD image ({} bytes, header {:?}; xwd said {})",
+        let mut last = String::new();
+        for _ in 0..5 {
+            let out = self
+                .cmd("xwd")
+                .args(["-root", "-silent"])
+                .output()
+                .expect("xwd");
+            if let Some(image) = Image::from_xwd(&out.stdout) {
+                return image;
+            }
+            last = format!(
+                "{} bytes, status {}, xwd said: {}",
                 out.stdout.len(),
-                out.stdout[..100.min(out.stdout.len())]
-                    .chunks(4)
-                    .map(|c| u32::from_be_bytes(c.try_into().unwrap_or([0; 4])))
-                    .collect::<Vec<_>>(),
+                out.status,
                 String::from_utf8_lossy(&out.stderr)
-            )
-        })
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("no screenshot from xwd: {last}");
     }
 }
 
