@@ -141,6 +141,9 @@ cat <<INFO
   Sign in as the demo user (the answer carries the desktop, a one-time ticket and a session token):
     curl --cacert $pki/ca.pem -H 'content-type: application/json' \\
          -d '{"user": "demo", "password": "$password"}' $api/api/v1/sessions
+  Then open the desktop's screen with remote-viewer (SESSION and TOKEN from that answer):
+    curl --cacert $pki/ca.pem -X POST -H "authorization: Bearer TOKEN" \\
+         $api/api/v1/sessions/SESSION/vv > desktop.vv && remote-viewer desktop.vv
 
 INFO
 
@@ -158,6 +161,9 @@ if $check; then
     sessions=$(curl -s --cacert "$pki/ca.pem" -H "authorization: Bearer $admin_token" "$api/api/v1/admin/sessions")
     echo "$sessions" | grep -q "\"id\":\"$id\"" || { log "the admin API does not list the session: $sessions"; exit 1; }
     log "admin API ok: the session is listed"
+    vv=$(curl -s --cacert "$pki/ca.pem" -X POST -H "authorization: Bearer $token" "$api/api/v1/sessions/$id/vv")
+    echo "$vv" | grep -q '^password=' && echo "$vv" | grep -q '^port=' || { log "no remote-viewer file: $vv"; exit 1; }
+    log "remote-viewer file ok: $(echo "$vv" | grep -E '^(host|port)=' | tr '\n' ' ')"
     code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$pki/ca.pem" -X DELETE \
         -H "authorization: Bearer $token" "$api/api/v1/sessions/$id")
     [ "$code" = 204 ] || { log "logoff answered $code"; exit 1; }

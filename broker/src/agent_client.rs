@@ -209,6 +209,23 @@ impl AgentClient {
         }
     }
 
+    /// Sets the one-time ticket of a running VM's display.
+    pub async fn set_display_ticket(
+        &self,
+        name: &str,
+        ticket: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<(), AgentError> {
+        let _: Value = self
+            .send(
+                self.http
+                    .put(format!("{}/api/v1/vms/{name}/display/ticket", self.url))
+                    .json(&json!({ "ticket": ticket, "lifetime_secs": lifetime.as_secs() })),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// A VM's state, or None if the agent does not know it.
     pub async fn vm(&self, name: &str) -> Result<Option<VmStatusLite>, AgentError> {
         match self
@@ -231,4 +248,7 @@ pub struct VmStatusLite {
     pub state: String,
     /// VMM pid.
     pub pid: Option<u32>,
+    /// Where its display is reached, while it runs with one.
+    #[serde(default)]
+    pub display: Option<tessera_agent::display::DisplayEndpoint>,
 }

@@ -5,7 +5,8 @@
 //! | POST | /api/v1/sessions | `{"user", "password", "pool"?}`: a desktop, or the pools to choose from |
 //! | DELETE | /api/v1/sessions/{id} | log off (bearer: the session token) |
 //! | POST | /api/v1/sessions/{id}/disconnect | the client went away; the desktop waits |
-//! | POST | /api/v1/sessions/{id}/ticket | a new one-time display ticket |
+//! | POST | /api/v1/sessions/{id}/ticket | a new one-time display ticket (set on the desktop's display) |
+//! | POST | /api/v1/sessions/{id}/vv | the same as a remote-viewer file (`application/x-virt-viewer`) |
 //! | GET | /api/v1/sessions/{id} | its state, why it ended, and the administrators' messages not yet fetched |
 //! | GET | /healthz | liveness |
 //! | GET | /metrics | Prometheus text |
@@ -30,7 +31,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::logon::{Logon, LogonError, LogonOutcome, TICKET_TTL};
+use crate::logon::{Logon, LogonError, LogonOutcome};
 use crate::store::sessions::{EndReason, Session};
 use crate::store::{Store, StoreError};
 
@@ -272,13 +273,38 @@ async fn ticket(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let session = authorized(&s, &id, &headers).await?;
-    let (ticket, expires) = s
-        .store
-        .issue_ticket(&session.id, TICKET_TTL.as_millis() as i64)
-        .await?;
+    let (ticket, expires, display, _) = s.logon.new_ticket(&session.id).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "ticket": ticket, "expires_at": expires })),
+        Json(json!({ "ticket": ticket, "expires_at": expires, "display": display })),
+    )
+        .into_response())
+}
+
+async fn vv_file(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let session = authorized(&s, &id, &headers).await?;
+    let (ticket, _, display, desktop) = s.logon.new_ticket(&session.id).await?;
+    let display = display.ok_or_else(|| {
+        ApiError(
+            StatusCode::CONFLICT,
+            format!("desktop {desktop} has no display"),
+        )
+    })?;
+    let body = crate::vv::file(&display, &ticket, &desktop);
+    Ok((
+        [
+            ("content-type", crate::vv::MIME.to_string()),
+            (
+                "content-disposition",
+                format!("attachment; filename=\"{desktop}.vv\""),
+            ),
+            ("cache-control", "no-store".to_string()),
+        ],
+        body,
     )
         .into_response())
 }
@@ -297,6 +323,7 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/api/v1/sessions/{id}/disconnect", post(disconnect))
         .route("/api/v1/sessions/{id}/ticket", post(ticket))
+        .route("/api/v1/sessions/{id}/vv", post(vv_file))
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::metrics))
         .merge(crate::admin_api::routes())

@@ -5,7 +5,7 @@
 //! SQLite or PostgreSQL. The pool [`reconcile`]r drives pools toward their desired state
 //! through the hosts' agents ([`agent_client`], mutual TLS). The [`logon`] path signs users in
 //! (local accounts or the directories), gives them a desktop, powers it and issues a one-time
-//! ticket; [`api`] serves it to clients and [`admin_api`] to administrators, with
+//! ticket (and a remote-viewer file, [`vv`]); [`api`] serves it to clients and [`admin_api`] to administrators, with
 //! [`metrics`]; hosts join with one-time tokens ([`host_join`]); [`server`] runs it all under
 //! the binary's `serve`, with the broker's own CA ([`pki`]).
 
@@ -20,3 +20,4 @@ pub mod pki;
 pub mod reconcile;
 pub mod server;
 pub mod store;
+pub mod vv;

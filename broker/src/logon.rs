@@ -16,6 +16,7 @@ use crate::store::desktops::AssignOutcome;
 use crate::store::events::Event;
 use crate::store::sessions::EndReason;
 use crate::store::{Store, StoreError};
+use tessera_agent::display::DisplayEndpoint;
 
 /// Failed attempts per user name in [`FAILURE_WINDOW`] after which the broker refuses to
 /// try again (before the directory's own lockout, so that a password-guessing client cannot
@@ -83,6 +84,8 @@ pub struct Granted {
     pub ticket_expires_at: i64,
     /// Whether the user got back a desktop they already held (reconnect).
     pub reconnected: bool,
+    /// Where the desktop's display is (SPICE host, ports, CA); the ticket opens it once.
+    pub display: Option<DisplayEndpoint>,
     /// Phase durations in microseconds: authenticate, entitle, assign, power, ticket.
     pub phases_us: Vec<(&'static str, u64)>,
 }
@@ -313,13 +316,10 @@ impl Logon {
             .ok_or_else(|| LogonError::Internal(format!("desktop {} has no host", desktop.name)))?;
         let host = self.store.host(&host_id).await?;
         let agent = AgentClient::new(&host.address, self.http.clone());
-        let running = agent
-            .vm(&desktop.name)
-            .await?
-            .is_some_and(|v| v.state == "running");
-        if !running {
-            agent.start(&desktop.name).await?;
-        }
+        let vm = match agent.vm(&desktop.name).await? {
+            Some(v) if v.state == "running" => v,
+            _ => agent.start(&desktop.name).await?,
+        };
         lap("power", &mut t);
         let (session, session_token) = self
             .store
@@ -329,6 +329,11 @@ impl Logon {
             .store
             .issue_ticket(&session.id, TICKET_TTL.as_millis() as i64)
             .await?;
+        if vm.display.is_some() {
+            agent
+                .set_display_ticket(&desktop.name, &ticket, TICKET_TTL)
+                .await?;
+        }
         lap("ticket", &mut t);
         Ok(LogonOutcome::Granted(Granted {
             session_id: session.id,
@@ -339,8 +344,36 @@ impl Logon {
             ticket,
             ticket_expires_at: expires,
             reconnected,
+            display: vm.display,
             phases_us: phases,
         }))
+    }
+
+    /// A new one-time ticket for live session `session_id`, set on its desktop's display:
+    /// the secret, its expiry, where the display is, and the desktop's name.
+    pub async fn new_ticket(
+        &self,
+        session_id: &str,
+    ) -> Result<(String, i64, Option<DisplayEndpoint>, String), LogonError> {
+        let s = self.store.session(session_id).await?;
+        let d = self.store.desktop(&s.desktop_id).await?;
+        let host_id = d
+            .host_id
+            .clone()
+            .ok_or_else(|| LogonError::Internal(format!("desktop {} has no host", d.name)))?;
+        let host = self.store.host(&host_id).await?;
+        let agent = AgentClient::new(&host.address, self.http.clone());
+        let (ticket, expires) = self
+            .store
+            .issue_ticket(&s.id, TICKET_TTL.as_millis() as i64)
+            .await?;
+        let display = agent.vm(&d.name).await?.and_then(|v| v.display);
+        if display.is_some() {
+            agent
+                .set_display_ticket(&d.name, &ticket, TICKET_TTL)
+                .await?;
+        }
+        Ok((ticket, expires, display, d.name))
     }
 
     /// The session ends (the user logged off, or an administrator forced it) and the desktop

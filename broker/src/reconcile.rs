@@ -246,6 +246,8 @@ impl Reconciler {
                 file: disk.to_string(),
                 readonly: false,
             }],
+            // Every desktop has a screen; the agent picks its SPICE port.
+            display: true,
         })
     }
 

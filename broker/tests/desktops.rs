@@ -281,7 +281,11 @@ async fn the_client_api_logs_on_and_off_over_http() {
         session["session_id"].as_str().unwrap(),
         session["session_token"].as_str().unwrap(),
     );
-    assert_eq!(session["ticket"].as_str().unwrap().len(), 32);
+    let ticket = session["ticket"].as_str().unwrap();
+    assert_eq!(ticket.len(), 32);
+    // The desktop's display is served (SPICE on the agent's range) and the answer says where.
+    let port = session["display"]["port"].as_u64().expect("a display port") as u16;
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 
     let t = c
         .post(format!("{base}/api/v1/sessions/{id}/ticket"))
@@ -290,6 +294,24 @@ async fn the_client_api_logs_on_and_off_over_http() {
         .await
         .unwrap();
     assert_eq!(t.status(), 201);
+    // A remote-viewer file with a fresh ticket.
+    let vv = c
+        .post(format!("{base}/api/v1/sessions/{id}/vv"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vv.status(), 200);
+    assert_eq!(vv.headers()["content-type"], tessera_broker::vv::MIME);
+    let vv = vv.text().await.unwrap();
+    assert!(vv.starts_with("[virt-viewer]\ntype=spice\n"), "{vv}");
+    assert!(vv.contains(&format!("\nport={port}\n")), "{vv}");
+    let password = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("password="))
+        .unwrap();
+    assert_eq!(password.len(), 32);
+    assert_ne!(password, ticket, "each call issues a new ticket");
     let no = c
         .post(format!("{base}/api/v1/sessions/{id}/ticket"))
         .send()

@@ -12,6 +12,7 @@
 //! | PUT | /api/v1/vms/{name} | define (or redefine a stopped) VM |
 //! | GET | /api/v1/vms/{name} | one VM |
 //! | POST | /api/v1/vms/{name}/start, /stop | power |
+//! | PUT | /api/v1/vms/{name}/display/ticket | `{"ticket", "lifetime_secs"}`: the one-time SPICE ticket |
 //! | DELETE | /api/v1/vms/{name} | remove a stopped VM's definition |
 //! | GET | /metrics | Prometheus text: VMs by state, memory, datastore space |
 
@@ -180,6 +181,23 @@ async fn delete_vm(State(s): State<Shared>, Path(name): Path<String>) -> Reply<i
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TicketRequest {
+    ticket: String,
+    lifetime_secs: u64,
+}
+
+async fn set_ticket(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    Json(r): Json<TicketRequest>,
+) -> Reply<impl IntoResponse> {
+    s.set_ticket(&name, &r.ticket, Duration::from_secs(r.lifetime_secs))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn metrics(State(s): State<Shared>) -> Reply<impl IntoResponse> {
     let vms = s.list().await?;
     let cap = capacity::measure(s.config());
@@ -223,6 +241,10 @@ pub fn router(s: Shared) -> Router {
         )
         .route("/api/v1/vms/{name}/start", post(start_vm))
         .route("/api/v1/vms/{name}/stop", post(stop_vm))
+        .route(
+            "/api/v1/vms/{name}/display/ticket",
+            axum::routing::put(set_ticket),
+        )
         .route("/metrics", get(metrics))
         .with_state(s)
 }

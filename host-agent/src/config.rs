@@ -12,6 +12,12 @@
 //! cert = "/etc/tessera/agent.pem"
 //! key = "/etc/tessera/agent.key"
 //! client_ca = "/etc/tessera/ca.pem"
+//! [display]                             # the VMs' SPICE servers (see display.rs)
+//! listen = "127.0.0.1"                  # anything else needs x509_dir (TLS only)
+//! advertise = "host-01.corp.example"    # what clients connect to; default: listen
+//! first_port = 5900
+//! ports = 100
+//! x509_dir = "/etc/tessera/spice"       # ca-cert.pem, server-cert.pem, server-key.pem
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -76,6 +82,9 @@ pub struct AgentConfig {
     /// Mutual TLS; required unless the agent only listens on loopback for a lab.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// The VMs' displays.
+    #[serde(default)]
+    pub display: crate::display::DisplayConfig,
 }
 
 impl AgentConfig {
@@ -121,6 +130,7 @@ impl AgentConfig {
         let loopback = self.listen.starts_with("127.")
             || self.listen.starts_with("[::1]")
             || self.listen.starts_with("localhost:");
+        self.display.check()?;
         if self.tls.is_none() && !loopback {
             return bad(format!(
                 "listening on {} needs [tls] (mutual TLS with the broker); without it only a loopback address is allowed",

@@ -7,6 +7,7 @@
 //! - [`disks`]: clone, import, delete, list in a datastore;
 //! - [`vms`]: define, start, stop, delete, status; VMs outlive an agent restart and are found
 //!   again through their pid files and sockets; [`vmm_client`]: the VMM's API;
+//! - [`display`]: SPICE ports and tickets for the VMs' displays;
 //! - [`api`]: the HTTPS routes; [`tls`]: mutual TLS; [`join`]: joining a broker with a
 //!   one-time token (the agent's key stays on the host).
 
@@ -14,6 +15,7 @@ pub mod api;
 pub mod capacity;
 pub mod config;
 pub mod disks;
+pub mod display;
 pub mod join;
 pub mod tls;
 pub mod vmm_client;

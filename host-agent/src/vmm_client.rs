@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
@@ -37,7 +37,19 @@ pub async fn call(
     path: &str,
     limit: Duration,
 ) -> Result<serde_json::Value, VmmError> {
-    tokio::time::timeout(limit, call_inner(socket, method, path))
+    call_with(socket, method, path, None, limit).await
+}
+
+/// One request with an optional JSON body.
+pub async fn call_with(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    limit: Duration,
+) -> Result<serde_json::Value, VmmError> {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    tokio::time::timeout(limit, call_inner(socket, method, path, body))
         .await
         .map_err(|_| VmmError::Timeout(limit))?
 }
@@ -46,6 +58,7 @@ async fn call_inner(
     socket: &Path,
     method: Method,
     path: &str,
+    body: String,
 ) -> Result<serde_json::Value, VmmError> {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
@@ -60,7 +73,8 @@ async fn call_inner(
         .method(method)
         .uri(path)
         .header("host", "localhost")
-        .body(Empty::<Bytes>::new())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
         .map_err(|e| VmmError::Http(e.to_string()))?;
     let resp = sender
         .send_request(req)

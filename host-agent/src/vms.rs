@@ -19,6 +19,7 @@ use tokio::sync::Mutex;
 
 use crate::config::AgentConfig;
 use crate::disks;
+use crate::display::{self, DisplayEndpoint};
 use crate::vmm_client::{self, VmmError};
 
 /// Errors managing VMs.
@@ -78,6 +79,9 @@ pub struct VmSpec {
     /// Disks in PCI order.
     #[serde(default)]
     pub disks: Vec<VmDisk>,
+    /// A display (the bochs adapter) served over SPICE on a port of the host's range.
+    #[serde(default)]
+    pub display: bool,
 }
 
 /// A VM as listed.
@@ -93,6 +97,8 @@ pub struct VmStatus {
     pub vmm: Option<serde_json::Value>,
     /// The definition.
     pub spec: VmSpec,
+    /// Where its display is reached, while it runs with one.
+    pub display: Option<DisplayEndpoint>,
 }
 
 /// The VMs of this host.
@@ -205,8 +211,8 @@ impl Supervisor {
         Ok(())
     }
 
-    /// The VMM's config file for `spec`.
-    fn vmm_config(&self, spec: &VmSpec) -> Result<String, VmError> {
+    /// The VMM's config file for `spec` (with its `[display]` table, if it has one).
+    fn vmm_config(&self, spec: &VmSpec, display: Option<toml::Table>) -> Result<String, VmError> {
         let mut t = toml::Table::new();
         let s = |p: &Path| toml::Value::String(p.display().to_string());
         t.insert("kernel".into(), s(&spec.kernel));
@@ -242,6 +248,9 @@ impl Supervisor {
             disks.push(toml::Value::Table(e));
         }
         t.insert("disks".into(), toml::Value::Array(disks));
+        if let Some(d) = display {
+            t.insert("display".into(), toml::Value::Table(d));
+        }
         toml::to_string(&t).map_err(|e| VmError::Invalid(e.to_string()))
     }
 
@@ -252,8 +261,12 @@ impl Supervisor {
             return self.status(name).await;
         }
         let dir = self.dir(name);
+        let display = match spec.display {
+            true => Some(self.allocate_display(name).await?),
+            false => None,
+        };
         let cfg_path = dir.join("vm.toml");
-        std::fs::write(&cfg_path, self.vmm_config(&spec)?).map_err(io(&cfg_path))?;
+        std::fs::write(&cfg_path, self.vmm_config(&spec, display)?).map_err(io(&cfg_path))?;
         let sock = self.socket(name);
         let _ = std::fs::remove_file(&sock);
         let log_path = dir.join("vmm.log");
@@ -393,13 +406,63 @@ impl Supervisor {
             (Some(_), None) => "starting".into(),
             _ => "stopped".into(),
         };
+        let display = match (pid, spec.display) {
+            (Some(_), true) => display::recorded(&self.dir(name)),
+            _ => None,
+        };
         Ok(VmStatus {
             name: name.to_string(),
             state,
             pid,
             vmm,
             spec,
+            display,
         })
+    }
+
+    /// A display port for `name`, not used by another running VM.
+    async fn allocate_display(&self, name: &str) -> Result<toml::Table, VmError> {
+        let others: Vec<String> = self.specs.lock().await.keys().cloned().collect();
+        let taken: Vec<u16> = others
+            .iter()
+            .filter(|n| *n != name && self.live_pid(n).is_some())
+            .filter_map(|n| display::recorded(&self.dir(n)))
+            .filter_map(|e| e.any_port())
+            .collect();
+        let (endpoint, table) =
+            display::allocate(&self.cfg.display, &self.dir(name), &taken).map_err(VmError::Vmm)?;
+        tracing::info!(vm = name, ?endpoint.port, ?endpoint.tls_port, "display port allocated");
+        Ok(table)
+    }
+
+    /// Sets the one-time ticket of a running VM's display.
+    pub async fn set_ticket(
+        &self,
+        name: &str,
+        ticket: &str,
+        lifetime: Duration,
+    ) -> Result<(), VmError> {
+        let spec = self.spec(name).await?;
+        if !spec.display {
+            return Err(VmError::State(format!("{name} has no display")));
+        }
+        if self.live_pid(name).is_none() {
+            return Err(VmError::State(format!("{name} is not running")));
+        }
+        let body = serde_json::json!({ "ticket": ticket, "lifetime_secs": lifetime.as_secs() });
+        vmm_client::call_with(
+            &self.socket(name),
+            Method::PUT,
+            "/display/ticket",
+            Some(&body),
+            API_TIMEOUT,
+        )
+        .await
+        .map_err(|e| match e {
+            VmmError::Status { status: 400, body } => VmError::Invalid(body),
+            e => VmError::Vmm(e.to_string()),
+        })?;
+        Ok(())
     }
 
     /// Every VM.

@@ -151,6 +151,7 @@ fn rig(name: &str) -> Rig {
             key,
             client_ca: dir.join("ca.pem"),
         }),
+        display: Default::default(),
     };
     let client = client(&dir.join("ca.pem"), Some((&bcert, &bkey)));
     Rig {

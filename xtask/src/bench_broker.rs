@@ -137,6 +137,12 @@ async fn measure(
             key: akey,
             client_ca: pki.ca_path(),
         }),
+        // A port per running desktop: the storm runs up to a thousand.
+        display: tessera_agent::display::DisplayConfig {
+            first_port: 30_000,
+            ports: 2_000,
+            ..Default::default()
+        },
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
     tokio::spawn(async move {

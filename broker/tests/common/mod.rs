@@ -236,6 +236,7 @@ pub async fn start_agent(state: &Path, ds: &Path, cert_key: (&Path, &Path), ca: 
             key: cert_key.1.to_path_buf(),
             client_ca: ca.to_path_buf(),
         }),
+        display: Default::default(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
     tokio::spawn(async move { tessera_agent::serve(cfg, Some(tx)).await.unwrap() });
