@@ -95,7 +95,7 @@ pub struct Granted {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum LogonOutcome {
     /// A desktop.
-    Granted(Granted),
+    Granted(Box<Granted>),
     /// Several pools: the client asks the user which.
     ChoosePool {
         /// Pool names.
@@ -335,7 +335,7 @@ impl Logon {
                 .await?;
         }
         lap("ticket", &mut t);
-        Ok(LogonOutcome::Granted(Granted {
+        Ok(LogonOutcome::Granted(Box::new(Granted {
             session_id: session.id,
             session_token,
             desktop: desktop.name,
@@ -346,7 +346,7 @@ impl Logon {
             reconnected,
             display: vm.display,
             phases_us: phases,
-        }))
+        })))
     }
 
     /// A new one-time ticket for live session `session_id`, set on its desktop's display:
