@@ -20,7 +20,7 @@ use crate::devices::display::bochs::{
     BochsDisplay, DispiPorts, DISPI_PORT, DISPI_PORT_LEN, VRAM_SIZE,
 };
 use crate::devices::display::dispi::Dispi;
-use crate::devices::display::service::{DisplayError, DisplayService};
+use crate::devices::display::service::{DisplayError, DisplayParts, DisplayService};
 use crate::devices::legacy::cmos::{Cmos, CMOS_BASE, CMOS_LEN};
 use crate::devices::legacy::debug_port::{BootTimes, DebugPort, DEBUG_PORT};
 use crate::devices::legacy::i8042::{I8042, I8042_BASE, I8042_LEN, KBD_IRQ};
@@ -33,6 +33,7 @@ use crate::devices::pci::root::PciError;
 use crate::devices::pci::{PciMmioWindow, PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
 use crate::devices::virtio::block::request::BlockBackend;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::input::{Tablet, TabletHandle};
 use crate::devices::virtio::pci::{VirtioPci, VirtioPciError, BAR_SIZE};
 use crate::devices::virtio::VirtioDevice;
 use crate::exit::{ExitReason, ExitSender};
@@ -217,10 +218,13 @@ fn build_pio_bus(
     Ok((pio, i8042))
 }
 
-/// The display adapter's state, shared by its PCI function, its ports and the display thread.
+/// The display adapter's state, shared by its PCI function, its ports and the display thread,
+/// and the tablet that carries the client's pointer.
 struct DisplayHardware {
     dispi: Arc<Mutex<Dispi>>,
     fb: Arc<Framebuffer>,
+    tablet: Mutex<Option<Tablet>>,
+    pointer: TabletHandle,
 }
 
 /// Video memory and registers, when the configuration has a display.
@@ -235,9 +239,12 @@ fn display_hardware(
     // The slot after guest RAM's.
     let slot = memory.num_regions() as u32;
     let fb = Framebuffer::new(vm.shared_fd(), slot, VRAM_SIZE as usize)?;
+    let (tablet, pointer) = Tablet::new().map_err(BuildError::EventFd)?;
     Ok(Some(DisplayHardware {
         dispi: Arc::new(Mutex::new(Dispi::new(VRAM_SIZE as usize))),
         fb: Arc::new(fb),
+        tablet: Mutex::new(Some(tablet)),
+        pointer,
     }))
 }
 
@@ -248,7 +255,6 @@ fn attach_disk(
     bar: u32,
     ctx: (&Vm, &Arc<IrqRouting>, &GuestMemoryMmap),
 ) -> Result<(Arc<Mutex<VirtioPci>>, Arc<BlockBackend>), BuildError> {
-    let (vm, routing, memory) = ctx;
     let err = |e| BuildError::Disk(disk.path.clone(), e);
     let root = match &disk.datastore {
         Some(d) => d.clone(),
@@ -264,8 +270,18 @@ fn attach_disk(
     let serial = disk.serial.clone().unwrap_or_default();
     let block = Block::new(image, disk.readonly, queues, &serial);
     let backend = block.backend();
-    // One vector per queue and one for configuration changes, as Linux asks for.
-    let vectors = (0..=block.num_queues())
+    Ok((attach_virtio(Box::new(block), bar, ctx)?, backend))
+}
+
+/// Wraps a virtio device in the PCI transport with BAR 0 at `bar` and one MSI-X vector per
+/// queue plus one for configuration changes, as Linux asks for.
+fn attach_virtio(
+    device: Box<dyn VirtioDevice>,
+    bar: u32,
+    ctx: (&Vm, &Arc<IrqRouting>, &GuestMemoryMmap),
+) -> Result<Arc<Mutex<VirtioPci>>, BuildError> {
+    let (vm, routing, memory) = ctx;
+    let vectors = (0..=device.num_queues())
         .map(|_| -> Result<MsixVector, BuildError> {
             let gsi = routing.allocate()?;
             let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(BuildError::EventFd)?;
@@ -273,15 +289,9 @@ fn attach_disk(
             Ok(MsixVector { gsi, irqfd })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let msix = Msix::new(vectors, Some(routing.clone()));
-    let dev = VirtioPci::new(
-        Box::new(block),
-        msix,
-        bar,
-        memory.clone(),
-        Some(vm.shared_fd()),
-    )?;
-    Ok((Arc::new(Mutex::new(dev)), backend))
+    let msix = Msix::new(vectors, Some((*routing).clone()));
+    let dev = VirtioPci::new(device, msix, bar, memory.clone(), Some(vm.shared_fd()))?;
+    Ok(Arc::new(Mutex::new(dev)))
 }
 
 type Disks = Vec<(String, Arc<BlockBackend>)>;
@@ -320,6 +330,14 @@ fn build_pci(
         let slot = pci.add(dev.clone())?;
         window.add(dev);
         tracing::info!(slot, "bochs display attached");
+        if let Some(tablet) = lock(&d.tablet).take() {
+            let index = cfg.config.disks.len() as u64;
+            let bar = PCI_MMIO32_START + index * u64::from(BAR_SIZE);
+            let dev = attach_virtio(Box::new(tablet), bar as u32, (vm, &routing, memory))?;
+            let slot = pci.add(dev.clone())?;
+            window.add(dev);
+            tracing::info!(slot, "virtio tablet attached");
+        }
     }
     Ok((pci, window, disks))
 }
@@ -425,7 +443,16 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
         .collect::<Result<Vec<_>, _>>()?;
     controller.set_vcpus(handles);
     if let (Some(hw), Some(dcfg)) = (display, &cfg.config.display) {
-        let service = DisplayService::start(dcfg, "tessera desktop", hw.dispi, hw.fb, i8042)?;
+        let service = DisplayService::start(
+            dcfg,
+            "tessera desktop",
+            DisplayParts {
+                dispi: hw.dispi,
+                fb: hw.fb,
+                keys: i8042,
+                pointer: hw.pointer,
+            },
+        )?;
         controller.set_display(service);
     }
 

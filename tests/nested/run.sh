@@ -5,8 +5,8 @@
 #
 #   tests/nested/run.sh SCENARIO        scenario = a file in tests/nested/scenarios/ (boot, ...)
 #
-# Builds what it needs (idempotent): the test guest (build-guest.sh), a static tessera-vmm and
-# boot-timer, and the L1 initramfs. The L1 console goes to stdout and to
+# Builds what it needs (idempotent): the test guest (build-guest.sh), tessera-vmm (with its
+# shared libraries), tessera-img and boot-timer, and the L1 initramfs. The L1 console goes to stdout and to
 # $TESSERA_CACHE/nested/SCENARIO.log. Exit status: the scenario's (NEST-END rc=N), or 125 when
 # L1 never reported (timeout or crash).
 # Env: TESSERA_CACHE, NEST_TIMEOUT (seconds, default 600), NEST_MEM (default 2048M),
@@ -28,17 +28,27 @@ command -v qemu-system-x86_64 >/dev/null || {
 "$repo/tests/guest/build-guest.sh"
 
 target=x86_64-unknown-linux-gnu
-log "building static tessera-vmm, tessera-img, boot-timer and guest-io-bench"
+log "building tessera-vmm, and static tessera-img, boot-timer and guest-io-bench"
+# tessera-vmm links libspice-server (and through it glib, OpenSSL, ...), which has no static
+# build: it goes in dynamically linked, with its libraries, as the hosts run it.
+(cd "$repo" && cargo build -q --release -p tessera-vmm --bin tessera-vmm)
 (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build -q --release --target "$target" -p tessera-vmm -p tessera-storage -p tessera-e2e \
-        --bin tessera-vmm --bin tessera-img --bin boot-timer --bin guest-io-bench)
+    cargo build -q --release --target "$target" -p tessera-storage -p tessera-e2e \
+        --bin tessera-img --bin boot-timer --bin guest-io-bench)
 bindir=$repo/target/$target/release
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage"/{bin,dev,proc,sys,tmp,guest,modules,scenarios}
 cp "$CACHE/debs"/x-busybox-static_*/bin/busybox "$stage/bin/busybox"
-strip -o "$stage/bin/tessera-vmm" "$bindir/tessera-vmm"
+# Copies the shared libraries `$1` needs (and the dynamic loader) into the stage.
+copy_libs() {
+    ldd "$1" | awk '/=>/ {print $3} /^\t\/lib64/ {print $1}' | while read -r lib; do
+        [ -f "$lib" ] && mkdir -p "$stage$(dirname "$lib")" && cp -L "$lib" "$stage$lib"
+    done
+}
+strip -o "$stage/bin/tessera-vmm" "$repo/target/release/tessera-vmm"
+copy_libs "$repo/target/release/tessera-vmm"
 strip -o "$stage/bin/boot-timer" "$bindir/boot-timer"
 strip -o "$stage/bin/tessera-img" "$bindir/tessera-img"
 cp "$CACHE/guest/vmlinuz" "$CACHE/guest/initramfs.cpio.gz" "$stage/guest/"
@@ -55,9 +65,7 @@ if grep -q '^# nest: qemu' "$here/scenarios/$scenario.sh"; then
     qemu=$(command -v qemu-system-x86_64)
     mkdir -p "$stage/usr/bin" "$stage/usr/share/qemu" "$stage/usr/share/seabios"
     cp "$qemu" "$stage/usr/bin/"
-    ldd "$qemu" | awk '/=>/ {print $3} /^\t\/lib64/ {print $1}' | while read -r lib; do
-        [ -f "$lib" ] && mkdir -p "$stage$(dirname "$lib")" && cp -L "$lib" "$stage$lib"
-    done
+    copy_libs "$qemu"
     for f in kvmvapic.bin linuxboot_dma.bin linuxboot.bin pvh.bin qboot.rom bios-microvm.bin; do
         cp -L "/usr/share/qemu/$f" "$stage/usr/share/qemu/"
     done

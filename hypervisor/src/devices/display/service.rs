@@ -13,6 +13,7 @@ use super::refresh::Refresh;
 use crate::config::DisplayConfig;
 use crate::devices::bus::lock;
 use crate::devices::legacy::i8042::I8042;
+use crate::devices::virtio::input::TabletHandle;
 use crate::vstate::framebuffer::Framebuffer;
 
 /// Errors of the display service.
@@ -35,6 +36,20 @@ pub enum DisplayError {
 /// Client input, delivered to the guest's devices.
 struct GuestInput {
     i8042: Arc<Mutex<dyn KeySink>>,
+    pointer: TabletHandle,
+    dispi: Arc<Mutex<Dispi>>,
+}
+
+/// What the display is made of.
+pub struct DisplayParts {
+    /// The adapter's registers.
+    pub dispi: Arc<Mutex<Dispi>>,
+    /// Video memory.
+    pub fb: Arc<Framebuffer>,
+    /// Where keys go.
+    pub keys: Arc<Mutex<dyn KeySink>>,
+    /// The absolute pointer.
+    pub pointer: TabletHandle,
 }
 
 /// Where keys go (the i8042; tests use a recorder).
@@ -52,6 +67,19 @@ impl KeySink for I8042 {
 impl ClientEvents for GuestInput {
     fn key(&self, scancode: u8) {
         lock(&self.i8042).key(scancode);
+    }
+    fn pointer_absolute(&self, x: i32, y: i32, buttons: u32) {
+        // SPICE's coordinates are the surface's, which is the guest's mode.
+        let (w, h) = lock(&self.dispi)
+            .mode()
+            .map_or((640, 480), |m| (m.width, m.height));
+        self.pointer.move_to(x, y, w, h, buttons);
+    }
+    fn buttons(&self, buttons: u32) {
+        self.pointer.buttons(buttons);
+    }
+    fn wheel(&self, delta: i32, _buttons: u32) {
+        self.pointer.wheel(delta);
     }
     fn resize_request(&self, width: u32, height: u32) {
         // The bochs adapter has no hot-plug signal; the guest picks its own mode.
@@ -110,10 +138,14 @@ impl DisplayService {
     pub fn start(
         cfg: &DisplayConfig,
         name: &str,
-        dispi: Arc<Mutex<Dispi>>,
-        fb: Arc<Framebuffer>,
-        keys: Arc<Mutex<dyn KeySink>>,
+        parts: DisplayParts,
     ) -> Result<Arc<Self>, DisplayError> {
+        let DisplayParts {
+            dispi,
+            fb,
+            keys,
+            pointer,
+        } = parts;
         let tls = match (cfg.tls_port, &cfg.x509_dir) {
             (Some(port), Some(dir)) => Some(TlsFiles {
                 port,
@@ -132,7 +164,12 @@ impl DisplayService {
             compression: cfg.compression,
         };
         // A small placeholder surface until the guest sets a mode.
-        let server = Server::start(&spice, Arc::new(GuestInput { i8042: keys }), 640, 480)?;
+        let input = GuestInput {
+            i8042: keys,
+            pointer,
+            dispi: dispi.clone(),
+        };
+        let server = Server::start(&spice, Arc::new(input), 640, 480)?;
         let service = Arc::new(Self {
             server: Arc::new(Mutex::new(server)),
             dispi,

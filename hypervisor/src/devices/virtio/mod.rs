@@ -7,6 +7,7 @@
 //! length and checks indirect tables; devices check every buffer against guest memory.
 
 pub mod block;
+pub mod input;
 pub mod pci;
 
 use std::sync::Arc;
