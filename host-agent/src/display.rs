@@ -118,6 +118,7 @@ pub fn allocate(
     dir: &Path,
     taken: &[u16],
 ) -> Result<(DisplayEndpoint, toml::Table), String> {
+    let taken: std::collections::HashSet<u16> = taken.iter().copied().collect();
     let port = (cfg.first_port..cfg.first_port.saturating_add(cfg.ports))
         .filter(|p| !taken.contains(p))
         .find(|p| TcpListener::bind((cfg.listen, *p)).is_ok())

@@ -106,6 +106,9 @@ pub struct Supervisor {
     cfg: AgentConfig,
     vmm: PathBuf,
     specs: Mutex<BTreeMap<String, VmSpec>>,
+    /// Display ports handed out in this agent's lifetime, by VM: a port is taken from the
+    /// moment it is chosen, not only once its VMM is up (starts run concurrently).
+    ports: std::sync::Mutex<BTreeMap<String, u16>>,
 }
 
 const API_TIMEOUT: Duration = Duration::from_secs(5);
@@ -136,11 +139,28 @@ impl Supervisor {
             }
         }
         tracing::info!(vms = specs.len(), "VM definitions loaded");
-        Ok(Self {
+        let sup = Self {
             vmm: cfg.vmm_binary(),
             cfg,
             specs: Mutex::new(specs),
-        })
+            ports: std::sync::Mutex::new(BTreeMap::new()),
+        };
+        // VMs still running from before a restart keep their display ports.
+        let names: Vec<String> = sup
+            .specs
+            .try_lock()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut ports = BTreeMap::new();
+        for n in names {
+            if sup.live_pid(&n).is_some() {
+                if let Some(p) = display::recorded(&sup.dir(&n)).and_then(|e| e.any_port()) {
+                    ports.insert(n, p);
+                }
+            }
+        }
+        *sup.ports.lock().unwrap_or_else(|p| p.into_inner()) = ports;
+        Ok(sup)
     }
 
     fn dir(&self, name: &str) -> PathBuf {
@@ -342,6 +362,7 @@ impl Supervisor {
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if self.live_pid(name).is_none() {
+                self.release_display(name);
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -352,6 +373,7 @@ impl Supervisor {
         }
         for _ in 0..100 {
             if self.live_pid(name).is_none() {
+                self.release_display(name);
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -371,6 +393,7 @@ impl Supervisor {
         let dir = self.dir(name);
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
         specs.remove(name);
+        self.release_display(name);
         Ok(())
     }
 
@@ -420,19 +443,27 @@ impl Supervisor {
         })
     }
 
-    /// A display port for `name`, not used by another running VM.
+    /// A display port for `name`, not used by another VM that runs or is starting: every
+    /// port is reserved when chosen, under one lock (starts run concurrently).
     async fn allocate_display(&self, name: &str) -> Result<toml::Table, VmError> {
-        let others: Vec<String> = self.specs.lock().await.keys().cloned().collect();
-        let taken: Vec<u16> = others
-            .iter()
-            .filter(|n| *n != name && self.live_pid(n).is_some())
-            .filter_map(|n| display::recorded(&self.dir(n)))
-            .filter_map(|e| e.any_port())
-            .collect();
+        let mut ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());
+        ports.remove(name);
+        let taken: Vec<u16> = ports.values().copied().collect();
         let (endpoint, table) =
             display::allocate(&self.cfg.display, &self.dir(name), &taken).map_err(VmError::Vmm)?;
+        if let Some(p) = endpoint.any_port() {
+            ports.insert(name.to_string(), p);
+        }
         tracing::info!(vm = name, ?endpoint.port, ?endpoint.tls_port, "display port allocated");
         Ok(table)
+    }
+
+    /// Gives a stopped VM's display port back.
+    fn release_display(&self, name: &str) {
+        self.ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 
     /// Sets the one-time ticket of a running VM's display.

@@ -22,6 +22,8 @@ pub struct ChannelEvent {
     pub kind: ChannelEventKind,
     /// Channel type (1 main, 2 display, 3 inputs, 4 cursor, ...).
     pub channel_type: i32,
+    /// The client's connection (shared by its channels).
+    pub connection_id: i32,
     /// Whether the connection is TLS.
     pub tls: bool,
 }
@@ -207,6 +209,7 @@ unsafe extern "C" fn channel_event(event: c_int, info: *mut sys::SpiceChannelEve
         let e = ChannelEvent {
             kind,
             channel_type: i.type_,
+            connection_id: i.connection_id,
             tls: i.flags & sys::SPICE_CHANNEL_EVENT_FLAG_TLS as c_int != 0,
         };
         tracing::debug!(?e, "SPICE channel");

@@ -283,15 +283,21 @@ async fn storm(
             let mut i = w;
             while i < n {
                 let t = Instant::now();
-                let ok = client
+                let outcome = client
                     .post(format!("{base}/api/v1/sessions"))
                     .json(&serde_json::json!({"user": format!("{prefix}{i:05}{suffix}"), "password": password}))
                     .send()
-                    .await
-                    .map(|r| r.status().as_u16() == 201)
-                    .unwrap_or(false);
+                    .await;
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                if !ok {
+                let why = match outcome {
+                    Ok(r) if r.status().as_u16() == 201 => None,
+                    Ok(r) => Some(format!("{}: {}", r.status(), r.text().await.unwrap_or_default())),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(why) = why {
+                    if failures < 2 {
+                        eprintln!("logon of {prefix}{i:05} failed: {why}");
+                    }
                     failures += 1;
                 }
                 i += connections;

@@ -1,9 +1,11 @@
 //! The display thread: at most `fps` times a second it reads KVM's dirty log of video memory,
 //! turns the written pages into rectangles of the visible mode, copies them out and hands them
-//! to the SPICE server; a new mode (size, stride or panning) redraws everything.
+//! to the SPICE server; a new mode (size, stride or panning) redraws everything. With no
+//! client connected it looks once a second (as QEMU slows its refresh), and a client that
+//! connects gets a full frame: a host of idle desktops costs next to nothing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tessera_spice::{Rect, Server};
@@ -49,7 +51,47 @@ pub struct Refresh {
     pub fps: u32,
     /// Set to end the thread.
     pub stop: Arc<AtomicBool>,
+    /// Clients connected now (their main channels), signalled when it changes.
+    pub clients: Arc<Clients>,
 }
+
+/// The connected clients (by connection), with a signal for the idle display thread.
+#[derive(Default)]
+pub struct Clients {
+    connected: Mutex<std::collections::BTreeSet<i32>>,
+    changed: Condvar,
+}
+
+impl Clients {
+    /// Connection `id`'s main channel authenticated (true) or closed (false); a connection
+    /// that never authenticated (a wrong ticket) changes nothing when it closes.
+    pub fn update(&self, id: i32, arrived: bool) {
+        let mut c = lock(&self.connected);
+        if arrived {
+            c.insert(id);
+        } else {
+            c.remove(&id);
+        }
+        self.changed.notify_all();
+    }
+
+    /// How many are connected.
+    pub fn count(&self) -> usize {
+        lock(&self.connected).len()
+    }
+
+    /// Sleeps up to `timeout`, waking early when a client arrives.
+    fn wait_for_one(&self, timeout: Duration) {
+        let c = lock(&self.connected);
+        let _ = self
+            .changed
+            .wait_timeout_while(c, timeout, |c| c.is_empty())
+            .map(drop);
+    }
+}
+
+/// The refresh interval without clients.
+pub const IDLE_PERIOD: Duration = Duration::from_secs(1);
 
 impl Refresh {
     /// Runs until `stop`.
@@ -58,11 +100,23 @@ impl Refresh {
         let mut shown: Option<Mode> = None;
         let mut pixels: Vec<u8> = Vec::new();
         let mut mapped_at = None;
+        let mut had_clients = false;
         while !self.stop.load(Ordering::Relaxed) {
             let started = Instant::now();
+            let clients = self.clients.count() > 0;
+            if clients && !had_clients {
+                // The server's canvas may be a second old: start the client from a full frame.
+                shown = None;
+            }
+            had_clients = clients;
             self.frame(&mut shown, &mut pixels, &mut mapped_at);
-            if let Some(rest) = period.checked_sub(started.elapsed()) {
-                std::thread::sleep(rest);
+            if clients {
+                if let Some(rest) = period.checked_sub(started.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            } else {
+                // Asleep until a client arrives, looking once a second meanwhile.
+                self.clients.wait_for_one(IDLE_PERIOD);
             }
         }
     }
@@ -87,7 +141,9 @@ impl Refresh {
             _ => vec![(0, mode.height)],
         };
         let mut server = lock(&self.server);
-        if shown.is_none_or(|s| (s.width, s.height) != (mode.width, mode.height)) {
+        if shown.is_none_or(|s| (s.width, s.height) != (mode.width, mode.height))
+            && server.mode() != Some((mode.width, mode.height))
+        {
             if let Err(e) = server.set_mode(mode.width, mode.height) {
                 tracing::warn!(error = %e, "display: cannot switch the SPICE surface");
                 return;

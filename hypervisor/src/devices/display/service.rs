@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+use tessera_spice::core::{ChannelEvent, ChannelEventKind};
 use tessera_spice::{ClientEvents, Config, Server, SpiceError, TlsFiles};
 
 use super::dispi::Dispi;
-use super::refresh::Refresh;
+use super::refresh::{Clients, Refresh};
 use crate::config::DisplayConfig;
 use crate::devices::bus::lock;
 use crate::devices::legacy::i8042::I8042;
@@ -38,6 +39,7 @@ struct GuestInput {
     i8042: Arc<Mutex<dyn KeySink>>,
     pointer: TabletHandle,
     dispi: Arc<Mutex<Dispi>>,
+    clients: Arc<Clients>,
 }
 
 /// What the display is made of.
@@ -80,6 +82,17 @@ impl ClientEvents for GuestInput {
     }
     fn wheel(&self, delta: i32, _buttons: u32) {
         self.pointer.wheel(delta);
+    }
+    fn channel(&self, e: ChannelEvent) {
+        // Main channels count clients: the refresh thread runs at full rate only for them.
+        if e.channel_type != 1 {
+            return;
+        }
+        match e.kind {
+            ChannelEventKind::Initialized => self.clients.update(e.connection_id, true),
+            ChannelEventKind::Disconnected => self.clients.update(e.connection_id, false),
+            ChannelEventKind::Connected => {}
+        }
     }
     fn resize_request(&self, width: u32, height: u32) {
         // The bochs adapter has no hot-plug signal; the guest picks its own mode.
@@ -164,10 +177,12 @@ impl DisplayService {
             compression: cfg.compression,
         };
         // A small placeholder surface until the guest sets a mode.
+        let clients = Arc::new(Clients::default());
         let input = GuestInput {
             i8042: keys,
             pointer,
             dispi: dispi.clone(),
+            clients: clients.clone(),
         };
         let server = Server::start(&spice, Arc::new(input), 640, 480)?;
         let service = Arc::new(Self {
@@ -184,6 +199,7 @@ impl DisplayService {
             server: service.server.clone(),
             fps: cfg.fps,
             stop: service.stop.clone(),
+            clients,
         };
         std::thread::Builder::new()
             .name("display".into())
