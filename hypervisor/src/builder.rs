@@ -23,7 +23,7 @@ use crate::devices::display::dispi::Dispi;
 use crate::devices::display::service::{DisplayError, DisplayParts, DisplayService};
 use crate::devices::legacy::cmos::{Cmos, CMOS_BASE, CMOS_LEN};
 use crate::devices::legacy::debug_port::{BootTimes, DebugPort, DEBUG_PORT};
-use crate::devices::legacy::i8042::{I8042, I8042_BASE, I8042_LEN, KBD_IRQ};
+use crate::devices::legacy::i8042::{AUX_IRQ, I8042, I8042_BASE, I8042_LEN, KBD_IRQ};
 use crate::devices::legacy::serial::{
     ConsoleOut, IrqLine, SerialDevice, COM1_BASE, COM1_IRQ, COM_LEN,
 };
@@ -188,7 +188,11 @@ fn build_pio_bus(
         spawn_console_input(serial.clone());
     }
     pio.insert(serial, COM1_BASE, COM_LEN)?;
-    let i8042 = Arc::new(Mutex::new(I8042::new(irq_line(vm, KBD_IRQ)?, exit.clone())));
+    let i8042 = Arc::new(Mutex::new(I8042::new(
+        irq_line(vm, KBD_IRQ)?,
+        irq_line(vm, AUX_IRQ)?,
+        exit.clone(),
+    )));
     pio.insert(i8042.clone(), I8042_BASE, I8042_LEN)?;
 
     let (below, above) = memory.iter().fold((0, 0), |(b, a), r| {

@@ -54,15 +54,20 @@ pub struct DisplayParts {
     pub pointer: TabletHandle,
 }
 
-/// Where keys go (the i8042; tests use a recorder).
+/// Where keys and relative mouse motion go (the i8042).
 pub trait KeySink: Send {
     /// A PC scancode-set-1 byte.
     fn key(&mut self, set1: u8);
+    /// Relative motion (y down) with SPICE's button mask.
+    fn mouse(&mut self, dx: i32, dy: i32, buttons: u32);
 }
 
 impl KeySink for I8042 {
     fn key(&mut self, set1: u8) {
         I8042::key(self, set1);
+    }
+    fn mouse(&mut self, dx: i32, dy: i32, buttons: u32) {
+        I8042::mouse(self, dx, dy, buttons);
     }
 }
 
@@ -76,6 +81,10 @@ impl ClientEvents for GuestInput {
             .mode()
             .map_or((640, 480), |m| (m.width, m.height));
         self.pointer.move_to(x, y, w, h, buttons);
+    }
+    fn pointer_relative(&self, dx: i32, dy: i32, _dz: i32, buttons: u32) {
+        // Server mouse mode (a client without absolute pointing): the PS/2 mouse.
+        lock(&self.i8042).mouse(dx, dy, buttons);
     }
     fn buttons(&self, buttons: u32) {
         self.pointer.buttons(buttons);

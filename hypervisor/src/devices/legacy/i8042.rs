@@ -1,12 +1,13 @@
 //! The i8042 keyboard controller: enough of the controller and a keyboard for Linux's driver,
 //! and the CPU reset line (command 0xFE) through which `reboot=k` ends the VM.
 //!
-//! The auxiliary (mouse) port is reported absent, and absent *quickly*: every command that
-//! Linux's driver waits on gets an answer at once, so probing costs no 500 ms timeouts. Keys
-//! from the display client arrive through [`I8042::key`].
+//! The auxiliary port has a PS/2 mouse ([`super::ps2_mouse`]) on IRQ 12; every command a
+//! driver waits on is answered at once, so probing costs no timeouts. Keys and relative motion
+//! from the display client arrive through [`I8042::key`] and [`I8042::mouse`].
 
 use std::collections::VecDeque;
 
+use super::ps2_mouse::Ps2Mouse;
 use crate::devices::bus::BusDevice;
 use crate::devices::legacy::serial::IrqLine;
 use crate::exit::{ExitReason, ExitSender};
@@ -18,6 +19,8 @@ pub const I8042_BASE: u64 = 0x60;
 pub const I8042_LEN: u64 = 5;
 /// ISA IRQ of the keyboard.
 pub const KBD_IRQ: u32 = 1;
+/// ISA IRQ of the auxiliary (mouse) port.
+pub const AUX_IRQ: u32 = 12;
 
 const OFF_DATA: u64 = 0;
 const OFF_COMMAND: u64 = 4;
@@ -26,8 +29,10 @@ const SB_OUT_FULL: u8 = 0x01;
 const SB_SYSTEM: u8 = 0x04;
 const SB_LAST_WAS_CMD: u8 = 0x08;
 const SB_KBD_ENABLED: u8 = 0x10;
+const SB_AUX_DATA: u8 = 0x20;
 
 const CTR_KBD_INT: u8 = 0x01;
+const CTR_AUX_INT: u8 = 0x02;
 const CTR_SYSTEM: u8 = 0x04;
 const CTR_KBD_DISABLE: u8 = 0x10;
 const CTR_AUX_DISABLE: u8 = 0x20;
@@ -58,19 +63,23 @@ const OUT_CAPACITY: usize = 16;
 pub struct I8042 {
     ctr: u8,
     status: u8,
-    out: VecDeque<u8>,
+    /// Output bytes, each marked true when it comes from the mouse.
+    out: VecDeque<(u8, bool)>,
     /// A controller command waiting for its data byte.
     pending: Option<u8>,
     /// A keyboard command waiting for its argument byte.
     kbd_pending: Option<u8>,
     scancode_set: u8,
+    mouse: Ps2Mouse,
     irq: IrqLine,
+    aux_irq: IrqLine,
     exit: ExitSender,
 }
 
 impl I8042 {
-    /// A controller raising `irq` for keyboard data and reporting resets on `exit`.
-    pub fn new(irq: IrqLine, exit: ExitSender) -> Self {
+    /// A controller raising `irq` for keyboard data and `aux_irq` for mouse data, reporting
+    /// resets on `exit`.
+    pub fn new(irq: IrqLine, aux_irq: IrqLine, exit: ExitSender) -> Self {
         Self {
             ctr: CTR_KBD_INT | CTR_SYSTEM | CTR_XLATE | CTR_AUX_DISABLE,
             status: SB_SYSTEM | SB_KBD_ENABLED,
@@ -78,19 +87,45 @@ impl I8042 {
             pending: None,
             kbd_pending: None,
             scancode_set: 2,
+            mouse: Ps2Mouse::default(),
             irq,
+            aux_irq,
             exit,
         }
     }
 
     fn push(&mut self, byte: u8) {
         if self.out.len() < OUT_CAPACITY {
-            self.out.push_back(byte);
+            self.out.push_back((byte, false));
         }
         if self.ctr & CTR_KBD_INT != 0 && self.ctr & CTR_KBD_DISABLE == 0 {
             if let Err(e) = self.irq.trigger() {
                 tracing::warn!(error = %e, "i8042: cannot raise IRQ 1");
             }
+        }
+    }
+
+    fn push_aux(&mut self, bytes: &[u8]) {
+        if self.out.len() + bytes.len() > OUT_CAPACITY {
+            return;
+        }
+        self.out.extend(bytes.iter().map(|b| (*b, true)));
+        if self.ctr & CTR_AUX_INT != 0 && self.ctr & CTR_AUX_DISABLE == 0 {
+            if let Err(e) = self.aux_irq.trigger() {
+                tracing::warn!(error = %e, "i8042: cannot raise IRQ 12");
+            }
+        }
+    }
+
+    /// Relative motion from the display client (y grows downwards) with `buttons` held
+    /// (SPICE's mask); dropped while the guest has the mouse off or has not read the last
+    /// packets.
+    pub fn mouse(&mut self, dx: i32, dy: i32, buttons: u32) {
+        if self.ctr & CTR_AUX_DISABLE != 0 {
+            return;
+        }
+        if let Some(p) = self.mouse.packet(dx, dy, buttons) {
+            self.push_aux(&p);
         }
     }
 
@@ -115,8 +150,11 @@ impl I8042 {
     }
 
     fn status(&self) -> u8 {
-        let full = if self.out.is_empty() { 0 } else { SB_OUT_FULL };
-        self.status | full
+        match self.out.front() {
+            None => self.status,
+            Some((_, false)) => self.status | SB_OUT_FULL,
+            Some((_, true)) => self.status | SB_OUT_FULL | SB_AUX_DATA,
+        }
     }
 
     fn command(&mut self, cmd: u8) {
@@ -127,8 +165,7 @@ impl I8042 {
             | CMD_WRITE_AUX => self.pending = Some(cmd),
             CMD_AUX_DISABLE => self.ctr |= CTR_AUX_DISABLE,
             CMD_AUX_ENABLE => self.ctr &= !CTR_AUX_DISABLE,
-            // Non-zero means "clock line stuck": the driver treats the aux port as absent.
-            CMD_AUX_TEST => self.push(0x01),
+            CMD_AUX_TEST => self.push(0x00),
             CMD_SELF_TEST => {
                 self.status |= SB_SYSTEM;
                 self.push(0x55);
@@ -159,10 +196,12 @@ impl I8042 {
                 }
             }
             Some(CMD_WRITE_KBD_BUF) => self.push(byte),
-            // The loop-back answers at once, but as keyboard data: Linux then knows without a
-            // timeout that no aux port is wired.
-            Some(CMD_WRITE_AUX_BUF) => self.push(byte),
-            // No aux device: writes to it go nowhere.
+            // The loop-back comes back as mouse data, as Linux's aux port probe expects.
+            Some(CMD_WRITE_AUX_BUF) => self.push_aux(&[byte]),
+            Some(CMD_WRITE_AUX) => {
+                let answer = self.mouse.command(byte);
+                self.push_aux(&answer);
+            }
             Some(_) => {}
             None => self.keyboard(byte),
         }
@@ -217,7 +256,7 @@ fn set1_to_set2(code: u8) -> Option<u8> {
 impl BusDevice for I8042 {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let value = match offset {
-            OFF_DATA => self.out.pop_front().unwrap_or(0),
+            OFF_DATA => self.out.pop_front().map_or(0, |(b, _)| b),
             OFF_COMMAND => self.status(),
             _ => 0xff,
         };
@@ -246,7 +285,8 @@ mod tests {
     fn dev() -> (I8042, mpsc::Receiver<ExitReason>) {
         let (tx, rx) = mpsc::channel();
         let irq = IrqLine(EventFd::new(libc::EFD_NONBLOCK).unwrap());
-        (I8042::new(irq, ExitSender::new(tx)), rx)
+        let aux = IrqLine(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        (I8042::new(irq, aux, ExitSender::new(tx)), rx)
     }
 
     fn read(d: &mut I8042, off: u64) -> u8 {
@@ -289,25 +329,58 @@ mod tests {
     }
 
     #[test]
-    fn aux_probe_answers_without_timeouts() {
+    fn the_mouse_answers_its_probe_and_reports_motion() {
         let (mut d, _rx) = dev();
-        // Linux's i8042_check_aux: the loop-back answers at once, without the aux flag...
+        // Linux's i8042_check_aux: the loop-back comes back as mouse data...
         d.write(OFF_COMMAND, &[CMD_WRITE_AUX_BUF]);
         d.write(OFF_DATA, &[0x5a]);
         assert_eq!(
-            read(&mut d, OFF_COMMAND) & (SB_OUT_FULL | 0x20),
-            SB_OUT_FULL
+            read(&mut d, OFF_COMMAND) & (SB_OUT_FULL | SB_AUX_DATA),
+            SB_OUT_FULL | SB_AUX_DATA
         );
         assert_eq!(read(&mut d, OFF_DATA), 0x5a);
-        // ...and the interface test reports a fault, so the port is declared absent.
+        // ...the interface test passes...
         d.write(OFF_COMMAND, &[CMD_AUX_TEST]);
-        assert_eq!(read(&mut d, OFF_DATA), 0x01);
+        assert_eq!(read(&mut d, OFF_DATA), 0x00);
         d.write(OFF_COMMAND, &[CMD_AUX_DISABLE]);
         d.write(OFF_COMMAND, &[CMD_READ_CTR]);
         assert_ne!(read(&mut d, OFF_DATA) & CTR_AUX_DISABLE, 0);
+        d.mouse(5, 5, 0);
+        assert_eq!(
+            read(&mut d, OFF_COMMAND) & SB_OUT_FULL,
+            0,
+            "port disabled: no data"
+        );
         d.write(OFF_COMMAND, &[CMD_AUX_ENABLE]);
-        d.write(OFF_COMMAND, &[CMD_READ_CTR]);
-        assert_eq!(read(&mut d, OFF_DATA) & CTR_AUX_DISABLE, 0);
+        // ...and psmouse resets, identifies and enables the mouse through 0xD4.
+        let send = |d: &mut I8042, b: u8| {
+            d.write(OFF_COMMAND, &[CMD_WRITE_AUX]);
+            d.write(OFF_DATA, &[b]);
+        };
+        send(&mut d, 0xff);
+        send(&mut d, 0xf2);
+        send(&mut d, 0xf4);
+        let answers: Vec<u8> = (0..6).map(|_| read(&mut d, OFF_DATA)).collect();
+        assert_eq!(answers, [0xfa, 0xaa, 0x00, 0xfa, 0x00, 0xfa]);
+        d.mouse(3, -2, 1);
+        let packet: Vec<u8> = (0..3)
+            .map(|_| {
+                assert_ne!(read(&mut d, OFF_COMMAND) & SB_AUX_DATA, 0);
+                read(&mut d, OFF_DATA)
+            })
+            .collect();
+        assert_eq!(packet, [0x09, 3, 2]);
+        // A guest that never reads: motion is dropped, never split.
+        for _ in 0..100 {
+            d.mouse(1, 1, 0);
+        }
+        let mut n = 0;
+        while read(&mut d, OFF_COMMAND) & SB_OUT_FULL != 0 {
+            read(&mut d, OFF_DATA);
+            n += 1;
+        }
+        assert_eq!(n % 3, 0);
+        assert!(n <= OUT_CAPACITY);
     }
 
     #[test]

@@ -4,4 +4,5 @@
 pub mod cmos;
 pub mod debug_port;
 pub mod i8042;
+pub mod ps2_mouse;
 pub mod serial;
