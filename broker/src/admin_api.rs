@@ -183,12 +183,7 @@ async fn join_token(
     Json(r): Json<NewJoinToken>,
 ) -> Result<Response, ApiError> {
     let who = admin(&s, &headers).await?;
-    let pki = s.pki.as_deref().ok_or_else(|| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this broker does not issue host certificates".into(),
-        )
-    })?;
+    let pki = crate::host_join::pki(&s)?;
     let ttl = match r.ttl_minutes {
         None => crate::host_join::JOIN_TOKEN_TTL,
         Some(m @ 1..=10080) => Duration::from_secs(m * 60),

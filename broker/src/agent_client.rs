@@ -82,6 +82,11 @@ impl AgentClient {
         }
     }
 
+    /// The agent's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,

@@ -273,12 +273,8 @@ async fn ticket(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let session = authorized(&s, &id, &headers).await?;
-    let (ticket, expires, display, _) = s.logon.new_ticket(&session.id).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "ticket": ticket, "expires_at": expires, "display": display })),
-    )
-        .into_response())
+    let t = s.logon.new_ticket(&session.id).await?;
+    Ok((StatusCode::CREATED, Json(t)).into_response())
 }
 
 async fn vv_file(
@@ -287,14 +283,15 @@ async fn vv_file(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let session = authorized(&s, &id, &headers).await?;
-    let (ticket, _, display, desktop) = s.logon.new_ticket(&session.id).await?;
-    let display = display.ok_or_else(|| {
+    let t = s.logon.new_ticket(&session.id).await?;
+    let desktop = t.desktop;
+    let display = t.display.ok_or_else(|| {
         ApiError(
             StatusCode::CONFLICT,
             format!("desktop {desktop} has no display"),
         )
     })?;
-    let body = crate::vv::file(&display, &ticket, &desktop);
+    let body = crate::vv::file(&display, &t.ticket, &desktop);
     Ok((
         [
             ("content-type", crate::vv::MIME.to_string()),

@@ -45,7 +45,8 @@ pub async fn new_token(
     Ok((token.to_string(), expires))
 }
 
-fn pki(s: &Shared) -> Result<&Pki, ApiError> {
+/// The CA that certifies hosts, or 503 when this broker has none.
+pub(crate) fn pki(s: &Shared) -> Result<&Pki, ApiError> {
     s.pki.as_deref().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,

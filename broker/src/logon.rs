@@ -12,7 +12,7 @@ use tessera_directory::{Directories, DirectoryError};
 
 use crate::agent_client::{AgentClient, AgentError};
 use crate::store::accounts::SignInError;
-use crate::store::desktops::AssignOutcome;
+use crate::store::desktops::{AssignOutcome, Desktop};
 use crate::store::events::Event;
 use crate::store::sessions::EndReason;
 use crate::store::{Store, StoreError};
@@ -88,6 +88,19 @@ pub struct Granted {
     pub display: Option<DisplayEndpoint>,
     /// Phase durations in microseconds: authenticate, entitle, assign, power, ticket.
     pub phases_us: Vec<(&'static str, u64)>,
+}
+
+/// A fresh ticket for a live session.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewTicket {
+    /// The secret (shown once).
+    pub ticket: String,
+    /// When it expires (Unix ms).
+    pub expires_at: i64,
+    /// Where the desktop's display is.
+    pub display: Option<DisplayEndpoint>,
+    /// The desktop's name.
+    pub desktop: String,
 }
 
 /// What a logon returns.
@@ -310,12 +323,7 @@ impl Logon {
             AssignOutcome::NoneFree => return Err(LogonError::NoDesktop(chosen)),
         };
         lap("assign", &mut t);
-        let host_id = desktop
-            .host_id
-            .clone()
-            .ok_or_else(|| LogonError::Internal(format!("desktop {} has no host", desktop.name)))?;
-        let host = self.store.host(&host_id).await?;
-        let agent = AgentClient::new(&host.address, self.http.clone());
+        let agent = self.agent_of(&desktop).await?;
         let vm = match agent.vm(&desktop.name).await? {
             Some(v) if v.state == "running" => v,
             _ => agent.start(&desktop.name).await?,
@@ -326,21 +334,15 @@ impl Logon {
             .open_session(&desktop.id, &who.key, client)
             .await?;
         let (ticket, expires) = self
-            .store
-            .issue_ticket(&session.id, TICKET_TTL.as_millis() as i64)
+            .display_ticket(&agent, &desktop.name, &session.id, vm.display.is_some())
             .await?;
-        if vm.display.is_some() {
-            agent
-                .set_display_ticket(&desktop.name, &ticket, TICKET_TTL)
-                .await?;
-        }
         lap("ticket", &mut t);
         Ok(LogonOutcome::Granted(Box::new(Granted {
             session_id: session.id,
             session_token,
             desktop: desktop.name,
             pool: chosen,
-            host: host.address,
+            host: agent.url().to_string(),
             ticket,
             ticket_expires_at: expires,
             reconnected,
@@ -349,31 +351,52 @@ impl Logon {
         })))
     }
 
-    /// A new one-time ticket for live session `session_id`, set on its desktop's display:
-    /// the secret, its expiry, where the display is, and the desktop's name.
-    pub async fn new_ticket(
-        &self,
-        session_id: &str,
-    ) -> Result<(String, i64, Option<DisplayEndpoint>, String), LogonError> {
-        let s = self.store.session(session_id).await?;
-        let d = self.store.desktop(&s.desktop_id).await?;
-        let host_id = d
+    /// The agent of the host `desktop` is placed on.
+    async fn agent_of(&self, desktop: &Desktop) -> Result<AgentClient, LogonError> {
+        let host_id = desktop
             .host_id
-            .clone()
-            .ok_or_else(|| LogonError::Internal(format!("desktop {} has no host", d.name)))?;
-        let host = self.store.host(&host_id).await?;
-        let agent = AgentClient::new(&host.address, self.http.clone());
+            .as_deref()
+            .ok_or_else(|| LogonError::Internal(format!("desktop {} has no host", desktop.name)))?;
+        let host = self.store.host(host_id).await?;
+        Ok(AgentClient::new(&host.address, self.http.clone()))
+    }
+
+    /// Issues a one-time ticket for `session_id` and, when the desktop has a display, sets it
+    /// on the desktop's VMM: the secret and its expiry.
+    async fn display_ticket(
+        &self,
+        agent: &AgentClient,
+        desktop: &str,
+        session_id: &str,
+        has_display: bool,
+    ) -> Result<(String, i64), LogonError> {
         let (ticket, expires) = self
             .store
-            .issue_ticket(&s.id, TICKET_TTL.as_millis() as i64)
+            .issue_ticket(session_id, TICKET_TTL.as_millis() as i64)
             .await?;
-        let display = agent.vm(&d.name).await?.and_then(|v| v.display);
-        if display.is_some() {
+        if has_display {
             agent
-                .set_display_ticket(&d.name, &ticket, TICKET_TTL)
+                .set_display_ticket(desktop, &ticket, TICKET_TTL)
                 .await?;
         }
-        Ok((ticket, expires, display, d.name))
+        Ok((ticket, expires))
+    }
+
+    /// A new one-time ticket for live session `session_id`, set on its desktop's display.
+    pub async fn new_ticket(&self, session_id: &str) -> Result<NewTicket, LogonError> {
+        let s = self.store.session(session_id).await?;
+        let d = self.store.desktop(&s.desktop_id).await?;
+        let agent = self.agent_of(&d).await?;
+        let display = agent.vm(&d.name).await?.and_then(|v| v.display);
+        let (ticket, expires_at) = self
+            .display_ticket(&agent, &d.name, &s.id, display.is_some())
+            .await?;
+        Ok(NewTicket {
+            ticket,
+            expires_at,
+            display,
+            desktop: d.name,
+        })
     }
 
     /// The session ends (the user logged off, or an administrator forced it) and the desktop

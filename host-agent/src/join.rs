@@ -5,7 +5,6 @@
 //! certificate request with the token; the broker signs it and registers the host. The
 //! private key never leaves the host.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -154,9 +153,6 @@ fn write(path: &Path, text: &str, secret: bool) -> Result<(), JoinError> {
     let mut f = opts.open(&tmp).map_err(io)?;
     std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
-    if secret {
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    }
     std::fs::rename(&tmp, path).map_err(io)
 }
 

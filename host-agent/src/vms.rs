@@ -139,6 +139,7 @@ impl Supervisor {
             }
         }
         tracing::info!(vms = specs.len(), "VM definitions loaded");
+        let names: Vec<String> = specs.keys().cloned().collect();
         let sup = Self {
             vmm: cfg.vmm_binary(),
             cfg,
@@ -146,19 +147,14 @@ impl Supervisor {
             ports: std::sync::Mutex::new(BTreeMap::new()),
         };
         // VMs still running from before a restart keep their display ports.
-        let names: Vec<String> = sup
-            .specs
-            .try_lock()
-            .map(|s| s.keys().cloned().collect())
-            .unwrap_or_default();
-        let mut ports = BTreeMap::new();
-        for n in names {
-            if sup.live_pid(&n).is_some() {
-                if let Some(p) = display::recorded(&sup.dir(&n)).and_then(|e| e.any_port()) {
-                    ports.insert(n, p);
-                }
-            }
-        }
+        let ports: BTreeMap<String, u16> = names
+            .into_iter()
+            .filter(|n| sup.live_pid(n).is_some())
+            .filter_map(|n| {
+                let port = display::recorded(&sup.dir(&n))?.any_port()?;
+                Some((n, port))
+            })
+            .collect();
         *sup.ports.lock().unwrap_or_else(|p| p.into_inner()) = ports;
         Ok(sup)
     }

@@ -69,7 +69,10 @@ unsafe extern "C" fn mouse_motion(
 }
 
 unsafe extern "C" fn mouse_buttons(sin: *mut sys::SpiceMouseInstance, buttons: u32) {
-    guard("mouse_buttons", (), || sink!(sin, mouse).buttons(buttons))
+    // The relative mouse's buttons belong to the relative device: a motion of zero.
+    guard("mouse_buttons", (), || {
+        sink!(sin, mouse).pointer_relative(0, 0, 0, buttons)
+    })
 }
 
 unsafe extern "C" fn tablet_size(_sin: *mut sys::SpiceTabletInstance, _w: c_int, _h: c_int) {}

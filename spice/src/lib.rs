@@ -31,11 +31,11 @@ pub trait ClientEvents: Send + Sync + 'static {
     /// Absolute pointer position in surface pixels, with the buttons held (bit 0 left,
     /// 1 middle, 2 right in SPICE's order).
     fn pointer_absolute(&self, _x: i32, _y: i32, _buttons: u32) {}
-    /// Relative motion (server mouse mode).
+    /// Relative motion (server mouse mode), and that mouse's button changes (zero motion).
     fn pointer_relative(&self, _dx: i32, _dy: i32, _dz: i32, _buttons: u32) {}
     /// Wheel motion (positive: down).
     fn wheel(&self, _delta: i32, _buttons: u32) {}
-    /// Buttons changed.
+    /// The absolute pointer's buttons changed.
     fn buttons(&self, _buttons: u32) {}
     /// The client's window asks for this resolution.
     fn resize_request(&self, _width: u32, _height: u32) {}

@@ -144,12 +144,11 @@ fn path(what: &str, p: &std::path::Path) -> Result<CString, SpiceError> {
 }
 
 /// A random ticket nobody knows: the server is locked until a real one is set.
-fn lock_secret() -> String {
+fn lock_secret() -> Result<String, SpiceError> {
     let mut raw = [0u8; 24];
-    // A failing random source leaves zeros, which would be guessable: fall back to time and
-    // address entropy is not acceptable either, so refuse loudly.
-    getrandom::fill(&mut raw).expect("the kernel's random source");
-    raw.iter().map(|b| format!("{b:02x}")).collect()
+    getrandom::fill(&mut raw)
+        .map_err(|e| SpiceError::Server(format!("no random source for the lock ticket: {e}")))?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn apply_ticket(srv: Handle, secret: &str, lifetime_s: i32) -> Result<(), SpiceError> {
@@ -210,7 +209,7 @@ impl Server {
         };
         let port = cfg.port;
         let comp = cfg.compression.raw();
-        let secret = lock_secret();
+        let secret = lock_secret()?;
         let first = cstring("ticket", &secret)?;
         let display = QxlBox::new(events.clone());
         let mut inputs = InputBox::new(events.clone());
@@ -401,7 +400,7 @@ impl Server {
 
     /// Locks the server: no ticket works until the next [`Server::set_ticket`].
     pub fn clear_ticket(&self) -> Result<(), SpiceError> {
-        let secret = lock_secret();
+        let secret = lock_secret()?;
         apply_ticket(self.srv, &secret, 0)?;
         *self.ticket.lock().unwrap_or_else(|p| p.into_inner()) = TicketState {
             secret,
@@ -465,10 +464,14 @@ fn channel_hook(
                     }
                 }
                 ChannelEventKind::Disconnected => {
-                    t.secret = lock_secret();
                     t.live = false;
-                    if let Err(err) = apply_ticket(srv, &t.secret, 0) {
-                        tracing::warn!(%err, "could not lock the server");
+                    match lock_secret().and_then(|secret| {
+                        apply_ticket(srv, &secret, 0)?;
+                        Ok(secret)
+                    }) {
+                        Ok(secret) => t.secret = secret,
+                        // The spent ticket expires within its grace period anyway.
+                        Err(err) => tracing::warn!(%err, "could not lock the server"),
                     }
                 }
                 _ => {}

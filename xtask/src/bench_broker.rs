@@ -167,22 +167,7 @@ async fn measure(
         )
         .await?;
     let pool = store
-        .create_pool(&PoolSpec {
-            name: "bench".into(),
-            display_name: "Bench".into(),
-            image: "gold".into(),
-            image_version: 1,
-            assignment: Assignment::Dedicated,
-            clone_kind: CloneKind::Linked,
-            naming: "b{n:05}".into(),
-            min_desktops: n as i64,
-            max_desktops: n as i64,
-            spare_desktops: 0,
-            power_policy: PowerPolicy::OffAfterLogoff,
-            refresh_on_logoff: false,
-            vcpus: 1,
-            memory_mib: 64,
-        })
+        .create_pool(&bench_pool("bench", "b{n:05}", n))
         .await?;
 
     // 1. Provisioning.
@@ -252,6 +237,26 @@ async fn measure(
 /// A storm of `n` logons as `{prefix}00000`.. with `password`, `connections` at a time, through
 /// the client API over HTTP; prints the table row and the phase medians.
 #[allow(clippy::too_many_arguments)]
+/// A dedicated pool of `n` tiny desktops (64 MiB), powered off after logoff.
+fn bench_pool(name: &str, naming: &str, n: usize) -> PoolSpec {
+    PoolSpec {
+        name: name.into(),
+        display_name: name.into(),
+        image: "gold".into(),
+        image_version: 1,
+        assignment: Assignment::Dedicated,
+        clone_kind: CloneKind::Linked,
+        naming: naming.into(),
+        min_desktops: n as i64,
+        max_desktops: n as i64,
+        spare_desktops: 0,
+        power_policy: PowerPolicy::OffAfterLogoff,
+        refresh_on_logoff: false,
+        vcpus: 1,
+        memory_mib: 64,
+    }
+}
+
 async fn storm(
     store: &Store,
     logon: Logon,
@@ -393,22 +398,7 @@ async fn ldap_storm(
         bail!("seeding slapd failed");
     }
     let pool = store
-        .create_pool(&PoolSpec {
-            name: "bench-ldap".into(),
-            display_name: "Bench LDAP".into(),
-            image: "gold".into(),
-            image_version: 1,
-            assignment: Assignment::Dedicated,
-            clone_kind: CloneKind::Linked,
-            naming: "l{n:05}".into(),
-            min_desktops: n as i64,
-            max_desktops: n as i64,
-            spare_desktops: 0,
-            power_policy: PowerPolicy::OffAfterLogoff,
-            refresh_on_logoff: false,
-            vcpus: 1,
-            memory_mib: 64,
-        })
+        .create_pool(&bench_pool("bench-ldap", "l{n:05}", n))
         .await?;
     let mut reconciler = Reconciler::new(store.clone(), http.clone());
     loop {

@@ -36,7 +36,7 @@ pub enum DisplayError {
 
 /// Client input, delivered to the guest's devices.
 struct GuestInput {
-    i8042: Arc<Mutex<dyn KeySink>>,
+    i8042: Arc<Mutex<I8042>>,
     pointer: TabletHandle,
     dispi: Arc<Mutex<Dispi>>,
     clients: Arc<Clients>,
@@ -48,27 +48,10 @@ pub struct DisplayParts {
     pub dispi: Arc<Mutex<Dispi>>,
     /// Video memory.
     pub fb: Arc<Framebuffer>,
-    /// Where keys go.
-    pub keys: Arc<Mutex<dyn KeySink>>,
+    /// The PS/2 controller: keys, and relative motion for its mouse.
+    pub keys: Arc<Mutex<I8042>>,
     /// The absolute pointer.
     pub pointer: TabletHandle,
-}
-
-/// Where keys and relative mouse motion go (the i8042).
-pub trait KeySink: Send {
-    /// A PC scancode-set-1 byte.
-    fn key(&mut self, set1: u8);
-    /// Relative motion (y down) with SPICE's button mask.
-    fn mouse(&mut self, dx: i32, dy: i32, buttons: u32);
-}
-
-impl KeySink for I8042 {
-    fn key(&mut self, set1: u8) {
-        I8042::key(self, set1);
-    }
-    fn mouse(&mut self, dx: i32, dy: i32, buttons: u32) {
-        I8042::mouse(self, dx, dy, buttons);
-    }
 }
 
 impl ClientEvents for GuestInput {
