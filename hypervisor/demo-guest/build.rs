@@ -96,7 +96,12 @@ fn layout_header() -> String {
                 false => t.to_string(),
             })
             .collect();
-        let _ = writeln!(s, "#define {} ((unsigned)({}))", name.trim(), value.join(" "));
+        let _ = writeln!(
+            s,
+            "#define {} ((unsigned)({}))",
+            name.trim(),
+            value.join(" ")
+        );
     }
     s
 }

@@ -7,39 +7,14 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use tessera_e2e::x11::{free_port, vv_file, x_tools, Image, Proc, Xvfb};
+use tessera_e2e::x11::{free_port, vv_file, x_tools, Proc, Xvfb};
 use tessera_vmm::tiny_guest::{display_painter, painter_pixel, PAINTER_KEY_LINES};
 
 const W: u16 = 640;
 const H: u16 = 480;
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn decode_png(bytes: &[u8]) -> Image {
-    let dec = png::Decoder::new(std::io::Cursor::new(bytes));
-    let mut reader = dec.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!(info.color_type, png::ColorType::Rgb);
-    let pixels = buf[..info.buffer_size()]
-        .chunks_exact(3)
-        .map(|p| u32::from(p[0]) << 16 | u32::from(p[1]) << 8 | u32::from(p[2]))
-        .collect();
-    Image {
-        width: info.width as usize,
-        height: info.height as usize,
-        pixels,
-    }
-}
 
 #[test]
 fn the_guest_screen_reaches_remote_viewer_and_keys_reach_the_guest() {

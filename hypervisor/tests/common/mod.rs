@@ -7,6 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use tessera_e2e::x11::Image;
 
 pub const VMM: &str = env!("CARGO_BIN_EXE_tessera-vmm");
 
@@ -156,5 +157,32 @@ pub fn wait_for_socket(socket: &Path, timeout: Duration) {
             "API socket {socket:?} never came up"
         );
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `f` every 100 ms until it holds; fails the test after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An RGB PNG (the VMM's screenshot) as 0x00RRGGBB pixels.
+pub fn decode_png(bytes: &[u8]) -> Image {
+    let dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let pixels = buf[..info.buffer_size()]
+        .chunks_exact(3)
+        .map(|p| u32::from(p[0]) << 16 | u32::from(p[1]) << 8 | u32::from(p[2]))
+        .collect();
+    Image {
+        width: info.width as usize,
+        height: info.height as usize,
+        pixels,
     }
 }

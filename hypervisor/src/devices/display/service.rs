@@ -72,7 +72,10 @@ impl ClientEvents for GuestInput {
     fn buttons(&self, buttons: u32) {
         self.pointer.buttons(buttons);
     }
-    fn wheel(&self, delta: i32, _buttons: u32) {
+    fn wheel(&self, delta: i32, buttons: u32) {
+        // In client mouse mode spice-server hands every button *press* to the tablet's wheel
+        // callback (delta 0 unless it is the wheel); only releases come through buttons().
+        self.pointer.buttons(buttons);
         self.pointer.wheel(delta);
     }
     fn channel(&self, e: ChannelEvent) {
