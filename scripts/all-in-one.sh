@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The all-in-one desktop cloud on this machine: tessera-broker (SQLite, local accounts) and
-# tessera-agent (one host, one datastore) with a demo golden image (the Debian test guest) and
-# a demo pool, then the API address and a demo login.
+# tessera-agent (one host, one datastore) with a demo golden image and a demo pool, then the
+# API address and a demo login.
 #
 #   scripts/all-in-one.sh            bring it up and stay in the foreground (Ctrl-C stops it)
 #   scripts/all-in-one.sh --check    bring it up, log the demo user on and off through the
@@ -10,8 +10,9 @@
 #
 # State lives in $TESSERA_AIO_DIR (default .cache/aio): the broker's CA and database, the
 # agent's VM definitions, the datastore. Ports: API 8443 ($TESSERA_AIO_PORT), agent 8444.
-# Desktops boot Debian's kernel; on a machine without hardware virtualisation (PVM, as on our
-# build machines) they run, but too slowly to reach userspace.
+# The demo image: with hardware virtualisation, the Debian test guest; without it (PVM, as on
+# our build machines, where a stock kernel never reaches userspace) the demo desktop guest
+# (hypervisor/demo-guest: no OS, its name in the title bar, a clock, a notes window).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -44,10 +45,10 @@ check=false
 [ "${1:-}" = --check ] && check=true
 
 ensure_packages "${TESSERA_PACKAGES[@]}"
-tests/guest/build-guest.sh
 log "building tessera-broker, tessera-agent, tessera-vmm, tessera-img (release)"
 cargo build -q --release -p tessera-broker -p tessera-agent -p tessera-vmm -p tessera-storage \
-    --bin tessera-broker --bin tessera-agent --bin tessera-vmm --bin tessera-img
+    -p tessera-demo-guest --bin tessera-broker --bin tessera-agent --bin tessera-vmm \
+    --bin tessera-img --bin tessera-demo-guest
 stop_all
 mkdir -p "$D"/{broker,agent,ds1,library}
 
@@ -75,14 +76,26 @@ CONF
 
 if [ ! -f "$D/.seeded" ]; then
     log "first start: demo image, pool and account"
-    "$bin/tessera-img" --datastore "$D/library" create -f qcow2 "$D/library/demo-linux.qcow2" 8G >/dev/null
-    broker add-image demo-linux --disk "$D/library/demo-linux.qcow2" \
-        --kernel "$repo/.cache/guest/vmlinuz" --initrd "$repo/.cache/guest/initramfs.cpio.gz" \
-        --cmdline "console=ttyS0 reboot=k panic=-1 quiet tg.exit=shell" >/dev/null
+    if has_hardware_kvm; then
+        image=demo-linux memory=512
+        tests/guest/build-guest.sh
+        "$bin/tessera-img" --datastore "$D/library" create -f qcow2 "$D/library/$image.qcow2" 8G >/dev/null
+        broker add-image "$image" --disk "$D/library/$image.qcow2" \
+            --kernel "$repo/.cache/guest/vmlinuz" --initrd "$repo/.cache/guest/initramfs.cpio.gz" \
+            --cmdline "console=ttyS0 reboot=k panic=-1 quiet tg.exit=shell" >/dev/null
+    else
+        log "no hardware virtualisation here: desktops run the demo desktop guest"
+        image=demo-desktop memory=64
+        "$bin/tessera-demo-guest" --output "$D/library/$image.elf"
+        # It needs no disk; desktops get a linked clone of this empty one like any other.
+        "$bin/tessera-img" --datastore "$D/library" create -f qcow2 "$D/library/$image.qcow2" 64M >/dev/null
+        broker add-image "$image" --disk "$D/library/$image.qcow2" \
+            --kernel "$D/library/$image.elf" --cmdline "name={desktop}" >/dev/null
+    fi
     cat > "$D/demo-pool.toml" <<CONF
 name = "demo"
 display_name = "Demo desktops"
-image = "demo-linux"
+image = "$image"
 image_version = 1
 assignment = "floating"
 clone_kind = "linked"
@@ -93,7 +106,7 @@ spare_desktops = 1
 power_policy = "always-on"
 refresh_on_logoff = true
 vcpus = 1
-memory_mib = 512
+memory_mib = $memory
 CONF
     broker add-pool "$D/demo-pool.toml" >/dev/null
     head -c 12 /dev/urandom | base64 | tr -d '/+=' > "$D/demo-password"
@@ -164,6 +177,17 @@ if $check; then
     vv=$(curl -s --cacert "$pki/ca.pem" -X POST -H "authorization: Bearer $token" "$api/api/v1/sessions/$id/vv")
     echo "$vv" | grep -q '^password=' && echo "$vv" | grep -q '^port=' || { log "no remote-viewer file: $vv"; exit 1; }
     log "remote-viewer file ok: $(echo "$vv" | grep -E '^(host|port)=' | tr '\n' ' ')"
+    if ! has_hardware_kvm; then
+        # The demo desktop guest says what it shows on its console: its name, from the image's
+        # command line with {desktop} filled in by the broker.
+        for _ in $(seq 1 50); do
+            grep -q "name=$desktop" "$D/agent/vms/$desktop/console.log" 2>/dev/null && break
+            sleep 0.2
+        done
+        grep -q "name=$desktop" "$D/agent/vms/$desktop/console.log" ||
+            { log "the demo desktop does not show its name: $(cat "$D/agent/vms/$desktop/console.log")"; exit 1; }
+        log "desktop screen ok: $(head -1 "$D/agent/vms/$desktop/console.log")"
+    fi
     code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$pki/ca.pem" -X DELETE \
         -H "authorization: Bearer $token" "$api/api/v1/sessions/$id")
     [ "$code" = 204 ] || { log "logoff answered $code"; exit 1; }

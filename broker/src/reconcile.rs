@@ -240,7 +240,7 @@ impl Reconciler {
             memory_mib: u64::try_from(pool.spec.memory_mib).unwrap_or(512),
             kernel: kernel.into(),
             initrd: v.initrd.clone().map(Into::into),
-            cmdline: v.cmdline.clone(),
+            cmdline: v.cmdline.as_ref().map(|c| c.replace("{desktop}", &d.name)),
             disks: vec![VmDisk {
                 datastore: ds.to_string(),
                 file: disk.to_string(),

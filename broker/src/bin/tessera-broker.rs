@@ -85,7 +85,8 @@ enum Cmd {
         /// Initrd.
         #[arg(long)]
         initrd: Option<PathBuf>,
-        /// Kernel command line.
+        /// Kernel command line; `{desktop}` in it becomes each desktop's name (e.g.
+        /// `hostname={desktop}`, or `name={desktop}` for the demo desktop guest).
         #[arg(long)]
         cmdline: Option<String>,
     },
