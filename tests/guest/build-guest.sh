@@ -2,7 +2,8 @@
 # Builds the Debian test guest from Debian packages only, into a cache directory:
 #   $OUT/vmlinuz            Debian's own kernel (linux-image-amd64 -> linux-image-6.1.0-*-amd64)
 #   $OUT/initramfs.cpio.gz  busybox-static + tests/guest/init (prints TESSERA-GUEST-READY, reboots)
-#                           + the virtio-pci and virtio-blk modules
+#                           + the virtio-pci and virtio-blk modules, and the bochs display
+#                           driver (bochs-drm, loaded with tg.display)
 #   $OUT/modules/           the kernel's modules that the nested harness loads in L1 (kvm, kvm-amd,
 #                           virtio-blk for the harness's transfer disk)
 #   $OUT/manifest.txt       package versions and sha256 of inputs and outputs
@@ -16,9 +17,11 @@ CACHE=${TESSERA_CACHE:-$repo/.cache}
 OUT=$CACHE/guest
 DEBS=$CACHE/debs
 MODULES=${MODULES-}
-L1_MODULES="irqbypass kvm ccp kvm-amd virtio_pci virtio_blk"
+L1_MODULES="irqbypass kvm ccp kvm-amd virtio_pci virtio_blk virtio_net"
 # The test guest's virtio drivers (Debian builds them as modules); MODULES adds more.
 GUEST_MODULES="virtio_pci virtio_blk"
+# Loaded only when the command line has tg.display (fbcon is built into Debian's kernel).
+DISPLAY_MODULES="bochs"
 export LC_ALL=C SOURCE_DATE_EPOCH=0
 
 log() { printf '[build-guest] %s\n' "$*" >&2; }
@@ -102,6 +105,13 @@ for m in $GUEST_MODULES $MODULES; do add_mod "$m"; done
 for f in "${ORDER[@]}"; do
     cp "$f" "$stage/lib/modules/"
     echo "${f##*/}" >> "$stage/etc/modules.load"
+done
+ORDER=()
+: > "$stage/etc/modules.display"
+for m in $DISPLAY_MODULES; do add_mod "$m"; done
+for f in "${ORDER[@]}"; do
+    cp "$f" "$stage/lib/modules/"
+    echo "${f##*/}" >> "$stage/etc/modules.display"
 done
 find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 (cd "$stage" && find . -print0 | sort -z | cpio --null -o -H newc --reproducible -R 0:0 --quiet) \

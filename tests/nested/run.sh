@@ -12,7 +12,10 @@
 # Env: TESSERA_CACHE, NEST_TIMEOUT (seconds, default 600), NEST_MEM (default 2048M),
 #      NEST_SMP (default 2), NEST_ARGS (extra L1 command-line words, e.g. nest.runs=3),
 #      NEST_DISK (a file holding a tar archive of a datastore, padded with zeros to leave room:
-#      L1 unpacks it into /ds before the scenario and writes /ds back into it afterwards).
+#      L1 unpacks it into /ds before the scenario and writes /ds back into it afterwards),
+#      NEST_HOSTFWD (a host TCP port: L1 gets a virtio-net NIC on QEMU's user network, 10.0.2.15,
+#      and 127.0.0.1:NEST_HOSTFWD on this host reaches L1's port 5930, where a scenario's VMM
+#      serves SPICE).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -28,13 +31,13 @@ command -v qemu-system-x86_64 >/dev/null || {
 "$repo/tests/guest/build-guest.sh"
 
 target=x86_64-unknown-linux-gnu
-log "building tessera-vmm, and static tessera-img, boot-timer and guest-io-bench"
+log "building tessera-vmm, and static tessera-img, boot-timer, guest-io-bench and vmm-api"
 # tessera-vmm links libspice-server (and through it glib, OpenSSL, ...), which has no static
 # build: it goes in dynamically linked, with its libraries, as the hosts run it.
 (cd "$repo" && cargo build -q --release -p tessera-vmm --bin tessera-vmm)
 (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build -q --release --target "$target" -p tessera-storage -p tessera-e2e \
-        --bin tessera-img --bin boot-timer --bin guest-io-bench)
+        --bin tessera-img --bin boot-timer --bin guest-io-bench --bin vmm-api)
 bindir=$repo/target/$target/release
 
 stage=$(mktemp -d)
@@ -51,6 +54,7 @@ strip -o "$stage/bin/tessera-vmm" "$repo/target/release/tessera-vmm"
 copy_libs "$repo/target/release/tessera-vmm"
 strip -o "$stage/bin/boot-timer" "$bindir/boot-timer"
 strip -o "$stage/bin/tessera-img" "$bindir/tessera-img"
+strip -o "$stage/bin/vmm-api" "$bindir/vmm-api"
 cp "$CACHE/guest/vmlinuz" "$CACHE/guest/initramfs.cpio.gz" "$stage/guest/"
 # The test guest plus guest-io-bench: Linux unpacks concatenated initramfs archives in order.
 extra=$(mktemp -d)
@@ -80,6 +84,8 @@ out=$CACHE/nested/$scenario.log
 log "booting L1 (QEMU TCG, EPYC+svm) for scenario $scenario; console in $out"
 disk=()
 [ -n "${NEST_DISK:-}" ] && disk=(-drive "file=$NEST_DISK,format=raw,if=virtio")
+[ -n "${NEST_HOSTFWD:-}" ] && disk+=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$NEST_HOSTFWD-:5930" \
+    -device virtio-net-pci,netdev=n0)
 set +e
 timeout "${NEST_TIMEOUT:-600}" qemu-system-x86_64 "${disk[@]}" -M q35 -accel tcg -cpu EPYC,+svm \
     -m "${NEST_MEM:-2048M}" -smp "${NEST_SMP:-2}" -nodefaults -no-user-config -nographic \

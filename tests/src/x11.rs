@@ -183,9 +183,11 @@ impl Image {
         self.pixels[y * self.width + x]
     }
 
-    /// Where `fb` (w x h, 0x00RRGGBB) sits in this image, if anywhere.
+    /// Where `fb` (w x h, 0x00RRGGBB) sits in this image, if anywhere: the first place where
+    /// a few probe pixels match (the corners, the centre, and pixels unlike the first, so
+    /// that a mostly uniform picture is not found in any uniform area).
     pub fn find(&self, fb: &[u32], w: usize, h: usize) -> Option<(usize, usize)> {
-        let probes = [
+        let mut probes = vec![
             (0, 0),
             (1, 0),
             (0, 1),
@@ -193,6 +195,15 @@ impl Image {
             (w - 1, h - 1),
             (w - 1, 0),
         ];
+        let unlike: Vec<usize> = (0..fb.len()).filter(|&i| fb[i] != fb[0]).collect();
+        let step = (unlike.len() / 12).max(1);
+        probes.extend(
+            unlike
+                .iter()
+                .step_by(step)
+                .take(12)
+                .map(|&i| (i % w, i / w)),
+        );
         for oy in 0..self.height.saturating_sub(h - 1) {
             for ox in 0..self.width.saturating_sub(w - 1) {
                 if probes
@@ -204,6 +215,14 @@ impl Image {
             }
         }
         None
+    }
+
+    /// Pixels of the w x h area at (ox, oy) that differ from `fb`.
+    pub fn differing(&self, ox: usize, oy: usize, fb: &[u32], w: usize, h: usize) -> usize {
+        (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .filter(|&(x, y)| self.at(ox + x, oy + y) != fb[y * w + x])
+            .count()
     }
 }
 

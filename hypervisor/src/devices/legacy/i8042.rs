@@ -98,11 +98,7 @@ impl I8042 {
         if self.out.len() < OUT_CAPACITY {
             self.out.push_back((byte, false));
         }
-        if self.ctr & CTR_KBD_INT != 0 && self.ctr & CTR_KBD_DISABLE == 0 {
-            if let Err(e) = self.irq.trigger() {
-                tracing::warn!(error = %e, "i8042: cannot raise IRQ 1");
-            }
-        }
+        self.raise(false);
     }
 
     fn push_aux(&mut self, bytes: &[u8]) {
@@ -110,11 +106,32 @@ impl I8042 {
             return;
         }
         self.out.extend(bytes.iter().map(|b| (*b, true)));
-        if self.ctr & CTR_AUX_INT != 0 && self.ctr & CTR_AUX_DISABLE == 0 {
-            if let Err(e) = self.aux_irq.trigger() {
-                tracing::warn!(error = %e, "i8042: cannot raise IRQ 12");
+        self.raise(true);
+    }
+
+    /// Signals a byte in the output buffer: IRQ 12 for mouse data, IRQ 1 for the rest, each
+    /// when the guest has it enabled.
+    fn raise(&self, aux: bool) {
+        let (line, on, off, n) = match aux {
+            false => (&self.irq, CTR_KBD_INT, CTR_KBD_DISABLE, 1),
+            true => (&self.aux_irq, CTR_AUX_INT, CTR_AUX_DISABLE, 12),
+        };
+        if self.ctr & on != 0 && self.ctr & off == 0 {
+            if let Err(e) = line.trigger() {
+                tracing::warn!(error = %e, "i8042: cannot raise IRQ {n}");
             }
         }
+    }
+
+    /// The guest read the output buffer: the next byte, if any, fills it and interrupts
+    /// again, as a real controller's does. Linux reads one byte per interrupt, so without
+    /// this a guest slower than the typist falls behind and the queue overflows.
+    fn read_data(&mut self) -> u8 {
+        let byte = self.out.pop_front().map_or(0, |(b, _)| b);
+        if let Some(&(_, aux)) = self.out.front() {
+            self.raise(aux);
+        }
+        byte
     }
 
     /// Relative motion from the display client (y grows downwards) with `buttons` held
@@ -256,7 +273,7 @@ fn set1_to_set2(code: u8) -> Option<u8> {
 impl BusDevice for I8042 {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let value = match offset {
-            OFF_DATA => self.out.pop_front().map_or(0, |(b, _)| b),
+            OFF_DATA => self.read_data(),
             OFF_COMMAND => self.status(),
             _ => 0xff,
         };
@@ -401,6 +418,33 @@ mod tests {
         let mut wide = [0u8; 4];
         d.read(OFF_COMMAND, &mut wide);
         assert_eq!(&wide[1..], &[0, 0, 0]);
+    }
+
+    #[test]
+    fn each_queued_byte_interrupts_again_when_the_last_is_read() {
+        let (mut d, _rx) = dev();
+        d.key(0x1e);
+        d.key(0x9e);
+        assert_eq!(d.irq.0.read().unwrap(), 2);
+        assert_eq!(read(&mut d, 0), 0x1e);
+        assert_eq!(
+            d.irq.0.read().unwrap(),
+            1,
+            "the second byte interrupts again"
+        );
+        assert_eq!(read(&mut d, 0), 0x9e);
+        assert!(d.irq.0.read().is_err(), "nothing left: no interrupt");
+        // Mouse data behind a key byte: IRQ 12 once the key is read.
+        d.write(4, &[0xa8]);
+        d.write(4, &[0x60]);
+        d.write(0, &[CTR_KBD_INT | CTR_AUX_INT | CTR_SYSTEM | CTR_XLATE]);
+        d.key(0x1e);
+        d.write(4, &[0xd4]);
+        d.write(0, &[0xf4]); // enable reporting: the mouse acknowledges (0xFA, aux)
+        let _ = d.aux_irq.0.read();
+        assert_eq!(read(&mut d, 0), 0x1e);
+        assert_eq!(d.aux_irq.0.read().unwrap(), 1);
+        assert_eq!(read(&mut d, 0), 0xfa);
     }
 
     #[test]

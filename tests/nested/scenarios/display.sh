@@ -1,0 +1,36 @@
+# The Debian test guest with a screen: bochs-drm and fbcon in L2 on tessera-vmm's display,
+# SPICE on L1's 10.0.2.15:5930 (the host reaches it through QEMU's hostfwd, run.sh
+# NEST_HOSTFWD). Announces the ticket, echoes the lines the host types (the guest writes them
+# to its serial console), then prints the VMM's screenshot (PNG, base64) and keeps the VM up
+# for the host to compare its client's picture.
+ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 || { echo "NEST: no network"; exit 1; }
+L2=/tmp/l2-console.log
+tessera-vmm --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz \
+    --cmdline "console=ttyS0 reboot=k panic=-1 io_delay=none quiet tg.display tg.exit=echo-tty1" \
+    --memory 512M --vcpus 1 --serial "file:$L2" --api-socket /tmp/vm.sock \
+    --display spice-port=5930,addr=0.0.0.0 --log warn &
+vmm=$!
+# Waits up to $2 seconds for the guest to print $1.
+wait_l2() {
+    i=0
+    while ! grep -q "$1" "$L2" 2>/dev/null; do
+        i=$((i + 1)); [ $i -gt $(($2 * 2)) ] && { echo "NEST: no '$1' from L2:"; cat "$L2"; return 1; }
+        kill -0 $vmm 2>/dev/null || { echo "NEST: the VMM exited:"; cat "$L2"; return 1; }
+        sleep 0.5
+    done
+}
+wait_l2 TESSERA-GUEST-READY 400 || exit 1
+grep '^tg: display' "$L2"
+vmm-api PUT /tmp/vm.sock /display/ticket '{"ticket": "nested-ticket", "lifetime_secs": 900}' || exit 1
+echo "NEST: display ready $(vmm-api GET /tmp/vm.sock /display)"
+wait_l2 'tg: typed: ' 400 || exit 1
+grep '^tg: typed: ' "$L2" | sed 's/^/NEST: /'
+# The echo on tty1 is drawn before the line reaches the reader; give fbcon a moment anyway.
+sleep 2
+vmm-api GET /tmp/vm.sock /display/screenshot > /tmp/shot.png || exit 1
+echo "NEST-SCREENSHOT-BEGIN"
+base64 /tmp/shot.png
+echo "NEST-SCREENSHOT-END"
+# The host compares its client's picture now; it ends the run when done.
+sleep "${NEST_HOLD:-120}"
+kill $vmm
