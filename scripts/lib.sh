@@ -19,10 +19,14 @@ ensure_packages() {
 }
 
 # Packages the build, the tests and the nested harness need.
-TESSERA_PACKAGES=(qemu-system-x86 qemu-utils cpio binutils util-linux gzip libspice-server-dev pkg-config)
+TESSERA_PACKAGES=(qemu-system-x86 qemu-utils cpio binutils util-linux gzip libspice-server-dev
+    libspice-client-glib-2.0-dev pkg-config)
 
-# What the SPICE tests drive a real client with: remote-viewer under Xvfb, xwd, xdotool.
-TESSERA_X_TEST_PACKAGES=(virt-viewer xvfb x11-apps xdotool)
+# What the SPICE tests drive a real client with: remote-viewer under Xvfb, xwd, xdotool; and
+# what tessera-client's window loads at run time (X11, xkbcommon, Mesa's GL with llvmpipe).
+TESSERA_X_TEST_PACKAGES=(virt-viewer xvfb x11-apps xdotool libx11-6 libx11-xcb1 libxcursor1
+    libxi6 libxrandr2 libxkbcommon0 libxkbcommon-x11-0 libgl1 libglx-mesa0 libgl1-mesa-dri
+    libegl1 libegl-mesa0)
 
 # 0 when /dev/kvm is hardware virtualisation (svm/vmx and not PVM), 1 otherwise.
 has_hardware_kvm() {

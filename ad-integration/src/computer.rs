@@ -91,7 +91,7 @@ pub fn random_password() -> Result<String, DirectoryError> {
 }
 
 /// AD's unicodePwd value: the password in double quotes, UTF-16LE.
-fn unicode_pwd(password: &str) -> Vec<u8> {
+pub(crate) fn unicode_pwd(password: &str) -> Vec<u8> {
     format!("\"{password}\"")
         .encode_utf16()
         .flat_map(u16::to_le_bytes)
@@ -109,7 +109,7 @@ fn dns_domain(dn: &str) -> String {
         .join(".")
 }
 
-fn set(v: &[u8]) -> HashSet<Vec<u8>> {
+pub(crate) fn set(v: &[u8]) -> HashSet<Vec<u8>> {
     HashSet::from([v.to_vec()])
 }
 

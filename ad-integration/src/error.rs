@@ -30,6 +30,10 @@ pub enum DirectoryError {
     /// AD 531.
     #[error("sign-in is not allowed from this workstation")]
     Workstation,
+    /// The directory refused a new password: too short, too simple, used before, or changed too
+    /// recently (AD 0x52D, slapd's ppolicy).
+    #[error("the new password does not meet the domain's password policy (length, complexity, history or minimum age)")]
+    PasswordRejected,
     /// An empty password: a bind with it would be an unauthenticated (anonymous) bind, which
     /// AD accepts as a success.
     #[error("an empty password is not accepted")]
@@ -103,6 +107,7 @@ impl DirectoryError {
                 | Self::PasswordMustChange
                 | Self::LogonHours
                 | Self::Workstation
+                | Self::PasswordRejected
                 | Self::EmptyPassword
                 | Self::BadLogin(_)
                 | Self::UnknownDomain(_)

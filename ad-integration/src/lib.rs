@@ -8,6 +8,7 @@
 //!
 //! - [`config`]: the `[[directory]]` tables, validated at load;
 //! - [`login`]: parsing what users type; [`auth`]: find, bind as the user, identity;
+//!   [`password`]: users changing their own (expired) password;
 //! - [`groups`]: nested groups (AD in-chain rule, server memberOf, or a bounded walk);
 //! - [`lookup`]: users, groups and members for admins; [`sync`]: membership events for
 //!   provisioning; [`computer`]: computer accounts for linked clones (AD);
@@ -22,6 +23,7 @@ pub mod groups;
 pub mod identity;
 pub mod login;
 pub mod lookup;
+pub mod password;
 pub mod sync;
 pub mod tls;
 
@@ -73,18 +75,51 @@ impl Directories {
             return Err(DirectoryError::EmptyPassword);
         }
         let parsed = login::parse(login)?;
-        if let Some(domain) = &parsed.domain {
-            let client = match self.clients.iter().find(|c| c.directory().serves(domain)) {
-                Some(c) => c,
+        self.route(&parsed)
+            .await?
+            .authenticate_login(&parsed, password)
+            .await
+    }
+
+    /// Changes a user's own password (`login` as in [`Self::authenticate`]), proving `old`.
+    pub async fn change_password(
+        &self,
+        login: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<(), DirectoryError> {
+        if old.is_empty() {
+            return Err(DirectoryError::EmptyPassword);
+        }
+        let parsed = login::parse(login)?;
+        self.route(&parsed)
+            .await?
+            .change_password(&parsed, old, new)
+            .await
+    }
+
+    /// The domain users pick from at sign-in: each directory's first configured domain.
+    pub fn domains(&self) -> Vec<String> {
+        self.clients
+            .iter()
+            .filter_map(|c| c.directory().config.domains.first().cloned())
+            .collect()
+    }
+
+    /// The directory that holds `login`: the one serving its domain, or for a bare name the
+    /// first that has the user (none: the same answer as a wrong password).
+    async fn route(&self, login: &login::Login) -> Result<&DirectoryClient, DirectoryError> {
+        if let Some(domain) = &login.domain {
+            return match self.clients.iter().find(|c| c.directory().serves(domain)) {
+                Some(c) => Ok(c),
                 // A single directory takes any domain (UPN suffixes need not be listed).
-                None if self.clients.len() == 1 => &self.clients[0],
-                None => return Err(DirectoryError::UnknownDomain(domain.clone())),
+                None if self.clients.len() == 1 => Ok(&self.clients[0]),
+                None => Err(DirectoryError::UnknownDomain(domain.clone())),
             };
-            return client.authenticate_login(&parsed, password).await;
         }
         for c in &self.clients {
-            if c.find_user(&parsed).await?.is_some() {
-                return c.authenticate_login(&parsed, password).await;
+            if c.find_user(login).await?.is_some() {
+                return Ok(c);
             }
         }
         Err(DirectoryError::InvalidCredentials)

@@ -37,7 +37,7 @@ pub const ADMIN_TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);
 async fn admin(s: &Shared, headers: &HeaderMap) -> Result<String, ApiError> {
     let token = bearer(headers)?;
     s.store.authorize_admin(token).await?.ok_or_else(|| {
-        ApiError(
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             "the administrator token is unknown or expired; sign in again".into(),
         )
@@ -63,7 +63,7 @@ async fn sign_in(
         Err(e) => {
             if matches!(
                 e,
-                LogonError::Denied(_) | LogonError::TooManyAttempts | LogonError::NotAdministrator
+                LogonError::Denied(..) | LogonError::TooManyAttempts | LogonError::NotAdministrator
             ) {
                 s.address_failed(peer.ip());
             }
@@ -133,7 +133,7 @@ async fn force_logoff(
     let who = admin(&s, &headers).await?;
     let session = s.store.session(&id).await?;
     if !session.is_live() {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("session {id} has already ended"),
         ));
@@ -188,7 +188,7 @@ async fn join_token(
         None => crate::host_join::JOIN_TOKEN_TTL,
         Some(m @ 1..=10080) => Duration::from_secs(m * 60),
         Some(_) => {
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "ttl_minutes: 1 to 10080 (a week)".into(),
             ))

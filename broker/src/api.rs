@@ -8,15 +8,23 @@
 //! | POST | /api/v1/sessions/{id}/ticket | a new one-time display ticket (set on the desktop's display) |
 //! | POST | /api/v1/sessions/{id}/vv | the same as a remote-viewer file (`application/x-virt-viewer`) |
 //! | GET | /api/v1/sessions/{id} | its state, why it ended, and the administrators' messages not yet fetched |
+//! | POST | /api/v1/desktops | `{"user", "password"}`: the user's pools with the desktop held in each and its state |
+//! | POST | /api/v1/desktops/{pool}/restart | `{"user", "password"}`: power-cycle the desktop held there |
+//! | POST | /api/v1/desktops/{pool}/logoff | `{"user", "password"}`: end its session; the desktop goes back to the pool |
+//! | POST | /api/v1/sessions/{id}/restart | restart the session's desktop (bearer: the session token) |
+//! | POST | /api/v1/password | `{"user", "old_password", "new_password"}`: change it (an expired or temporary one too) |
+//! | GET | /api/v1/domains | `{"domains": [...]}`: what the sign-in form offers (empty: no choice) |
 //! | GET | /healthz | liveness |
 //! | GET | /metrics | Prometheus text |
 //!
 //! The administrators' calls are in [`crate::admin_api`], hosts joining in
 //! [`crate::host_join`].
 //!
-//! Errors are `{"error": "..."}` with 400 (bad request), 401 (credentials), 403 (not
-//! entitled), 404, 429 (throttled: per user, and per client address after repeated failures),
-//! 503 (no desktop free, or a directory or host down), 500.
+//! Errors are `{"error": "...", "code": "..."}` with 400 (bad request), 401 (credentials),
+//! 403 (not entitled), 404, 429 (throttled: per user, and per client address after repeated
+//! failures), 503 (no desktop free, or a directory or host down), 500. The message is written
+//! for users; `code` is for clients choosing a flow ([`crate::logon::LogonError::code`]: e.g.
+//! `password_expired` leads to the change-password form).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -31,7 +39,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::logon::{Logon, LogonError, LogonOutcome};
+use crate::logon::{Denial, Logon, LogonError, LogonOutcome};
 use crate::store::sessions::{EndReason, Session};
 use crate::store::{Store, StoreError};
 
@@ -73,7 +81,7 @@ impl AppState {
     /// Refuses an address after repeated failed sign-ins.
     pub(crate) fn check_address(&self, ip: IpAddr) -> Result<(), ApiError> {
         if self.address_throttled(ip) {
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many failed sign-ins from this address; wait a minute".into(),
             ));
@@ -100,26 +108,58 @@ impl AppState {
 
 /// An error answer.
 #[derive(Debug)]
-pub struct ApiError(pub StatusCode, pub String);
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    code: &'static str,
+}
+
+impl ApiError {
+    /// An error whose code follows from its status.
+    pub fn new(status: StatusCode, message: String) -> Self {
+        let code = match status {
+            StatusCode::BAD_REQUEST => "bad_request",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::TOO_MANY_REQUESTS => "throttled",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            _ => "internal",
+        };
+        Self {
+            status,
+            message,
+            code,
+        }
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let body = json!({ "error": self.message, "code": self.code });
+        (self.status, Json(body)).into_response()
     }
 }
 
 impl From<LogonError> for ApiError {
     fn from(e: LogonError) -> Self {
         let status = match &e {
-            LogonError::Denied(_) => StatusCode::UNAUTHORIZED,
+            LogonError::Denied(..) => StatusCode::UNAUTHORIZED,
             LogonError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             LogonError::NotEntitled(_) | LogonError::NotAdministrator => StatusCode::FORBIDDEN,
             LogonError::NoDesktop(_) | LogonError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            LogonError::NotHeld(_) => StatusCode::NOT_FOUND,
+            LogonError::Busy(_) => StatusCode::CONFLICT,
             LogonError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Self(status, e.to_string())
+        Self {
+            status,
+            message: e.to_string(),
+            code: e.code(),
+        }
     }
 }
 
@@ -131,7 +171,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Self(status, e.to_string())
+        Self::new(status, e.to_string())
     }
 }
 
@@ -175,18 +215,118 @@ async fn create_session(
             Ok((StatusCode::OK, Json(choose)).into_response())
         }
         Err(e) => {
-            if matches!(e, LogonError::Denied(_) | LogonError::TooManyAttempts) {
-                s.address_failed(peer.ip());
-            }
+            note_failure(&s, peer, &e);
             Err(e.into())
         }
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    user: String,
+    old_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(r): Json<PasswordChange>,
+) -> Result<StatusCode, ApiError> {
+    check_credentials_size(&r.user, &r.new_password)?;
+    let c = Credentials {
+        user: r.user,
+        password: r.old_password,
+    };
+    let call = s
+        .logon
+        .change_password(&c.user, &c.password, &r.new_password);
+    proved(&s, peer, &c, call).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    user: String,
+    password: String,
+}
+
+/// Runs a password-proved call, counting wrong passwords against the client's address.
+async fn proved<T>(
+    s: &AppState,
+    peer: SocketAddr,
+    c: &Credentials,
+    call: impl std::future::Future<Output = Result<T, LogonError>>,
+) -> Result<T, ApiError> {
+    check_credentials_size(&c.user, &c.password)?;
+    s.check_address(peer.ip())?;
+    call.await.map_err(|e| {
+        note_failure(s, peer, &e);
+        e.into()
+    })
+}
+
+/// Counts a wrong password (or a throttled name) against the client's address.
+fn note_failure(s: &AppState, peer: SocketAddr, e: &LogonError) {
+    if matches!(
+        e,
+        LogonError::Denied(Denial::InvalidCredentials, _) | LogonError::TooManyAttempts
+    ) {
+        s.address_failed(peer.ip());
+    }
+}
+
+async fn my_desktops(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(c): Json<Credentials>,
+) -> Result<Response, ApiError> {
+    let list = proved(&s, peer, &c, s.logon.my_desktops(&c.user, &c.password)).await?;
+    Ok(Json(json!({ "desktops": list })).into_response())
+}
+
+async fn restart_desktop(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(pool): Path<String>,
+    Json(c): Json<Credentials>,
+) -> Result<StatusCode, ApiError> {
+    let call = s.logon.restart_desktop(&c.user, &c.password, &pool);
+    proved(&s, peer, &c, call).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn log_off_desktop(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(pool): Path<String>,
+    Json(c): Json<Credentials>,
+) -> Result<StatusCode, ApiError> {
+    let call = s.logon.log_off_desktop(&c.user, &c.password, &pool);
+    proved(&s, peer, &c, call).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restart_session_desktop(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let session = authorized(&s, &id, &headers).await?;
+    s.logon.restart_session_desktop(&session.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn domains(State(s): State<Shared>) -> Json<serde_json::Value> {
+    Json(json!({ "domains": s.logon.domains() }))
+}
+
 /// Refuses absurd credentials before any work (they would reach argon2 or a directory).
 pub(crate) fn check_credentials_size(user: &str, password: &str) -> Result<(), ApiError> {
     if user.len() > 256 || password.len() > 1024 {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "user or password too long".into(),
         ));
@@ -200,14 +340,14 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing bearer token".into()))
 }
 
 /// Session `id`, live or ended, if the request carries its bearer token.
 async fn session_for(s: &AppState, id: &str, headers: &HeaderMap) -> Result<Session, ApiError> {
     let token = bearer(headers)?;
     s.store.authorize_session(id, token).await?.ok_or_else(|| {
-        ApiError(
+        ApiError::new(
             StatusCode::NOT_FOUND,
             "no such session for this token".into(),
         )
@@ -218,7 +358,7 @@ async fn session_for(s: &AppState, id: &str, headers: &HeaderMap) -> Result<Sess
 async fn authorized(s: &AppState, id: &str, headers: &HeaderMap) -> Result<Session, ApiError> {
     let session = session_for(s, id, headers).await?;
     if !session.is_live() {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
                 "the session has ended ({})",
@@ -286,7 +426,7 @@ async fn vv_file(
     let t = s.logon.new_ticket(&session.id).await?;
     let desktop = t.desktop;
     let display = t.display.ok_or_else(|| {
-        ApiError(
+        ApiError::new(
             StatusCode::CONFLICT,
             format!("desktop {desktop} has no display"),
         )
@@ -321,6 +461,15 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/sessions/{id}/disconnect", post(disconnect))
         .route("/api/v1/sessions/{id}/ticket", post(ticket))
         .route("/api/v1/sessions/{id}/vv", post(vv_file))
+        .route(
+            "/api/v1/sessions/{id}/restart",
+            post(restart_session_desktop),
+        )
+        .route("/api/v1/desktops", post(my_desktops))
+        .route("/api/v1/desktops/{pool}/restart", post(restart_desktop))
+        .route("/api/v1/desktops/{pool}/logoff", post(log_off_desktop))
+        .route("/api/v1/password", post(change_password))
+        .route("/api/v1/domains", get(domains))
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::metrics))
         .merge(crate::admin_api::routes())

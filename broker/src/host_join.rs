@@ -25,7 +25,7 @@ use crate::store::Store;
 pub const JOIN_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 fn bad(m: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, m.into())
+    ApiError::new(StatusCode::BAD_REQUEST, m.into())
 }
 
 /// A new join token (`TSJ1.<secret>.<CA pin>`) and its expiry.
@@ -48,7 +48,7 @@ pub async fn new_token(
 /// The CA that certifies hosts, or 503 when this broker has none.
 pub(crate) fn pki(s: &Shared) -> Result<&Pki, ApiError> {
     s.pki.as_deref().ok_or_else(|| {
-        ApiError(
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "this broker does not issue host certificates".into(),
         )
@@ -108,7 +108,7 @@ async fn join(State(s): State<Shared>, Json(r): Json<JoinRequest>) -> Result<Res
         s.logon
             .audit(Event::new(&r.name, "host-join", &r.address, "bad token"))
             .await;
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "the join token is unknown, used or expired; make a new one with `tessera-broker join-token`".into(),
         ));

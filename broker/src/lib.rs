@@ -5,7 +5,8 @@
 //! SQLite or PostgreSQL. The pool [`reconcile`]r drives pools toward their desired state
 //! through the hosts' agents ([`agent_client`], mutual TLS). The [`logon`] path signs users in
 //! (local accounts or the directories), gives them a desktop, powers it and issues a one-time
-//! ticket (and a remote-viewer file, [`vv`]); [`api`] serves it to clients and [`admin_api`] to administrators, with
+//! ticket (and a remote-viewer file, [`vv`]), and lets them restart or log off their desktops
+//! ([`desktop_actions`]); [`api`] serves it to clients and [`admin_api`] to administrators, with
 //! [`metrics`]; hosts join with one-time tokens ([`host_join`]); [`server`] runs it all under
 //! the binary's `serve`, with the broker's own CA ([`pki`]).
 
@@ -13,6 +14,7 @@ pub mod admin_api;
 pub mod agent_client;
 pub mod api;
 pub mod config;
+pub mod desktop_actions;
 pub mod host_join;
 pub mod logon;
 pub mod metrics;

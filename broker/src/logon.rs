@@ -31,8 +31,8 @@ pub const TICKET_TTL: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum LogonError {
     /// Wrong name or password, or the account cannot sign in now (the reason is in the text).
-    #[error("{0}")]
-    Denied(String),
+    #[error("{1}")]
+    Denied(Denial, String),
     /// Too many failures for this name recently.
     #[error("too many failed sign-ins for this user; wait a few minutes")]
     TooManyAttempts,
@@ -45,12 +45,98 @@ pub enum LogonError {
     /// The pool has no free desktop now.
     #[error("no desktop of pool {0} is free right now; try again shortly")]
     NoDesktop(String),
+    /// The user holds no desktop in that pool (nothing to restart or log off).
+    #[error("you have no desktop in pool {0}")]
+    NotHeld(String),
+    /// The desktop is being changed (provisioned, refreshed...); try again later.
+    #[error("{0}")]
+    Busy(String),
     /// A directory or host is unreachable.
     #[error("{0}")]
     Unavailable(String),
     /// Something the admin must fix.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why an account may not sign in, for clients to pick a flow (the message says it in words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// Wrong name or password (never told apart).
+    InvalidCredentials,
+    /// Locked out after failed sign-ins.
+    AccountLocked,
+    /// Disabled by an administrator.
+    AccountDisabled,
+    /// The account has expired.
+    AccountExpired,
+    /// The password has expired: change it.
+    PasswordExpired,
+    /// A temporary password: change it before the first sign-in.
+    PasswordMustChange,
+    /// A new password the policy refuses.
+    PasswordRejected,
+    /// Not at this time, or not from this workstation.
+    Restricted,
+}
+
+impl Denial {
+    fn code(self) -> &'static str {
+        match self {
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::AccountLocked => "account_locked",
+            Self::AccountDisabled => "account_disabled",
+            Self::AccountExpired => "account_expired",
+            Self::PasswordExpired => "password_expired",
+            Self::PasswordMustChange => "password_must_change",
+            Self::PasswordRejected => "password_rejected",
+            Self::Restricted => "restricted",
+        }
+    }
+
+    fn of_local(e: &SignInError) -> Self {
+        match e {
+            SignInError::Locked { .. } => Self::AccountLocked,
+            SignInError::Disabled => Self::AccountDisabled,
+            SignInError::MustChangePassword => Self::PasswordMustChange,
+            SignInError::PasswordRejected(_) => Self::PasswordRejected,
+            SignInError::InvalidCredentials | SignInError::Store(_) => Self::InvalidCredentials,
+        }
+    }
+
+    fn of_directory(e: &DirectoryError) -> Self {
+        match e {
+            DirectoryError::AccountLocked => Self::AccountLocked,
+            DirectoryError::AccountDisabled => Self::AccountDisabled,
+            DirectoryError::AccountExpired => Self::AccountExpired,
+            DirectoryError::PasswordExpired => Self::PasswordExpired,
+            DirectoryError::PasswordMustChange => Self::PasswordMustChange,
+            DirectoryError::PasswordRejected => Self::PasswordRejected,
+            DirectoryError::LogonHours | DirectoryError::Workstation => Self::Restricted,
+            _ => Self::InvalidCredentials,
+        }
+    }
+}
+
+impl LogonError {
+    /// A stable, machine-readable name for the error (the API's `code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Denied(d, _) => d.code(),
+            Self::TooManyAttempts => "throttled",
+            Self::NotEntitled(_) => "not_entitled",
+            Self::NotAdministrator => "not_administrator",
+            Self::NoDesktop(_) => "no_desktop",
+            Self::NotHeld(_) => "not_held",
+            Self::Busy(_) => "busy",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn denied(d: Denial, message: impl Into<String>) -> Self {
+        Self::Denied(d, message.into())
+    }
 }
 
 impl From<StoreError> for LogonError {
@@ -113,16 +199,19 @@ pub enum LogonOutcome {
     ChoosePool {
         /// Pool names.
         pools: Vec<String>,
+        /// The same pools with what the user holds in each, for the client's desktop list.
+        desktops: Vec<crate::desktop_actions::MyDesktop>,
     },
 }
 
 /// Who signed in, as entitlements see it.
-struct Principal {
-    directory: Option<String>,
-    key: String,
-    groups: Vec<String>,
+pub(crate) struct Principal {
+    pub(crate) directory: Option<String>,
+    /// The local account's name or the directory user's DN (what desktops are held by).
+    pub(crate) key: String,
+    pub(crate) groups: Vec<String>,
     /// A local account with the administrator flag.
-    local_admin: bool,
+    pub(crate) local_admin: bool,
 }
 
 /// The logon service.
@@ -153,6 +242,21 @@ impl Logon {
         self
     }
 
+    /// The domains users pick from at sign-in (empty: local accounts only, or one directory
+    /// that needs no choice).
+    pub fn domains(&self) -> Vec<String> {
+        let domains = self
+            .directories
+            .as_ref()
+            .map(|d| d.domains())
+            .unwrap_or_default();
+        if domains.len() > 1 {
+            domains
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Signs an administrator in: their name for the audit trail.
     pub async fn admin_sign_in(&self, user: &str, password: &str) -> Result<String, LogonError> {
         let who = self.checked_authenticate(user, password).await?;
@@ -171,6 +275,19 @@ impl Logon {
         }
     }
 
+    /// The store.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The pools `who` is entitled to, by name.
+    pub(crate) async fn entitled(&self, who: &Principal) -> Result<Vec<String>, LogonError> {
+        Ok(self
+            .store
+            .entitled_pools(who.directory.as_deref(), &who.key, &who.groups)
+            .await?)
+    }
+
     /// Records an event; the log is best effort: an action does not fail because its record did.
     pub async fn audit(&self, e: Event) {
         if let Err(err) = self.store.record(&e).await {
@@ -179,7 +296,7 @@ impl Logon {
     }
 
     /// [`Self::authenticate`] behind the per-user throttle, counting failures.
-    async fn checked_authenticate(
+    pub(crate) async fn checked_authenticate(
         &self,
         user: &str,
         password: &str,
@@ -188,7 +305,7 @@ impl Logon {
             return Err(LogonError::TooManyAttempts);
         }
         match self.authenticate(user, password).await {
-            Err(e @ LogonError::Denied(_)) => {
+            Err(e @ LogonError::Denied(Denial::InvalidCredentials, _)) => {
                 self.count_failure(user);
                 Err(e)
             }
@@ -211,16 +328,7 @@ impl Logon {
     }
 
     async fn authenticate(&self, user: &str, password: &str) -> Result<Principal, LogonError> {
-        // A bare name that is a local account signs in locally (the break-glass admin and the
-        // all-in-one's users); everything else goes to the directories. With directories, an
-        // unknown bare name goes straight to them instead of paying the decoy password check
-        // that keeps local-only brokers from telling names apart.
-        let bare = !user.contains(['\\', '@']);
-        let local = match &self.directories {
-            None => true,
-            Some(_) => bare && self.store.local_account_exists(user).await?,
-        };
-        if local {
+        if self.is_local(user).await? {
             match self.store.sign_in_local(user, password).await {
                 Ok(a) => {
                     return Ok(Principal {
@@ -231,14 +339,12 @@ impl Logon {
                     })
                 }
                 Err(SignInError::InvalidCredentials) if self.directories.is_some() => {}
-                Err(SignInError::Store(e)) => return Err(e.into()),
-                Err(e) => return Err(LogonError::Denied(e.to_string())),
+                Err(e) => return Err(local_error(e)),
             }
         }
-        let dirs = self
-            .directories
-            .as_ref()
-            .ok_or_else(|| LogonError::Denied("wrong user name or password".into()))?;
+        let dirs = self.directories.as_ref().ok_or_else(|| {
+            LogonError::denied(Denial::InvalidCredentials, "wrong user name or password")
+        })?;
         match dirs.authenticate(user, password).await {
             Ok(id) => Ok(Principal {
                 directory: Some(id.directory),
@@ -246,12 +352,61 @@ impl Logon {
                 groups: id.groups.into_iter().map(|g| g.dn).collect(),
                 local_admin: false,
             }),
-            Err(e) if e.is_user_error() => Err(LogonError::Denied(e.to_string())),
-            Err(e @ DirectoryError::Unavailable { .. }) | Err(e @ DirectoryError::Timeout(..)) => {
-                Err(LogonError::Unavailable(e.to_string()))
-            }
-            Err(e) => Err(LogonError::Internal(e.to_string())),
+            Err(e) => Err(directory_error(e)),
         }
+    }
+
+    /// Whether `user` signs in locally. A bare name that is a local account does (the
+    /// break-glass admin and the all-in-one's users); everything else goes to the
+    /// directories. With directories, an unknown bare name goes straight to them instead of
+    /// paying the decoy password check that keeps local-only brokers from telling names apart.
+    async fn is_local(&self, user: &str) -> Result<bool, LogonError> {
+        let bare = !user.contains(['\\', '@']);
+        Ok(match &self.directories {
+            None => true,
+            Some(_) => bare && self.store.local_account_exists(user).await?,
+        })
+    }
+
+    /// Changes `user`'s password from `old` to `new` (an expired or temporary one included:
+    /// this is how such a user gets in). Wrong old passwords count toward the throttle like
+    /// failed sign-ins.
+    pub async fn change_password(
+        &self,
+        user: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<(), LogonError> {
+        if self.throttled(user) {
+            return Err(LogonError::TooManyAttempts);
+        }
+        let result = if self.is_local(user).await? {
+            self.store
+                .change_local_password(user, old, new)
+                .await
+                .map_err(local_error)
+        } else {
+            match &self.directories {
+                Some(dirs) => dirs
+                    .change_password(user, old, new)
+                    .await
+                    .map_err(directory_error),
+                None => Err(LogonError::denied(
+                    Denial::InvalidCredentials,
+                    "wrong user name or password",
+                )),
+            }
+        };
+        if let Err(LogonError::Denied(Denial::InvalidCredentials, _)) = &result {
+            self.count_failure(user);
+        }
+        let outcome = match &result {
+            Ok(()) => "ok".to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.audit(Event::new(user, "change-password", user, &outcome))
+            .await;
+        result
     }
 
     /// Signs `user` in and gives them a desktop of `pool` (or of their only pool).
@@ -273,7 +428,7 @@ impl Logon {
                     .collect::<Vec<_>>()
                     .join(" "),
             ),
-            Ok(LogonOutcome::ChoosePool { pools }) => ("choose-pool".into(), pools.join(",")),
+            Ok(LogonOutcome::ChoosePool { pools, .. }) => ("choose-pool".into(), pools.join(",")),
             Err(e) => (e.to_string(), String::new()),
         };
         let target = match &result {
@@ -304,16 +459,16 @@ impl Logon {
         };
         let who = self.checked_authenticate(user, password).await?;
         lap("authenticate", &mut t);
-        let pools = self
-            .store
-            .entitled_pools(who.directory.as_deref(), &who.key, &who.groups)
-            .await?;
+        let pools = self.entitled(&who).await?;
         let chosen = match (pool, pools.len()) {
             (Some(p), _) if pools.iter().any(|x| x == p) => p.to_string(),
             (Some(p), _) => return Err(LogonError::NotEntitled(format!(" named {p}"))),
             (None, 0) => return Err(LogonError::NotEntitled(String::new())),
             (None, 1) => pools[0].clone(),
-            (None, _) => return Ok(LogonOutcome::ChoosePool { pools }),
+            (None, _) => {
+                let desktops = self.desktops_of(&who).await?;
+                return Ok(LogonOutcome::ChoosePool { pools, desktops });
+            }
         };
         lap("entitle", &mut t);
         let p = self.store.pool_by_name(&chosen).await?;
@@ -352,7 +507,7 @@ impl Logon {
     }
 
     /// The agent of the host `desktop` is placed on.
-    async fn agent_of(&self, desktop: &Desktop) -> Result<AgentClient, LogonError> {
+    pub(crate) async fn agent_of(&self, desktop: &Desktop) -> Result<AgentClient, LogonError> {
         let host_id = desktop
             .host_id
             .as_deref()
@@ -409,5 +564,25 @@ impl Logon {
         let pool = self.store.pool_by_id(&d.pool_id).await?;
         self.store.release(&pool, &d).await?;
         Ok(())
+    }
+}
+
+/// A local sign-in's failure as the logon reports it.
+fn local_error(e: SignInError) -> LogonError {
+    match e {
+        SignInError::Store(e) => e.into(),
+        e => LogonError::denied(Denial::of_local(&e), e.to_string()),
+    }
+}
+
+/// A directory's failure as the logon reports it: the user's own problem, an outage, or
+/// something the admin must fix.
+fn directory_error(e: DirectoryError) -> LogonError {
+    match e {
+        e if e.is_user_error() => LogonError::denied(Denial::of_directory(&e), e.to_string()),
+        e @ (DirectoryError::Unavailable { .. } | DirectoryError::Timeout(..)) => {
+            LogonError::Unavailable(e.to_string())
+        }
+        e => LogonError::Internal(e.to_string()),
     }
 }

@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use tessera_broker::logon::{Logon, LogonError, LogonOutcome};
+use tessera_broker::logon::{Denial, Logon, LogonError, LogonOutcome};
 use tessera_broker::store::desktops::DesktopState;
 use tessera_broker::store::pools::Principal;
 use tessera_broker::store::sessions::EndReason;
@@ -103,9 +103,17 @@ async fn an_ad_user_of_a_nested_group_gets_a_desktop_and_it_is_refreshed_at_logo
 
     // AD's reasons reach the user; a user outside the group is not entitled.
     match logon.logon("carol", "Car0l!Passw0rd", None, "t").await {
-        Err(LogonError::Denied(m)) => assert!(m.contains("disabled"), "{m}"),
+        Err(LogonError::Denied(Denial::AccountDisabled, m)) => {
+            assert!(m.contains("disabled"), "{m}")
+        }
         other => panic!("{other:?}"),
     }
+    // A password that must change gets its own code (the client's change-password form).
+    let e = logon
+        .logon("dave", "Us3r!Passw0rd", None, "t")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "password_must_change", "{e:?}");
     assert!(matches!(
         logon.logon("bob", "B0b!Passw0rd", None, "t").await,
         Err(LogonError::NotEntitled(_))

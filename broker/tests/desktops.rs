@@ -3,7 +3,7 @@
 //! pool is provisioned to its minimum and spare, grows as users take desktops, stops at its
 //! maximum, and a desktop released with refresh-on-logoff comes back on a fresh overlay; a
 //! local user logs on, gets a running desktop and a one-time ticket, reconnects to the same
-//! desktop, and logs off.
+//! desktop, and logs off; users list, restart and log off their desktops.
 
 mod common;
 
@@ -209,7 +209,7 @@ async fn a_local_user_logs_on_reconnects_and_logs_off() {
     for _ in 0..5 {
         assert!(matches!(
             logon.logon("walter", "x", None, "t").await,
-            Err(LogonError::Denied(_))
+            Err(LogonError::Denied(..))
         ));
     }
     assert!(matches!(
@@ -359,6 +359,7 @@ async fn the_client_api_logs_on_and_off_over_http() {
         .as_str()
         .unwrap()
         .contains("wrong user name or password"));
+    assert_eq!(e["code"], "invalid_credentials");
     let junk = c
         .post(format!("{base}/api/v1/sessions"))
         .body("{not json")
@@ -369,4 +370,94 @@ async fn the_client_api_logs_on_and_off_over_http() {
     assert!(junk.status().is_client_error());
     let health = c.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_list_restart_and_log_off_their_desktops() {
+    if !kvm() {
+        return;
+    }
+    let mut r = rig("actions").await;
+    let mut fin = spec();
+    (fin.min_desktops, fin.spare_desktops) = (1, 0);
+    let fin = r.store.create_pool(&fin).await.unwrap();
+    let mut dev = spec();
+    (dev.name, dev.display_name, dev.naming) =
+        ("dev".into(), "Developers".into(), "dev-{n:03}".into());
+    (dev.min_desktops, dev.spare_desktops) = (0, 0);
+    let dev = r.store.create_pool(&dev).await.unwrap();
+    r.store
+        .create_local_account("demo", "Demo", "Demo!Passw0rd", false)
+        .await
+        .unwrap();
+    for p in [&fin, &dev] {
+        let who = Principal::Local {
+            name: "demo".into(),
+        };
+        r.store.entitle(&p.id, &who).await.unwrap();
+    }
+    r.reconciler.pass().await.unwrap();
+    let logon = Logon::new(r.store.clone(), None, r.http.clone());
+    let pw = "Demo!Passw0rd";
+
+    // Two pools: the list, with nothing held yet.
+    let LogonOutcome::ChoosePool { pools, desktops } =
+        logon.logon("demo", pw, None, "t").await.unwrap()
+    else {
+        panic!("expected a choice")
+    };
+    assert_eq!(pools, ["dev", "fin"]);
+    assert_eq!(desktops.len(), 2);
+    assert!(desktops.iter().all(|d| d.desktop.is_none()), "{desktops:?}");
+    assert_eq!(desktops[1].display_name, "Finance");
+
+    let LogonOutcome::Granted(g) = logon.logon("demo", pw, Some("fin"), "t").await.unwrap() else {
+        panic!("expected a desktop")
+    };
+    let mine = logon.my_desktops("demo", pw).await.unwrap();
+    assert_eq!(mine[1].desktop.as_deref(), Some(g.desktop.as_str()));
+    assert_eq!(mine[1].state, Some(DesktopState::Assigned));
+    assert_eq!(mine[0].desktop, None);
+
+    // Restart: the VMM is a new process, the desktop and session stay.
+    let pid = |vm: Option<tessera_broker::agent_client::VmStatusLite>| vm.unwrap().pid.unwrap();
+    let before = pid(r.agent.vm(&g.desktop).await.unwrap());
+    logon.restart_desktop("demo", pw, "fin").await.unwrap();
+    let vm = r.agent.vm(&g.desktop).await.unwrap().unwrap();
+    assert_eq!(vm.state, "running");
+    let after = vm.pid.unwrap();
+    assert_ne!(before, after, "the VM was not restarted");
+    assert!(r.store.session(&g.session_id).await.unwrap().is_live());
+    // From inside the session (its token's call).
+    logon.restart_session_desktop(&g.session_id).await.unwrap();
+    assert_ne!(pid(r.agent.vm(&g.desktop).await.unwrap()), after);
+    // Nothing held there, a wrong password, a pool not entitled: refused, nothing restarted.
+    assert!(matches!(
+        logon.restart_desktop("demo", pw, "dev").await,
+        Err(LogonError::NotHeld(_))
+    ));
+    assert!(matches!(
+        logon.restart_desktop("demo", "wrong", "fin").await,
+        Err(LogonError::Denied(..))
+    ));
+    assert!(matches!(
+        logon.log_off_desktop("demo", pw, "nope").await,
+        Err(LogonError::NotEntitled(_))
+    ));
+
+    // Log off from the list: the session ends, the desktop goes back to the pool.
+    logon.log_off_desktop("demo", pw, "fin").await.unwrap();
+    let s = r.store.session(&g.session_id).await.unwrap();
+    assert_eq!(
+        (s.state.as_str(), s.end_reason.as_deref()),
+        ("ended", Some("logoff"))
+    );
+    assert!(logon
+        .my_desktops("demo", pw)
+        .await
+        .unwrap()
+        .iter()
+        .all(|d| d.desktop.is_none()));
+    let events = r.store.events(Some("restart"), 10).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.outcome == "ok").count(), 2);
 }

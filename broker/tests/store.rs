@@ -324,6 +324,52 @@ async fn local_accounts_hash_and_lock_out() {
 }
 
 #[tokio::test]
+async fn temporary_local_passwords_must_be_changed_first() {
+    for s in stores("password-change").await {
+        s.create_local_account("temp", "Temp", "Temp!Passw0rd", false)
+            .await
+            .unwrap();
+        s.set_local_must_change("temp", true).await.unwrap();
+        // Only the right password learns that it must change.
+        assert!(matches!(
+            s.sign_in_local("temp", "wrong").await,
+            Err(SignInError::InvalidCredentials)
+        ));
+        assert!(matches!(
+            s.sign_in_local("temp", "Temp!Passw0rd").await,
+            Err(SignInError::MustChangePassword)
+        ));
+        assert!(matches!(
+            s.change_local_password("temp", "wrong", "New!Passw0rd")
+                .await,
+            Err(SignInError::InvalidCredentials)
+        ));
+        for refused in ["short", "Temp!Passw0rd"] {
+            assert!(matches!(
+                s.change_local_password("temp", "Temp!Passw0rd", refused)
+                    .await,
+                Err(SignInError::PasswordRejected(_))
+            ));
+        }
+        s.change_local_password("temp", "Temp!Passw0rd", "New!Passw0rd")
+            .await
+            .unwrap();
+        assert_eq!(
+            s.sign_in_local("temp", "New!Passw0rd").await.unwrap().name,
+            "temp"
+        );
+        assert!(matches!(
+            s.sign_in_local("temp", "Temp!Passw0rd").await,
+            Err(SignInError::InvalidCredentials)
+        ));
+        assert!(matches!(
+            s.set_local_must_change("nobody", true).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
+
+#[tokio::test]
 async fn hosts_register_report_and_expire() {
     for s in stores("hosts").await {
         let a = s.register_host("a", "https://a:8443").await.unwrap();

@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use tessera_e2e::x11::{free_port, vv_file, x_tools, Proc, Xvfb};
+use tessera_e2e::x11::{vv_file, x_tools, Proc, Xvfb};
 use tessera_vmm::tiny_guest::{display_painter, painter_pixel, PAINTER_KEY_LINES};
 
 const W: u16 = 640;
@@ -24,23 +23,9 @@ fn the_guest_screen_reaches_remote_viewer_and_keys_reach_the_guest() {
     let dir = Scratch::new("display");
     // No disks: the adapter is the first function after the host bridge.
     let kernel = dir.file("painter.elf", &display_painter(1, W, H));
-    let socket = dir.0.join("api.sock");
-    let console = dir.0.join("console.log");
-    let port = free_port();
-    let _vmm = Proc(
-        Command::new(VMM)
-            .args(["--kernel", kernel.to_str().unwrap(), "--memory", "64M"])
-            .args(["--api-socket", socket.to_str().unwrap()])
-            .arg("--serial")
-            .arg(format!("file:{}", console.display()))
-            .arg("--display")
-            .arg(format!("spice-port={port},fps=30"))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_socket(&socket, Duration::from_secs(10));
-    let console_text = || std::fs::read_to_string(&console).unwrap_or_default();
+    let vmm = DisplayVmm::start(&dir, &kernel, None, ",fps=30");
+    let (socket, port) = (vmm.socket.clone(), vmm.port);
+    let console_text = || vmm.console_text();
     wait_for("the guest to paint", Duration::from_secs(30), || {
         console_text().contains("PAINTED")
     });
@@ -138,7 +123,7 @@ fn the_guest_screen_reaches_remote_viewer_and_keys_reach_the_guest() {
         "the scancodes on the guest's console",
         Duration::from_secs(15),
         || {
-            let bytes = std::fs::read(&console).unwrap_or_default();
+            let bytes = std::fs::read(&vmm.console).unwrap_or_default();
             bytes.windows(4).any(|w| w == [0x23, 0xa3, 0x17, 0x97])
         },
     );
@@ -162,28 +147,11 @@ fn a_hostile_guest_and_a_garbage_client_leave_the_vm_running() {
     }
     let dir = Scratch::new("display-abuse");
     let kernel = dir.file("abuse.elf", &tessera_vmm::tiny_guest::display_abuse(1));
-    let socket = dir.0.join("api.sock");
-    let console = dir.0.join("console.log");
     let log = dir.0.join("vmm.log");
-    let port = free_port();
-    let _vmm = Proc(
-        Command::new(VMM)
-            .args(["--kernel", kernel.to_str().unwrap(), "--memory", "64M"])
-            .args(["--api-socket", socket.to_str().unwrap(), "--log", "warn"])
-            .arg("--serial")
-            .arg(format!("file:{}", console.display()))
-            .arg("--display")
-            .arg(format!("spice-port={port}"))
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_socket(&socket, Duration::from_secs(10));
+    let vmm = DisplayVmm::start_logging(&dir, &kernel, None, "", Some(&log));
+    let (socket, port) = (vmm.socket.clone(), vmm.port);
     wait_for("the guest to survive", Duration::from_secs(60), || {
-        std::fs::read_to_string(&console)
-            .unwrap_or_default()
-            .contains("SURVIVED")
+        vmm.console_text().contains("SURVIVED")
     });
     // Garbage at the SPICE port, twice, as a client would send it.
     for _ in 0..2 {

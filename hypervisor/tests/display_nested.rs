@@ -77,16 +77,32 @@ fn the_debian_guest_screen_and_keyboard_work_through_remote_viewer() {
     let win = x
         .find_window("nested-guest", Duration::from_secs(60))
         .expect("remote-viewer's window");
-    x.run("xdotool", &["windowfocus", "--sync", &win]);
-    x.run(
-        "xdotool",
-        &["type", "--delay", "200", "hello from the client"],
-    );
-    x.run("xdotool", &["key", "Return"]);
-    wait_for(
-        "the typed line on the guest's console",
-        Duration::from_secs(300),
-        || l1().contains("NEST: tg: typed: hello from the client"),
+    // The window can appear before SPICE's inputs channel is up, and keys sent then are lost
+    // (CI saw "llo from the client"): the scenario passes on every line the guest echoes, and
+    // a line that is not the one typed is typed again.
+    let echoed = || l1().matches("NEST: tg: typed: ").count();
+    let typed = (1..=4).any(|attempt| {
+        let before = echoed();
+        x.run("xdotool", &["windowfocus", "--sync", &win]);
+        x.run(
+            "xdotool",
+            &["type", "--delay", "200", "hello from the client"],
+        );
+        x.run("xdotool", &["key", "Return"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < deadline && echoed() == before {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let ok = l1().contains("NEST: tg: typed: hello from the client");
+        if !ok {
+            eprintln!("[display-nested] attempt {attempt}: the guest did not echo the line whole");
+        }
+        ok
+    });
+    assert!(
+        typed,
+        "the guest never echoed the typed line; L1's log ends:\n{}",
+        tail(&l1(), 3000)
     );
     wait_for("the VMM's screenshot", Duration::from_secs(120), || {
         l1().contains("NEST-SCREENSHOT-END")
@@ -127,4 +143,13 @@ fn the_debian_guest_screen_and_keyboard_work_through_remote_viewer() {
         matched,
         "remote-viewer does not show the VMM's screenshot: {last}"
     );
+}
+
+/// The last `n` bytes of `text` (at a character boundary).
+fn tail(text: &str, n: usize) -> &str {
+    let mut start = text.len().saturating_sub(n);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
 }

@@ -193,6 +193,17 @@ unsafe extern "C" fn watch_remove(w: *mut sys::SpiceWatch) {
     })
 }
 
+/// Drops every timer and watch. Called right after `spice_server_destroy`, which frees the
+/// links still being negotiated (a client half-way through its TLS handshake) without removing
+/// their watches: calling one afterwards touches the freed server (seen as a SIGSEGV in
+/// `MainDispatcher::channel_event` with `this == NULL`). One server per process, so everything
+/// left belongs to the destroyed one.
+pub(crate) fn forget_all() {
+    let mut t = tables();
+    t.timers.clear();
+    t.watches.clear();
+}
+
 unsafe extern "C" fn channel_event(event: c_int, info: *mut sys::SpiceChannelEventInfo) {
     guard("channel_event", (), || {
         if info.is_null() {

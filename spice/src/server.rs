@@ -244,7 +244,7 @@ impl Server {
                         null,
                     );
                     if rc != 0 {
-                        sys::spice_server_destroy(s);
+                        destroy(s);
                         return Err(format!("TLS setup failed ({rc})"));
                     }
                     if port.is_none() {
@@ -262,7 +262,7 @@ impl Server {
                 sys::spice_server_set_agent_mouse(s, 0);
                 sys::spice_server_set_name(s, name.as_ptr());
                 if sys::spice_server_init(s, core::interface()) != 0 {
-                    sys::spice_server_destroy(s);
+                    destroy(s);
                     return Err("spice_server_init failed (is the port free?)".into());
                 }
                 for base in [
@@ -273,7 +273,7 @@ impl Server {
                     &raw mut (*agent_sin.get()).base,
                 ] {
                     if sys::spice_server_add_interface(s, base) != 0 {
-                        sys::spice_server_destroy(s);
+                        destroy(s);
                         return Err("spice_server_add_interface failed".into());
                     }
                 }
@@ -480,6 +480,16 @@ fn channel_hook(
     })
 }
 
+/// Destroys a server and forgets the timers and watches it leaked ([`core::forget_all`]).
+///
+/// # Safety
+/// `s` is a live server, destroyed once, on the loop's thread.
+unsafe fn destroy(s: *mut sys::SpiceServer) {
+    // SAFETY: as the caller promises.
+    unsafe { sys::spice_server_destroy(s) };
+    core::forget_all();
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         core::set_event_hook(None);
@@ -493,7 +503,7 @@ impl Drop for Server {
                 if had_primary {
                     sys::spice_qxl_destroy_primary_surface(qxl.get(), 0);
                 }
-                sys::spice_server_destroy(srv.get());
+                destroy(srv.get());
             }
         });
         self.display.drop_queued();

@@ -21,6 +21,7 @@ person alice "Alice Liddell" Liddell 'Al1ce!Passw0rd' "mail: alice@example.org" 
 person bob "Bob (Builder), Jr." Builder 'B0b!Passw0rd'
 person walter Walter Walter 'Us3r!Passw0rd'
 person zoe Zoe Zoe 'Us3r!Passw0rd'
+person mona Mona Mona 'Us3r!Passw0rd'
 group() { # cn members...
     local cn=$1 m
     shift

@@ -73,7 +73,16 @@ if grep -q '^# nest: qemu' "$here/scenarios/$scenario.sh"; then
     for f in kvmvapic.bin linuxboot_dma.bin linuxboot.bin pvh.bin qboot.rom bios-microvm.bin; do
         cp -L "/usr/share/qemu/$f" "$stage/usr/share/qemu/"
     done
-    cp -L /usr/share/seabios/bios-256k.bin "$stage/usr/share/seabios/"
+    cp -L /usr/share/seabios/bios-256k.bin /usr/share/seabios/vgabios-stdvga.bin \
+        "$stage/usr/share/seabios/"
+    # Debian builds QEMU's SPICE support as loadable modules (spice-core needs opengl).
+    moddir=/usr/lib/x86_64-linux-gnu/qemu
+    for m in ui-opengl ui-spice-core; do
+        [ -f "$moddir/$m.so" ] || continue
+        mkdir -p "$stage$moddir"
+        cp "$moddir/$m.so" "$stage$moddir/"
+        copy_libs "$moddir/$m.so"
+    done
 fi
 install -m 0755 "$here/init" "$stage/init"
 mkdir -p "$CACHE/nested"

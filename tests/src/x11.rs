@@ -45,6 +45,23 @@ pub struct Xvfb {
     _proc: Proc,
 }
 
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        // SIGTERM first: Xvfb then removes its socket and lock file, which SIGKILL (Proc's)
+        // leaves behind for a later test on the same display number.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self._proc.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if matches!(self._proc.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Xvfb {
     /// Display `:200 + pid % 500 + offset` (tests in one process pass different offsets).
     pub fn start(offset: u32) -> Self {
@@ -60,9 +77,11 @@ impl Xvfb {
             display: display.clone(),
             _proc: Proc(child),
         };
+        // Connectable, not just present: an Xvfb killed earlier leaves its socket file behind,
+        // and a client started before the new server listens gets "cannot open display".
         let socket = format!("/tmp/.X11-unix/X{n}");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !Path::new(&socket).exists() {
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             assert!(Instant::now() < deadline, "Xvfb did not start on {display}");
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -33,21 +33,7 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 
 /// Runs both measurements with `n` desktops and users; prints the table rows.
 pub fn run(repo: &Path, n: usize, connections: usize) -> Result<()> {
-    let st = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "-p",
-            "tessera-vmm",
-            "--bin",
-            "tessera-vmm",
-        ])
-        .current_dir(repo)
-        .status()?;
-    if !st.success() {
-        bail!("building tessera-vmm failed");
-    }
+    crate::build_release(repo, &["tessera-vmm"])?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -224,13 +224,7 @@ struct Samples {
 
 /// Runs the benchmark and prints a Markdown table.
 pub fn run(repo: &Path, runs: usize) -> Result<()> {
-    let status = Command::new("cargo")
-        .args(["build", "--quiet", "--release", "-p", "tessera-vmm"])
-        .current_dir(repo)
-        .status()?;
-    if !status.success() {
-        bail!("cargo build failed");
-    }
+    crate::build_release(repo, &["tessera-vmm"])?;
     let g = Guests {
         vmm: repo.join("target/release/tessera-vmm"),
         dir: repo.join("target/bench/tiny"),

@@ -3,10 +3,14 @@
 //!   cargo xtask bench-vmm [--runs N]     benchmarks (a)-(c) against QEMU on this /dev/kvm
 //!   cargo xtask bench-nested [--runs N]  benchmark (d) inside the nested harness
 //!   cargo xtask bench-storage [--runs N] linked clones and I/O vs qemu-img
+//!   cargo xtask bench-display-latency    guest framebuffer write to SPICE client callback
+//!   cargo xtask bench-client             tessera-client vs remote-viewer drawing a 1080p stream
 
 mod bench_broker;
+mod bench_client;
 mod bench_directory;
 mod bench_disk;
+mod bench_display_latency;
 mod bench_nested;
 mod bench_storage;
 mod bench_vmm;
@@ -71,11 +75,41 @@ enum Task {
         total: usize,
     },
     /// tessera-vmm vs QEMU booting the Debian test guest to userspace inside the nested harness.
+    /// Display latency: a guest framebuffer write to the SPICE client's dirty-rectangle
+    /// callback (tessera-vmm + demo guest + tessera-spice-client), median and p99, at frame
+    /// caps 30 and 60; needs /dev/kvm.
+    BenchDisplayLatency {
+        #[arg(long, default_value_t = 300)]
+        samples: usize,
+    },
+    BenchClient {
+        /// Seconds measured per client (after an 8 s warm-up).
+        #[arg(long, default_value_t = 20)]
+        secs: u64,
+        /// Screen updates per second.
+        #[arg(long, default_value_t = 60)]
+        rate: u32,
+    },
     BenchNested {
         /// Rounds of the three VMMs.
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+}
+
+/// Builds `packages` in release mode (what every benchmark measures); their binaries land in
+/// `target/release/`.
+pub(crate) fn build_release(repo: &std::path::Path, packages: &[&str]) -> anyhow::Result<()> {
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.args(["build", "--quiet", "--release"])
+        .current_dir(repo);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    if !cmd.status()?.success() {
+        anyhow::bail!("cargo build --release of {} failed", packages.join(", "));
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +119,8 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
     match Cli::parse().task {
         Task::BenchVmm { runs } => bench_vmm::run(&repo, runs),
+        Task::BenchDisplayLatency { samples } => bench_display_latency::run(&repo, samples),
+        Task::BenchClient { secs, rate } => bench_client::run(&repo, secs, rate),
         Task::BenchNested { runs } => bench_nested::run(&repo, runs),
         Task::BenchDisk { runs, secs } => bench_disk::run(&repo, runs, secs),
         Task::BenchDirectory { total } => bench_directory::run(&repo, total),

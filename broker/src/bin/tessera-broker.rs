@@ -121,6 +121,10 @@ enum Cmd {
         /// May administer the broker.
         #[arg(long)]
         admin: bool,
+        /// The password is temporary: the user must change it (tessera-client asks) before
+        /// the first sign-in, as AD's "must change password at next logon".
+        #[arg(long)]
+        must_change_password: bool,
     },
 }
 
@@ -231,6 +235,7 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             display_name,
             admin,
+            must_change_password,
         } => {
             let mut pw = String::new();
             std::io::stdin()
@@ -245,6 +250,9 @@ async fn run(cli: Cli) -> Result<()> {
                     admin,
                 )
                 .await?;
+            if must_change_password {
+                store.set_local_must_change(&name, true).await?;
+            }
             println!("account {name} created");
         }
     }

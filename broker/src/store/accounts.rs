@@ -44,6 +44,12 @@ pub enum SignInError {
     /// Disabled by an administrator.
     #[error("the account is disabled")]
     Disabled,
+    /// The password is right but temporary: change it first.
+    #[error("the password must be changed before the first sign-in")]
+    MustChangePassword,
+    /// A new password that breaks the rules.
+    #[error("the new password is refused: {0}")]
+    PasswordRejected(String),
     /// Store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -159,12 +165,66 @@ impl Store {
         name: &str,
         password: &str,
     ) -> Result<LocalAccount, SignInError> {
+        let (account, must_change) = self.verify_local(name, password).await?;
+        if must_change {
+            return Err(SignInError::MustChangePassword);
+        }
+        Ok(account)
+    }
+
+    /// Changes a local account's password, proving the old one (which counts toward the
+    /// lockout like a sign-in); a temporary password is then temporary no more.
+    pub async fn change_local_password(
+        &self,
+        name: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<(), SignInError> {
+        self.verify_local(name, old).await?;
+        if new.chars().count() < MIN_PASSWORD {
+            return Err(SignInError::PasswordRejected(format!(
+                "it must have at least {MIN_PASSWORD} characters"
+            )));
+        }
+        if new == old {
+            return Err(SignInError::PasswordRejected(
+                "it must differ from the old one".into(),
+            ));
+        }
+        let pw = new.to_string();
+        let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
+            .await
+            .map_err(|e| StoreError::Invalid(e.to_string()))??;
+        sqlx::query(&self.sql(
+            "UPDATE local_accounts SET password_hash = $1, must_change_password = 0 WHERE name = $2",
+        ))
+        .bind(hash)
+        .bind(name)
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Makes the account's password temporary (admin action: a new account or a reset).
+    pub async fn set_local_must_change(&self, name: &str, must: bool) -> Result<(), StoreError> {
+        self.set_account_flag("must_change_password", name, must)
+            .await
+    }
+
+    /// Checks a local account's password, counting failures toward a lockout: the account,
+    /// and whether its password must change.
+    async fn verify_local(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<(LocalAccount, bool), SignInError> {
         if password.is_empty() {
             return Err(SignInError::InvalidCredentials);
         }
         let row = sqlx::query(&self.sql(
-            "SELECT password_hash, display_name, is_admin, disabled, failed_attempts, locked_until \
-             FROM local_accounts WHERE name = $1",
+            "SELECT password_hash, display_name, is_admin, disabled, failed_attempts, locked_until, \
+             must_change_password FROM local_accounts WHERE name = $1",
         ))
         .bind(name)
         .fetch_optional(self.pool())
@@ -179,6 +239,7 @@ impl Store {
         let is_admin = row.try_get::<i64, _>(2).map_err(StoreError::from)? != 0;
         let disabled = row.try_get::<i64, _>(3).map_err(StoreError::from)? != 0;
         let locked_until: Option<i64> = row.try_get(5).map_err(StoreError::from)?;
+        let must_change = row.try_get::<i64, _>(6).map_err(StoreError::from)? != 0;
         let now = now_ms();
         if let Some(until) = locked_until.filter(|u| *u > now) {
             // No password check while locked: a locked account is no oracle.
@@ -200,11 +261,12 @@ impl Store {
         .execute(self.pool())
         .await
         .map_err(StoreError::from)?;
-        Ok(LocalAccount {
+        let account = LocalAccount {
             name: name.to_string(),
             display_name,
             is_admin,
-        })
+        };
+        Ok((account, must_change))
     }
 
     /// One more failure; the threshold-th locks the account and starts counting afresh.
@@ -244,8 +306,19 @@ impl Store {
 
     /// Enables or disables an account (admin action).
     pub async fn set_local_disabled(&self, name: &str, disabled: bool) -> Result<(), StoreError> {
-        let n = sqlx::query(&self.sql("UPDATE local_accounts SET disabled = $1 WHERE name = $2"))
-            .bind(i64::from(disabled))
+        self.set_account_flag("disabled", name, disabled).await
+    }
+
+    /// Sets one of an account's 0/1 columns (`column` is one of ours, never input).
+    async fn set_account_flag(
+        &self,
+        column: &'static str,
+        name: &str,
+        on: bool,
+    ) -> Result<(), StoreError> {
+        let sql = format!("UPDATE local_accounts SET {column} = $1 WHERE name = $2");
+        let n = sqlx::query(&self.sql(&sql))
+            .bind(i64::from(on))
             .bind(name)
             .execute(self.pool())
             .await?

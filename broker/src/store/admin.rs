@@ -44,6 +44,15 @@ pub struct Message {
     pub body: String,
 }
 
+/// A message's ID: its millisecond, then a per-process sequence, then randomness. Messages are
+/// delivered `ORDER BY at, id`, and two posted in the same millisecond (an administrator's
+/// script) must keep their order, which random IDs alone did not.
+fn message_id(at: i64) -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{at:012x}{seq:012x}{}", &new_id()[..8])
+}
+
 impl Store {
     /// A bearer token for administrator `admin`, valid `ttl_ms` (shown once; stored hashed).
     pub async fn open_admin_token(
@@ -143,9 +152,10 @@ impl Store {
         if live.is_none() {
             return Err(StoreError::NotFound(format!("live session {session_id}")));
         }
+        let at = now_ms();
         let m = Message {
-            id: new_id(),
-            at: now_ms(),
+            id: message_id(at),
+            at,
             sender: sender.to_string(),
             severity: severity.to_string(),
             body: body.to_string(),

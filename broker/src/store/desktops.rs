@@ -298,6 +298,17 @@ impl Store {
         self.desktop(&d.id).await
     }
 
+    /// The desktops `user` holds, in every pool.
+    pub async fn desktops_held_by(&self, user: &str) -> Result<Vec<Desktop>, StoreError> {
+        let rows = sqlx::query(&self.sql(&format!(
+            "SELECT {COLUMNS} FROM desktops WHERE assigned_user = $1 ORDER BY name"
+        )))
+        .bind(user)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(desktop).collect()
+    }
+
     /// Gives `user` a desktop of `pool` in one transaction: the one they hold, or a free
     /// ready or running one (running first: it is up already).
     pub async fn assign(&self, pool: &Pool, user: &str) -> Result<AssignOutcome, StoreError> {

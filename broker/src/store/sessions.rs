@@ -53,6 +53,10 @@ impl EndReason {
     }
 }
 
+/// Ends the live sessions on a desktop: $1 the time, $2 the reason, $3 the desktop.
+const END_DESKTOP_SESSIONS: &str = "UPDATE sessions SET state = 'ended', ended_at = $1, \
+     end_reason = $2 WHERE desktop_id = $3 AND ended_at IS NULL";
+
 const SESSION_COLUMNS: &str = "id, desktop_id, user_key, state, end_reason";
 
 fn session_from(r: &sqlx::any::AnyRow) -> Result<Session, StoreError> {
@@ -102,15 +106,12 @@ impl Store {
         let (token, token_hash) = new_secret()?;
         let mut tx = self.pool().begin().await?;
         let now = now_ms();
-        sqlx::query(&self.sql(
-            "UPDATE sessions SET state = 'ended', ended_at = $1, end_reason = $2 \
-             WHERE desktop_id = $3 AND ended_at IS NULL",
-        ))
-        .bind(now)
-        .bind(EndReason::Replaced.as_str())
-        .bind(desktop_id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(&self.sql(END_DESKTOP_SESSIONS))
+            .bind(now)
+            .bind(EndReason::Replaced.as_str())
+            .bind(desktop_id)
+            .execute(&mut *tx)
+            .await?;
         let id = new_id();
         sqlx::query(&self.sql(
             "INSERT INTO sessions (id, desktop_id, user_key, state, client, started_at, token_hash) \
@@ -201,6 +202,21 @@ impl Store {
             return Err(StoreError::NotFound(format!("live session {id}")));
         }
         Ok(())
+    }
+
+    /// Ends every live session on `desktop_id` for `reason`; how many there were.
+    pub async fn end_desktop_sessions(
+        &self,
+        desktop_id: &str,
+        reason: EndReason,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(&self.sql(END_DESKTOP_SESSIONS))
+            .bind(now_ms())
+            .bind(reason.as_str())
+            .bind(desktop_id)
+            .execute(self.pool())
+            .await?
+            .rows_affected())
     }
 
     /// Issues a one-time ticket for `session_id`, valid `ttl_ms`; returns the secret (shown

@@ -3,6 +3,10 @@
  * what is typed, and the pointer from the virtio tablet or the PS/2 mouse. Typed characters
  * and clicks are also written to the serial console, for tests and for the curious.
  *
+ * A byte received on the serial port repaints the probe square (bottom right) in the byte's
+ * colour, then is echoed back: the display latency benchmark's stimulus (xtask
+ * bench-display-latency).
+ *
  * Command line: name=NAME (up to 40 characters) mode=WIDTHxHEIGHT (default 1024x768). */
 #include "hw.h"
 #include "draw.h"
@@ -232,6 +236,25 @@ static void type_char(char c)
     text_cursor(TEXT_FG);
 }
 
+/* ---- the latency probe ---- */
+
+/* The probe colour of a byte: injective, so the benchmark knows which byte a frame shows
+ * (mirrored by probe_color() in the crate). */
+static uint32_t probe_color(uint8_t b)
+{
+    return (uint32_t)b << 16 | (uint32_t)(255 - b) << 8 | 0x40;
+}
+
+static void serial_probe(void)
+{
+    for (int i = 0; i < 16 && (inb(COM1 + 5) & 0x01); i++) {
+        uint8_t b = inb(COM1);
+        fill_rect((int)(mode_w - PROBE_SIZE), (int)(mode_h - PROBE_SIZE), PROBE_SIZE, PROBE_SIZE,
+                  probe_color(b));
+        serial_putc((char)b);
+    }
+}
+
 /* ---- main ---- */
 
 static void report_click(const struct pointer_state *p)
@@ -272,8 +295,12 @@ void demo_main(const uint8_t *zero_page)
         tablet_poll(&ptr);
         struct time t = rtc_read();
         int tick = t.second != now.second;
-        if (n || tick || ptr.moved)
+        int probe = inb(COM1 + 5) & 0x01;
+        int redraw = n || tick || ptr.moved || probe;
+        if (redraw)
             pointer_hide();
+        if (probe)
+            serial_probe();
         for (int i = 0; i < n; i++) {
             type_char(keys[i]);
             serial_putc(keys[i]);
@@ -282,7 +309,7 @@ void demo_main(const uint8_t *zero_page)
             now = t;
             draw_clock(&now);
         }
-        if (n || tick || ptr.moved)
+        if (redraw)
             pointer_show(ptr.x, ptr.y);
         ptr.moved = 0;
         if (ptr.clicked) {

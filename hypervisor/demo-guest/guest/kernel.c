@@ -1,5 +1,5 @@
 /* CPL 0: make the identity map reachable from CPL 3, load our GDT, TSS and IDT, route the
- * i8042's interrupts, start a periodic timer, then run demo_main() at CPL 3 with IOPL 3.
+ * i8042's and the serial port's interrupts, start a periodic timer, then run demo_main() at CPL 3 with IOPL 3.
  *
  * Why CPL 3: where /dev/kvm is PVM (software-assisted), a non-PVM guest's CPL-0 code is
  * emulated instruction by instruction (~2.3 us each: a full-screen fill took 2.3 s), while its
@@ -14,6 +14,7 @@
 #define VEC_TIMER 0x40
 #define VEC_KBD 0x41
 #define VEC_MOUSE 0x42
+#define VEC_SERIAL 0x43
 #define TICK_HZ 60
 #define PTE_PRESENT 0x1
 #define PTE_USER 0x4
@@ -149,6 +150,9 @@ static void interrupts_init(void)
     lapic_write(0xf0, 0x1ff);
     ioapic_route(1, VEC_KBD);
     ioapic_route(12, VEC_MOUSE);
+    ioapic_route(4, VEC_SERIAL);
+    outb(COM1 + 4, 0x08); /* OUT2: the PC's gate for the UART's interrupt line */
+    outb(COM1 + 1, 0x01); /* interrupt on received data */
     uint32_t ticks = lapic_ticks_per_10ms();
     lapic_write(0x3e0, 0x3);
     lapic_write(0x320, (1u << 17) | VEC_TIMER); /* periodic */

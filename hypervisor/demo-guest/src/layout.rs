@@ -38,3 +38,5 @@ pub const NOTES_BG: u32 = 0x00fa_faf6;
 pub const NOTES_HEADER_BG: u32 = 0x00d8_e0e8;
 /// Typed text.
 pub const TEXT_FG: u32 = 0x0010_1820;
+/// Side of the probe square at the bottom-right corner (see `probe_color`).
+pub const PROBE_SIZE: u32 = 16;

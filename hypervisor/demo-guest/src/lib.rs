@@ -7,12 +7,21 @@
 //! It programs the bochs display, paints a title bar with the desktop's name (`name=` on its
 //! command line) and a clock (CMOS RTC), a notes window that shows what is typed (i8042), and
 //! the pointer (virtio tablet, or the PS/2 mouse). It writes typed characters and
-//! `click X Y` lines to the serial console.
+//! `click X Y` lines to the serial console. A byte it receives on its serial port repaints a
+//! probe square in that byte's colour ([`probe_color`]) and is echoed: the stimulus of the
+//! display latency benchmark.
 
 pub mod layout;
 
 /// The guest image: an ELF64 file loaded at 1 MiB.
 pub const ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo-guest.elf"));
+
+/// The colour (0x00RRGGBB) the guest paints its probe square (`layout::PROBE_SIZE` pixels at
+/// the bottom-right corner) when it receives `byte` on its serial port; it then echoes the
+/// byte. Keep in step with probe_color() in guest/demo.c.
+pub fn probe_color(byte: u8) -> u32 {
+    u32::from(byte) << 16 | u32::from(255 - byte) << 8 | 0x40
+}
 
 /// `text` as the guest draws it, `fg` on `bg` (0x00RRGGBB): row-major pixels, width, height.
 /// Tests compare the guest's screen with this.

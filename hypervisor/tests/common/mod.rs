@@ -9,6 +9,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tessera_e2e::x11::Image;
 
+pub mod screen;
+#[allow(unused_imports)]
+pub use screen::*;
+
 pub const VMM: &str = env!("CARGO_BIN_EXE_tessera-vmm");
 
 /// Whether /dev/kvm can be used. Prints a loud SKIP when not, unless TESSERA_REQUIRE_KVM=1
@@ -184,5 +188,76 @@ pub fn decode_png(bytes: &[u8]) -> Image {
         width: info.width as usize,
         height: info.height as usize,
         pixels,
+    }
+}
+
+/// A VMM with a SPICE display, running `kernel` (ELF) with its serial console in a file.
+pub struct DisplayVmm {
+    pub proc: tessera_e2e::x11::Proc,
+    pub socket: PathBuf,
+    pub console: PathBuf,
+    pub port: u16,
+}
+
+impl DisplayVmm {
+    /// Starts it in `dir` (64 MiB, `--display spice-port=N` plus `display_extra`, e.g.
+    /// ",fps=30") and waits for its control socket.
+    pub fn start(dir: &Scratch, kernel: &Path, cmdline: Option<&str>, display_extra: &str) -> Self {
+        Self::start_logging(dir, kernel, cmdline, display_extra, None)
+    }
+
+    /// As `start`, with the VMM's warnings and errors (`--log warn`) written to `log`.
+    pub fn start_logging(
+        dir: &Scratch,
+        kernel: &Path,
+        cmdline: Option<&str>,
+        display_extra: &str,
+        log: Option<&Path>,
+    ) -> Self {
+        let socket = dir.0.join("api.sock");
+        let console = dir.0.join("console.log");
+        let port = tessera_e2e::x11::free_port();
+        let mut cmd = Command::new(VMM);
+        cmd.args(["--kernel", kernel.to_str().unwrap(), "--memory", "64M"])
+            .args(["--api-socket", socket.to_str().unwrap()])
+            .arg("--serial")
+            .arg(format!("file:{}", console.display()))
+            .arg("--display")
+            .arg(format!("spice-port={port}{display_extra}"))
+            .stdin(Stdio::null());
+        if let Some(c) = cmdline {
+            cmd.args(["--cmdline", c]);
+        }
+        if let Some(log) = log {
+            cmd.args(["--log", "warn"])
+                .stderr(std::fs::File::create(log).unwrap());
+        }
+        let proc = tessera_e2e::x11::Proc(cmd.spawn().unwrap());
+        wait_for_socket(&socket, Duration::from_secs(10));
+        DisplayVmm {
+            proc,
+            socket,
+            console,
+            port,
+        }
+    }
+
+    /// The guest's serial output so far.
+    pub fn console_text(&self) -> String {
+        std::fs::read_to_string(&self.console).unwrap_or_default()
+    }
+
+    /// The VMM's own screenshot (control API).
+    pub fn screenshot(&self) -> Image {
+        let (status, png) = http_bytes(&self.socket, "GET", "/display/screenshot", b"");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&png));
+        decode_png(&png)
+    }
+
+    /// Sets the SPICE ticket for `lifetime_secs`.
+    pub fn set_ticket(&self, ticket: &str, lifetime_secs: u64) {
+        let body = format!(r#"{{"ticket": "{ticket}", "lifetime_secs": {lifetime_secs}}}"#);
+        let (status, answer) = http_bytes(&self.socket, "PUT", "/display/ticket", body.as_bytes());
+        assert_eq!(status, 204, "{}", String::from_utf8_lossy(&answer));
     }
 }

@@ -136,9 +136,10 @@ impl Refresh {
         };
         let moved = self.fb.mapped_at() != *mapped_at;
         *mapped_at = self.fb.mapped_at();
-        let rows = match (&dirty, *shown == Some(mode) && !moved) {
-            (Some(bitmap), true) => dirty_rows(bitmap, &mode),
-            _ => vec![(0, mode.height)],
+        // A new mode, a moved framebuffer or a lost dirty log: everything, uncompared.
+        let (rows, full) = match (&dirty, *shown == Some(mode) && !moved) {
+            (Some(bitmap), true) => (dirty_rows(bitmap, &mode), false),
+            _ => (vec![(0, mode.height)], true),
         };
         let mut server = lock(&self.server);
         if shown.is_none_or(|s| (s.width, s.height) != (mode.width, mode.height))
@@ -155,24 +156,85 @@ impl Refresh {
         }
         let line = mode.width as usize * 4;
         pixels.resize(line * mode.height as usize, 0);
-        let mut rects = Vec::with_capacity(rows.len());
+        let mut changed = Vec::with_capacity(rows.len());
+        let mut row = vec![0u8; line];
         for (y0, y1) in rows {
             for y in y0..y1 {
                 let at = y as usize * line;
-                self.fb.read(
-                    mode.offset + y as usize * mode.stride,
-                    &mut pixels[at..at + line],
-                );
+                self.fb
+                    .read(mode.offset + y as usize * mode.stride, &mut row);
+                let old = &mut pixels[at..at + line];
+                let blocks = if full {
+                    u64::MAX
+                } else {
+                    changed_blocks(old, &row)
+                };
+                if blocks != 0 {
+                    old.copy_from_slice(&row);
+                    changed.push((y, blocks));
+                }
             }
+        }
+        let rects = changed_rects(&changed, mode.width);
+        if !rects.is_empty() {
+            server.update(pixels, line, &rects);
+        }
+    }
+}
+
+/// Width in pixels of the column blocks a row is compared in: a written page often holds
+/// pixels the guest rewrote unchanged (a console repaints whole lines), and sending only the
+/// blocks that differ keeps a blinking cursor or a typed letter from costing a full-width strip.
+pub const BLOCK: usize = 64;
+
+/// Which `BLOCK`-pixel columns of a row differ between `old` and `new` (bit i: block i; the
+/// last bit also stands for any blocks past 63, which no supported width reaches).
+pub fn changed_blocks(old: &[u8], new: &[u8]) -> u64 {
+    let mut mask = 0u64;
+    for (i, (a, b)) in old.chunks(BLOCK * 4).zip(new.chunks(BLOCK * 4)).enumerate() {
+        if a != b {
+            mask |= 1 << i.min(63);
+        }
+    }
+    mask
+}
+
+/// Rectangles covering the changed blocks of `rows` (ascending `(y, mask)`): consecutive rows
+/// form a band, and each run of adjacent blocks changed anywhere in the band is one rectangle.
+pub fn changed_rects(rows: &[(u32, u64)], width: u32) -> Vec<Rect> {
+    let mut rects = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        let (y0, mut mask) = rows[i];
+        let mut y1 = y0 + 1;
+        i += 1;
+        while i < rows.len() && rows[i].0 == y1 {
+            mask |= rows[i].1;
+            y1 += 1;
+            i += 1;
+        }
+        while mask != 0 {
+            let first = mask.trailing_zeros();
+            let run = (mask >> first).trailing_ones();
+            mask &= !(((1u128 << (first + run)) - 1) as u64);
+            let x = first * BLOCK as u32;
+            if x >= width {
+                break;
+            }
+            let end = if first + run >= 64 {
+                width
+            } else {
+                ((first + run) * BLOCK as u32).min(width)
+            };
             rects.push(Rect {
-                x: 0,
+                x,
                 y: y0,
-                width: mode.width,
+                width: end - x,
                 height: y1 - y0,
             });
         }
-        server.update(pixels, line, &rects);
     }
+    rects
 }
 
 #[cfg(test)]
@@ -210,5 +272,37 @@ mod tests {
         assert!(dirty_rows(&bitmap, &m).is_empty());
         bitmap[12] = 1; // page 768: the first visible row
         assert_eq!(dirty_rows(&bitmap, &m), [(0, 1)]);
+    }
+
+    fn rect(x: u32, y: u32, width: u32, height: u32) -> Rect {
+        Rect {
+            x,
+            y,
+            width,
+            height,
+        }
+    }
+
+    #[test]
+    fn only_blocks_that_changed_are_sent() {
+        let old = vec![0u8; 200 * 4];
+        let mut new = old.clone();
+        assert_eq!(changed_blocks(&old, &new), 0);
+        new[70 * 4] = 1; // block 1
+        new[199 * 4 + 3] = 1; // block 3 (the partial last one)
+        assert_eq!(changed_blocks(&old, &new), 0b1010);
+
+        // Rows 5-6 change blocks 1 and 3, row 7 block 2: one band, blocks 1-3 joined.
+        let rows = [(5, 0b1010), (6, 0b10), (7, 0b100), (20, u64::MAX)];
+        assert_eq!(
+            changed_rects(&rows, 200),
+            [rect(64, 5, 136, 3), rect(0, 20, 200, 1)]
+        );
+        // A full row of a 2560-pixel mode (40 blocks) and the catch-all bit 63.
+        assert_eq!(changed_rects(&[(0, u64::MAX)], 2560), [rect(0, 0, 2560, 1)]);
+        assert_eq!(
+            changed_rects(&[(0, 1 << 63)], 8192),
+            [rect(4032, 0, 4160, 1)]
+        );
     }
 }

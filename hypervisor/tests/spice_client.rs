@@ -1,0 +1,201 @@
+//! tessera-vmm's SPICE server with Tessera's own client library (tessera-spice-client, over
+//! libspice-client-glib, as tessera-client uses it), on the demo guest and this machine's
+//! /dev/kvm: the client's copy of the screen equals the VMM's screenshot pixel for pixel, its
+//! keys and clicks reach the guest, and each way a connection can fail is reported as what it
+//! is (wrong ticket, expired ticket, nobody listening).
+
+mod common;
+
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tessera_demo_guest::ELF;
+use tessera_spice_client::{Button, ConnectOptions, Error, Event, Failure, MouseMode, Session};
+
+fn options(port: u16, ticket: &str) -> ConnectOptions {
+    ConnectOptions {
+        host: "127.0.0.1".into(),
+        port: Some(port),
+        password: Some(ticket.into()),
+        ..Default::default()
+    }
+}
+
+fn connect(port: u16, ticket: &str) -> (Session, Receiver<Event>) {
+    let (tx, rx) = mpsc::channel();
+    let session = Session::connect(options(port, ticket), move |event, _| {
+        let _ = tx.send(event);
+    })
+    .unwrap();
+    (session, rx)
+}
+
+/// The first event `pick` accepts, within `limit`.
+fn expect<T>(
+    rx: &Receiver<Event>,
+    what: &str,
+    limit: Duration,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    while let Ok(e) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if let Some(v) = pick(&e) {
+            return v;
+        }
+        if !matches!(e, Event::Invalidate { .. }) {
+            seen.push(e);
+        }
+    }
+    panic!("no {what} within {limit:?}; saw {seen:?}");
+}
+
+fn demo_vmm(dir: &Scratch, name: &str) -> DisplayVmm {
+    let kernel = dir.file("demo.elf", ELF);
+    let vmm = DisplayVmm::start(dir, &kernel, Some(&format!("name={name} mode=800x600")), "");
+    wait_for("the desktop", Duration::from_secs(30), || {
+        vmm.console_text().contains(&format!("name={name}"))
+    });
+    vmm
+}
+
+/// PC XT scancodes of the characters typed below.
+fn scancode(c: char) -> u32 {
+    match c {
+        'h' => 0x23,
+        'i' => 0x17,
+        '4' => 0x05,
+        '2' => 0x03,
+        _ => unreachable!("no scancode for {c:?} in this test"),
+    }
+}
+
+#[test]
+fn our_client_shows_the_vmm_screen_and_its_keys_and_clicks_reach_the_guest() {
+    if !kvm_or_skip("SPICE client") {
+        return;
+    }
+    let dir = Scratch::new("spice-client");
+    let vmm = demo_vmm(&dir, "client-check");
+    vmm.set_ticket("client-ticket", 60);
+    let (session, rx) = connect(vmm.port, "client-ticket");
+    let long = Duration::from_secs(20);
+    expect(&rx, "Opened", long, |e| (*e == Event::Opened).then_some(()));
+    // The mouse mode may be announced before or after the screen arrives.
+    let mut mode = None;
+    let size = expect(&rx, "the primary surface", long, |e| match e {
+        Event::Primary { width, height } => Some((*width, *height)),
+        Event::MouseMode(m) => {
+            mode = Some(*m);
+            None
+        }
+        _ => None,
+    });
+    assert_eq!(size, (800, 600));
+    if mode != Some(MouseMode::Client) {
+        expect(&rx, "client mouse mode (the tablet)", long, |e| {
+            (*e == Event::MouseMode(MouseMode::Client)).then_some(())
+        });
+    }
+
+    // The client's frame is the VMM's screen, pixel for pixel (between two equal screenshots:
+    // the clock ticks every second).
+    let mut last = String::new();
+    let matched = (0..80).any(|_| {
+        let before = vmm.screenshot();
+        let frame = session.frame().lock().unwrap().clone();
+        let after = vmm.screenshot();
+        let differ = frame
+            .pixels
+            .iter()
+            .zip(&before.pixels)
+            .filter(|(a, b)| a != b)
+            .count();
+        last = format!("{differ} of {} pixels differ", frame.pixels.len());
+        let same = before.pixels == after.pixels && frame.pixels.len() == before.pixels.len();
+        if same && differ == 0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        false
+    });
+    assert!(
+        matched,
+        "the client's frame never equalled the VMM's screenshot: {last}"
+    );
+
+    // Keys: scancode down and up, each character echoed by the guest.
+    for c in "hi42".chars() {
+        session.key(scancode(c), true);
+        session.key(scancode(c), false);
+    }
+    wait_for(
+        "the typed text on the console",
+        Duration::from_secs(15),
+        || vmm.console_text().contains("hi42"),
+    );
+
+    // The absolute pointer and a click where it is.
+    session.pointer(200, 150);
+    std::thread::sleep(Duration::from_millis(200));
+    session.button(Button::Left, true);
+    session.button(Button::Left, false);
+    wait_for("the click on the console", Duration::from_secs(15), || {
+        vmm.console_text().lines().any(|l| {
+            let v: Vec<i64> = l.strip_prefix("click ").map_or(vec![], |r| {
+                r.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            });
+            v.len() == 2 && (v[0] - 200).abs() <= 1 && (v[1] - 150).abs() <= 1
+        })
+    });
+
+    session.disconnect();
+    let why = expect(&rx, "the end of the session", long, |e| match e {
+        Event::Closed(why) => Some(why.clone()),
+        _ => None,
+    });
+    assert_eq!(why, None, "a session we ended reported a failure");
+}
+
+#[test]
+fn wrong_and_expired_tickets_and_a_closed_port_are_reported_as_such() {
+    if !kvm_or_skip("SPICE client failures") {
+        return;
+    }
+    assert!(matches!(
+        Session::connect(ConnectOptions::default(), |_, _| {}),
+        Err(Error::NoPort)
+    ));
+    let dir = Scratch::new("spice-client-fail");
+    let vmm = demo_vmm(&dir, "refusals");
+    let closed = |rx: &Receiver<Event>| {
+        expect(
+            rx,
+            "the end of the session",
+            Duration::from_secs(20),
+            |e| match e {
+                Event::Closed(why) => Some(why.clone()),
+                _ => None,
+            },
+        )
+    };
+
+    vmm.set_ticket("right", 60);
+    let (_s, rx) = connect(vmm.port, "wrong");
+    assert_eq!(closed(&rx), Some(Failure::Auth));
+
+    vmm.set_ticket("short-lived", 1);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (_s, rx) = connect(vmm.port, "short-lived");
+    assert_eq!(closed(&rx), Some(Failure::Auth), "an expired ticket");
+
+    let nobody = tessera_e2e::x11::free_port();
+    let (_s, rx) = connect(nobody, "any");
+    match closed(&rx) {
+        Some(Failure::Connect(why)) => assert!(!why.is_empty()),
+        other => panic!("expected a connect failure, got {other:?}"),
+    }
+}
