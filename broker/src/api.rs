@@ -7,6 +7,7 @@
 //! | POST | /api/v1/sessions/{id}/disconnect | the client went away; the desktop waits |
 //! | POST | /api/v1/sessions/{id}/ticket | a new one-time display ticket (set on the desktop's display) |
 //! | POST | /api/v1/sessions/{id}/vv | the same as a remote-viewer file (`application/x-virt-viewer`) |
+//! | GET | /api/v1/sessions/{id}/tunnel | `Upgrade: tessera-display`: a byte stream to the session's display ([`crate::tunnel`]) |
 //! | GET | /api/v1/sessions/{id} | its state, why it ended, and the administrators' messages not yet fetched |
 //! | POST | /api/v1/desktops | `{"user", "password"}`: the user's pools with the desktop held in each and its state |
 //! | POST | /api/v1/desktops/{pool}/restart | `{"user", "password"}`: power-cycle the desktop held there |
@@ -355,7 +356,11 @@ async fn session_for(s: &AppState, id: &str, headers: &HeaderMap) -> Result<Sess
 }
 
 /// The live session `id` if the request carries its bearer token.
-async fn authorized(s: &AppState, id: &str, headers: &HeaderMap) -> Result<Session, ApiError> {
+pub(crate) async fn authorized(
+    s: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Session, ApiError> {
     let session = session_for(s, id, headers).await?;
     if !session.is_live() {
         return Err(ApiError::new(
@@ -461,6 +466,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/sessions/{id}/disconnect", post(disconnect))
         .route("/api/v1/sessions/{id}/ticket", post(ticket))
         .route("/api/v1/sessions/{id}/vv", post(vv_file))
+        .route("/api/v1/sessions/{id}/tunnel", get(crate::tunnel::open))
         .route(
             "/api/v1/sessions/{id}/restart",
             post(restart_session_desktop),

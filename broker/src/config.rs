@@ -10,6 +10,9 @@
 //! # besides local accounts made with `add-account --admin`. Default: none.
 //! admins = ["CN=vdi-admins,OU=Groups,DC=corp,DC=example"]
 //! reconcile_interval_secs = 10
+//! # Clients reach desktops' displays through the broker's HTTPS port (its secure gateway) instead
+//! # of connecting to the hosts: for clients outside the hosts' network. Default: false.
+//! display_tunnel = false
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -47,6 +50,9 @@ pub struct BrokerConfig {
     /// Seconds between reconcile passes.
     #[serde(default = "default_interval")]
     pub reconcile_interval_secs: u64,
+    /// Clients reach displays through the broker ([`crate::tunnel`]).
+    #[serde(default)]
+    pub display_tunnel: bool,
 }
 
 impl BrokerConfig {

@@ -7,7 +7,7 @@
 //! (local accounts or the directories), gives them a desktop, powers it and issues a one-time
 //! ticket (and a remote-viewer file, [`vv`]), and lets them restart or log off their desktops
 //! ([`desktop_actions`]); [`api`] serves it to clients and [`admin_api`] to administrators, with
-//! [`metrics`]; hosts join with one-time tokens ([`host_join`]); [`server`] runs it all under
+//! [`metrics`], and carries displays for clients outside the hosts' network ([`tunnel`]); hosts join with one-time tokens ([`host_join`]); [`server`] runs it all under
 //! the binary's `serve`, with the broker's own CA ([`pki`]).
 
 pub mod admin_api;
@@ -22,4 +22,5 @@ pub mod pki;
 pub mod reconcile;
 pub mod server;
 pub mod store;
+pub mod tunnel;
 pub mod vv;

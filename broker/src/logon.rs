@@ -172,6 +172,8 @@ pub struct Granted {
     pub reconnected: bool,
     /// Where the desktop's display is (SPICE host, ports, CA); the ticket opens it once.
     pub display: Option<DisplayEndpoint>,
+    /// Connect to the display through the broker's tunnel, not directly.
+    pub tunnel: bool,
     /// Phase durations in microseconds: authenticate, entitle, assign, power, ticket.
     pub phases_us: Vec<(&'static str, u64)>,
 }
@@ -185,6 +187,8 @@ pub struct NewTicket {
     pub expires_at: i64,
     /// Where the desktop's display is.
     pub display: Option<DisplayEndpoint>,
+    /// Connect to the display through the broker's tunnel, not directly.
+    pub tunnel: bool,
     /// The desktop's name.
     pub desktop: String,
 }
@@ -221,6 +225,7 @@ pub struct Logon {
     http: reqwest::Client,
     failures: Mutex<HashMap<String, Vec<Instant>>>,
     admins: Vec<String>,
+    display_tunnel: bool,
 }
 
 impl Logon {
@@ -232,7 +237,31 @@ impl Logon {
             http,
             failures: Mutex::new(HashMap::new()),
             admins: Vec::new(),
+            display_tunnel: false,
         }
+    }
+
+    /// Clients reach displays through the broker ([`crate::tunnel`]); grants say so.
+    pub fn with_display_tunnel(mut self, on: bool) -> Self {
+        self.display_tunnel = on;
+        self
+    }
+
+    /// Whether clients reach displays through the broker.
+    pub fn display_tunnel(&self) -> bool {
+        self.display_tunnel
+    }
+
+    /// Where live session `session_id`'s desktop shows its display.
+    pub async fn display_of(&self, session_id: &str) -> Result<DisplayEndpoint, LogonError> {
+        let s = self.store.session(session_id).await?;
+        let d = self.store.desktop(&s.desktop_id).await?;
+        let agent = self.agent_of(&d).await?;
+        agent
+            .vm(&d.name)
+            .await?
+            .and_then(|v| v.display)
+            .ok_or_else(|| LogonError::Unavailable(format!("desktop {} has no display", d.name)))
     }
 
     /// Directory users and groups (DNs) whose members administer the broker, besides local
@@ -502,6 +531,7 @@ impl Logon {
             ticket_expires_at: expires,
             reconnected,
             display: vm.display,
+            tunnel: self.display_tunnel,
             phases_us: phases,
         })))
     }
@@ -550,6 +580,7 @@ impl Logon {
             ticket,
             expires_at,
             display,
+            tunnel: self.display_tunnel,
             desktop: d.name,
         })
     }

@@ -1,5 +1,5 @@
 //! GET /metrics: Prometheus text for the broker: logons by result and their time, desktops
-//! by pool and state, live sessions, hosts by state.
+//! by pool and state, live sessions, hosts by state, display tunnels open.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +15,8 @@ pub struct Counters {
     logons_ok: AtomicU64,
     logons_failed: AtomicU64,
     logon_micros: AtomicU64,
+    tunnels_open: AtomicU64,
+    tunnels_total: AtomicU64,
 }
 
 impl Counters {
@@ -27,6 +29,17 @@ impl Counters {
         };
         c.fetch_add(1, Ordering::Relaxed);
         self.logon_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// A display tunnel opened.
+    pub fn tunnel_opened(&self) {
+        self.tunnels_open.fetch_add(1, Ordering::Relaxed);
+        self.tunnels_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A display tunnel closed.
+    pub fn tunnel_closed(&self) {
+        self.tunnels_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -70,6 +83,15 @@ pub async fn metrics(State(s): State<Shared>) -> Result<impl IntoResponse, ApiEr
         "# HELP tessera_broker_sessions Live sessions.\n# TYPE tessera_broker_sessions gauge\n\
          tessera_broker_sessions {sessions}\n\
          # HELP tessera_broker_hosts Registered hosts by state.\n# TYPE tessera_broker_hosts gauge\n"
+    );
+    let _ = write!(
+        out,
+        "# HELP tessera_broker_tunnels Display tunnels open.\n# TYPE tessera_broker_tunnels gauge\n\
+         tessera_broker_tunnels {}\n\
+         # HELP tessera_broker_tunnels_total Display tunnels opened.\n\
+         # TYPE tessera_broker_tunnels_total counter\ntessera_broker_tunnels_total {}\n",
+        c.tunnels_open.load(Ordering::Relaxed),
+        c.tunnels_total.load(Ordering::Relaxed)
     );
     let hosts = s.store.hosts().await?;
     for state in ["joining", "online", "offline", "maintenance"] {

@@ -66,8 +66,9 @@ pub async fn run(cfg: BrokerConfig) -> Result<(), String> {
         }
         None => None,
     };
-    let logon =
-        Logon::new(store.clone(), directories, http.clone()).with_admins(cfg.admins.clone());
+    let logon = Logon::new(store.clone(), directories, http.clone())
+        .with_admins(cfg.admins.clone())
+        .with_display_tunnel(cfg.display_tunnel);
     let state = Arc::new(AppState::new(logon, store.clone()).with_pki(Arc::new(pki)));
 
     let (loop_store, loop_http) = (store.clone(), http.clone());

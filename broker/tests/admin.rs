@@ -63,6 +63,16 @@ async fn an_administrator_messages_and_logs_off_a_session() {
         .unwrap()
         .to_string();
     let desktop = body["session"]["desktop"].as_str().unwrap().to_string();
+    // This broker does not tunnel displays: the grant says so and the tunnel is refused.
+    assert_eq!(body["session"]["tunnel"], false);
+    let tunnel = c
+        .get(format!("{base}/api/v1/sessions/{id}/tunnel"))
+        .bearer_auth(&user_token)
+        .header("upgrade", "tessera-display")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tunnel.status(), StatusCode::FORBIDDEN);
 
     // Who may sign in to the admin API.
     let sign_in = |user: &'static str, password: &'static str| {

@@ -262,7 +262,7 @@ async fn the_client_api_logs_on_and_off_over_http() {
         .unwrap();
     r.reconciler.pass().await.unwrap();
     let base = serve_api(
-        Logon::new(r.store.clone(), None, r.http.clone()),
+        Logon::new(r.store.clone(), None, r.http.clone()).with_display_tunnel(true),
         r.store.clone(),
     )
     .await;
@@ -286,6 +286,25 @@ async fn the_client_api_logs_on_and_off_over_http() {
     // The desktop's display is served (SPICE on the agent's range) and the answer says where.
     let port = session["display"]["port"].as_u64().expect("a display port") as u16;
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    // The broker's tunnel leads to the same display: SPICE answers a link message sent
+    // through it. A forged token opens nothing; a plain GET is told to upgrade.
+    assert_eq!(session["tunnel"], true);
+    let (status, answer) = tunnel_link(&base, id, token).await;
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    assert_eq!(
+        &answer[..4],
+        b"REDQ",
+        "SPICE's link reply through the tunnel"
+    );
+    let (status, _) = tunnel_link(&base, id, "forged").await;
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    let plain = c
+        .get(format!("{base}/api/v1/sessions/{id}/tunnel"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 426);
 
     let t = c
         .post(format!("{base}/api/v1/sessions/{id}/ticket"))
@@ -460,4 +479,51 @@ async fn users_list_restart_and_log_off_their_desktops() {
         .all(|d| d.desktop.is_none()));
     let events = r.store.events(Some("restart"), 10).await.unwrap();
     assert_eq!(events.iter().filter(|e| e.outcome == "ok").count(), 2);
+}
+
+/// Opens the display tunnel of session `id` on the broker at `base` (plain HTTP) with `token`
+/// and, once upgraded, sends a SPICE link message for the main channel: the response's status
+/// line and the first bytes that come back through the tunnel.
+async fn tunnel_link(base: &str, id: &str, token: &str) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /api/v1/sessions/{id}/tunnel HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: tessera-display\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "the head ended early");
+        head.push(b[0]);
+    }
+    let status = String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    if !status.starts_with("HTTP/1.1 101") {
+        return (status, Vec::new());
+    }
+    // SpiceLinkHeader (magic, version 2.2, size) and SpiceLinkMess (main channel, no caps).
+    let mut link = b"REDQ".to_vec();
+    for v in [2u32, 2, 18, 0] {
+        link.extend_from_slice(&v.to_le_bytes());
+    }
+    link.extend_from_slice(&[1, 0]);
+    for v in [0u32, 0, 18] {
+        link.extend_from_slice(&v.to_le_bytes());
+    }
+    s.write_all(&link).await.unwrap();
+    let mut answer = vec![0u8; 16];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.read_exact(&mut answer),
+    )
+    .await
+    .expect("SPICE answered in time")
+    .unwrap();
+    (status, answer)
 }

@@ -79,11 +79,16 @@ pub struct App {
     screen_gen: u64,
     /// Where `--latency-trace` writes (see [`crate::remote::LatencyTrace`]).
     pub latency_trace: Option<PathBuf>,
+    /// The window's X11 id, where desktops may capture the keyboard.
+    pub x11_window: Option<u32>,
+    /// The sign-in form puts the cursor in the password field once.
+    pub(crate) focus_password: bool,
 }
 
 impl App {
     /// A client with `settings`, saved to `settings_path` (none: not saved).
     pub fn new(settings: Settings, settings_path: Option<PathBuf>) -> Self {
+        let focus_password = !settings.broker.is_empty() && !settings.user.is_empty();
         Self {
             broker_address: settings.broker.clone(),
             user: settings.user.clone(),
@@ -105,6 +110,8 @@ impl App {
             reconnects: 0,
             screen_gen: 0,
             latency_trace: None,
+            x11_window: None,
+            focus_password,
         }
     }
 
@@ -237,6 +244,7 @@ impl App {
             Reply::Desktops(r) => self.on_desktops(r),
             Reply::Ticket(mut g, Ok(t)) => {
                 g.ticket = t.ticket;
+                g.tunnel = t.tunnel;
                 if t.display.is_some() {
                     g.display = t.display;
                 }
@@ -263,9 +271,19 @@ impl App {
             },
             None => None,
         };
-        match Remote::connect(g, ctx, trace) {
+        let tunnel = match (&self.broker, g.tunnel) {
+            (Some(b), true) => match b.tunnel_target(&g) {
+                Ok(t) => Some(t),
+                Err(e) => return self.fail(message(&e)),
+            },
+            _ => None,
+        };
+        match Remote::connect(g, ctx, trace, tunnel) {
             Ok(mut r) => {
                 r.restartable = self.broker.is_some();
+                if let Some(w) = self.x11_window {
+                    r.enable_capture(w, ctx);
+                }
                 self.set_screen(Screen::Session(Box::new(r)))
             }
             Err(e) => self.fail(e),
@@ -314,6 +332,7 @@ impl App {
                     "The connection dropped; reconnecting ({}/{RECONNECTS})…",
                     self.reconnects
                 );
+                tracing::info!(desktop = %g.desktop, "connection dropped; reconnecting ({}/{RECONNECTS})", self.reconnects);
                 self.run(ctx, &what, move || {
                     let t = broker.new_ticket(&g);
                     Reply::Ticket(Box::new(g), t)

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::trust::{Trust, TrustError, Verifier};
+use crate::tunnel::TunnelTarget;
 
 /// How long a broker call may take (a logon that starts a desktop takes seconds).
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -102,6 +103,9 @@ pub struct Granted {
     pub reconnected: bool,
     /// Where its display is (none: the desktop has no display).
     pub display: Option<Display>,
+    /// Reach the display through the broker's tunnel (the broker says so).
+    #[serde(default)]
+    pub tunnel: bool,
 }
 
 /// A pool the user may use, and the desktop they hold there.
@@ -136,12 +140,16 @@ pub struct Ticket {
     pub ticket: String,
     /// Where the display is now.
     pub display: Option<Display>,
+    /// Reach it through the broker's tunnel.
+    #[serde(default)]
+    pub tunnel: bool,
 }
 
 /// A broker.
 pub struct Broker {
     base: String,
     http: Client,
+    tls: Arc<rustls::ClientConfig>,
     refused: Arc<Mutex<Option<String>>>,
 }
 
@@ -195,7 +203,7 @@ impl Broker {
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
         let http = Client::builder()
-            .use_preconfigured_tls(tls)
+            .use_preconfigured_tls(tls.clone())
             .timeout(TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
             .build()
@@ -203,7 +211,27 @@ impl Broker {
         Ok(Self {
             base,
             http,
+            tls: Arc::new(tls),
             refused,
+        })
+    }
+
+    /// Where `s`'s display tunnels open: this broker, trusted as its API is.
+    pub fn tunnel_target(&self, s: &Granted) -> Result<TunnelTarget, BrokerError> {
+        let url =
+            reqwest::Url::parse(&self.base).map_err(|e| BrokerError::BadAddress(e.to_string()))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| BrokerError::BadAddress(self.base.clone()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        Ok(TunnelTarget {
+            host,
+            port: url.port_or_known_default().unwrap_or(443),
+            tls: (url.scheme() == "https").then(|| self.tls.clone()),
+            session_id: s.session_id.clone(),
+            token: s.session_token.clone(),
         })
     }
 

@@ -87,7 +87,7 @@ pub fn scancode(key: Key) -> Option<u32> {
     Some(code)
 }
 
-/// Left Ctrl, left Shift, left Alt, left Windows (Super) key.
+/// Left Ctrl.
 pub const CTRL: u32 = 0x1D;
 /// Left Shift.
 pub const SHIFT: u32 = 0x2A;
@@ -97,6 +97,43 @@ pub const ALT: u32 = 0x38;
 pub const SUPER: u32 = 0x15B;
 /// Delete (0xE0-prefixed).
 pub const DELETE: u32 = 0x153;
+/// Right Ctrl.
+pub const RIGHT_CTRL: u32 = 0x11D;
+/// Right Alt (AltGr).
+pub const RIGHT_ALT: u32 = 0x138;
+
+/// The scancode of the key with Linux evdev code `code` (an X keycode less 8), as the key
+/// grab reads them: codes 1 to 88 are the PC keyboard's own set-1 codes; the keys the AT
+/// keyboard added carry the 0xE0 prefix.
+pub fn evdev_scancode(code: u32) -> Option<u32> {
+    let sc = match code {
+        1..=83 | 86..=88 => code,
+        96 => 0x11C, // keypad Enter
+        97 => RIGHT_CTRL,
+        98 => 0x135, // keypad /
+        99 => 0x137, // Print Screen / SysRq
+        100 => RIGHT_ALT,
+        102 => 0x147, // Home
+        103 => 0x148, // Up
+        104 => 0x149, // Page Up
+        105 => 0x14B, // Left
+        106 => 0x14D, // Right
+        107 => 0x14F, // End
+        108 => 0x150, // Down
+        109 => 0x151, // Page Down
+        110 => 0x152, // Insert
+        111 => DELETE,
+        113 => 0x120, // Mute
+        114 => 0x12E, // Volume down
+        115 => 0x130, // Volume up
+        117 => 0x59,  // keypad =
+        125 => SUPER,
+        126 => 0x15C, // right Windows key
+        127 => 0x15D, // Menu
+        _ => return None,
+    };
+    Some(sc)
+}
 
 /// Modifier scancodes whose held state differs between `was` and `now`, with the new state:
 /// egui reports modifiers as a state, SPICE wants the key events.
@@ -124,6 +161,25 @@ mod tests {
         assert_eq!(scancode(Key::Enter), Some(0x1C));
         assert_eq!(scancode(Key::ArrowUp), Some(0x148));
         assert_eq!(scancode(Key::Delete), Some(DELETE));
+    }
+
+    #[test]
+    fn evdev_codes_match_egui_keys() {
+        // evdev: KEY_ESC 1, KEY_A 30, KEY_TAB 15, KEY_F12 88, KEY_UP 103, KEY_DELETE 111.
+        for (evdev, key) in [
+            (1, Key::Escape),
+            (30, Key::A),
+            (15, Key::Tab),
+            (88, Key::F12),
+            (103, Key::ArrowUp),
+            (111, Key::Delete),
+            (102, Key::Home),
+        ] {
+            assert_eq!(evdev_scancode(evdev), scancode(key), "evdev {evdev}");
+        }
+        assert_eq!(evdev_scancode(125), Some(SUPER));
+        assert_eq!(evdev_scancode(84), None);
+        assert_eq!(evdev_scancode(0), None);
     }
 
     #[test]

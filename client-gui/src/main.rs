@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use raw_window_handle::{HasWindowHandle, RawWindowHandle};
 use tessera_client::settings::Settings;
 use tessera_client::App;
 
@@ -18,6 +19,10 @@ use tessera_client::App;
 /// In a desktop: the toolbar disconnects (the desktop keeps running for you), logs off (it
 /// goes back to its pool), sends Ctrl+Alt+Del and switches full screen. Resizing the window
 /// asks the desktop for that resolution. A dropped connection reconnects by itself.
+///
+/// Clicking into the desktop (or going full screen) captures the keyboard on X11, so that
+/// Alt+Tab, the Windows key and the like reach the desktop instead of your own window
+/// manager; press and release Ctrl+Alt together to give the keyboard back.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -99,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         options,
         Box::new(move |cc| {
             let mut app = app;
+            app.x11_window = x11_window(cc);
             if let Some(g) = direct {
                 app.open_direct(&cc.egui_ctx, g);
             }
@@ -106,6 +112,15 @@ fn main() -> anyhow::Result<()> {
         }),
     )
     .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+}
+
+/// The X11 id of the window, for keyboard capture (none under Wayland).
+fn x11_window(w: &impl HasWindowHandle) -> Option<u32> {
+    match w.window_handle().ok()?.as_raw() {
+        RawWindowHandle::Xlib(h) => u32::try_from(h.window).ok(),
+        RawWindowHandle::Xcb(h) => Some(h.window.get()),
+        _ => None,
+    }
 }
 
 struct Window(App);

@@ -1,19 +1,19 @@
-//! The desktop in a window: a tessera-spice-client session drawn as one egui texture, updated
-//! rectangle by rectangle as the server reports them, scaled to fit; keys as scancodes, the
+//! The desktop in a window: a tessera-spice-client session drawn as one texture (`gl_picture`),
+//! updated rectangle by rectangle as the server reports them, scaled to fit; keys as scancodes, the
 //! pointer as absolute positions in the guest's pixels, the window size as a resolution
 //! request.
 
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use egui::{
-    Color32, ColorImage, Event as UiEvent, Modifiers, PointerButton, Rect, TextureHandle,
-    TextureOptions, Vec2,
-};
+use egui::{Color32, Event as UiEvent, Modifiers, PointerButton, Rect, Vec2};
 use tessera_spice_client::{Button, ConnectOptions, Event, Failure, Frame, Session};
 
 use crate::broker::{Display, Granted};
+use crate::gl_picture::GlPicture;
+use crate::grab::{GrabEvent, KeyboardGrab};
 use crate::keymap;
+use crate::tunnel::{LocalTunnel, TunnelTarget};
 
 /// How long the window must keep a size before the guest is asked for it.
 const RESIZE_SETTLE: Duration = Duration::from_millis(500);
@@ -50,7 +50,7 @@ pub struct Remote {
     pub restartable: bool,
     session: Session,
     events: Receiver<Event>,
-    texture: Option<TextureHandle>,
+    picture: GlPicture,
     size: [u32; 2],
     /// Where the session is.
     pub state: State,
@@ -61,6 +61,11 @@ pub struct Remote {
     /// Rectangles put on the texture so far (for tests and the status line).
     pub updates: u64,
     trace: Option<LatencyTrace>,
+    /// Keyboard capture (X11), with the keys it reads.
+    capture: Option<(KeyboardGrab, Receiver<GrabEvent>)>,
+    /// The broker's display tunnel, when the session goes through it (dropped after the
+    /// session, which is declared before it).
+    _tunnel: Option<LocalTunnel>,
 }
 
 /// `--latency-trace`: for each dirty rectangle, the microseconds from its arrival (the SPICE
@@ -102,33 +107,43 @@ pub fn options(display: &Display, ticket: &str) -> ConnectOptions {
         password: Some(ticket.to_string()),
         ca_pem: display.ca.as_ref().map(|c| c.clone().into_bytes()),
         cert_subject: None,
+        proxy: None,
     }
 }
 
 impl Remote {
-    /// Starts connecting to `granted`'s desktop; the UI is repainted as events arrive.
+    /// Starts connecting to `granted`'s desktop, through the broker's tunnel when `tunnel` is
+    /// given; the UI is repainted as events arrive.
     pub fn connect(
         granted: Granted,
         ctx: &egui::Context,
         trace: Option<LatencyTrace>,
+        tunnel: Option<TunnelTarget>,
     ) -> Result<Self, String> {
         let display = granted
             .display
             .as_ref()
             .ok_or_else(|| format!("desktop {} has no display", granted.desktop))?;
+        let tunnel = tunnel
+            .map(LocalTunnel::start)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let mut options = options(display, &granted.ticket);
+        options.proxy = tunnel.as_ref().map(LocalTunnel::proxy_url);
         let (tx, events) = channel();
         let repaint = ctx.clone();
-        let session = Session::connect(options(display, &granted.ticket), move |e, _: &Frame| {
+        let session = Session::connect(options, move |e, _: &Frame| {
             let _ = tx.send(e);
             repaint.request_repaint();
         })
         .map_err(|e| format!("cannot connect to {}: {e}", granted.desktop))?;
+        let picture = GlPicture::new(session.frame().clone());
         Ok(Self {
             granted,
             restartable: false,
             session,
             events,
-            texture: None,
+            picture,
             size: [0, 0],
             state: State::Connecting,
             modifiers: Modifiers::NONE,
@@ -137,6 +152,8 @@ impl Remote {
             window_size: None,
             updates: 0,
             trace,
+            capture: None,
+            _tunnel: tunnel,
         })
     }
 
@@ -152,7 +169,55 @@ impl Remote {
 
     /// Ends the connection (the broker is told by the app).
     pub fn close(&self) {
+        if let Some((g, _)) = &self.capture {
+            g.release();
+        }
         self.session.disconnect();
+    }
+
+    /// Lets the user capture the keyboard of the X11 window `window`: a click on the desktop
+    /// (or full screen) captures it, Ctrl+Alt gives it back.
+    pub fn enable_capture(&mut self, window: u32, ctx: &egui::Context) {
+        let (tx, rx) = channel();
+        let repaint = ctx.clone();
+        match KeyboardGrab::new(window, tx, move || repaint.request_repaint()) {
+            Ok(g) => self.capture = Some((g, rx)),
+            Err(e) => tracing::warn!("no keyboard capture: {e}"),
+        }
+    }
+
+    /// Whether the keyboard is captured.
+    pub fn captured(&self) -> bool {
+        self.capture.as_ref().is_some_and(|(g, _)| g.active())
+    }
+
+    fn capture_keyboard(&mut self) {
+        let Some((g, _)) = &self.capture else { return };
+        if g.active() {
+            return;
+        }
+        match g.grab() {
+            Ok(()) => tracing::info!("keyboard captured (Ctrl+Alt releases it)"),
+            Err(e) => tracing::warn!("cannot capture the keyboard: {e}"),
+        }
+    }
+
+    /// Passes captured keys on; `true` when the user released the capture.
+    fn pump_capture(&mut self) -> bool {
+        let Some((_, rx)) = &self.capture else {
+            return false;
+        };
+        let mut released = false;
+        while let Ok(e) = rx.try_recv() {
+            match e {
+                GrabEvent::Key { code, down } => self.session.key(code, down),
+                GrabEvent::Released => released = true,
+            }
+        }
+        if released {
+            tracing::info!("keyboard released");
+        }
+        released
     }
 
     /// Sends Ctrl+Alt+Del (the local system would act on the real chord).
@@ -171,16 +236,23 @@ impl Remote {
 
     /// Applies what the session reported since the last frame; `Some` when it dropped.
     fn pump(&mut self, ctx: &egui::Context) -> Option<Action> {
-        let mut dirty: Vec<(tessera_spice_client::Rect, Instant)> = Vec::new();
-        let mut full = false;
         while let Ok(e) = self.events.try_recv() {
             match e {
                 Event::Opened => self.state = State::Open,
                 Event::Primary { width, height } => {
                     self.size = [width, height];
-                    full = true;
+                    self.picture.replaced();
+                    self.updates += 1;
                 }
-                Event::Invalidate { rect, at } => dirty.push((rect, at)),
+                Event::Invalidate { rect, at } => {
+                    if let Some(t) = &mut self.trace {
+                        t.uploaded.push(at);
+                        // The next frame's start marks this one presented: have it come at once.
+                        ctx.request_repaint();
+                    }
+                    self.picture.changed(rect);
+                    self.updates += 1;
+                }
                 Event::MouseMode(_) => {}
                 Event::Closed(why) => {
                     let dropped = matches!(why, Some(Failure::Io(_)));
@@ -189,42 +261,6 @@ impl Remote {
                         return Some(Action::Reconnect);
                     }
                 }
-            }
-        }
-        if !full && dirty.is_empty() {
-            return None;
-        }
-        let frame = self
-            .session
-            .frame()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if frame.width == 0 || frame.height == 0 {
-            return None;
-        }
-        if full || self.texture.is_none() {
-            let image = to_image(&frame, 0, 0, frame.width, frame.height);
-            self.texture = Some(ctx.load_texture("desktop", image, TextureOptions::NEAREST));
-            self.updates += 1;
-            return None;
-        }
-        if let Some(tex) = &mut self.texture {
-            for (r, at) in dirty {
-                if let Some(t) = &mut self.trace {
-                    t.uploaded.push(at);
-                    // The next frame's start marks this one presented: have it come at once.
-                    ctx.request_repaint();
-                }
-                if r.x + r.width > frame.width
-                    || r.y + r.height > frame.height
-                    || r.width == 0
-                    || r.height == 0
-                {
-                    continue;
-                }
-                let image = to_image(&frame, r.x, r.y, r.width, r.height);
-                tex.set_partial([r.x as usize, r.y as usize], image, TextureOptions::NEAREST);
-                self.updates += 1;
             }
         }
         None
@@ -238,6 +274,10 @@ impl Remote {
         }
         if let Some(a) = self.pump(&ctx) {
             return Some(a);
+        }
+        if self.pump_capture() {
+            // egui saw none of the captured keys: start again from its idea of the modifiers.
+            self.modifiers = ctx.input(|i| i.modifiers);
         }
         let mut action = None;
         ui.horizontal(|ui| {
@@ -264,6 +304,9 @@ impl Remote {
                 .clicked()
             {
                 ctx.send_viewport_cmd(egui::ViewportCommand::Fullscreen(!full));
+                if !full {
+                    self.capture_keyboard();
+                }
             }
             match &self.state {
                 State::Connecting => ui.label("connecting…"),
@@ -271,28 +314,29 @@ impl Remote {
                 State::Ended(None) => ui.label("disconnected"),
                 State::Ended(Some(f)) => ui.label(format!("ended: {f}")),
             };
+            if self.captured() {
+                ui.label("Keyboard captured: Ctrl+Alt releases it");
+            }
         });
         let avail = ui.available_rect_before_wrap();
         let (rect, response) = ui.allocate_exact_size(avail.size(), egui::Sense::click_and_drag());
         self.ask_resolution(rect.size() * ctx.pixels_per_point());
-        let Some(tex) = &self.texture else {
+        if self.size[0] == 0 || self.size[1] == 0 {
             ui.painter().rect_filled(rect, 0.0, Color32::BLACK);
             return action;
-        };
+        }
         let screen = fit(rect, self.size, ctx.pixels_per_point());
         // Black only around the picture: under software GL every pixel painted twice is paid
         // for on every frame.
         for bar in margins(rect, screen) {
             ui.painter().rect_filled(bar, 0.0, Color32::BLACK);
         }
-        ui.painter().image(
-            tex.id(),
-            screen,
-            Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)),
-            Color32::WHITE,
-        );
+        ui.painter().add(self.picture.shape(screen));
         if response.clicked() || response.hovered() && !response.has_focus() {
             response.request_focus();
+        }
+        if response.clicked() && self.state == State::Open {
+            self.capture_keyboard();
         }
         if response.has_focus() {
             // Tab, arrows and Escape belong to the guest while it has the keyboard.
@@ -314,13 +358,17 @@ impl Remote {
 
     fn forward(&mut self, ui: &egui::Ui, screen: Rect) {
         let (events, modifiers) = ui.input(|i| (i.events.clone(), i.modifiers));
-        for (code, down) in keymap::modifier_changes(self.modifiers, modifiers) {
-            self.session.key(code, down);
+        // While captured, keys come from the capture alone.
+        let keys = !self.captured();
+        if keys {
+            for (code, down) in keymap::modifier_changes(self.modifiers, modifiers) {
+                self.session.key(code, down);
+            }
+            self.modifiers = modifiers;
         }
-        self.modifiers = modifiers;
         for e in events {
             match e {
-                UiEvent::Key { key, pressed, .. } => {
+                UiEvent::Key { key, pressed, .. } if keys => {
                     if let Some(code) = keymap::scancode(key) {
                         self.session.key(code, pressed);
                     }
@@ -431,20 +479,6 @@ pub fn to_guest(screen: Rect, size: [u32; 2], p: egui::Pos2) -> Option<(u32, u32
     Some((x.min(size[0] - 1), y.min(size[1] - 1)))
 }
 
-/// Part of the frame as an egui image (0x00RRGGBB to RGBA).
-fn to_image(frame: &Frame, x: u32, y: u32, w: u32, h: u32) -> ColorImage {
-    let mut pixels = Vec::with_capacity((w * h) as usize);
-    for row in y..y + h {
-        let start = (row * frame.width + x) as usize;
-        pixels.extend(
-            frame.pixels[start..start + w as usize]
-                .iter()
-                .map(|p| Color32::from_rgb((p >> 16) as u8, (p >> 8) as u8, *p as u8)),
-        );
-    }
-    ColorImage::new([w as usize, h as usize], pixels)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,20 +521,6 @@ mod tests {
         assert_eq!(
             to_guest(screen, [2000, 1200], egui::pos2(500.0, 340.0)),
             Some((1000, 600))
-        );
-    }
-
-    #[test]
-    fn frame_pixels_become_rgb() {
-        let mut f = Frame::default();
-        f.reset(2, 2);
-        f.pixels = vec![0x00FF0000, 0x0000FF00, 0x000000FF, 0x00123456];
-        let img = to_image(&f, 1, 1, 1, 1);
-        assert_eq!(img.pixels, [Color32::from_rgb(0x12, 0x34, 0x56)]);
-        let img = to_image(&f, 0, 0, 2, 1);
-        assert_eq!(
-            img.pixels,
-            [Color32::from_rgb(255, 0, 0), Color32::from_rgb(0, 255, 0)]
         );
     }
 }

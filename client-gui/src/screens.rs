@@ -42,6 +42,10 @@ impl App {
                         .desired_width(280.0),
                 )
                 .labelled_by(l.id);
+            // With the broker and the name remembered, the password is all there is to type.
+            if std::mem::take(&mut self.focus_password) {
+                r.request_focus();
+            }
             submit |= r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
             ui.end_row();
             if self.domains.len() > 1 {

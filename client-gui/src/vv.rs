@@ -81,6 +81,7 @@ pub fn parse(text: &str) -> Result<(Granted, bool), VvError> {
             tls_port,
             ca,
         }),
+        tunnel: false,
     };
     Ok((granted, delete))
 }

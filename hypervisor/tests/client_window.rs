@@ -1,45 +1,22 @@
 //! tessera-client, the thin client's real window under Xvfb (glow on llvmpipe), against two
 //! SPICE servers: tessera-vmm running the demo desktop guest (the window's pixels equal the
 //! VMM's screenshot, text typed with xdotool reaches the guest, a click lands where the
-//! window's pointer is) and QEMU (`-accel tcg -vga std -spice`; its screendump is the server's
+//! window's pointer is and captures the keyboard, so that Alt+Tab, which a window manager's
+//! binding takes otherwise, reaches the guest until Ctrl+Alt releases it) and QEMU (`-accel tcg -vga std -spice`; its screendump is the server's
 //! framebuffer, and Esc typed into the window opens SeaBIOS's boot menu). The client opens the
 //! desktop from a connection file (the broker's .vv), as `tessera-client FILE.vv` does.
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use tessera_demo_guest::ELF;
-use tessera_e2e::x11::{vv_file, x_tools, Proc, Xvfb};
+use tessera_e2e::x11::{client_binary, vv_file, x_tools, ModMask, Proc, Xvfb};
 
-/// The client binary beside this test's. Brought up to date with the build scripts/test.sh
-/// runs before the tests (a no-op there; here it rebuilds a stale client): another package's
-/// binary is not rebuilt for this test by cargo, and `cargo build -p tessera-client` alone would
-/// resolve features differently and rebuild the GUI stack for minutes. Call it before starting
-/// a server: tickets and SeaBIOS's menu have timeouts.
-fn client_binary() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "-q", "--workspace", "--all-targets"])
-            .current_dir(&root)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building tessera-client failed");
-        let exe = std::env::current_exe().unwrap();
-        exe.parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("tessera-client")
-    })
-    .clone()
-}
+/// The Tab key's keysym.
+const XK_TAB: u32 = 0xff09;
 
 /// tessera-client on `x`, opening `vv`, its log in `dir`.
 fn start_client(x: &Xvfb, dir: &Scratch, vv: &std::path::Path) -> Proc {
@@ -88,15 +65,37 @@ fn the_thin_clients_window_shows_the_desktop_and_sends_it_keys_and_clicks() {
 
     let win = x.find_window("Tessera", Duration::from_secs(10)).unwrap();
     x.run("xdotool", &["windowfocus", "--sync", &win]);
-    // A click on the picture gives it the keyboard and lands on the guest.
+    // A window manager's Alt+Tab takes the combination from every window...
+    let _wm = x.bind_like_a_wm(ModMask::M1, XK_TAB);
     let (px, py) = (ox + 200, oy + 150);
-    x.run(
-        "xdotool",
-        &["mousemove", &px.to_string(), &py.to_string(), "click", "1"],
+    // (hovering gives the picture the window's keys)
+    x.run("xdotool", &["mousemove", &px.to_string(), &py.to_string()]);
+    x.run("xdotool", &["key", "alt+Tab", "q"]);
+    wait_for("q on the console", Duration::from_secs(15), || {
+        vmm.console_text().contains('q')
+    });
+    assert!(
+        !vmm.console_text().contains("\tq"),
+        "the window manager's Alt+Tab reached the guest"
     );
+    // ... until a click on the picture captures the keyboard; the click lands on the guest.
+    x.run("xdotool", &["click", "1"]);
     wait_for("the click on the console", Duration::from_secs(15), || {
         last_click(&vmm.console_text())
             .is_some_and(|(cx, cy)| (cx - 200).abs() <= 1 && (cy - 150).abs() <= 1)
+    });
+    let log = dir.0.join("client.log");
+    let logged = |what: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(what)
+    };
+    wait_for("the capture", Duration::from_secs(10), || {
+        logged("keyboard captured")
+    });
+    x.run("xdotool", &["key", "alt+Tab", "w"]);
+    wait_for("Alt+Tab in the guest", Duration::from_secs(15), || {
+        vmm.console_text().contains("\tw")
     });
     x.run("xdotool", &["type", "--delay", "120", "Hello 42"]);
     wait_for(
@@ -108,6 +107,19 @@ fn the_thin_clients_window_shows_the_desktop_and_sends_it_keys_and_clicks() {
     assert_eq!(
         client_shows_vmm_screen(&x, &vmm, "tessera-client"),
         (ox, oy)
+    );
+    // Ctrl+Alt gives the keyboard back: Alt+Tab is the window manager's again.
+    x.run("xdotool", &["key", "ctrl+alt"]);
+    wait_for("the release", Duration::from_secs(10), || {
+        logged("keyboard released")
+    });
+    x.run("xdotool", &["key", "alt+Tab", "z"]);
+    wait_for("z on the console", Duration::from_secs(15), || {
+        vmm.console_text().contains('z')
+    });
+    assert!(
+        !vmm.console_text().contains("\tz"),
+        "Alt+Tab reached the guest after the release"
     );
 }
 

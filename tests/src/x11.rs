@@ -1,9 +1,37 @@
 //! Real X clients for the display tests: a private Xvfb display, remote-viewer and other
-//! clients on it, screenshots with xwd (parsed here), input with xdotool.
+//! clients on it, screenshots with xwd (parsed here), input with xdotool, a window manager's
+//! key binding.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use x11rb::connection::Connection;
+pub use x11rb::protocol::xproto::ModMask;
+use x11rb::protocol::xproto::{ConnectionExt as _, GrabMode};
+
+/// The tessera-client binary beside the running test's. Brought up to date with the build
+/// scripts/test.sh runs before the tests (a no-op there; in a developer's run it rebuilds a
+/// stale client): another package's binary is not rebuilt for a test by cargo, and
+/// `cargo build -p tessera-client` alone would resolve features differently and rebuild the
+/// GUI stack for minutes. Call it before starting a server: tickets have timeouts.
+pub fn client_binary() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "-q", "--workspace", "--all-targets"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo")
+            .success();
+        assert!(ok, "building tessera-client failed");
+        let exe = std::env::current_exe().expect("the test's path");
+        let deps = exe.parent().expect("target/debug/deps");
+        deps.parent().expect("target/debug").join("tessera-client")
+    })
+    .clone()
+}
 
 /// Whether the X tools are here; if not, a loud SKIP (a failure when TESSERA_REQUIRE_X=1).
 pub fn x_tools() -> bool {
@@ -38,6 +66,9 @@ impl Drop for Proc {
         let _ = self.0.wait();
     }
 }
+
+/// A window manager's key binding (see [`Xvfb::bind_like_a_wm`]); dropped, it is gone.
+pub struct WmBinding(#[allow(dead_code)] x11rb::rust_connection::RustConnection);
 
 /// An Xvfb server on a display of its own.
 pub struct Xvfb {
@@ -115,6 +146,40 @@ impl Xvfb {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Binds `modifiers`+`keysym` the way a window manager binds Alt+Tab: a passive grab on
+    /// the root window, so that while the binding lives the combination reaches no window
+    /// unless a client holds the keyboard actively.
+    pub fn bind_like_a_wm(&self, modifiers: ModMask, keysym: u32) -> WmBinding {
+        let (conn, screen) = x11rb::connect(Some(&self.display)).expect("connect to Xvfb");
+        let setup = conn.setup();
+        let root = setup.roots[screen].root;
+        let (min, max) = (setup.min_keycode, setup.max_keycode);
+        let map = conn
+            .get_keyboard_mapping(min, max - min + 1)
+            .unwrap()
+            .reply()
+            .unwrap();
+        let per = usize::from(map.keysyms_per_keycode);
+        let index = map
+            .keysyms
+            .iter()
+            .position(|&k| k == keysym)
+            .unwrap_or_else(|| panic!("keysym {keysym:#x} is not on the keyboard"));
+        let keycode = min + (index / per) as u8;
+        conn.grab_key(
+            true,
+            root,
+            modifiers,
+            keycode,
+            GrabMode::ASYNC,
+            GrabMode::ASYNC,
+        )
+        .unwrap()
+        .check()
+        .expect("grab the key on the root window");
+        WmBinding(conn)
     }
 
     /// A screenshot of the whole screen (xwd is retried a few times: a dump taken while a

@@ -32,6 +32,9 @@ pub struct ConnectOptions {
     pub ca_pem: Option<Vec<u8>>,
     /// Check the certificate's subject (e.g. "CN=host") instead of its host name.
     pub cert_subject: Option<String>,
+    /// An HTTP proxy (`http://127.0.0.1:PORT`) that every channel reaches `host` through with
+    /// CONNECT: the client's local end of a broker's display tunnel.
+    pub proxy: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -43,6 +46,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("password", &self.password.as_ref().map(|_| "<ticket>"))
             .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
             .field("cert_subject", &self.cert_subject)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -279,6 +283,9 @@ impl State {
         }
         if let Some(subject) = &options.cert_subject {
             session.set_property("cert-subject", subject);
+        }
+        if let Some(proxy) = &options.proxy {
+            session.set_property("proxy", proxy);
         }
         let state = Rc::new(State {
             id,

@@ -1,0 +1,94 @@
+//! The display tunnel, the broker's secure gateway: clients outside the hosts' network reach
+//! their desktop's SPICE ports through the broker's HTTPS port (`display_tunnel = true`).
+//!
+//! A client asks `GET /api/v1/sessions/{id}/tunnel` with the session's bearer token and
+//! `Upgrade: tessera-display`. The broker connects to that session's display, answers
+//! `101 Switching Protocols` and copies bytes both ways until either side closes; each SPICE
+//! channel is one such tunnel. It connects to the display's TLS port wherever there is one, so
+//! SPICE's own TLS runs from the client to the host and the broker carries ciphertext (the
+//! plain port only serves loopback displays). It reaches the session's own desktop and
+//! nothing else: no open proxy.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::api::{authorized, ApiError, Shared};
+
+/// The `Upgrade` protocol name.
+pub const PROTOCOL: &str = "tessera-display";
+
+/// How long the broker waits for the desktop's display to accept.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `GET /api/v1/sessions/{id}/tunnel`.
+pub(crate) async fn open(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    if !s.logon.display_tunnel() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this broker does not tunnel displays; connect to the desktop directly".into(),
+        ));
+    }
+    let session = authorized(&s, &id, req.headers()).await?;
+    let asked = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(PROTOCOL));
+    if !asked {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            format!("the tunnel needs Upgrade: {PROTOCOL}"),
+        ));
+    }
+    let display = s.logon.display_of(&session.id).await?;
+    let port = display.tls_port.or(display.port).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "the desktop's display has no port".into(),
+        )
+    })?;
+    let unreachable = |why: String| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("the desktop's display ({}:{port}) {why}", display.host),
+        )
+    };
+    let upstream = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((display.host.as_str(), port)),
+    )
+    .await
+    .map_err(|_| unreachable("does not answer".into()))?
+    .map_err(|e| unreachable(format!("refused the connection: {e}")))?;
+    let _ = upstream.set_nodelay(true);
+    let upgrade = hyper::upgrade::on(&mut req);
+    let counters = s.clone();
+    tokio::spawn(async move {
+        let client = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => return tracing::warn!(session = %session.id, "tunnel upgrade failed: {e}"),
+        };
+        counters.counters.tunnel_opened();
+        let (mut client, mut upstream) = (TokioIo::new(client), upstream);
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok((up, down)) => tracing::debug!(session = %session.id, up, down, "tunnel closed"),
+            Err(e) => tracing::debug!(session = %session.id, "tunnel ended: {e}"),
+        }
+        counters.counters.tunnel_closed();
+    });
+    let mut r = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    r.headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static(PROTOCOL));
+    Ok(r)
+}
