@@ -17,6 +17,9 @@ use eframe::egui_glow;
 use eframe::glow::{self, HasContext};
 use tessera_spice_client::{Frame, Rect};
 
+/// Rectangles remembered between paints before the next paint uploads the whole frame.
+const MAX_DIRTY: usize = 512;
+
 /// The picture's texture and the framebuffer that reads from it, freed with the picture (on
 /// the UI thread, where eframe keeps its context current).
 struct Gpu {
@@ -79,7 +82,15 @@ impl GlPicture {
     /// `rect` of the frame changed.
     pub fn changed(&self, rect: Rect) {
         let mut s = self.lock();
-        if !s.full {
+        if s.full {
+            return;
+        }
+        // A window that is not painted (minimised) must not pile up rectangles: past this
+        // many, one whole upload is cheaper anyway.
+        if s.dirty.len() >= MAX_DIRTY {
+            s.full = true;
+            s.dirty.clear();
+        } else {
             s.dirty.push(rect);
         }
     }
@@ -104,7 +115,8 @@ impl GlPicture {
         let mut s = self.lock();
         let frame = self.frame.lock().unwrap_or_else(PoisonError::into_inner);
         let size = [frame.width, frame.height];
-        if size[0] == 0 || size[1] == 0 || frame.pixels.len() < (size[0] * size[1]) as usize {
+        if size[0] == 0 || size[1] == 0 || frame.pixels.len() < size[0] as usize * size[1] as usize
+        {
             return;
         }
         let state = &mut *s;
@@ -132,7 +144,12 @@ impl GlPicture {
             &state.dirty[..]
         };
         for r in rects {
-            if r.width == 0 || r.height == 0 || r.x + r.width > size[0] || r.y + r.height > size[1]
+            let outside =
+                |at: u32, len: u32, max: u32| u64::from(at) + u64::from(len) > u64::from(max);
+            if r.width == 0
+                || r.height == 0
+                || outside(r.x, r.width, size[0])
+                || outside(r.y, r.height, size[1])
             {
                 continue;
             }
@@ -150,9 +167,9 @@ impl GlPicture {
 /// frame's fourth byte is unused, and a window with an alpha channel would show through).
 fn bottom_up(frame: &Frame, r: Rect, out: &mut Vec<u32>) {
     out.clear();
-    out.reserve((r.width * r.height) as usize);
+    out.reserve(r.width as usize * r.height as usize);
     for row in (r.y..r.y + r.height).rev() {
-        let start = (row * frame.width + r.x) as usize;
+        let start = row as usize * frame.width as usize + r.x as usize;
         out.extend(
             frame.pixels[start..start + r.width as usize]
                 .iter()
