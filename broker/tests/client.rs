@@ -7,14 +7,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use tessera_broker::logon::Logon;
 use tessera_broker::store::pools::Principal;
-use tessera_e2e::x11::{client_binary, x_tools, Proc, Xvfb};
+use tessera_e2e::x11::{client_binary, start_client, x_tools, Xvfb};
 
 /// The network between the client and the broker: a TCP relay whose connections can all be
 /// cut at once, as a dropped Wi-Fi or VPN would.
@@ -73,24 +73,6 @@ async fn tunnels_opened(base: &str) -> u64 {
         .expect("the tunnel counter in /metrics")
 }
 
-fn start_client(x: &Xvfb, dir: &Path, broker: &str) -> Proc {
-    let runtime = dir.join("xdg");
-    std::fs::create_dir_all(&runtime).unwrap();
-    let log = std::fs::File::create(dir.join("client.log")).unwrap();
-    Proc(
-        x.cmd(client_binary().to_str().unwrap())
-            .args(["--broker", broker, "--user", "demo", "--size", "1000x720"])
-            .arg("--config")
-            .arg(dir.join("client.toml"))
-            .env("LIBGL_ALWAYS_SOFTWARE", "1")
-            .env("XDG_RUNTIME_DIR", &runtime)
-            .env_remove("WAYLAND_DISPLAY")
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_client_uses_its_desktop_through_the_tunnel_and_survives_a_network_drop() {
     if !kvm() || !x_tools() {
@@ -137,7 +119,12 @@ async fn the_client_uses_its_desktop_through_the_tunnel_and_survives_a_network_d
     let x = Xvfb::start(9);
     let dir = r.dir.join("client");
     std::fs::create_dir_all(&dir).unwrap();
-    let _client = start_client(&x, &dir, &format!("http://{}", net.addr));
+    let broker = format!("http://{}", net.addr);
+    let _client = start_client(
+        &x,
+        &dir,
+        &["--broker", &broker, "--user", "demo"].map(std::ffi::OsStr::new),
+    );
     let win = x.find_window("Tessera", Duration::from_secs(20)).unwrap();
     x.run("xdotool", &["windowfocus", "--sync", &win]);
     x.run("xdotool", &["type", "--delay", "60", "Demo!Passw0rd"]);

@@ -20,21 +20,7 @@ const XK_TAB: u32 = 0xff09;
 
 /// tessera-client on `x`, opening `vv`, its log in `dir`.
 fn start_client(x: &Xvfb, dir: &Scratch, vv: &std::path::Path) -> Proc {
-    let runtime = dir.0.join("xdg");
-    std::fs::create_dir_all(&runtime).unwrap();
-    let log = std::fs::File::create(dir.0.join("client.log")).unwrap();
-    Proc(
-        x.cmd(client_binary().to_str().unwrap())
-            .arg(vv)
-            .args(["--size", "1000x720", "--config"])
-            .arg(dir.0.join("client.toml"))
-            .env("LIBGL_ALWAYS_SOFTWARE", "1")
-            .env("XDG_RUNTIME_DIR", &runtime)
-            .env_remove("WAYLAND_DISPLAY")
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
+    tessera_e2e::x11::start_client(x, &dir.0, &[vv.as_os_str()])
 }
 
 #[test]

@@ -33,6 +33,26 @@ pub fn client_binary() -> PathBuf {
     .clone()
 }
 
+/// tessera-client on this display with `args`, in a 1000x720 window drawn by llvmpipe, its
+/// settings in `dir`/client.toml and its log in `dir`/client.log.
+pub fn start_client(x: &Xvfb, dir: &Path, args: &[&std::ffi::OsStr]) -> Proc {
+    let runtime = dir.join("xdg");
+    std::fs::create_dir_all(&runtime).expect("client runtime dir");
+    let log = std::fs::File::create(dir.join("client.log")).expect("client log");
+    Proc(
+        x.cmd(client_binary().to_str().expect("UTF-8 path"))
+            .args(args)
+            .args(["--size", "1000x720", "--config"])
+            .arg(dir.join("client.toml"))
+            .env("LIBGL_ALWAYS_SOFTWARE", "1")
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env_remove("WAYLAND_DISPLAY")
+            .stderr(log)
+            .spawn()
+            .expect("start tessera-client"),
+    )
+}
+
 /// Whether the X tools are here; if not, a loud SKIP (a failure when TESSERA_REQUIRE_X=1).
 pub fn x_tools() -> bool {
     let missing: Vec<&str> = ["Xvfb", "remote-viewer", "xwd", "xdotool"]
