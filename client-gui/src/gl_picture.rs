@@ -4,10 +4,13 @@
 //! is what a thin client without a GPU driver and every test here runs on) that fragment
 //! shader ran for every pixel of the picture on every frame and was most of the client's CPU
 //! (BENCHMARKS.md). Here the picture lives in a texture in the window's own pixel layout
-//! (bytes B, G, R, A; rows bottom-up, as GL counts them) and reaches the window by a
-//! framebuffer blit with no blending and no flip, which llvmpipe does as a memory copy when
-//! the picture is shown 1:1. Uploads need no conversion either: the client's frame already
-//! holds those bytes, rows are only reversed.
+//! (bytes B, G, R, A, which the client's frame already holds: uploads convert nothing) and
+//! reaches the window by a framebuffer blit with no blending, which llvmpipe does as a memory
+//! copy when the picture is shown 1:1. The texture's rows are stored top row first, as the
+//! frame's are; GL counts rows from the bottom, so the blit flips in GL's terms, and since
+//! Mesa keeps window buffers top row first (and textures bottom row first) that flip cancels
+//! Mesa's own: underneath, rows are copied as they lie. (Uploading rows bottom-up and blitting
+//! unflipped made Mesa flip, and a flip is never a copy: it cost as much as egui's mesh.)
 //!
 //! This is the client's one module of `unsafe`: GL calls are foreign calls.
 
@@ -153,7 +156,7 @@ impl GlPicture {
             {
                 continue;
             }
-            bottom_up(&frame, *r, &mut state.staging);
+            opaque_rows(&frame, *r, &mut state.staging);
             upload(gl, gpu, *r, &state.staging);
         }
         state.full = false;
@@ -163,12 +166,12 @@ impl GlPicture {
     }
 }
 
-/// `r` of `frame` as GL wants it for our texture: its rows last to first, alpha opaque (the
-/// frame's fourth byte is unused, and a window with an alpha channel would show through).
-fn bottom_up(frame: &Frame, r: Rect, out: &mut Vec<u32>) {
+/// `r` of `frame`, packed, alpha opaque (the frame's fourth byte is unused, and a window with
+/// an alpha channel would show through).
+fn opaque_rows(frame: &Frame, r: Rect, out: &mut Vec<u32>) {
     out.clear();
     out.reserve(r.width as usize * r.height as usize);
-    for row in (r.y..r.y + r.height).rev() {
+    for row in r.y..r.y + r.height {
         let start = row as usize * frame.width as usize + r.x as usize;
         out.extend(
             frame.pixels[start..start + r.width as usize]
@@ -193,11 +196,13 @@ fn create(gl: &Arc<glow::Context>, [w, h]: [u32; 2]) -> Result<Gpu, String> {
         ] {
             gl.tex_parameter_i32(glow::TEXTURE_2D, p, v as i32);
         }
-        // RGBA8 uploaded as BGRA bytes: Mesa stores it as B8G8R8A8, the layout of the window.
+        // An unsized RGBA texture given BGRA bytes: Mesa then stores it as B8G8R8A8, the
+        // layout of the window, so the blit can be a copy (a sized RGBA8 is stored RGBA, and
+        // llvmpipe blitted it through a fragment shader: no saving at all).
         gl.tex_image_2d(
             glow::TEXTURE_2D,
             0,
-            glow::RGBA8 as i32,
+            glow::RGBA as i32,
             w as i32,
             h as i32,
             0,
@@ -236,7 +241,8 @@ fn create(gl: &Arc<glow::Context>, [w, h]: [u32; 2]) -> Result<Gpu, String> {
     }
 }
 
-/// Uploads `rows` (from `bottom_up`) into `r`'s place in the texture.
+/// Uploads `rows` (from `opaque_rows`) into `r`'s place in the texture (texture row = frame
+/// row).
 fn upload(gl: &glow::Context, gpu: &Gpu, r: Rect, rows: &[u32]) {
     let bytes: &[u8] = bytemuck::cast_slice(rows);
     // SAFETY: `rows` holds r.width x r.height pixels of 4 bytes, packed (row length and skips
@@ -252,7 +258,7 @@ fn upload(gl: &glow::Context, gpu: &Gpu, r: Rect, rows: &[u32]) {
             glow::TEXTURE_2D,
             0,
             r.x as i32,
-            (gpu.size[1] - r.y - r.height) as i32,
+            r.y as i32,
             r.width as i32,
             r.height as i32,
             glow::BGRA,
@@ -291,10 +297,11 @@ fn blit(
             0,
             gpu.size[0] as i32,
             gpu.size[1] as i32,
+            // Flipped: texture row 0 is the picture's top row.
             v.left_px,
-            v.from_bottom_px,
-            v.left_px + v.width_px,
             v.from_bottom_px + v.height_px,
+            v.left_px + v.width_px,
+            v.from_bottom_px,
             glow::COLOR_BUFFER_BIT,
             if same_size {
                 glow::NEAREST
