@@ -1,5 +1,5 @@
 //! tessera-client end to end through the broker: a user signs in with the real client window
-//! under Xvfb (glow on llvmpipe) to a broker that tunnels displays, the agent runs the demo
+//! under Xvfb (glow on llvmpipe) to a broker that serves HTTPS and tunnels displays, the agent runs the demo
 //! desktop guest, and text typed into the window reaches the guest through the tunnel. Then
 //! the network drops (a relay standing for it cuts every connection) and the client reconnects
 //! by itself with a new ticket: typed text reaches the guest again.
@@ -60,8 +60,10 @@ async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) 
 }
 
 /// The broker's count of display tunnels opened so far.
-async fn tunnels_opened(base: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics"))
+async fn tunnels_opened(http: &reqwest::Client, base: &str) -> u64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -112,18 +114,26 @@ async fn the_client_uses_its_desktop_through_the_tunnel_and_survives_a_network_d
     })
     .await;
     let logon = Logon::new(r.store.clone(), None, r.http.clone()).with_display_tunnel(true);
-    let base = serve_api(logon, r.store.clone()).await;
-    let net = Network::to(base.trim_start_matches("http://").parse().unwrap()).await;
+    let base = serve_api_tls(logon, r.store.clone(), &r.dir).await;
+    let net = Network::to(base.trim_start_matches("https://").parse().unwrap()).await;
 
     // Sign in: the broker and name are remembered, so the password field has the cursor.
     let x = Xvfb::start(9);
     let dir = r.dir.join("client");
     std::fs::create_dir_all(&dir).unwrap();
-    let broker = format!("http://{}", net.addr);
+    let broker = format!("https://{}", net.addr);
+    let ca = r.dir.join("ca.pem");
     let _client = start_client(
         &x,
         &dir,
-        &["--broker", &broker, "--user", "demo"].map(std::ffi::OsStr::new),
+        &[
+            "--broker".as_ref(),
+            broker.as_ref(),
+            "--user".as_ref(),
+            "demo".as_ref(),
+            "--ca".as_ref(),
+            ca.as_os_str(),
+        ],
     );
     let win = x.find_window("Tessera", Duration::from_secs(20)).unwrap();
     x.run("xdotool", &["windowfocus", "--sync", &win]);
@@ -131,7 +141,7 @@ async fn the_client_uses_its_desktop_through_the_tunnel_and_survives_a_network_d
     x.run("xdotool", &["key", "Return"]);
     // Her only desktop opens by itself, through the tunnel (one per SPICE channel).
     wait_until("the session's tunnels", Duration::from_secs(30), || {
-        block_on(tunnels_opened(&base)) >= 2
+        block_on(tunnels_opened(&r.http, &base)) >= 2
     })
     .await;
     let log = dir.join("client.log");
@@ -148,13 +158,13 @@ async fn the_client_uses_its_desktop_through_the_tunnel_and_survives_a_network_d
     .await;
 
     // The network drops: the client gets a new ticket and reconnects through new tunnels.
-    let before = tunnels_opened(&base).await;
+    let before = tunnels_opened(&r.http, &base).await;
     assert!(
         net.cut() >= 2,
         "the session's connections went through the network"
     );
     wait_until("the reconnect", Duration::from_secs(60), || {
-        block_on(tunnels_opened(&base)) > before
+        block_on(tunnels_opened(&r.http, &base)) > before
             && std::fs::read_to_string(&log)
                 .unwrap_or_default()
                 .contains("reconnecting")

@@ -58,7 +58,7 @@ pub struct Remote {
     pointer: Option<(u32, u32)>,
     asked_size: Option<[u32; 2]>,
     window_size: Option<([u32; 2], Instant)>,
-    /// Rectangles put on the texture so far (for tests and the status line).
+    /// Screen updates received so far (for tests and the status line).
     pub updates: u64,
     trace: Option<LatencyTrace>,
     /// Keyboard capture (X11), with the keys it reads.
