@@ -51,6 +51,8 @@ struct State {
     full: bool,
     /// Reused upload buffer.
     staging: Vec<u32>,
+    /// A texture could not be made (said once, not every frame).
+    failed: bool,
 }
 
 /// Shared between the UI thread, which reports changes, and the paint callback, which
@@ -128,7 +130,9 @@ impl GlPicture {
             match create(gl, size) {
                 Ok(g) => state.gpu = Some(g),
                 Err(e) => {
-                    tracing::error!("cannot create the desktop's texture: {e}");
+                    if !std::mem::replace(&mut state.failed, true) {
+                        tracing::error!("cannot create the desktop's texture: {e}");
+                    }
                     return;
                 }
             }

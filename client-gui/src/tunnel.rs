@@ -76,8 +76,14 @@ impl LocalTunnel {
         let target = Arc::new(target);
         runtime.spawn(async move {
             loop {
-                let Ok((local, _)) = listener.accept().await else {
-                    continue;
+                let local = match listener.accept().await {
+                    Ok((local, _)) => local,
+                    Err(e) => {
+                        // Out of descriptors, say: wait rather than spin.
+                        tracing::warn!("display tunnel: accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
                 };
                 let target = target.clone();
                 tokio::spawn(async move {
