@@ -202,9 +202,12 @@ fn remote_viewer_shows_the_framebuffer_and_types_into_it() {
         &format!("host=127.0.0.1\nport={port}\npassword=final-ticket\n"),
     );
     let started = Instant::now();
+    let (displays, cursors) = (rec.channels(2), rec.channels(4));
     let rv = Proc(x.cmd("remote-viewer").arg(&fresh).spawn().unwrap());
     assert!(rec.wait_logins(before + 1, Duration::from_secs(20)));
     eprintln!("a good ticket got in after {:?}", started.elapsed());
+    assert!(rec.wait_channels(2, displays + 1, Duration::from_secs(20)));
+    assert!(rec.wait_channels(4, cursors + 1, Duration::from_secs(20)));
     drop(rv);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);

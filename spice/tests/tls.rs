@@ -106,6 +106,13 @@ fn a_tls_only_server_serves_tls_and_refuses_plain_text() {
         .filter(|e| e.channel_type == 1)
         .all(|e| e.tls);
     assert!(main_tls, "the main channel was not TLS");
+    // The display and cursor channels (served by the display worker) must be up first: see
+    // `Recorder::wait_channels`.
+    assert!(
+        rec.wait_channels(2, 1, Duration::from_secs(20))
+            && rec.wait_channels(4, 1, Duration::from_secs(20)),
+        "no display or cursor channel"
+    );
     drop(rv);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
