@@ -252,10 +252,9 @@ impl Logon {
         self.display_tunnel
     }
 
-    /// Where live session `session_id`'s desktop shows its display.
-    pub async fn display_of(&self, session_id: &str) -> Result<DisplayEndpoint, LogonError> {
-        let s = self.store.session(session_id).await?;
-        let d = self.store.desktop(&s.desktop_id).await?;
+    /// Where desktop `desktop_id` shows its display.
+    pub async fn display_of(&self, desktop_id: &str) -> Result<DisplayEndpoint, LogonError> {
+        let d = self.store.desktop(desktop_id).await?;
         let agent = self.agent_of(&d).await?;
         agent
             .vm(&d.name)

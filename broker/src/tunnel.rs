@@ -49,7 +49,8 @@ pub(crate) async fn open(
             format!("the tunnel needs Upgrade: {PROTOCOL}"),
         ));
     }
-    let display = s.logon.display_of(&session.id).await?;
+    // The session was just read to authorize the request: its desktop is known.
+    let display = s.logon.display_of(&session.desktop_id).await?;
     let port = display.tls_port.or(display.port).ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
