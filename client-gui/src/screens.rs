@@ -35,17 +35,22 @@ impl App {
             .labelled_by(l.id);
             ui.end_row();
             let l = ui.label("Password");
+            // With the broker and the name remembered, the password is all there is to type.
+            // Asked for until it has held through a pass: the grid's first (sizing) pass drops
+            // the focus of its fields.
+            let password = ui.make_persistent_id("password");
+            if self.focus_password {
+                self.focus_password = !ui.memory(|m| m.has_focus(password));
+                ui.memory_mut(|m| m.request_focus(password));
+            }
             let r = ui
                 .add(
                     TextEdit::singleline(&mut self.password)
+                        .id(password)
                         .password(true)
                         .desired_width(280.0),
                 )
                 .labelled_by(l.id);
-            // With the broker and the name remembered, the password is all there is to type.
-            if std::mem::take(&mut self.focus_password) {
-                r.request_focus();
-            }
             submit |= r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
             ui.end_row();
             if self.domains.len() > 1 {

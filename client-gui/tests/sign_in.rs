@@ -266,6 +266,41 @@ fn alice_signs_in_and_sees_her_pools() {
 }
 
 #[test]
+fn a_remembered_user_types_the_password_straight_away() {
+    let b = broker();
+    let ca = b.dir.join("ca.pem");
+    std::fs::write(&ca, &b.ca_pem).unwrap();
+    let settings = Settings {
+        broker: b.address.clone(),
+        user: "alice".into(),
+        ca_file: Some(ca),
+        ..Default::default()
+    };
+    let mut h = harness(App::new(settings, None));
+    h.run();
+    // No click: the keys go to the password field.
+    h.event(egui::Event::Text("alice-password".into()));
+    h.key_press(egui::Key::Enter);
+    h.step();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.state().busy() {
+        assert!(
+            Instant::now() < deadline,
+            "the broker did not answer in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        h.step();
+    }
+    h.run();
+    assert!(
+        matches!(&h.state().screen, Screen::ChoosePool(p) if p.len() == 2),
+        "password {:?}, error {:?}",
+        h.state().password,
+        h.state().error
+    );
+}
+
+#[test]
 fn the_desktop_list_shows_states_restarts_and_logs_off() {
     let mut h = harness(client(true, "fay").0);
     sign_in(&mut h, "fay", "fay-password");

@@ -44,13 +44,13 @@ fn the_thin_clients_window_shows_the_desktop_and_sends_it_keys_and_clicks() {
             vmm.port
         ),
     );
-    let x = Xvfb::start(3);
+    let x = Xvfb::start();
     let _client = start_client(&x, &dir, &vv);
     let (ox, oy) = client_shows_vmm_screen(&x, &vmm, "tessera-client");
     assert!(!vv.exists(), "the one-time connection file was left behind");
 
     let win = x.find_window("Tessera", Duration::from_secs(10)).unwrap();
-    x.run("xdotool", &["windowfocus", "--sync", &win]);
+    x.focus(&win);
     // A window manager's Alt+Tab takes the combination from every window...
     let _wm = x.bind_like_a_wm(ModMask::M1, XK_TAB);
     let (px, py) = (ox + 200, oy + 150);
@@ -201,7 +201,7 @@ fn the_thin_clients_window_shows_qemus_display_and_types_into_it() {
         "qemu",
         &format!("host=127.0.0.1\nport={port}\npassword=qemu-ticket\ntitle=qemu\n"),
     );
-    let x = Xvfb::start(4);
+    let x = Xvfb::start();
     let _client = start_client(&x, &dir, &vv);
     let screen = || qemu_screen(&qmp, &dir);
     let differ = |a: &tessera_e2e::x11::Image, b: &tessera_e2e::x11::Image| {
@@ -227,7 +227,7 @@ fn the_thin_clients_window_shows_qemus_display_and_types_into_it() {
     let (ox, oy) = client_shows(&x, "tessera-client (QEMU)", screen);
 
     let win = x.find_window("Tessera", Duration::from_secs(10)).unwrap();
-    x.run("xdotool", &["windowfocus", "--sync", &win]);
+    x.focus(&win);
     let (px, py) = ((ox + 100).to_string(), (oy + 100).to_string());
     x.run("xdotool", &["mousemove", &px, &py, "click", "1"]);
     // The boot menu replaces the prompt: far more than a blinking cursor's pixels change.

@@ -48,7 +48,7 @@ fn the_demo_desktop_shows_its_name_clock_typing_and_pointer_in_remote_viewer() {
     });
 
     vmm.set_ticket("demo-ticket", 60);
-    let x = Xvfb::start(1);
+    let x = Xvfb::start();
     let vv = vv_file(
         &dir.0,
         "demo",
@@ -61,7 +61,7 @@ fn the_demo_desktop_shows_its_name_clock_typing_and_pointer_in_remote_viewer() {
     let win = x
         .find_window("demo-display", Duration::from_secs(10))
         .unwrap();
-    x.run("xdotool", &["windowfocus", "--sync", &win]);
+    x.focus(&win);
     x.run("xdotool", &["type", "--delay", "120", "Hello Tessera 42"]);
     wait_for(
         "the typed text on the console",

@@ -64,7 +64,7 @@ fn the_guest_screen_reaches_remote_viewer_and_keys_reach_the_guest() {
     }
 
     // No ticket yet: remote-viewer does not get in (the server is locked).
-    let x = Xvfb::start(0);
+    let x = Xvfb::start();
     let plain = vv_file(
         &dir.0,
         "noticket",
@@ -117,7 +117,7 @@ fn the_guest_screen_reaches_remote_viewer_and_keys_reach_the_guest() {
         "xdotool",
         &["mousemove", "--window", &win, "300", "300", "click", "1"],
     );
-    x.run("xdotool", &["windowfocus", "--sync", &win]);
+    x.focus(&win);
     x.run("xdotool", &["type", "--delay", "150", "hi"]);
     wait_for(
         "the scancodes on the guest's console",

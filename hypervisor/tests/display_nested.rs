@@ -67,7 +67,7 @@ fn the_debian_guest_screen_and_keyboard_work_through_remote_viewer() {
         "bochs-drm did not take the display:\n{text}"
     );
 
-    let x = Xvfb::start(2);
+    let x = Xvfb::start();
     let vv = vv_file(
         &dir.0,
         "nested",
@@ -83,7 +83,7 @@ fn the_debian_guest_screen_and_keyboard_work_through_remote_viewer() {
     let echoed = || l1().matches("NEST: tg: typed: ").count();
     let typed = (1..=4).any(|attempt| {
         let before = echoed();
-        x.run("xdotool", &["windowfocus", "--sync", &win]);
+        x.focus(&win);
         x.run(
             "xdotool",
             &["type", "--delay", "200", "hello from the client"],

@@ -20,7 +20,7 @@ fn remote_viewer_shows_the_framebuffer_and_types_into_it() {
     let dir = std::env::temp_dir().join(format!("tessera-spice-rv-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let x = Xvfb::start(0);
+    let x = Xvfb::start();
     let rec = Arc::new(Recorder::default());
     let port = free_port();
     let cfg = Config {
@@ -147,7 +147,7 @@ fn remote_viewer_shows_the_framebuffer_and_types_into_it() {
         "xdotool",
         &["mousemove", "--window", &win, "200", "200", "click", "1"],
     );
-    x.run("xdotool", &["windowfocus", "--sync", &win]);
+    x.focus(&win);
     x.run("xdotool", &["type", "--delay", "100", "hi"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

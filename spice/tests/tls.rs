@@ -41,7 +41,7 @@ fn a_tls_only_server_serves_tls_and_refuses_plain_text() {
     std::fs::write(&files.cert, cert.pem()).unwrap();
     std::fs::write(&files.key, key.serialize_pem()).unwrap();
 
-    let x = Xvfb::start(1);
+    let x = Xvfb::start();
     let rec = Arc::new(Recorder::default());
     let cfg = Config {
         name: "tessera-tls".into(),

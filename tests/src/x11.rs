@@ -114,29 +114,41 @@ impl Drop for Xvfb {
 }
 
 impl Xvfb {
-    /// Display `:200 + pid % 500 + offset` (tests in one process pass different offsets).
-    pub fn start(offset: u32) -> Self {
-        let n = 200 + std::process::id() % 500 + offset;
-        let display = format!(":{n}");
-        let child = Command::new("Xvfb")
-            .args([&display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"])
-            .stdout(Stdio::null())
+    /// A new server on the first free display. The server picks the number itself
+    /// (`-displayfd`), under its own lock file, and writes it once it accepts clients: two
+    /// test processes can never share a display, and no client starts before the server
+    /// listens.
+    pub fn start() -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new("Xvfb")
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                "1280x1024x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("Xvfb");
-        let x = Self {
-            display: display.clone(),
-            _proc: Proc(child),
-        };
-        // Connectable, not just present: an Xvfb killed earlier leaves its socket file behind,
-        // and a client started before the new server listens gets "cannot open display".
-        let socket = format!("/tmp/.X11-unix/X{n}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "Xvfb did not start on {display}");
-            std::thread::sleep(Duration::from_millis(50));
+        let stdout = child.stdout.take().expect("Xvfb's stdout");
+        let proc = Proc(child);
+        let mut line = String::new();
+        // A server that fails to start closes its stdout: read_line then returns 0 bytes.
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read Xvfb's display number");
+        let n: u32 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("Xvfb did not start (it wrote {line:?})"));
+        Self {
+            display: format!(":{n}"),
+            _proc: proc,
         }
-        x
     }
 
     pub fn cmd(&self, program: &str) -> Command {
@@ -153,17 +165,34 @@ impl Xvfb {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// The first window whose name contains `name`.
+    /// The first mapped window whose name contains `name`. A window that exists but is not
+    /// mapped yet (a loaded machine shows that gap for seconds) cannot take the focus.
     pub fn find_window(&self, name: &str, wait: Duration) -> Option<String> {
         let deadline = Instant::now() + wait;
         loop {
-            let out = self.run("xdotool", &["search", "--name", name]);
+            let out = self.run("xdotool", &["search", "--onlyvisible", "--name", name]);
             if let Some(w) = out.lines().next() {
                 return Some(w.trim().to_string());
             }
             if Instant::now() > deadline {
                 return None;
             }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Gives `win` the keyboard focus and checks that it has it (a panic after 10 s if not).
+    pub fn focus(&self, win: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.run("xdotool", &["windowfocus", "--sync", win]);
+            if self.run("xdotool", &["getwindowfocus"]).trim() == win {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "window {win} never took the focus"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }

@@ -255,6 +255,39 @@ pub async fn serve_api(logon: tessera_broker::logon::Logon, store: Store) -> Str
     base
 }
 
+/// Serves the broker's API over HTTPS on a free port, as `tessera-broker serve` does, with a
+/// certificate for localhost and 127.0.0.1 from the CA in `dir` (`pki`); its base URL.
+pub async fn serve_api_tls(
+    logon: tessera_broker::logon::Logon,
+    store: Store,
+    dir: &Path,
+) -> String {
+    let (cert, key) = Pki::open(dir)
+        .unwrap()
+        .issue(
+            "api",
+            &["localhost".into(), "127.0.0.1".into()],
+            Usage::Server,
+        )
+        .unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .unwrap();
+    let state = std::sync::Arc::new(tessera_broker::api::AppState::new(logon, store));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let app = tessera_broker::api::router(state)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move {
+        axum_server::from_tcp_rustls(listener, tls)
+            .serve(app)
+            .await
+            .unwrap()
+    });
+    base
+}
+
 /// The PostgreSQL server URL, or None with a loud SKIP (a failure when
 /// TESSERA_REQUIRE_POSTGRES=1).
 fn postgres() -> Option<String> {
