@@ -2,9 +2,11 @@
 //! SPICE servers: tessera-vmm running the demo desktop guest (the window's pixels equal the
 //! VMM's screenshot, text typed with xdotool reaches the guest, a click lands where the
 //! window's pointer is and captures the keyboard, so that Alt+Tab, which a window manager's
-//! binding takes otherwise, reaches the guest until Ctrl+Alt releases it) and QEMU (`-accel tcg -vga std -spice`; its screendump is the server's
-//! framebuffer, and Esc typed into the window opens SeaBIOS's boot menu). The client opens the
-//! desktop from a connection file (the broker's .vv), as `tessera-client FILE.vv` does.
+//! binding takes otherwise, reaches the guest until Ctrl+Alt releases it, and the window's
+//! size reaches the VMM as a resolution request) and QEMU (`-accel tcg -vga std -spice`; its
+//! screendump is the server's framebuffer, and Esc typed into the window opens SeaBIOS's boot
+//! menu). The client opens the desktop from a connection file (the broker's .vv), as
+//! `tessera-client FILE.vv` does.
 
 mod common;
 
@@ -106,6 +108,31 @@ fn the_thin_clients_window_shows_the_desktop_and_sends_it_keys_and_clicks() {
     assert!(
         !vmm.console_text().contains("\tz"),
         "Alt+Tab reached the guest after the release"
+    );
+
+    // The window's picture area, once settled, is asked of the guest as its resolution; a
+    // resized window asks again (80 pixels less each way: the toolbar stays as high).
+    let requested = || {
+        let info = vmm.display_info();
+        let dim = |k: &str| info[k].as_u64();
+        dim("requested_width").zip(dim("requested_height"))
+    };
+    wait_for(
+        "the window's size asked of the guest",
+        Duration::from_secs(10),
+        || requested().is_some(),
+    );
+    let (w, h) = requested().unwrap();
+    // (less the panel's margins)
+    assert!(
+        (900..=1000).contains(&w) && (600..720).contains(&h),
+        "a 1000x720 window asked for {w}x{h}"
+    );
+    x.run("xdotool", &["windowsize", "--sync", &win, "920", "640"]);
+    wait_for(
+        "the new size asked of the guest",
+        Duration::from_secs(10),
+        || requested() == Some((w - 80, h - 80)),
     );
 }
 

@@ -254,6 +254,13 @@ impl DisplayVmm {
         decode_png(&png)
     }
 
+    /// What the control API's `GET /display` says.
+    pub fn display_info(&self) -> serde_json::Value {
+        let (status, body) = http_bytes(&self.socket, "GET", "/display", b"");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    }
+
     /// Sets the SPICE ticket for `lifetime_secs`.
     pub fn set_ticket(&self, ticket: &str, lifetime_secs: u64) {
         let body = format!(r#"{{"ticket": "{ticket}", "lifetime_secs": {lifetime_secs}}}"#);

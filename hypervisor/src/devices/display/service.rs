@@ -40,6 +40,7 @@ struct GuestInput {
     pointer: TabletHandle,
     dispi: Arc<Mutex<Dispi>>,
     clients: Arc<Clients>,
+    requested: Arc<Mutex<Option<(u32, u32)>>>,
 }
 
 /// What the display is made of.
@@ -90,12 +91,14 @@ impl ClientEvents for GuestInput {
         }
     }
     fn resize_request(&self, width: u32, height: u32) {
-        // The bochs adapter has no hot-plug signal; the guest picks its own mode.
-        tracing::debug!(
+        // The bochs adapter has no hot-plug signal: the guest picks its own mode, and a guest
+        // agent would act on this. It is kept for the control API.
+        tracing::info!(
             width,
             height,
             "display: the client would like another resolution"
         );
+        *lock(&self.requested) = Some((width, height));
     }
 }
 
@@ -116,6 +119,10 @@ pub struct DisplayInfo {
     pub tls_fingerprint: Option<String>,
     /// Frame rate cap.
     pub fps: u32,
+    /// The resolution a client last asked for (its window's size), if any.
+    pub requested_width: Option<u32>,
+    /// The height of that request.
+    pub requested_height: Option<u32>,
 }
 
 /// The display of a running VM.
@@ -126,6 +133,7 @@ pub struct DisplayService {
     stop: Arc<AtomicBool>,
     config: DisplayConfig,
     fingerprint: Option<String>,
+    requested: Arc<Mutex<Option<(u32, u32)>>>,
 }
 
 /// SHA-256 of the first certificate in a PEM file, hex.
@@ -173,11 +181,13 @@ impl DisplayService {
         };
         // A small placeholder surface until the guest sets a mode.
         let clients = Arc::new(Clients::default());
+        let requested = Arc::new(Mutex::new(None));
         let input = GuestInput {
             i8042: keys,
             pointer,
             dispi: dispi.clone(),
             clients: clients.clone(),
+            requested: requested.clone(),
         };
         let server = Server::start(&spice, Arc::new(input), 640, 480)?;
         let service = Arc::new(Self {
@@ -187,6 +197,7 @@ impl DisplayService {
             stop: Arc::new(AtomicBool::new(false)),
             config: cfg.clone(),
             fingerprint,
+            requested,
         });
         let refresh = Refresh {
             dispi: service.dispi.clone(),
@@ -217,6 +228,7 @@ impl DisplayService {
     /// Facts for the control API.
     pub fn info(&self) -> DisplayInfo {
         let mode = lock(&self.dispi).mode();
+        let requested = *lock(&self.requested);
         DisplayInfo {
             width: mode.map(|m| m.width),
             height: mode.map(|m| m.height),
@@ -225,6 +237,8 @@ impl DisplayService {
             tls_port: self.config.tls_port,
             tls_fingerprint: self.fingerprint.clone(),
             fps: self.config.fps,
+            requested_width: requested.map(|r| r.0),
+            requested_height: requested.map(|r| r.1),
         }
     }
 
