@@ -79,6 +79,7 @@ async fn start_broker(
         ("dave", "dave-password"),
         ("erin", "erin-temporary"),
         ("fay", "fay-password"),
+        ("gus", "gus-password"),
     ] {
         store
             .create_local_account(name, name, pw, false)
@@ -86,6 +87,10 @@ async fn start_broker(
             .unwrap();
     }
     store.set_local_disabled("dave", true).await.unwrap();
+    // Gus mistyped his password until the account locked.
+    for _ in 0..tessera_broker::store::accounts::LOCKOUT_THRESHOLD {
+        assert!(store.sign_in_local("gus", "guess").await.is_err());
+    }
     store.set_local_must_change("erin", true).await.unwrap();
     store
         .create_image(
@@ -349,6 +354,15 @@ fn refusals_are_explained() {
     assert_eq!(
         error(&h),
         "Sign-in refused: the account is disabled. Your help desk can unlock or enable it."
+    );
+
+    let mut h = harness(client(true, "refusals").0);
+    sign_in(&mut h, "gus", "gus-password");
+    let e = error(&h);
+    assert!(
+        e.starts_with("Sign-in refused: the account is locked out")
+            && e.ends_with("Your help desk can unlock or enable it."),
+        "{e}"
     );
 
     let mut h = harness(client(true, "refusals").0);
