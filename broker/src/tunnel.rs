@@ -79,6 +79,17 @@ pub(crate) async fn open(
             Err(e) => return tracing::warn!(session = %session.id, "tunnel upgrade failed: {e}"),
         };
         counters.counters.tunnel_opened();
+        // The broker sees the client reach its desktop: the session is connected (again,
+        // after a disconnect). Written only when the session read above was not.
+        if session.state != "connected" {
+            if let Err(e) = counters
+                .store
+                .set_session_state(&session.id, "connected")
+                .await
+            {
+                tracing::warn!(session = %session.id, "session state not recorded: {e}");
+            }
+        }
         let (mut client, mut upstream) = (TokioIo::new(client), upstream);
         match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
             Ok((up, down)) => tracing::debug!(session = %session.id, up, down, "tunnel closed"),

@@ -2,7 +2,8 @@
 //! under Xvfb (glow on llvmpipe) to a broker that serves HTTPS and tunnels displays, the agent runs the demo
 //! desktop guest, and text typed into the window reaches the guest through the tunnel. Then
 //! the network drops (a relay standing for it cuts every connection) and the client reconnects
-//! by itself with a new ticket: typed text reaches the guest again.
+//! by itself with a new ticket: typed text reaches the guest again. Its toolbar's
+//! Ctrl+Alt+Del reaches the guest, and Disconnect leaves the session disconnected.
 
 mod common;
 
@@ -61,6 +62,11 @@ async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) 
 
 /// The broker's count of display tunnels opened so far.
 async fn tunnels_opened(http: &reqwest::Client, base: &str) -> u64 {
+    metric(http, base, "tessera_broker_tunnels_total").await
+}
+
+/// A value of the broker's /metrics.
+async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
     let text = http
         .get(format!("{base}/metrics"))
         .send()
@@ -70,9 +76,9 @@ async fn tunnels_opened(http: &reqwest::Client, base: &str) -> u64 {
         .await
         .unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix("tessera_broker_tunnels_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.parse().ok())
-        .expect("the tunnel counter in /metrics")
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -182,6 +188,44 @@ async fn the_client_uses_its_desktop_through_the_tunnel_and_survives_a_network_d
         console_text().contains("again2")
     })
     .await;
+
+    // The toolbar (of the 1000-pixel window): Disconnect, Log off, Restart, Ctrl+Alt+Del,
+    // Full screen.
+    let buttons = x.screenshot().toolbar_buttons(1000);
+    assert_eq!(buttons.len(), 5, "the toolbar's buttons: {buttons:?}");
+    let click = |(bx, by): (usize, usize)| {
+        let (bx, by) = (bx.to_string(), by.to_string());
+        x.run("xdotool", &["mousemove", &bx, &by, "click", "1"]);
+    };
+    // Ctrl+Alt+Del reaches the guest as the chord (the local system keeps the real one).
+    click(buttons[3]);
+    wait_until("Ctrl+Alt+Del in the guest", Duration::from_secs(15), || {
+        console_text().contains("[ctrl-alt-del]")
+    })
+    .await;
+    // Disconnect: the session stays, disconnected (its desktop hers), and its tunnels close.
+    let session = || async {
+        let mut live = r.store.live_sessions().await.unwrap();
+        assert_eq!(live.len(), 1, "{live:?}");
+        live.remove(0)
+    };
+    assert_eq!(session().await.state, "connected");
+    click(buttons[0]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = session().await;
+        let open = metric(&r.http, &base, "tessera_broker_tunnels").await;
+        if s.state == "disconnected" && open == 0 {
+            assert_eq!((s.user.as_str(), s.desktop.as_str()), ("demo", "fin-001"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after Disconnect: the session {}, {open} tunnels open",
+            s.state
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Runs a future to completion from a synchronous closure inside the multi-threaded runtime.

@@ -316,6 +316,37 @@ impl Image {
         self.pixels[y * self.width + x]
     }
 
+    /// The centres of the buttons in an egui toolbar along the top of a window `width` wide
+    /// at the image's origin, left to right: on the first row (of the top 80) that crosses
+    /// three or more stretches of 40 pixels or more unlike the panel (the row's first pixel),
+    /// the middle of each stretch, 8 pixels down (egui's buttons are about 20 high). Found by
+    /// their shape, not by coordinates, so that a font or theme change does not move them.
+    pub fn toolbar_buttons(&self, width: usize) -> Vec<(usize, usize)> {
+        let width = width.min(self.width);
+        for y in 0..80.min(self.height) {
+            let panel = self.at(0, y);
+            let mut found = Vec::new();
+            let mut start = None;
+            for x in 0..=width {
+                let differs = x < width && self.at(x, y) != panel;
+                match (differs, start) {
+                    (true, None) => start = Some(x),
+                    (false, Some(s)) => {
+                        if x - s >= 40 {
+                            found.push(((s + x) / 2, y + 8));
+                        }
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+            if found.len() >= 3 {
+                return found;
+            }
+        }
+        Vec::new()
+    }
+
     /// Where `fb` (w x h, 0x00RRGGBB) sits in this image, if anywhere: the first place where
     /// a few probe pixels match (the corners, the centre, and pixels unlike the first, so
     /// that a mostly uniform picture is not found in any uniform area).

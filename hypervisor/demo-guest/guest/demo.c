@@ -302,6 +302,10 @@ void demo_main(const uint8_t *zero_page)
         if (probe)
             serial_probe();
         for (int i = 0; i < n; i++) {
+            if (keys[i] == KEY_CTRL_ALT_DEL) {
+                serial_puts("\n[ctrl-alt-del]\n");
+                continue;
+            }
             type_char(keys[i]);
             serial_putc(keys[i]);
         }

@@ -29,8 +29,11 @@ static const char SHIFTED[0x3a] = {
 #define SC_LSHIFT 0x2a
 #define SC_RSHIFT 0x36
 #define SC_CAPS 0x3a
+#define SC_CTRL 0x1d /* E0-prefixed: the right one */
+#define SC_ALT 0x38  /* E0-prefixed: the right one */
+#define SC_DELETE 0x53 /* E0-prefixed: Delete; plain: the keypad's */
 
-static int shift, caps, extended;
+static int shift, caps, extended, ctrl, alt;
 static unsigned char packet[3];
 static int packet_len;
 
@@ -62,12 +65,24 @@ static int key(uint8_t code)
         extended = 1;
         return 0;
     }
-    if (extended) { /* arrows, right-hand modifiers: not characters */
-        extended = 0;
-        return 0;
-    }
+    int was_extended = extended;
+    extended = 0;
     int release = code & 0x80;
     code &= 0x7f;
+    /* Either side's Ctrl and Alt, and Delete (either one) with both held: the PC's
+     * attention chord. */
+    if (code == SC_CTRL) {
+        ctrl = !release;
+        return 0;
+    }
+    if (code == SC_ALT) {
+        alt = !release;
+        return 0;
+    }
+    if (code == SC_DELETE && !release && ctrl && alt)
+        return KEY_CTRL_ALT_DEL;
+    if (was_extended) /* arrows and the rest: not characters */
+        return 0;
     if (code == SC_LSHIFT || code == SC_RSHIFT) {
         shift = !release;
         return 0;

@@ -14,6 +14,8 @@ void ps2_init(void);
 /* Drains the controller: typed characters into `keys` (at most `cap`; returns how many),
  * mouse packets into `p` (relative motion, clamped to the screen). */
 int ps2_poll(char *keys, int cap, struct pointer_state *p);
+/* What ps2_poll gives for Ctrl+Alt+Delete (not a character). */
+#define KEY_CTRL_ALT_DEL 0x7f
 
 /* The virtio-input tablet (absolute pointer); returns 0 when there is none. */
 int tablet_init(void);

@@ -6,8 +6,9 @@
 //!
 //! It programs the bochs display, paints a title bar with the desktop's name (`name=` on its
 //! command line) and a clock (CMOS RTC), a notes window that shows what is typed (i8042), and
-//! the pointer (virtio tablet, or the PS/2 mouse). It writes typed characters and
-//! `click X Y` lines to the serial console. A byte it receives on its serial port repaints a
+//! the pointer (virtio tablet, or the PS/2 mouse). It writes typed characters, `click X Y`
+//! lines and `[ctrl-alt-del]` (for that chord, which a desktop OS would act on) to the serial
+//! console. A byte it receives on its serial port repaints a
 //! probe square in that byte's colour ([`probe_color`]) and is echoed: the stimulus of the
 //! display latency benchmark.
 

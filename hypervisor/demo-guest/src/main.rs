@@ -14,8 +14,8 @@ Examples:
                 --display spice-port=5930 --api-socket vm.sock
 
 Its command line: name=NAME (the title bar; up to 40 characters), mode=WIDTHxHEIGHT (default
-1024x768, up to 2560x1600). It echoes typed characters and 'click X Y' lines to the serial
-console.";
+1024x768, up to 2560x1600). It echoes typed characters, 'click X Y' lines and
+'[ctrl-alt-del]' (for that chord) to the serial console.";
 
 /// Writes Tessera's demo desktop guest: an OS-less ELF image that paints a desktop (title bar
 /// with the desktop's name and a clock, a notes window showing typed text, the pointer) on the
