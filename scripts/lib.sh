@@ -24,7 +24,7 @@ TESSERA_PACKAGES=(qemu-system-x86 qemu-utils cpio binutils util-linux gzip libsp
 
 # What the SPICE tests drive a real client with: remote-viewer under Xvfb, xwd, xdotool; and
 # what tessera-client's window loads at run time (X11, xkbcommon, Mesa's GL with llvmpipe).
-TESSERA_X_TEST_PACKAGES=(virt-viewer xvfb x11-apps xdotool libx11-6 libx11-xcb1 libxcursor1
+TESSERA_X_TEST_PACKAGES=(virt-viewer xvfb x11-apps xdotool openbox libx11-6 libx11-xcb1 libxcursor1
     libxi6 libxrandr2 libxkbcommon0 libxkbcommon-x11-0 libgl1 libglx-mesa0 libgl1-mesa-dri
     libegl1 libegl-mesa0)
 

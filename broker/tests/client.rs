@@ -191,7 +191,7 @@ async fn the_client_uses_its_desktop_through_the_tunnel_and_survives_a_network_d
 
     // The toolbar (of the 1000-pixel window): Disconnect, Log off, Restart, Ctrl+Alt+Del,
     // Full screen.
-    let buttons = x.screenshot().toolbar_buttons(1000);
+    let buttons = x.screenshot().toolbar_buttons((0, 0), 1000);
     assert_eq!(buttons.len(), 5, "the toolbar's buttons: {buttons:?}");
     let click = |(bx, by): (usize, usize)| {
         let (bx, by) = (bx.to_string(), by.to_string());

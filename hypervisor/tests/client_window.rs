@@ -3,10 +3,11 @@
 //! VMM's screenshot, text typed with xdotool reaches the guest, a click lands where the
 //! window's pointer is and captures the keyboard, so that Alt+Tab, which a window manager's
 //! binding takes otherwise, reaches the guest until Ctrl+Alt releases it, and the window's
-//! size reaches the VMM as a resolution request) and QEMU (`-accel tcg -vga std -spice`; its
-//! screendump is the server's framebuffer, and Esc typed into the window opens SeaBIOS's boot
-//! menu). The client opens the desktop from a connection file (the broker's .vv), as
-//! `tessera-client FILE.vv` does.
+//! size reaches the VMM as a resolution request; under a window manager, the toolbar's Full
+//! screen takes the whole screen and asks the guest for it, and gives it back) and QEMU
+//! (`-accel tcg -vga std -spice`; its screendump is the server's framebuffer, and Esc typed
+//! into the window opens SeaBIOS's boot menu). The client opens the desktop from a connection
+//! file (the broker's .vv), as `tessera-client FILE.vv` does.
 
 mod common;
 
@@ -25,15 +26,10 @@ fn start_client(x: &Xvfb, dir: &Scratch, vv: &std::path::Path) -> Proc {
     tessera_e2e::x11::start_client(x, &dir.0, &[vv.as_os_str()])
 }
 
-#[test]
-fn the_thin_clients_window_shows_the_desktop_and_sends_it_keys_and_clicks() {
-    if !kvm_or_skip("thin client window") || !x_tools() {
-        return;
-    }
-    client_binary();
-    let dir = Scratch::new("client-window");
+/// The demo guest (800x600) on a VMM with a display, and a one-time connection file for it.
+fn demo_desktop(dir: &Scratch) -> (DisplayVmm, std::path::PathBuf) {
     let kernel = dir.file("demo.elf", ELF);
-    let vmm = DisplayVmm::start(&dir, &kernel, Some("name=thin-client mode=800x600"), "");
+    let vmm = DisplayVmm::start(dir, &kernel, Some("name=thin-client mode=800x600"), "");
     wait_for("the desktop", Duration::from_secs(30), || {
         vmm.console_text().contains("name=thin-client")
     });
@@ -46,6 +42,24 @@ fn the_thin_clients_window_shows_the_desktop_and_sends_it_keys_and_clicks() {
             vmm.port
         ),
     );
+    (vmm, vv)
+}
+
+/// The resolution the VMM was last asked for by a client.
+fn requested(vmm: &DisplayVmm) -> Option<(u64, u64)> {
+    let info = vmm.display_info();
+    let dim = |k: &str| info[k].as_u64();
+    dim("requested_width").zip(dim("requested_height"))
+}
+
+#[test]
+fn the_thin_clients_window_shows_the_desktop_and_sends_it_keys_and_clicks() {
+    if !kvm_or_skip("thin client window") || !x_tools() {
+        return;
+    }
+    client_binary();
+    let dir = Scratch::new("client-window");
+    let (vmm, vv) = demo_desktop(&dir);
     let x = Xvfb::start();
     let _client = start_client(&x, &dir, &vv);
     let (ox, oy) = client_shows_vmm_screen(&x, &vmm, "tessera-client");
@@ -112,17 +126,12 @@ fn the_thin_clients_window_shows_the_desktop_and_sends_it_keys_and_clicks() {
 
     // The window's picture area, once settled, is asked of the guest as its resolution; a
     // resized window asks again (80 pixels less each way: the toolbar stays as high).
-    let requested = || {
-        let info = vmm.display_info();
-        let dim = |k: &str| info[k].as_u64();
-        dim("requested_width").zip(dim("requested_height"))
-    };
     wait_for(
         "the window's size asked of the guest",
         Duration::from_secs(10),
-        || requested().is_some(),
+        || requested(&vmm).is_some(),
     );
-    let (w, h) = requested().unwrap();
+    let (w, h) = requested(&vmm).unwrap();
     // (less the panel's margins)
     assert!(
         (900..=1000).contains(&w) && (600..720).contains(&h),
@@ -132,7 +141,58 @@ fn the_thin_clients_window_shows_the_desktop_and_sends_it_keys_and_clicks() {
     wait_for(
         "the new size asked of the guest",
         Duration::from_secs(10),
-        || requested() == Some((w - 80, h - 80)),
+        || requested(&vmm) == Some((w - 80, h - 80)),
+    );
+}
+
+#[test]
+fn the_thin_client_goes_full_screen_and_back_under_a_window_manager() {
+    if !kvm_or_skip("thin client full screen") || !x_tools() {
+        return;
+    }
+    client_binary();
+    let dir = Scratch::new("client-full-screen");
+    let (vmm, vv) = demo_desktop(&dir);
+    let x = Xvfb::start();
+    let _wm = x.window_manager();
+    let _client = start_client(&x, &dir, &vv);
+    client_shows_vmm_screen(&x, &vmm, "tessera-client");
+    let win = x.find_window("Tessera", Duration::from_secs(10)).unwrap();
+    let (left, top, width, height) = x.geometry(&win);
+    assert_eq!((width, height), (1000, 720), "the window as asked for");
+    wait_for(
+        "the window's size asked of the guest",
+        Duration::from_secs(10),
+        || requested(&vmm).is_some(),
+    );
+    let (w, h) = requested(&vmm).unwrap();
+    let (margin_w, margin_h) = (1000 - w, 720 - h);
+    // The toolbar: Disconnect, Log off, Ctrl+Alt+Del, Full screen.
+    let toolbar = |origin, width| {
+        let buttons = x.screenshot().toolbar_buttons(origin, width);
+        assert_eq!(buttons.len(), 4, "the toolbar's buttons: {buttons:?}");
+        let (bx, by) = (buttons[3].0.to_string(), buttons[3].1.to_string());
+        x.run("xdotool", &["mousemove", &bx, &by, "click", "1"]);
+    };
+    toolbar((left, top), width);
+    // The window manager gives it the screen (1280x1024), and the guest is asked for all of it.
+    wait_for("the full screen", Duration::from_secs(10), || {
+        x.geometry(&win) == (0, 0, 1280, 1024)
+    });
+    wait_for(
+        "the screen's size asked of the guest",
+        Duration::from_secs(10),
+        || requested(&vmm) == Some(((1280 - margin_w) & !7, 1024 - margin_h)),
+    );
+    // Leave full screen: the window and the request are as before.
+    toolbar((0, 0), 1280);
+    wait_for("the window back", Duration::from_secs(10), || {
+        x.geometry(&win) == (left, top, width, height)
+    });
+    wait_for(
+        "the window's size asked again",
+        Duration::from_secs(10),
+        || requested(&vmm) == Some((w, h)),
     );
 }
 

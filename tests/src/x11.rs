@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use x11rb::connection::Connection;
 pub use x11rb::protocol::xproto::ModMask;
-use x11rb::protocol::xproto::{ConnectionExt as _, GrabMode};
+use x11rb::protocol::xproto::{AtomEnum, ConnectionExt as _, GrabMode};
 
 /// The tessera-client binary beside the running test's. Brought up to date with the build
 /// scripts/test.sh runs before the tests (a no-op there; in a developer's run it rebuilds a
@@ -55,7 +55,7 @@ pub fn start_client(x: &Xvfb, dir: &Path, args: &[&std::ffi::OsStr]) -> Proc {
 
 /// Whether the X tools are here; if not, a loud SKIP (a failure when TESSERA_REQUIRE_X=1).
 pub fn x_tools() -> bool {
-    let missing: Vec<&str> = ["Xvfb", "remote-viewer", "xwd", "xdotool"]
+    let missing: Vec<&str> = ["Xvfb", "remote-viewer", "xwd", "xdotool", "openbox"]
         .into_iter()
         .filter(|t| {
             !Command::new("sh")
@@ -72,7 +72,7 @@ pub fn x_tools() -> bool {
         panic!("{missing:?} required (TESSERA_REQUIRE_X=1)");
     }
     eprintln!(
-        "\n*** SKIP remote-viewer tests: {missing:?} not installed (apt-get install virt-viewer xvfb x11-apps xdotool); they did NOT run ***\n"
+        "\n*** SKIP remote-viewer tests: {missing:?} not installed (apt-get install virt-viewer xvfb x11-apps xdotool openbox); they did NOT run ***\n"
     );
     false
 }
@@ -231,6 +231,51 @@ impl Xvfb {
         WmBinding(conn)
     }
 
+    /// Openbox managing this display (a real EWMH window manager: decorations, full-screen
+    /// requests), once it has announced itself on the root window; it ends when dropped.
+    pub fn window_manager(&self) -> Proc {
+        let wm = Proc(
+            self.cmd("openbox")
+                .arg("--sm-disable")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start openbox (apt-get install openbox)"),
+        );
+        let (conn, screen) = x11rb::connect(Some(&self.display)).expect("connect to Xvfb");
+        let root = conn.setup().roots[screen].root;
+        let check = conn
+            .intern_atom(false, b"_NET_SUPPORTING_WM_CHECK")
+            .unwrap()
+            .reply()
+            .unwrap()
+            .atom;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let prop = conn
+                .get_property(false, root, check, AtomEnum::WINDOW, 0, 1)
+                .unwrap()
+                .reply()
+                .unwrap();
+            if prop.value_len > 0 {
+                return wm;
+            }
+            assert!(Instant::now() < deadline, "openbox did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Where `win`'s contents are on the screen, and their size: (x, y, width, height).
+    pub fn geometry(&self, win: &str) -> (usize, usize, usize, usize) {
+        let out = self.run("xdotool", &["getwindowgeometry", "--shell", win]);
+        let value = |key: &str| -> usize {
+            out.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {out:?}"))
+        };
+        (value("X"), value("Y"), value("WIDTH"), value("HEIGHT"))
+    }
+
     /// A screenshot of the whole screen (xwd is retried a few times: a dump taken while a
     /// client maps a window can come back short).
     pub fn screenshot(&self) -> Image {
@@ -317,18 +362,22 @@ impl Image {
     }
 
     /// The centres of the buttons in an egui toolbar along the top of a window `width` wide
-    /// at the image's origin, left to right: on the first row (of the top 80) that crosses
+    /// whose contents start at `(left, top)`, left to right: on the first row (of the top 80) that crosses
     /// three or more stretches of 40 pixels or more unlike the panel (the row's first pixel),
     /// the middle of each stretch, 8 pixels down (egui's buttons are about 20 high). Found by
     /// their shape, not by coordinates, so that a font or theme change does not move them.
-    pub fn toolbar_buttons(&self, width: usize) -> Vec<(usize, usize)> {
-        let width = width.min(self.width);
-        for y in 0..80.min(self.height) {
-            let panel = self.at(0, y);
+    pub fn toolbar_buttons(
+        &self,
+        (left, top): (usize, usize),
+        width: usize,
+    ) -> Vec<(usize, usize)> {
+        let end = (left + width).min(self.width);
+        for y in top..(top + 80).min(self.height) {
+            let panel = self.at(left, y);
             let mut found = Vec::new();
             let mut start = None;
-            for x in 0..=width {
-                let differs = x < width && self.at(x, y) != panel;
+            for x in left..=end {
+                let differs = x < end && self.at(x, y) != panel;
                 match (differs, start) {
                     (true, None) => start = Some(x),
                     (false, Some(s)) => {
