@@ -222,14 +222,7 @@ async fn an_administrator_messages_and_logs_off_a_session() {
     assert_eq!(ev[0]["detail"], "user demo");
 
     // /metrics counts the logon and shows the pool's desktops.
-    let m = c
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics(&c, &base).await;
     assert!(
         m.contains("tessera_broker_logons_total{result=\"ok\"} 1\n"),
         "{m}"

@@ -67,15 +67,9 @@ async fn tunnels_opened(http: &reqwest::Client, base: &str) -> u64 {
 
 /// A value of the broker's /metrics.
 async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
+    metrics(http, base)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{name} in /metrics"))

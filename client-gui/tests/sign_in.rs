@@ -218,6 +218,11 @@ fn type_into(h: &mut Harness<'static, App>, label: &str, text: &str) {
 /// Clicks `button` and steps the UI until the broker has answered.
 fn press_and_wait(h: &mut Harness<'static, App>, button: &str) {
     h.get_by_label(button).click();
+    wait_for_broker(h);
+}
+
+/// Steps the UI until the broker has answered what it was asked.
+fn wait_for_broker(h: &mut Harness<'static, App>) {
     h.step();
     let deadline = Instant::now() + Duration::from_secs(30);
     while h.state().busy() {
@@ -286,17 +291,7 @@ fn a_remembered_user_types_the_password_straight_away() {
     // No click: the keys go to the password field.
     h.event(egui::Event::Text("alice-password".into()));
     h.key_press(egui::Key::Enter);
-    h.step();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while h.state().busy() {
-        assert!(
-            Instant::now() < deadline,
-            "the broker did not answer in 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-        h.step();
-    }
-    h.run();
+    wait_for_broker(&mut h);
     assert!(
         matches!(&h.state().screen, Screen::ChoosePool(p) if p.len() == 2),
         "password {:?}, error {:?}",

@@ -255,6 +255,17 @@ pub async fn serve_api(logon: tessera_broker::logon::Logon, store: Store) -> Str
     base
 }
 
+/// The text of the broker's /metrics at `base`.
+pub async fn metrics(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Serves the broker's API over HTTPS on a free port, as `tessera-broker serve` does, with a
 /// certificate for localhost and 127.0.0.1 from the CA in `dir` (`pki`); its base URL.
 pub async fn serve_api_tls(
