@@ -8,9 +8,8 @@
 //! command line) and a clock (CMOS RTC), a notes window that shows what is typed (i8042), and
 //! the pointer (virtio tablet, or the PS/2 mouse). It writes typed characters, `click X Y`
 //! lines and `[ctrl-alt-del]` (for that chord, which a desktop OS would act on) to the serial
-//! console. A byte it receives on its serial port repaints a
-//! probe square in that byte's colour ([`probe_color`]) and is echoed: the stimulus of the
-//! display latency benchmark.
+//! console. A byte it receives on its serial port repaints a probe square in that byte's
+//! colour ([`probe_color`]) and is echoed: the stimulus of the display latency benchmark.
 
 pub mod layout;
 
