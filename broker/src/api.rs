@@ -7,7 +7,7 @@
 //! | POST | /api/v1/sessions/{id}/disconnect | the client went away; the desktop waits |
 //! | POST | /api/v1/sessions/{id}/ticket | a new one-time display ticket (set on the desktop's display) |
 //! | POST | /api/v1/sessions/{id}/vv | the same as a remote-viewer file (`application/x-virt-viewer`) |
-//! | GET | /api/v1/sessions/{id}/tunnel | `Upgrade: tessera-display`: a byte stream to the session's display ([`crate::tunnel`]) |
+//! | GET | /api/v1/sessions/{id}/tunnel | `Upgrade: tessera-display`: a byte stream to the session's display ([`crate::tunnel`]); the session is then connected |
 //! | GET | /api/v1/sessions/{id} | its state, why it ended, and the administrators' messages not yet fetched |
 //! | POST | /api/v1/desktops | `{"user", "password"}`: the user's pools with the desktop held in each and its state |
 //! | POST | /api/v1/desktops/{pool}/restart | `{"user", "password"}`: power-cycle the desktop held there |
