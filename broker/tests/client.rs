@@ -187,12 +187,8 @@ async fn the_client_uses_its_desktop_through_the_tunnel_and_survives_a_network_d
     // Full screen.
     let buttons = x.screenshot().toolbar_buttons((0, 0), 1000);
     assert_eq!(buttons.len(), 5, "the toolbar's buttons: {buttons:?}");
-    let click = |(bx, by): (usize, usize)| {
-        let (bx, by) = (bx.to_string(), by.to_string());
-        x.run("xdotool", &["mousemove", &bx, &by, "click", "1"]);
-    };
     // Ctrl+Alt+Del reaches the guest as the chord (the local system keeps the real one).
-    click(buttons[3]);
+    x.click(buttons[3]);
     wait_until("Ctrl+Alt+Del in the guest", Duration::from_secs(15), || {
         console_text().contains("[ctrl-alt-del]")
     })
@@ -204,7 +200,7 @@ async fn the_client_uses_its_desktop_through_the_tunnel_and_survives_a_network_d
         live.remove(0)
     };
     assert_eq!(session().await.state, "connected");
-    click(buttons[0]);
+    x.click(buttons[0]);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let s = session().await;

@@ -52,6 +52,20 @@ fn requested(vmm: &DisplayVmm) -> Option<(u64, u64)> {
     dim("requested_width").zip(dim("requested_height"))
 }
 
+/// The first resolution a client's window asks for, once it has (within 10 s).
+fn first_request(vmm: &DisplayVmm) -> (u64, u64) {
+    let mut asked = None;
+    wait_for(
+        "the window's size asked of the guest",
+        Duration::from_secs(10),
+        || {
+            asked = requested(vmm);
+            asked.is_some()
+        },
+    );
+    asked.unwrap()
+}
+
 #[test]
 fn the_thin_clients_window_shows_the_desktop_and_sends_it_keys_and_clicks() {
     if !kvm_or_skip("thin client window") || !x_tools() {
@@ -126,12 +140,7 @@ fn the_thin_clients_window_shows_the_desktop_and_sends_it_keys_and_clicks() {
 
     // The window's picture area, once settled, is asked of the guest as its resolution; a
     // resized window asks again (80 pixels less each way: the toolbar stays as high).
-    wait_for(
-        "the window's size asked of the guest",
-        Duration::from_secs(10),
-        || requested(&vmm).is_some(),
-    );
-    let (w, h) = requested(&vmm).unwrap();
+    let (w, h) = first_request(&vmm);
     // (less the panel's margins)
     assert!(
         (900..=1000).contains(&w) && (600..720).contains(&h),
@@ -160,19 +169,13 @@ fn the_thin_client_goes_full_screen_and_back_under_a_window_manager() {
     let win = x.find_window("Tessera", Duration::from_secs(10)).unwrap();
     let (left, top, width, height) = x.geometry(&win);
     assert_eq!((width, height), (1000, 720), "the window as asked for");
-    wait_for(
-        "the window's size asked of the guest",
-        Duration::from_secs(10),
-        || requested(&vmm).is_some(),
-    );
-    let (w, h) = requested(&vmm).unwrap();
+    let (w, h) = first_request(&vmm);
     let (margin_w, margin_h) = (1000 - w, 720 - h);
     // The toolbar: Disconnect, Log off, Ctrl+Alt+Del, Full screen.
     let toolbar = |origin, width| {
         let buttons = x.screenshot().toolbar_buttons(origin, width);
         assert_eq!(buttons.len(), 4, "the toolbar's buttons: {buttons:?}");
-        let (bx, by) = (buttons[3].0.to_string(), buttons[3].1.to_string());
-        x.run("xdotool", &["mousemove", &bx, &by, "click", "1"]);
+        x.click(buttons[3]);
     };
     toolbar((left, top), width);
     // The window manager gives it the screen (1280x1024), and the guest is asked for all of it.
@@ -315,8 +318,7 @@ fn the_thin_clients_window_shows_qemus_display_and_types_into_it() {
 
     let win = x.find_window("Tessera", Duration::from_secs(10)).unwrap();
     x.focus(&win);
-    let (px, py) = ((ox + 100).to_string(), (oy + 100).to_string());
-    x.run("xdotool", &["mousemove", &px, &py, "click", "1"]);
+    x.click((ox + 100, oy + 100));
     // The boot menu replaces the prompt: far more than a blinking cursor's pixels change.
     wait_for("SeaBIOS's boot menu", Duration::from_secs(30), || {
         x.run("xdotool", &["key", "Escape"]);

@@ -78,11 +78,7 @@ fn the_demo_desktop_shows_its_name_clock_typing_and_pointer_in_remote_viewer() {
 
     // The pointer: a click at (200, 150) of the guest's screen lands there, and the guest
     // draws its arrow's tip (black) with white inside it there.
-    let (px, py) = (ox + 200, oy + 150);
-    x.run(
-        "xdotool",
-        &["mousemove", &px.to_string(), &py.to_string(), "click", "1"],
-    );
+    x.click((ox + 200, oy + 150));
     let mut click = None;
     wait_for("the click on the console", Duration::from_secs(15), || {
         click = last_click(&console_text())

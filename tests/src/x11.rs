@@ -90,6 +90,43 @@ impl Drop for Proc {
 /// A window manager's key binding (see [`Xvfb::bind_like_a_wm`]); dropped, it is gone.
 pub struct WmBinding(#[allow(dead_code)] x11rb::rust_connection::RustConnection);
 
+/// Starts Xvfb with one screen of `geometry` ("WIDTHxHEIGHTxDEPTH") on the first free
+/// display: the server picks the number itself (`-displayfd`), under its own lock file, and
+/// writes it once it accepts clients, so two processes never share a display and no client
+/// starts before the server listens. The process and its display number.
+pub fn spawn_xvfb(geometry: &str) -> std::io::Result<(Child, u32)> {
+    use std::io::BufRead;
+    let mut child = Command::new("Xvfb")
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            geometry,
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut line = String::new();
+    // A server that fails to start closes its stdout: read_line then returns 0 bytes.
+    let read = match child.stdout.take() {
+        Some(out) => std::io::BufReader::new(out).read_line(&mut line),
+        None => Ok(0),
+    };
+    let number = read.map(|_| line.trim().parse::<u32>().ok());
+    if let Ok(Some(n)) = number {
+        return Ok((child, n));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(std::io::Error::other(match number {
+        Err(e) => format!("Xvfb did not start: {e}"),
+        _ => format!("Xvfb did not start (it wrote {line:?})"),
+    }))
+}
+
 /// An Xvfb server on a display of its own.
 pub struct Xvfb {
     pub display: String,
@@ -114,40 +151,12 @@ impl Drop for Xvfb {
 }
 
 impl Xvfb {
-    /// A new server on the first free display. The server picks the number itself
-    /// (`-displayfd`), under its own lock file, and writes it once it accepts clients: two
-    /// test processes can never share a display, and no client starts before the server
-    /// listens.
+    /// A new 1280x1024 server on the first free display ([`spawn_xvfb`]).
     pub fn start() -> Self {
-        use std::io::BufRead;
-        let mut child = Command::new("Xvfb")
-            .args([
-                "-displayfd",
-                "1",
-                "-screen",
-                "0",
-                "1280x1024x24",
-                "-nolisten",
-                "tcp",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Xvfb");
-        let stdout = child.stdout.take().expect("Xvfb's stdout");
-        let proc = Proc(child);
-        let mut line = String::new();
-        // A server that fails to start closes its stdout: read_line then returns 0 bytes.
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read Xvfb's display number");
-        let n: u32 = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("Xvfb did not start (it wrote {line:?})"));
+        let (child, n) = spawn_xvfb("1280x1024x24").expect("start Xvfb");
         Self {
             display: format!(":{n}"),
-            _proc: proc,
+            _proc: Proc(child),
         }
     }
 
@@ -179,6 +188,12 @@ impl Xvfb {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Moves the pointer to `(x, y)` of the screen and clicks the left button there.
+    pub fn click(&self, (x, y): (usize, usize)) {
+        let (x, y) = (x.to_string(), y.to_string());
+        self.run("xdotool", &["mousemove", &x, &y, "click", "1"]);
     }
 
     /// Gives `win` the keyboard focus and checks that it has it (a panic after 10 s if not).

@@ -56,29 +56,10 @@ pub fn run(repo: &Path, secs: u64, rate: u32) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let kernel = dir.join("demo.elf");
     std::fs::write(&kernel, tessera_demo_guest::ELF)?;
-    // The server picks a free display itself and writes its number once it accepts clients.
-    let mut xvfb = Command::new("Xvfb")
-        .args([
-            "-displayfd",
-            "1",
-            "-screen",
-            "0",
-            "1952x1200x24",
-            "-nolisten",
-            "tcp",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("Xvfb (apt-get install xvfb)")?;
-    let stdout = xvfb.stdout.take().context("Xvfb's stdout")?;
+    let (xvfb, n) =
+        tessera_e2e::x11::spawn_xvfb("1952x1200x24").context("Xvfb (apt-get install xvfb)")?;
     let xvfb = Killed(xvfb);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-    let display = match line.trim().parse::<u32>() {
-        Ok(n) => format!(":{n}"),
-        Err(_) => bail!("Xvfb did not start"),
-    };
+    let display = format!(":{n}");
     let mut rows = Vec::new();
     for client in [Client::Tessera, Client::RemoteViewer, Client::TesseraTraced] {
         let name = match client {
