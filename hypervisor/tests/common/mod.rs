@@ -9,7 +9,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tessera_e2e::x11::Image;
 
+pub mod boot;
 pub mod screen;
+#[allow(unused_imports)]
+pub use boot::*;
 #[allow(unused_imports)]
 pub use screen::*;
 

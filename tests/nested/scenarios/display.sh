@@ -2,7 +2,8 @@
 # SPICE on L1's 10.0.2.15:5930 (the host reaches it through QEMU's hostfwd, run.sh
 # NEST_HOSTFWD). Announces the ticket, echoes the lines the host types (the guest writes them
 # to its serial console), then prints the VMM's screenshot (PNG, base64) and keeps the VM up
-# for the host to compare its client's picture.
+# for the host to compare its client's picture, until the host types "nest-done" (or
+# NEST_HOLD seconds, default 120, pass).
 ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 || { echo "NEST: no network"; exit 1; }
 L2=/tmp/l2-console.log
 tessera-vmm --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz \
@@ -44,6 +45,10 @@ vmm-api GET /tmp/vm.sock /display/screenshot > /tmp/shot.png || exit 1
 echo "NEST-SCREENSHOT-BEGIN"
 base64 /tmp/shot.png
 echo "NEST-SCREENSHOT-END"
-# The host compares its client's picture now; it ends the run when done.
-sleep "${NEST_HOLD:-120}"
+# The host compares its client's picture now, and types "nest-done" when it has.
+i=0
+until grep -q 'tg: typed: nest-done' "$L2"; do
+    i=$((i + 1)); [ $i -gt $((${NEST_HOLD:-120} * 2)) ] && break
+    sleep 0.5
+done
 kill $vmm
