@@ -277,20 +277,24 @@ async fn hostile_requests_get_clear_errors() {
         .arg(&evil)
         .arg("1M")
         .status();
-    if out.is_ok_and(|s| s.success()) {
-        let resp = post(
-            "/api/v1/datastores/ds1/disks",
-            json!({"name": "e2", "base": "evil.qcow2"}),
-        )
-        .await
-        .unwrap();
-        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        let body: Value = resp.json().await.unwrap();
-        assert!(
-            body["error"].as_str().unwrap().contains("outside"),
-            "{body}"
-        );
-    }
+    // qemu-img is one of the test command's packages: without it this check cannot be
+    // skipped silently.
+    assert!(
+        out.as_ref().is_ok_and(|s| s.success()),
+        "qemu-img create (for the hostile base) failed: {out:?}"
+    );
+    let resp = post(
+        "/api/v1/datastores/ds1/disks",
+        json!({"name": "e2", "base": "evil.qcow2"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("outside"),
+        "{body}"
+    );
     let resp = c
         .get(format!("{url}/api/v1/vms/nope"))
         .send()

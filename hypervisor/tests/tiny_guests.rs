@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use tessera_e2e::proc::DieWithParent;
 use tessera_vmm::tiny_guest as tg;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -69,6 +70,7 @@ fn serial_interrupt_reaches_the_guest_through_ioapic_and_lapic() {
     let dir = Scratch::new("irq");
     let k = dir.file("irq.elf", &tg::serial_irq());
     let mut child = Command::new(VMM)
+        .die_with_parent()
         .args(["--kernel", k.to_str().unwrap(), "--memory", "64M"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -130,6 +132,7 @@ fn control_api_reports_pauses_resumes_and_shuts_down() {
     let k = dir.file("idle.elf", &tg::milestones_then_idle(&[0x10, 0x20, 0x10]));
     let sock = dir.0.join("vm.sock");
     let child = Command::new(VMM)
+        .die_with_parent()
         .args([
             "--kernel",
             k.to_str().unwrap(),
@@ -201,6 +204,7 @@ fn kill_through_the_api_has_its_own_exit_status() {
     let k = dir.file("idle.elf", &tg::milestones_then_idle(&[]));
     let sock = dir.0.join("vm.sock");
     let child = Command::new(VMM)
+        .die_with_parent()
         .args(["--kernel", k.to_str().unwrap(), "--memory", "64M"])
         .args(["--api-socket", sock.to_str().unwrap()])
         .stdin(Stdio::null())

@@ -27,8 +27,10 @@ export LC_ALL=C SOURCE_DATE_EPOCH=0
 log() { printf '[build-guest] %s\n' "$*" >&2; }
 
 stamp=$OUT/.stamp
+# What was asked for (KPKG unset: whatever linux-image-amd64 resolves to), before resolving it.
+wanted="${KPKG:-auto} ${MODULES}"
 if [ -f "$stamp" ] && [ "$stamp" -nt "$here/build-guest.sh" ] && [ "$stamp" -nt "$here/init" ] \
-   && [ "$(cat "$stamp")" = "${KPKG:-auto} ${MODULES}" ]; then
+   && [ "$(cat "$stamp")" = "$wanted" ]; then
     log "up to date: $OUT"
     exit 0
 fi
@@ -133,5 +135,5 @@ for f in "${ORDER[@]}"; do cp "$f" "$OUT/modules/"; echo "${f##*/}" >> "$OUT/mod
     echo "guest_modules ${MODULES:-none}"
     (cd "$OUT" && sha256sum vmlinuz initramfs.cpio.gz)
 } > "$OUT/manifest.txt"
-echo "${KPKG:-auto} ${MODULES}" > "$stamp"
+echo "$wanted" > "$stamp"
 log "built $OUT ($(du -sh "$OUT" | cut -f1))"
