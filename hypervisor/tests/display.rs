@@ -70,8 +70,21 @@ fn the_guest_screen_reaches_remote_viewer_and_keys_reach_the_guest() {
         "noticket",
         &format!("host=127.0.0.1\nport={port}\ntitle=vm-locked\n"),
     );
+    let refused = |socket: &std::path::Path| {
+        let (status, body) = http(socket, "GET", "/display");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["refused_links"]
+            .as_u64()
+            .expect("refused_links in GET /display")
+    };
+    let before = refused(&socket);
     let rv = Proc(x.cmd("remote-viewer").arg(&plain).spawn().unwrap());
-    std::thread::sleep(Duration::from_secs(3));
+    // The VMM reports the refusal itself; only then is an empty window meaningful.
+    wait_for(
+        "the VMM to refuse the link",
+        Duration::from_secs(60),
+        || refused(&socket) > before,
+    );
     assert!(
         x.screenshot().find(&expected, 640, 480).is_none(),
         "the screen was shown without a ticket"

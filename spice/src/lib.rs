@@ -8,15 +8,18 @@
 //!   DRAW_COPY per dirty rectangle, resources released;
 //! - [`input`]: keyboard (PC set-1 scancodes), relative mouse and absolute tablet;
 //! - [`agent`]: a stand-in vdagent that lets clients send resolution changes;
-//! - [`server`]: configuration, start-up, modes, updates, one-time tickets, TLS.
+//! - [`server`]: configuration, start-up, modes, updates, one-time tickets, TLS;
+//! - [`log`]: libspice-server's log into `tracing`, refused client links counted.
 
 pub mod agent;
 pub mod core;
 pub mod display;
 pub mod input;
+pub mod log;
 pub mod server;
 
 pub use display::Rect;
+pub use log::refused_links;
 pub use server::{Compression, Config, Server, TlsFiles};
 
 /// What a client does, as the VMM receives it. Every method has a do-nothing default.

@@ -183,6 +183,7 @@ impl Server {
                 "a SPICE server already runs in this process (one VM per process)".into(),
             ));
         }
+        crate::log::install();
         let started = Self::start_inner(cfg, events, width, height);
         if started.is_err() {
             RUNNING.store(false, std::sync::atomic::Ordering::SeqCst);

@@ -89,3 +89,16 @@ pub fn picture(w: u32, h: u32) -> (Vec<u32>, Vec<u8>) {
     let bytes = px.iter().flat_map(|p| p.to_le_bytes()).collect();
     (px, bytes)
 }
+
+/// Waits until the server has refused a client link since `before` (its count of refused
+/// tickets grew): the refusal seen happen, not inferred from a client that stayed out.
+pub fn wait_refused(before: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tessera_spice::refused_links() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the server never refused the client's link"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -123,6 +123,8 @@ pub struct DisplayInfo {
     pub requested_width: Option<u32>,
     /// The height of that request.
     pub requested_height: Option<u32>,
+    /// Client links refused for their ticket (wrong, expired, none set) since the VMM started.
+    pub refused_links: u64,
 }
 
 /// The display of a running VM.
@@ -239,6 +241,7 @@ impl DisplayService {
             fps: self.config.fps,
             requested_width: requested.map(|r| r.0),
             requested_height: requested.map(|r| r.1),
+            refused_links: tessera_spice::refused_links(),
         }
     }
 
