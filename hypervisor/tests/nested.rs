@@ -199,8 +199,15 @@ fn check_display(l1: &mut L1, dir: &Path, port: u16) {
         .find_window("nested-guest", Duration::from_secs(60))
         .expect("remote-viewer's window");
     // The window can appear before SPICE's inputs channel is up, and keys sent then are lost
-    // (CI saw "llo from the client"): the scenario reports every line the guest echoes, and a
-    // line that is not the one typed is typed again.
+    // (CI saw "llo from the client"): the scenario says when the VMM has the client's inputs
+    // channel. Should a line still come back cut, it is typed again (the scenario reports
+    // every line the guest echoes), and the attempts are counted in the log.
+    l1.wait_for(
+        "the client's inputs channel",
+        Duration::from_secs(120),
+        |t| t.contains("NEST: client inputs up"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let echoed = |l1: &L1| l1.console().matches("NEST: tg: typed: ").count();
     let typed = (1..=4).any(|attempt| {
         let before = echoed(l1);
@@ -210,10 +217,12 @@ fn check_display(l1: &mut L1, dir: &Path, port: u16) {
             &["type", "--delay", "200", "hello from the client"],
         );
         x.run("xdotool", &["key", "Return"]);
-        let seen = l1.wait_for("the typed line's echo", Duration::from_secs(120), |t| {
-            t.matches("NEST: tg: typed: ").count() > before
-        });
-        let ok = seen.is_ok_and(|t| t.contains("NEST: tg: typed: hello from the client"));
+        let seen = l1
+            .poll("the typed line's echo", Duration::from_secs(60), |t| {
+                t.matches("NEST: tg: typed: ").count() > before
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ok = seen.is_some_and(|t| t.contains("NEST: tg: typed: hello from the client"));
         if !ok {
             eprintln!("[nested] attempt {attempt}: the guest did not echo the line whole");
         }

@@ -267,24 +267,52 @@ impl L1 {
 
     /// Waits until `done` holds for the console (checked every 200 ms), for at most `budget`
     /// and never past the run's own budget. Overrunning diagnoses L1 (see the module's
-    /// documentation); L1 exiting first is an error with its last console lines.
+    /// documentation) and stops it; L1 exiting first is an error with its last console lines.
     pub fn wait_for(
         &mut self,
         what: &str,
         budget: Duration,
-        mut done: impl FnMut(&str) -> bool,
+        done: impl FnMut(&str) -> bool,
     ) -> Result<String, NestError> {
+        match self.wait(what, budget, done)? {
+            Some(text) => Ok(text),
+            None => Err(self.overrun(what)),
+        }
+    }
+
+    /// As [`L1::wait_for`], but `budget` running out is an answer (`None`), for a step that
+    /// may be retried; only the run's own budget running out diagnoses and stops L1.
+    pub fn poll(
+        &mut self,
+        what: &str,
+        budget: Duration,
+        done: impl FnMut(&str) -> bool,
+    ) -> Result<Option<String>, NestError> {
+        let step_ends = Instant::now() + budget;
+        match self.wait(what, budget, done)? {
+            None if Instant::now() < step_ends => Err(self.overrun(what)),
+            r => Ok(r),
+        }
+    }
+
+    /// `Some(console)` once `done` holds, `None` when `budget` (or the run's) runs out.
+    fn wait(
+        &mut self,
+        what: &str,
+        budget: Duration,
+        mut done: impl FnMut(&str) -> bool,
+    ) -> Result<Option<String>, NestError> {
         let deadline = self.deadline.min(Instant::now() + budget);
         loop {
             let text = self.console();
             if done(&text) {
-                return Ok(text);
+                return Ok(Some(text));
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 // The last words may land between the read above and the exit.
                 let text = self.console();
                 if done(&text) {
-                    return Ok(text);
+                    return Ok(Some(text));
                 }
                 return Err(NestError::Exited {
                     name: self.spec.name.clone(),
@@ -294,7 +322,7 @@ impl L1 {
                 });
             }
             if Instant::now() >= deadline {
-                return Err(self.overrun(what));
+                return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(200));
         }

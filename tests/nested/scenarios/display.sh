@@ -24,6 +24,14 @@ wait_l2 TESSERA-GUEST-READY 400 || exit 1
 grep '^tg: display' "$L2"
 vmm-api PUT /tmp/vm.sock /display/ticket '{"ticket": "nested-ticket", "lifetime_secs": 900}' || exit 1
 echo "NEST: display ready $(vmm-api GET /tmp/vm.sock /display)"
+# Keys typed before the client's inputs channel is up are lost: say when it is.
+i=0
+until vmm-api GET /tmp/vm.sock /display | grep -q '"input_clients":[1-9]'; do
+    i=$((i + 1)); [ $i -gt 600 ] && { echo "NEST: no client's inputs channel came up"; exit 1; }
+    kill -0 $vmm 2>/dev/null || { echo "NEST: the VMM exited:"; cat "$L2"; exit 1; }
+    sleep 0.5
+done
+echo "NEST: client inputs up"
 # Each typed line goes to the host as it arrives (a line that lost its first keys, typed
 # before the client's inputs channel was up, makes the host type it again), until the one
 # expected.

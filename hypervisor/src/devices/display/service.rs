@@ -1,6 +1,7 @@
 //! The running display: the SPICE server fed by the refresh thread, client input into the
 //! guest's i8042, and what the control API asks of it (tickets, facts, screenshots).
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,6 +42,7 @@ struct GuestInput {
     dispi: Arc<Mutex<Dispi>>,
     clients: Arc<Clients>,
     requested: Arc<Mutex<Option<(u32, u32)>>>,
+    inputs: Arc<Mutex<BTreeSet<i32>>>,
 }
 
 /// What the display is made of.
@@ -80,14 +82,18 @@ impl ClientEvents for GuestInput {
         self.pointer.wheel(delta);
     }
     fn channel(&self, e: ChannelEvent) {
-        // Main channels count clients: the refresh thread runs at full rate only for them.
-        if e.channel_type != 1 {
-            return;
-        }
-        match e.kind {
-            ChannelEventKind::Initialized => self.clients.update(e.connection_id, true),
-            ChannelEventKind::Disconnected => self.clients.update(e.connection_id, false),
-            ChannelEventKind::Connected => {}
+        match (e.channel_type, e.kind) {
+            // Main channels count clients: the refresh thread runs at full rate only for them.
+            (1, ChannelEventKind::Initialized) => self.clients.update(e.connection_id, true),
+            (1, ChannelEventKind::Disconnected) => self.clients.update(e.connection_id, false),
+            // Inputs channels: a client's keys reach the guest only once its own is up.
+            (3, ChannelEventKind::Initialized) => {
+                lock(&self.inputs).insert(e.connection_id);
+            }
+            (3, ChannelEventKind::Disconnected) => {
+                lock(&self.inputs).remove(&e.connection_id);
+            }
+            _ => {}
         }
     }
     fn resize_request(&self, width: u32, height: u32) {
@@ -125,6 +131,8 @@ pub struct DisplayInfo {
     pub requested_height: Option<u32>,
     /// Client links refused for their ticket (wrong, expired, none set) since the VMM started.
     pub refused_links: u64,
+    /// Clients whose inputs channel is up: their keys and pointer reach the guest.
+    pub input_clients: usize,
 }
 
 /// The display of a running VM.
@@ -136,6 +144,7 @@ pub struct DisplayService {
     config: DisplayConfig,
     fingerprint: Option<String>,
     requested: Arc<Mutex<Option<(u32, u32)>>>,
+    inputs: Arc<Mutex<BTreeSet<i32>>>,
 }
 
 /// SHA-256 of the first certificate in a PEM file, hex.
@@ -184,12 +193,14 @@ impl DisplayService {
         // A small placeholder surface until the guest sets a mode.
         let clients = Arc::new(Clients::default());
         let requested = Arc::new(Mutex::new(None));
+        let inputs = Arc::new(Mutex::new(BTreeSet::new()));
         let input = GuestInput {
             i8042: keys,
             pointer,
             dispi: dispi.clone(),
             clients: clients.clone(),
             requested: requested.clone(),
+            inputs: inputs.clone(),
         };
         let server = Server::start(&spice, Arc::new(input), 640, 480)?;
         let service = Arc::new(Self {
@@ -200,6 +211,7 @@ impl DisplayService {
             config: cfg.clone(),
             fingerprint,
             requested,
+            inputs,
         });
         let refresh = Refresh {
             dispi: service.dispi.clone(),
@@ -242,6 +254,7 @@ impl DisplayService {
             requested_width: requested.map(|r| r.0),
             requested_height: requested.map(|r| r.1),
             refused_links: tessera_spice::refused_links(),
+            input_clients: lock(&self.inputs).len(),
         }
     }
 
