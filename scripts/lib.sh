@@ -101,7 +101,7 @@ print_report() {
             /^ *Doc-tests / { cur = "doc-tests " $2 }
             /^test result:/ {
                 secs = $0; sub(/.*finished in /, "", secs); sub(/s$/, "", secs)
-                res = $3 " " $4 " " $5 " " $6
+                res = $3 " " $4 " passed, " $6 " failed"
                 printf "%s\t%s\t%s\n", secs, cur, res
             }' "$dir/cargo-test.log" | sort -t$'\t' -k1,1 -rn \
             | awk -F'\t' '$1 >= 1 {printf "    %6.0f  %-60s %s\n", $1, $2, $3}'
