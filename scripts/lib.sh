@@ -49,14 +49,17 @@ cgroup_memory() {
 # Samples the memory cgroup every 2 s and keeps the peaks in FILE ("USAGE ANON DROPS"); with
 # a number of GiB as $2, drops the page cache whenever usage passes it.
 watch_memory() {
-    local file=$1 drop_gib=${2:-} peak=0 peak_anon=0 drops=0 usage anon
+    local file=$1 drop_gib=${2:-} peak=0 peak_anon=0 drops=0 usage anon t0=$SECONDS
     while :; do
         read -r usage anon < <(cgroup_memory)
         [ "${usage:-0}" -gt "$peak" ] && peak=$usage
         [ "${anon:-0}" -gt "$peak_anon" ] && peak_anon=$anon
         if [ -n "$drop_gib" ] && [ "${usage:-0}" -gt $(( drop_gib << 30 )) ]; then
             sync
-            echo 1 > /proc/sys/vm/drop_caches 2>/dev/null && drops=$(( drops + 1 ))
+            if echo 1 > /proc/sys/vm/drop_caches 2>/dev/null; then
+                drops=$(( drops + 1 ))
+                echo "[tessera] memory: $(( usage >> 20 )) MiB in use ($(( anon >> 20 )) MiB anonymous) at +$(( SECONDS - t0 )) s: page cache dropped" >&2
+            fi
         fi
         echo "$peak $peak_anon $drops" > "$file"
         sleep 2

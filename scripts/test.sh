@@ -43,6 +43,7 @@ finish() {
     set +e
     tests/directory/ldap-env.sh down >/dev/null 2>&1
     tests/broker/pg-env.sh down >/dev/null 2>&1
+    pkill -P "$watcher" 2>/dev/null
     kill "$watcher" 2>/dev/null
     stop_marked_processes "$TESSERA_TEST_RUN"
     print_report "$report" "$(( $(date +%s) - start ))" "$rc"
