@@ -32,18 +32,19 @@ phase() {
     phase_start=$now
 }
 
+# The memory watcher starts before the marker below, so it is not among what the exit trap
+# stops (it is stopped first, on its own).
+watch_memory "$report/memory" "${TESSERA_DROP_CACHES:-}" &
+watcher=$!
 # Every process started from here on carries this marker in its environment, so the exit
 # trap finds them all: QEMU, VMMs, Xvfb, servers, whatever process group or session they
 # made for themselves.
 export TESSERA_TEST_RUN="test-$$-$start"
-watch_memory "$report/memory" "${TESSERA_DROP_CACHES:-}" &
-watcher=$!
 finish() {
     local rc=$?
     set +e
     tests/directory/ldap-env.sh down >/dev/null 2>&1
     tests/broker/pg-env.sh down >/dev/null 2>&1
-    pkill -P "$watcher" 2>/dev/null
     kill "$watcher" 2>/dev/null
     stop_marked_processes "$TESSERA_TEST_RUN"
     print_report "$report" "$(( $(date +%s) - start ))" "$rc"
