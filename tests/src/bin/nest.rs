@@ -21,8 +21,7 @@ fn main() {
         std::process::exit(2);
     };
     let scenarios: Vec<&str> = list.split(',').collect();
-    let mut spec = Spec::new("run", &scenarios);
-    spec.name = scenarios.join("+");
+    let mut spec = Spec::new(&scenarios.join("+"), &scenarios);
     spec.disk = env("NEST_DISK").map(Into::into);
     spec.hostfwd = env("NEST_HOSTFWD").and_then(|p| p.parse().ok());
     spec.args = env("NEST_ARGS")
