@@ -1,6 +1,8 @@
 //! Sign-in: find exactly one user with the service account, verify the password by binding as
 //! that entry's DN on a fresh connection, then collect the identity and nested groups.
 
+use std::sync::atomic::Ordering;
+
 use ldap3::{ldap_escape, Scope, SearchEntry};
 
 use crate::client::{binary, text, with_timeout, DirectoryClient};
@@ -65,6 +67,7 @@ impl DirectoryClient {
             return Err(DirectoryError::InvalidCredentials);
         }
         let (mut ldap, _) = self.connect().await?;
+        self.password_checks.fetch_add(1, Ordering::Relaxed);
         let r = with_timeout(
             self.directory().operation_timeout(),
             "user bind",
@@ -93,9 +96,24 @@ impl DirectoryClient {
             tracing::info!(directory = %self.directory().config.name, user = %login.user, "sign-in: no such user");
             return Err(DirectoryError::InvalidCredentials);
         };
+        self.authenticate_entry(user, password).await
+    }
+
+    /// Authenticates the user `user` (found with [`Self::find_user`]): a bind as its DN, then
+    /// its identity and nested groups.
+    pub async fn authenticate_entry(
+        &self,
+        user: SearchEntry,
+        password: &str,
+    ) -> Result<Identity, DirectoryError> {
         self.verify_password(&user.dn, password).await?;
         let groups = self.groups_of(&user).await?;
         Ok(self.identity(user, groups))
+    }
+
+    /// User passwords this client has tried by binding since it was made.
+    pub fn password_checks(&self) -> u64 {
+        self.password_checks.load(Ordering::Relaxed)
     }
 
     pub(crate) fn identity(

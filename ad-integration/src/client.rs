@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,10 @@ pub struct DirectoryClient {
     /// connections start there instead of waiting on a dead server each time, and go back to
     /// the configured order after [`RETRY_PREFERRED`].
     sticky: std::sync::Mutex<(usize, Instant)>,
+    /// User passwords tried by binding (metrics, and how tests count what a storm reached).
+    pub(crate) password_checks: AtomicU64,
+    /// The domain's lockout policy, read once it is first needed.
+    pub(crate) lockout: tokio::sync::OnceCell<Option<crate::lockout::Lockout>>,
 }
 
 /// How long the client stays on a fallback server before trying the first one again.
@@ -126,6 +131,8 @@ impl DirectoryClient {
             tls,
             service: Mutex::new(None),
             sticky: std::sync::Mutex::new((0, Instant::now())),
+            password_checks: AtomicU64::new(0),
+            lockout: tokio::sync::OnceCell::new(),
         })
     }
 

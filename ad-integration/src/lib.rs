@@ -21,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod groups;
 pub mod identity;
+pub mod lockout;
 pub mod login;
 pub mod lookup;
 pub mod password;
@@ -31,6 +32,9 @@ pub use client::DirectoryClient;
 pub use config::{Directory, Kind};
 pub use error::DirectoryError;
 pub use identity::Identity;
+pub use lockout::Lockout;
+
+use ldap3::SearchEntry;
 
 /// Every configured directory, in order.
 pub struct Directories {
@@ -74,11 +78,7 @@ impl Directories {
         if password.is_empty() {
             return Err(DirectoryError::EmptyPassword);
         }
-        let parsed = login::parse(login)?;
-        self.route(&parsed)
-            .await?
-            .authenticate_login(&parsed, password)
-            .await
+        self.resolve(login).await?.authenticate(password).await
     }
 
     /// Changes a user's own password (`login` as in [`Self::authenticate`]), proving `old`.
@@ -91,11 +91,43 @@ impl Directories {
         if old.is_empty() {
             return Err(DirectoryError::EmptyPassword);
         }
-        let parsed = login::parse(login)?;
-        self.route(&parsed)
-            .await?
-            .change_password(&parsed, old, new)
-            .await
+        self.resolve(login).await?.change_password(old, new).await
+    }
+
+    /// Finds the account `login` names, without trying any password: the directory that
+    /// holds it and its entry (none: an unknown user, refused later like a wrong password).
+    /// What throttles key on ([`Resolved::key`]), so that `VDI\alice`, `alice@vdi.test` and
+    /// ` Alice` count as one user.
+    pub async fn resolve(&self, login: &str) -> Result<Resolved<'_>, DirectoryError> {
+        let login = login::parse(login)?;
+        if let Some(domain) = &login.domain {
+            let client = match self.clients.iter().find(|c| c.directory().serves(domain)) {
+                Some(c) => c,
+                // A single directory takes any domain (UPN suffixes need not be listed).
+                None if self.clients.len() == 1 => &self.clients[0],
+                None => return Err(DirectoryError::UnknownDomain(domain.clone())),
+            };
+            let user = client.find_user(&login).await?;
+            return Ok(Resolved {
+                client: Some(client),
+                login,
+                user,
+            });
+        }
+        for c in &self.clients {
+            if let Some(user) = c.find_user(&login).await? {
+                return Ok(Resolved {
+                    client: Some(c),
+                    login,
+                    user: Some(user),
+                });
+            }
+        }
+        Ok(Resolved {
+            client: None,
+            login,
+            user: None,
+        })
     }
 
     /// The domain users pick from at sign-in: each directory's first configured domain.
@@ -105,23 +137,59 @@ impl Directories {
             .filter_map(|c| c.directory().config.domains.first().cloned())
             .collect()
     }
+}
 
-    /// The directory that holds `login`: the one serving its domain, or for a bare name the
-    /// first that has the user (none: the same answer as a wrong password).
-    async fn route(&self, login: &login::Login) -> Result<&DirectoryClient, DirectoryError> {
-        if let Some(domain) = &login.domain {
-            return match self.clients.iter().find(|c| c.directory().serves(domain)) {
-                Some(c) => Ok(c),
-                // A single directory takes any domain (UPN suffixes need not be listed).
-                None if self.clients.len() == 1 => Ok(&self.clients[0]),
-                None => Err(DirectoryError::UnknownDomain(domain.clone())),
-            };
+/// A login resolved to the account it names ([`Directories::resolve`]).
+pub struct Resolved<'a> {
+    client: Option<&'a DirectoryClient>,
+    login: login::Login,
+    user: Option<SearchEntry>,
+}
+
+impl Resolved<'_> {
+    /// The directory that holds the user (None: no directory knows the name).
+    pub fn directory(&self) -> Option<&DirectoryClient> {
+        self.client
+    }
+
+    /// Whether a user was found.
+    pub fn found(&self) -> bool {
+        self.user.is_some()
+    }
+
+    /// One key per account: the directory's name and the entry's DN, case-folded (DNs
+    /// compare without regard to case); for a user no directory has, the directory (if the
+    /// login named one) and the account name, case-folded.
+    pub fn key(&self) -> String {
+        let dir = self
+            .client
+            .map_or("", |c| c.directory().config.name.as_str());
+        match &self.user {
+            Some(u) => format!("{dir}\0dn\0{}", u.dn.to_lowercase()),
+            None => format!("{dir}\0name\0{}", self.login.user.to_lowercase()),
         }
-        for c in &self.clients {
-            if c.find_user(login).await?.is_some() {
-                return Ok(c);
+    }
+
+    /// Verifies `password` by binding as the user; their identity and nested groups.
+    pub async fn authenticate(self, password: &str) -> Result<Identity, DirectoryError> {
+        if password.is_empty() {
+            return Err(DirectoryError::EmptyPassword);
+        }
+        match (self.client, self.user) {
+            (Some(c), Some(user)) => c.authenticate_entry(user, password).await,
+            (c, _) => {
+                let dir = c.map_or("-", |c| c.directory().config.name.as_str());
+                tracing::info!(directory = %dir, user = %self.login.user, "sign-in: no such user");
+                Err(DirectoryError::InvalidCredentials)
             }
         }
-        Err(DirectoryError::InvalidCredentials)
+    }
+
+    /// Changes the user's own password from `old` to `new`.
+    pub async fn change_password(self, old: &str, new: &str) -> Result<(), DirectoryError> {
+        match (self.client, &self.user) {
+            (Some(c), Some(user)) => c.change_password_entry(user, old, new).await,
+            _ => Err(DirectoryError::InvalidCredentials),
+        }
     }
 }

@@ -23,7 +23,8 @@ pub fn parse(login: &str) -> Result<Login, DirectoryError> {
     if login.chars().any(char::is_control) {
         return Err(DirectoryError::BadLogin("control characters"));
     }
-    let s = login.trim_matches(' ');
+    // Surrounding spaces (a paste, a stray keystroke) are not part of any account name.
+    let s = login.trim();
     if s.is_empty() {
         return Err(DirectoryError::BadLogin("empty"));
     }

@@ -2,8 +2,11 @@
 //! that must be changed at first sign-in, and a voluntary change. The old password is always
 //! proved; the directory applies its own policy (length, complexity, history, minimum age).
 
+use std::sync::atomic::Ordering;
+
 use ldap3::exop::PasswordModify;
 use ldap3::Mod;
+use ldap3::SearchEntry;
 
 use crate::client::{with_timeout, DirectoryClient};
 use crate::computer::{set, unicode_pwd};
@@ -25,22 +28,33 @@ impl DirectoryClient {
         old: &str,
         new: &str,
     ) -> Result<(), DirectoryError> {
+        let Some(user) = self.find_user(login).await? else {
+            return Err(DirectoryError::InvalidCredentials);
+        };
+        self.change_password_entry(&user, old, new).await
+    }
+
+    /// Changes the password of `user` (found with [`Self::find_user`]) from `old` to `new`.
+    pub async fn change_password_entry(
+        &self,
+        user: &SearchEntry,
+        old: &str,
+        new: &str,
+    ) -> Result<(), DirectoryError> {
         if old.is_empty() {
             return Err(DirectoryError::EmptyPassword);
         }
         if new.is_empty() {
             return Err(DirectoryError::PasswordRejected);
         }
-        let Some(user) = self.find_user(login).await? else {
-            return Err(DirectoryError::InvalidCredentials);
-        };
+        self.password_checks.fetch_add(1, Ordering::Relaxed);
         let r = match self.directory().config.kind {
             Kind::Ad => self.ad_change(&user.dn, old, new).await,
             Kind::Ldap => self.ldap_change(&user.dn, old, new).await,
         };
         tracing::info!(
             directory = %self.directory().config.name,
-            user = %login.user,
+            user = %user.dn,
             ok = r.is_ok(),
             "password change"
         );

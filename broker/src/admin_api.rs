@@ -26,7 +26,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{bearer, check_credentials_size, ApiError, Shared};
-use crate::logon::LogonError;
 use crate::store::events::Event;
 use crate::store::sessions::EndReason;
 
@@ -57,19 +56,9 @@ async fn sign_in(
     Json(r): Json<SignIn>,
 ) -> Result<Response, ApiError> {
     check_credentials_size(&r.user, &r.password)?;
-    s.check_address(peer.ip())?;
-    let name = match s.logon.admin_sign_in(&r.user, &r.password).await {
-        Ok(n) => n,
-        Err(e) => {
-            if matches!(
-                e,
-                LogonError::Denied(..) | LogonError::TooManyAttempts | LogonError::NotAdministrator
-            ) {
-                s.address_failed(peer.ip());
-            }
-            return Err(e.into());
-        }
-    };
+    let name = s
+        .by_address(peer.ip(), s.logon.admin_sign_in(&r.user, &r.password))
+        .await??;
     let (token, expires_at) = s
         .store
         .open_admin_token(&name, ADMIN_TOKEN_TTL.as_millis() as i64)

@@ -27,9 +27,8 @@
 //! for users; `code` is for clients choosing a flow ([`crate::logon::LogonError::code`]: e.g.
 //! `password_expired` leads to the change-password form).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Path, State};
@@ -43,9 +42,14 @@ use serde_json::json;
 use crate::logon::{Denial, Logon, LogonError, LogonOutcome};
 use crate::store::sessions::{EndReason, Session};
 use crate::store::{Store, StoreError};
+use crate::throttle::{address_key, Limit, Throttle};
 
-/// Failed logons per client address per minute before it is throttled.
-pub const MAX_FAILURES_PER_ADDRESS: u32 = 50;
+/// Failed sign-ins per client address (an IPv6 client's /64) per minute before it is
+/// throttled.
+pub const ADDRESS_LIMIT: Limit = Limit {
+    max: 50,
+    window: Duration::from_secs(60),
+};
 
 /// What the handlers share.
 pub struct AppState {
@@ -58,7 +62,7 @@ pub struct AppState {
     /// The CA that certifies joining hosts (none: hosts are added with certificates made
     /// beforehand).
     pub pki: Option<Arc<crate::pki::Pki>>,
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    addresses: Throttle<IpAddr>,
 }
 
 impl AppState {
@@ -69,7 +73,7 @@ impl AppState {
             store,
             counters: Default::default(),
             pki: None,
-            failures: Mutex::new(HashMap::new()),
+            addresses: Throttle::default(),
         }
     }
 
@@ -79,31 +83,39 @@ impl AppState {
         self
     }
 
-    /// Refuses an address after repeated failed sign-ins.
-    pub(crate) fn check_address(&self, ip: IpAddr) -> Result<(), ApiError> {
-        if self.address_throttled(ip) {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many failed sign-ins from this address; wait a minute".into(),
-            ));
+    /// Runs a password-proved `call` behind the client address's throttle: the attempt is
+    /// counted before the call runs and handed back unless the call proved a wrong password
+    /// (or hit a throttled or unprivileged account), so that parallel guesses cannot outrun
+    /// the count.
+    pub(crate) async fn by_address<T>(
+        &self,
+        ip: IpAddr,
+        call: impl std::future::Future<Output = Result<T, LogonError>>,
+    ) -> Result<Result<T, LogonError>, ApiError> {
+        let attempt = self
+            .addresses
+            .reserve(address_key(ip), ADDRESS_LIMIT)
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many failed sign-ins from this address; wait a minute".into(),
+                )
+            })?;
+        let result = call.await;
+        match &result {
+            Err(
+                LogonError::Denied(Denial::InvalidCredentials, _)
+                | LogonError::TooManyAttempts
+                | LogonError::NotAdministrator,
+            ) => attempt.keep(),
+            _ => attempt.hand_back(),
         }
-        Ok(())
+        Ok(result)
     }
 
-    fn address_throttled(&self, ip: IpAddr) -> bool {
-        let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        f.get(&ip).is_some_and(|(since, n)| {
-            since.elapsed() < Duration::from_secs(60) && *n >= MAX_FAILURES_PER_ADDRESS
-        })
-    }
-
-    pub(crate) fn address_failed(&self, ip: IpAddr) {
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let e = f.entry(ip).or_insert((Instant::now(), 0));
-        if e.0.elapsed() >= Duration::from_secs(60) {
-            *e = (Instant::now(), 0);
-        }
-        e.1 += 1;
+    /// Client addresses (networks) the throttle holds now.
+    pub fn throttled_addresses(&self) -> usize {
+        self.addresses.keys()
     }
 }
 
@@ -193,17 +205,12 @@ async fn create_session(
     Json(r): Json<LogonRequest>,
 ) -> Result<Response, ApiError> {
     check_credentials_size(&r.user, &r.password)?;
-    s.check_address(peer.ip())?;
     let started = Instant::now();
-    let result = s
+    let client = peer.ip().to_string();
+    let call = s
         .logon
-        .logon(
-            &r.user,
-            &r.password,
-            r.pool.as_deref(),
-            &peer.ip().to_string(),
-        )
-        .await;
+        .logon(&r.user, &r.password, r.pool.as_deref(), &client);
+    let result = s.by_address(peer.ip(), call).await?;
     s.counters
         .logon(result.is_ok(), started.elapsed().as_micros() as u64);
     match result {
@@ -215,10 +222,7 @@ async fn create_session(
         Ok(choose @ LogonOutcome::ChoosePool { .. }) => {
             Ok((StatusCode::OK, Json(choose)).into_response())
         }
-        Err(e) => {
-            note_failure(&s, peer, &e);
-            Err(e.into())
-        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -262,21 +266,7 @@ async fn proved<T>(
     call: impl std::future::Future<Output = Result<T, LogonError>>,
 ) -> Result<T, ApiError> {
     check_credentials_size(&c.user, &c.password)?;
-    s.check_address(peer.ip())?;
-    call.await.map_err(|e| {
-        note_failure(s, peer, &e);
-        e.into()
-    })
-}
-
-/// Counts a wrong password (or a throttled name) against the client's address.
-fn note_failure(s: &AppState, peer: SocketAddr, e: &LogonError) {
-    if matches!(
-        e,
-        LogonError::Denied(Denial::InvalidCredentials, _) | LogonError::TooManyAttempts
-    ) {
-        s.address_failed(peer.ip());
-    }
+    Ok(s.by_address(peer.ip(), call).await??)
 }
 
 async fn my_desktops(

@@ -22,5 +22,6 @@ pub mod pki;
 pub mod reconcile;
 pub mod server;
 pub mod store;
+pub mod throttle;
 pub mod tunnel;
 pub mod vv;

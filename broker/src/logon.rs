@@ -3,12 +3,11 @@
 //! one-time ticket. Each phase is timed and the whole logon is one event, like Citrix
 //! Director's logon duration breakdown.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tessera_directory::{Directories, DirectoryError};
+use tessera_directory::{Directories, DirectoryError, Resolved};
 
 use crate::agent_client::{AgentClient, AgentError};
 use crate::store::accounts::SignInError;
@@ -16,11 +15,13 @@ use crate::store::desktops::{AssignOutcome, Desktop};
 use crate::store::events::Event;
 use crate::store::sessions::EndReason;
 use crate::store::{Store, StoreError};
+use crate::throttle::{Attempt, Limit, Refused, Throttle};
 use tessera_agent::display::DisplayEndpoint;
 
-/// Failed attempts per user name in [`FAILURE_WINDOW`] after which the broker refuses to
-/// try again (before the directory's own lockout, so that a password-guessing client cannot
-/// lock a directory account through the broker).
+/// Failed attempts per account in [`FAILURE_WINDOW`] after which the broker refuses to try
+/// again; for a directory user, also below the directory's own lockout threshold
+/// ([`tessera_directory::Lockout`]), so that a password-guessing client cannot lock a
+/// directory account through the broker.
 pub const MAX_FAILURES: usize = 5;
 /// The window of [`MAX_FAILURES`].
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(300);
@@ -223,7 +224,7 @@ pub struct Logon {
     store: Store,
     directories: Option<Arc<Directories>>,
     http: reqwest::Client,
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
+    failures: Throttle<String>,
     admins: Vec<String>,
     display_tunnel: bool,
 }
@@ -235,7 +236,7 @@ impl Logon {
             store,
             directories,
             http,
-            failures: Mutex::new(HashMap::new()),
+            failures: Throttle::default(),
             admins: Vec::new(),
             display_tunnel: false,
         }
@@ -303,6 +304,16 @@ impl Logon {
         }
     }
 
+    /// The directories users sign in with, if any.
+    pub fn directories(&self) -> Option<&Directories> {
+        self.directories.as_deref()
+    }
+
+    /// Accounts the per-account throttle holds now.
+    pub fn throttled_accounts(&self) -> usize {
+        self.failures.keys()
+    }
+
     /// The store.
     pub(crate) fn store(&self) -> &Store {
         &self.store
@@ -323,76 +334,84 @@ impl Logon {
         }
     }
 
-    /// [`Self::authenticate`] behind the per-user throttle, counting failures.
+    /// Authenticates `user` behind the per-account throttle: the login is resolved to the
+    /// account it names first (so that every spelling of one user shares a count), the attempt
+    /// is counted, and only then is the password tried ([`crate::throttle`]).
     pub(crate) async fn checked_authenticate(
         &self,
         user: &str,
         password: &str,
     ) -> Result<Principal, LogonError> {
-        if self.throttled(user) {
-            return Err(LogonError::TooManyAttempts);
-        }
-        match self.authenticate(user, password).await {
-            Err(e @ LogonError::Denied(Denial::InvalidCredentials, _)) => {
-                self.count_failure(user);
-                Err(e)
+        let account = self.resolve(user).await?;
+        let attempt = self.reserve(&account).await?;
+        let result = match account {
+            Account::Local(name) => match self.store.sign_in_local(&name, password).await {
+                Ok(a) => Ok(Principal {
+                    directory: None,
+                    key: a.name,
+                    groups: Vec::new(),
+                    local_admin: a.is_admin,
+                }),
+                Err(e) => Err(local_error(e)),
+            },
+            Account::Directory(r) => match r.authenticate(password).await {
+                Ok(id) => Ok(Principal {
+                    directory: Some(id.directory),
+                    key: id.dn,
+                    groups: id.groups.into_iter().map(|g| g.dn).collect(),
+                    local_admin: false,
+                }),
+                Err(e) => Err(directory_error(e)),
+            },
+        };
+        settle(attempt, &result);
+        result
+    }
+
+    /// The account `user` names. A bare name that is a local account is that account (the
+    /// break-glass admin and the all-in-one's users), whatever the directories hold;
+    /// everything else goes to the directories. Without directories every name is local (an
+    /// unknown one pays the decoy password check, so names cannot be told apart).
+    async fn resolve(&self, user: &str) -> Result<Account<'_>, LogonError> {
+        let login = user.trim();
+        let bare = !login.contains(['\\', '@']);
+        if bare || self.directories.is_none() {
+            if let Some(name) = self.store.local_account_name(login).await? {
+                return Ok(Account::Local(name));
             }
-            r => r,
+        }
+        match &self.directories {
+            None => Ok(Account::Local(login.to_string())),
+            Some(d) => d
+                .resolve(login)
+                .await
+                .map(Account::Directory)
+                .map_err(directory_error),
         }
     }
 
-    fn throttled(&self, user: &str) -> bool {
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let v = f.entry(user.to_ascii_lowercase()).or_default();
-        v.retain(|t| t.elapsed() < FAILURE_WINDOW);
-        v.len() >= MAX_FAILURES
-    }
-
-    fn count_failure(&self, user: &str) {
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        f.entry(user.to_ascii_lowercase())
-            .or_default()
-            .push(Instant::now());
-    }
-
-    async fn authenticate(&self, user: &str, password: &str) -> Result<Principal, LogonError> {
-        if self.is_local(user).await? {
-            match self.store.sign_in_local(user, password).await {
-                Ok(a) => {
-                    return Ok(Principal {
-                        directory: None,
-                        key: a.name,
-                        groups: Vec::new(),
-                        local_admin: a.is_admin,
-                    })
+    /// Counts an attempt at `account` before its password is tried. A directory user's limit
+    /// stays below the directory's own lockout (and counts for at least as long as the
+    /// directory does), so that guessing through the broker can never lock an AD account.
+    async fn reserve(&self, account: &Account<'_>) -> Result<Attempt<'_, String>, LogonError> {
+        let mut limit = Limit {
+            max: MAX_FAILURES,
+            window: FAILURE_WINDOW,
+        };
+        if let Account::Directory(r) = account {
+            if let Some(c) = r.directory().filter(|_| r.found()) {
+                if let Some(l) = c.lockout().await.map_err(directory_error)? {
+                    let below = usize::try_from(l.threshold.saturating_sub(1)).unwrap_or(1);
+                    limit.max = limit.max.min(below.max(1));
+                    limit.window = limit.window.max(l.window);
                 }
-                Err(SignInError::InvalidCredentials) if self.directories.is_some() => {}
-                Err(e) => return Err(local_error(e)),
             }
         }
-        let dirs = self.directories.as_ref().ok_or_else(|| {
-            LogonError::denied(Denial::InvalidCredentials, "wrong user name or password")
-        })?;
-        match dirs.authenticate(user, password).await {
-            Ok(id) => Ok(Principal {
-                directory: Some(id.directory),
-                key: id.dn,
-                groups: id.groups.into_iter().map(|g| g.dn).collect(),
-                local_admin: false,
-            }),
-            Err(e) => Err(directory_error(e)),
-        }
-    }
-
-    /// Whether `user` signs in locally. A bare name that is a local account does (the
-    /// break-glass admin and the all-in-one's users); everything else goes to the
-    /// directories. With directories, an unknown bare name goes straight to them instead of
-    /// paying the decoy password check that keeps local-only brokers from telling names apart.
-    async fn is_local(&self, user: &str) -> Result<bool, LogonError> {
-        let bare = !user.contains(['\\', '@']);
-        Ok(match &self.directories {
-            None => true,
-            Some(_) => bare && self.store.local_account_exists(user).await?,
+        self.failures.reserve(account.key(), limit).map_err(|e| {
+            if e == Refused::Full {
+                tracing::warn!("the sign-in throttle is full; refusing new names for now");
+            }
+            LogonError::TooManyAttempts
         })
     }
 
@@ -405,35 +424,33 @@ impl Logon {
         old: &str,
         new: &str,
     ) -> Result<(), LogonError> {
-        if self.throttled(user) {
-            return Err(LogonError::TooManyAttempts);
-        }
-        let result = if self.is_local(user).await? {
-            self.store
-                .change_local_password(user, old, new)
-                .await
-                .map_err(local_error)
-        } else {
-            match &self.directories {
-                Some(dirs) => dirs
-                    .change_password(user, old, new)
-                    .await
-                    .map_err(directory_error),
-                None => Err(LogonError::denied(
-                    Denial::InvalidCredentials,
-                    "wrong user name or password",
-                )),
-            }
-        };
-        if let Err(LogonError::Denied(Denial::InvalidCredentials, _)) = &result {
-            self.count_failure(user);
-        }
+        let result = self.change_password_inner(user, old, new).await;
         let outcome = match &result {
             Ok(()) => "ok".to_string(),
             Err(e) => e.to_string(),
         };
         self.audit(Event::new(user, "change-password", user, &outcome))
             .await;
+        result
+    }
+
+    async fn change_password_inner(
+        &self,
+        user: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<(), LogonError> {
+        let account = self.resolve(user).await?;
+        let attempt = self.reserve(&account).await?;
+        let result = match account {
+            Account::Local(name) => self
+                .store
+                .change_local_password(&name, old, new)
+                .await
+                .map_err(local_error),
+            Account::Directory(r) => r.change_password(old, new).await.map_err(directory_error),
+        };
+        settle(attempt, &result);
         result
     }
 
@@ -594,6 +611,33 @@ impl Logon {
         let pool = self.store.pool_by_id(&d.pool_id).await?;
         self.store.release(&pool, &d).await?;
         Ok(())
+    }
+}
+
+/// The account a login names, resolved before anything is keyed on it.
+enum Account<'a> {
+    /// A local account (its stored name), or with no directories any other name.
+    Local(String),
+    /// A directory user, found or not.
+    Directory(Resolved<'a>),
+}
+
+impl Account<'_> {
+    /// What the per-account throttle counts by.
+    fn key(&self) -> String {
+        match self {
+            Self::Local(name) => format!("local\0{}", name.to_lowercase()),
+            Self::Directory(r) => format!("directory\0{}", r.key()),
+        }
+    }
+}
+
+/// A wrong password keeps its attempt counted; anything else (a success, a locked account
+/// the password was never tried on, a directory down) hands it back.
+fn settle<T>(attempt: Attempt<'_, String>, result: &Result<T, LogonError>) {
+    match result {
+        Err(LogonError::Denied(Denial::InvalidCredentials, _)) => attempt.keep(),
+        _ => attempt.hand_back(),
     }
 }
 

@@ -93,6 +93,36 @@ pub async fn metrics(State(s): State<Shared>) -> Result<impl IntoResponse, ApiEr
         c.tunnels_open.load(Ordering::Relaxed),
         c.tunnels_total.load(Ordering::Relaxed)
     );
+    let _ = write!(
+        out,
+        "# HELP tessera_broker_password_checks_total Passwords actually tried (argon2 for local \
+         accounts, a bind for directory users); throttled and locked attempts never get here.\n\
+         # TYPE tessera_broker_password_checks_total counter\n\
+         tessera_broker_password_checks_total{{source=\"local\"}} {}\n",
+        s.store.password_checks()
+    );
+    for d in s
+        .logon
+        .directories()
+        .map(|d| d.clients())
+        .unwrap_or_default()
+    {
+        let _ = writeln!(
+            out,
+            "tessera_broker_password_checks_total{{source=\"directory\",directory=\"{}\"}} {}",
+            label(&d.directory().config.name),
+            d.password_checks()
+        );
+    }
+    let _ = write!(
+        out,
+        "# HELP tessera_broker_throttled_keys Accounts and client networks with counted attempts.\n\
+         # TYPE tessera_broker_throttled_keys gauge\n\
+         tessera_broker_throttled_keys{{throttle=\"account\"}} {}\n\
+         tessera_broker_throttled_keys{{throttle=\"address\"}} {}\n",
+        s.logon.throttled_accounts(),
+        s.throttled_addresses()
+    );
     let hosts = s.store.hosts().await?;
     for state in ["joining", "online", "offline", "maintenance"] {
         let n = hosts.iter().filter(|h| h.state == state).count();

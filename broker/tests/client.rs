@@ -65,16 +65,6 @@ async fn tunnels_opened(http: &reqwest::Client, base: &str) -> u64 {
     metric(http, base, "tessera_broker_tunnels_total").await
 }
 
-/// A value of the broker's /metrics.
-async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
-    metrics(http, base)
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in /metrics"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_client_uses_its_desktop_through_the_tunnel_and_survives_a_network_drop() {
     if !kvm() || !x_tools() {

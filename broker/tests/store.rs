@@ -323,6 +323,78 @@ async fn local_accounts_hash_and_lock_out() {
     }
 }
 
+/// Whether the account is locked now (read straight from the table).
+async fn locked(s: &Store, name: &str) -> bool {
+    let row = sqlx::query(&s.sql("SELECT locked_until FROM local_accounts WHERE name = $1"))
+        .bind(name)
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    sqlx::Row::try_get::<Option<i64>, _>(&row, 0)
+        .unwrap()
+        .is_some()
+}
+
+/// 49 wrong passwords at once, then the right one while they are still being checked: the
+/// lockout is counted before argon2 runs, so at most the threshold of them is checked, and the
+/// right password is refused as locked.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_guesses_reach_argon2_at_most_the_threshold() {
+    use tessera_broker::store::accounts::LOCKOUT_THRESHOLD;
+    for s in stores("storm").await {
+        s.create_local_account("storm", "", "Storm!Passw0rd", true)
+            .await
+            .unwrap();
+        let before = s.password_checks();
+        let wrong: Vec<_> = (0..49)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move { s.sign_in_local("storm", &format!("guess-{i}")).await })
+            })
+            .collect();
+        let t0 = std::time::Instant::now();
+        while !locked(&s, "storm").await {
+            assert!(
+                t0.elapsed().as_secs() < 60,
+                "the guesses never locked the account"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let right = s.sign_in_local("storm", "Storm!Passw0rd").await;
+        assert!(
+            matches!(right, Err(SignInError::Locked { .. })),
+            "the right password while locked: {right:?}"
+        );
+        let (mut invalid, mut locked_out) = (0, 0);
+        for t in wrong {
+            match t.await.unwrap() {
+                Err(SignInError::InvalidCredentials) => invalid += 1,
+                Err(SignInError::Locked { .. }) => locked_out += 1,
+                other => panic!("a guess: {other:?}"),
+            }
+        }
+        let checked = s.password_checks() - before;
+        assert_eq!(invalid, LOCKOUT_THRESHOLD, "{:?}", s.backend());
+        assert_eq!(locked_out, 49 - LOCKOUT_THRESHOLD);
+        assert_eq!(
+            checked,
+            LOCKOUT_THRESHOLD as u64,
+            "argon2 runs: {:?}",
+            s.backend()
+        );
+        // Names are one account whatever their case.
+        assert_eq!(
+            s.local_account_name("STORM").await.unwrap().as_deref(),
+            Some("storm")
+        );
+        assert!(matches!(
+            s.create_local_account("Storm", "", "Another!Passw0rd", false)
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+}
+
 #[tokio::test]
 async fn temporary_local_passwords_must_be_changed_first() {
     for s in stores("password-change").await {

@@ -8,6 +8,7 @@
 #   carol 533 disabled, dave 773 must change password, erin 701 account expired,
 #   frank 530 logon hours, grace 531 workstation, larry 775 (locked by its test), walter (wrong
 #   passwords), ivan 532 (password expired: created by ldap-env.sh under faketime)
+#   stormy     50 concurrent guesses through the broker (its throttle stays below the lockout)
 #   mona       changes her must-change password (the password-change test resets her first)
 #   zoe        moved in and out of groups by the sync tests; user01..user30 fill vdi-big (paging)
 set -euo pipefail
@@ -35,6 +36,7 @@ user frank Frank People 'Us3r!Passw0rd' 512 "logonHours:: AAAAAAAAAAAAAAAAAAAAAA
 user grace Grace People 'Us3r!Passw0rd' 512 "userWorkstations: NOSUCHWS"
 user larry Larry People 'Us3r!Passw0rd' 512
 user walter Walter People 'Us3r!Passw0rd' 512
+user stormy Stormy People 'St0rmy!Passw0rd' 512
 user zoe Zoe People 'Us3r!Passw0rd' 512
 user mona Mona People 'Us3r!Passw0rd' 512 "pwdLastSet: 0"
 for i in $(seq -w 1 30); do

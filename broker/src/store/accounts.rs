@@ -129,6 +129,11 @@ impl Store {
                 "the password must have at least {MIN_PASSWORD} characters"
             )));
         }
+        if let Some(existing) = self.local_account_name(name).await? {
+            return Err(StoreError::Conflict(format!(
+                "account {existing} exists (names are compared without regard to case)"
+            )));
+        }
         let pw = password.to_string();
         let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
             .await
@@ -148,15 +153,21 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a local account of that name exists.
-    pub async fn local_account_exists(&self, name: &str) -> Result<bool, StoreError> {
-        Ok(
-            sqlx::query(&self.sql("SELECT 1 FROM local_accounts WHERE name = $1"))
-                .bind(name)
-                .fetch_optional(self.pool())
-                .await?
-                .is_some(),
-        )
+    /// The stored name of the local account `login` names, if any. Names match without
+    /// regard to case, as Windows account names do (`Admin` and `admin` are one account);
+    /// the exact spelling wins should an old database hold both.
+    pub async fn local_account_name(&self, login: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(&self.sql(
+            "SELECT name FROM local_accounts WHERE lower(name) = lower($1) \
+             ORDER BY CASE WHEN name = $1 THEN 0 ELSE 1 END, name LIMIT 1",
+        ))
+        .bind(login)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get(0)?),
+            None => None,
+        })
     }
 
     /// Signs a local account in, counting failures toward a lockout.
@@ -212,8 +223,14 @@ impl Store {
             .await
     }
 
-    /// Checks a local account's password, counting failures toward a lockout: the account,
-    /// and whether its password must change.
+    /// Checks a local account's password, counting it toward a lockout *before* checking it:
+    /// the account, and whether its password must change.
+    ///
+    /// One conditional UPDATE reserves the attempt: it counts the attempt, and the
+    /// threshold-th attempt in a row locks the account at once, so that concurrent guesses
+    /// beyond the threshold find it locked and never reach argon2 (checking first and
+    /// counting after gave each of N parallel requests its own check). Only a proved password
+    /// resets the count and lifts that lock.
     async fn verify_local(
         &self,
         name: &str,
@@ -222,33 +239,35 @@ impl Store {
         if password.is_empty() {
             return Err(SignInError::InvalidCredentials);
         }
+        let now = now_ms();
+        // Both CASEs read the row as it was: an expired lock starts a new run of failures.
         let row = sqlx::query(&self.sql(
-            "SELECT password_hash, display_name, is_admin, disabled, failed_attempts, locked_until, \
-             must_change_password FROM local_accounts WHERE name = $1",
+            "UPDATE local_accounts SET \
+               failed_attempts = CASE WHEN locked_until IS NULL THEN failed_attempts + 1 ELSE 1 END, \
+               locked_until = CASE WHEN \
+                 (CASE WHEN locked_until IS NULL THEN failed_attempts + 1 ELSE 1 END) >= $2 \
+                 THEN $3 ELSE NULL END \
+             WHERE name = $1 AND (locked_until IS NULL OR locked_until <= $4) \
+             RETURNING password_hash, display_name, is_admin, disabled, must_change_password",
         ))
         .bind(name)
+        .bind(LOCKOUT_THRESHOLD)
+        .bind(now + LOCKOUT_MS)
+        .bind(now)
         .fetch_optional(self.pool())
         .await
         .map_err(StoreError::from)?;
         let Some(row) = row else {
-            check_off_thread(decoy_hash().to_string(), password).await;
-            return Err(SignInError::InvalidCredentials);
+            return Err(self.refusal(name, password, now).await);
         };
         let hash: String = row.try_get(0).map_err(StoreError::from)?;
         let display_name: String = row.try_get(1).map_err(StoreError::from)?;
         let is_admin = row.try_get::<i64, _>(2).map_err(StoreError::from)? != 0;
         let disabled = row.try_get::<i64, _>(3).map_err(StoreError::from)? != 0;
-        let locked_until: Option<i64> = row.try_get(5).map_err(StoreError::from)?;
-        let must_change = row.try_get::<i64, _>(6).map_err(StoreError::from)? != 0;
-        let now = now_ms();
-        if let Some(until) = locked_until.filter(|u| *u > now) {
-            // No password check while locked: a locked account is no oracle.
-            return Err(SignInError::Locked {
-                minutes: (until - now + 59_999) / 60_000,
-            });
-        }
+        let must_change = row.try_get::<i64, _>(4).map_err(StoreError::from)? != 0;
+        self.count_password_check();
         if !check_off_thread(hash, password).await {
-            self.count_failure(name, now).await?;
+            // Already counted.
             return Err(SignInError::InvalidCredentials);
         }
         if disabled {
@@ -269,24 +288,28 @@ impl Store {
         Ok((account, must_change))
     }
 
-    /// One more failure; the threshold-th locks the account and starts counting afresh.
-    async fn count_failure(&self, name: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query(&self.sql(
-            "UPDATE local_accounts SET failed_attempts = failed_attempts + 1 WHERE name = $1",
-        ))
-        .bind(name)
-        .execute(self.pool())
-        .await?;
-        sqlx::query(&self.sql(
-            "UPDATE local_accounts SET failed_attempts = 0, locked_until = $1 \
-             WHERE name = $2 AND failed_attempts >= $3",
-        ))
-        .bind(now + LOCKOUT_MS)
-        .bind(name)
-        .bind(LOCKOUT_THRESHOLD)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+    /// Why no attempt could be reserved: the account is locked (no password check: a locked
+    /// account is no oracle), or there is no such account (the decoy check, so that a wrong
+    /// name takes as long as a wrong password).
+    async fn refusal(&self, name: &str, password: &str, now: i64) -> SignInError {
+        let locked =
+            sqlx::query(&self.sql("SELECT locked_until FROM local_accounts WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await;
+        match locked {
+            Ok(Some(row)) => {
+                let until: Option<i64> = row.try_get(0).unwrap_or(None);
+                SignInError::Locked {
+                    minutes: (until.unwrap_or(now) - now + 59_999).max(60_000) / 60_000,
+                }
+            }
+            Ok(None) => {
+                check_off_thread(decoy_hash().to_string(), password).await;
+                SignInError::InvalidCredentials
+            }
+            Err(e) => SignInError::Store(e.into()),
+        }
     }
 
     /// Lifts a lockout (admin action).

@@ -34,6 +34,8 @@ pub mod sessions;
 
 use std::borrow::Cow;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -76,6 +78,9 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Local password hashes verified (not the decoy's): /metrics, and how tests prove a
+    /// storm of guesses reached argon2 at most the lockout's worth of times.
+    password_checks: Arc<AtomicU64>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -141,7 +146,20 @@ impl Store {
         }
         let pool = options.connect_with(opts).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            password_checks: Arc::default(),
+        })
+    }
+
+    /// Local account passwords verified since start.
+    pub fn password_checks(&self) -> u64 {
+        self.password_checks.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_password_check(&self) {
+        self.password_checks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The engine.

@@ -266,6 +266,16 @@ pub async fn metrics(http: &reqwest::Client, base: &str) -> String {
         .unwrap()
 }
 
+/// A value of the broker's /metrics at `base`: the series `name` (with its labels, if any).
+pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
+    metrics(http, base)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
+}
+
 /// Serves the broker's API over HTTPS on a free port, as `tessera-broker serve` does, with a
 /// certificate for localhost and 127.0.0.1 from the CA in `dir` (`pki`); its base URL.
 pub async fn serve_api_tls(
