@@ -58,6 +58,12 @@ listen = "0.0.0.0:$PORT"
 reconcile_interval_secs = 3
 CONF
 broker() { "$bin/tessera-broker" -c "$D/broker.toml" "$@"; }
+# A random password in a file only its owner can read, from the first byte (umask, not chmod
+# afterwards; a fresh file, not one somebody may hold open).
+new_password() {
+    rm -f "$1"
+    (umask 077 && head -c 12 /dev/urandom | base64 | tr -d '/+=' > "$1")
+}
 pki=$D/broker/pki
 tls=$D/agent/tls
 cat > "$D/agent.toml" <<CONF
@@ -109,10 +115,10 @@ vcpus = 1
 memory_mib = $memory
 CONF
     broker add-pool "$D/demo-pool.toml" >/dev/null
-    head -c 12 /dev/urandom | base64 | tr -d '/+=' > "$D/demo-password"
+    new_password "$D/demo-password"
     broker add-account demo --display-name "Demo User" < "$D/demo-password" >/dev/null
     broker entitle demo --local demo >/dev/null
-    head -c 12 /dev/urandom | base64 | tr -d '/+=' > "$D/admin-password"
+    new_password "$D/admin-password"
     broker add-account admin --display-name "Administrator" --admin < "$D/admin-password" >/dev/null
     touch "$D/.seeded"
 fi
@@ -168,6 +174,10 @@ if $check; then
     token=$(echo "$out" | sed -n 's/.*"session_token":"\([^"]*\)".*/\1/p')
     desktop=$(echo "$out" | sed -n 's/.*"desktop":"\([^"]*\)".*/\1/p')
     log "logon ok: desktop $desktop, session $id"
+    for f in "$D/demo-password" "$D/admin-password" "$pki/ca.key" "$pki/broker.key" "$tls/agent.key"; do
+        [ "$(stat -c %a "$f")" = 600 ] || { log "$f is mode $(stat -c %a "$f"), not 600"; exit 1; }
+    done
+    log "secret files ok: mode 600"
     admin_token=$(curl -s --cacert "$pki/ca.pem" -H 'content-type: application/json' \
         -d "{\"user\": \"admin\", \"password\": \"$admin_password\"}" "$api/api/v1/admin/tokens" |
         sed -n 's/.*"token":"\([^"]*\)".*/\1/p')

@@ -445,8 +445,14 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// The router; serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
+/// Every route on one address (the default, and the all-in-one); serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`.
 pub fn router(state: Shared) -> Router {
+    client_router(state.clone()).merge(admin_only(state))
+}
+
+/// What clients and joining hosts use: sign-in, sessions, displays, password changes.
+pub fn client_router(state: Shared) -> Router {
     Router::new()
         .route("/api/v1/sessions", post(create_session))
         .route(
@@ -467,8 +473,18 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/password", post(change_password))
         .route("/api/v1/domains", get(domains))
         .route("/healthz", get(healthz))
+        .merge(crate::host_join::routes())
+        .with_state(state)
+}
+
+/// The administrators' API and /metrics, for `admin_listen` ([`crate::config`]).
+pub fn admin_router(state: Shared) -> Router {
+    admin_only(state).route("/healthz", get(healthz))
+}
+
+fn admin_only(state: Shared) -> Router {
+    Router::new()
         .route("/metrics", get(crate::metrics::metrics))
         .merge(crate::admin_api::routes())
-        .merge(crate::host_join::routes())
         .with_state(state)
 }

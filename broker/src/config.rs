@@ -4,6 +4,10 @@
 //! state_dir = "/var/lib/tessera-broker"      # the CA and certificates (pki/), the SQLite file
 //! database = "sqlite:///var/lib/tessera-broker/broker.db"   # or postgres://user@host/db
 //! listen = "0.0.0.0:8443"                    # the client API, HTTPS
+//! # The administrators' API and /metrics on an address of their own (HTTPS, the same
+//! # certificate), e.g. a management network; they are then not served on `listen`.
+//! # Default: none: everything on `listen` (the all-in-one).
+//! admin_listen = "10.0.0.5:9443"
 //! server_names = ["broker.corp.example"]     # names in the API's certificate (plus localhost)
 //! directories = "/etc/tessera/directories.toml"   # AD/LDAP; none: local accounts only
 //! # Directory users or groups (DNs; nested membership counts) who may administer the broker,
@@ -38,6 +42,9 @@ pub struct BrokerConfig {
     /// Client API address.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// The administrators' API and /metrics, apart from the client API (None: on `listen`).
+    #[serde(default)]
+    pub admin_listen: Option<String>,
     /// Extra DNS names and addresses for the API's certificate.
     #[serde(default)]
     pub server_names: Vec<String>,
@@ -68,9 +75,18 @@ impl BrokerConfig {
                 path.display()
             ));
         }
-        c.listen
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| format!("{}: listen {:?}: {e}", path.display(), c.listen))?;
+        for (key, addr) in std::iter::once(("listen", &c.listen))
+            .chain(c.admin_listen.iter().map(|a| ("admin_listen", a)))
+        {
+            addr.parse::<std::net::SocketAddr>()
+                .map_err(|e| format!("{}: {key} {addr:?}: {e}", path.display()))?;
+        }
+        if c.admin_listen.as_deref() == Some(c.listen.as_str()) {
+            return Err(format!(
+                "{}: admin_listen is the same address as listen; leave it out to serve both there",
+                path.display()
+            ));
+        }
         Ok(c)
     }
 

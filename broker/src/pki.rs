@@ -3,7 +3,6 @@
 //! server certificate (the broker verifies agents against the same CA). ECDSA P-256 through
 //! rcgen; keys are written with mode 0600.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -38,13 +37,10 @@ fn fingerprint(path: &Path, pem: &str) -> Result<String, PkiError> {
         .map_err(|e| PkiError::Io(path.to_path_buf(), std::io::Error::other(e.to_string())))
 }
 
+/// Keys are 0600 from their first byte ([`tessera_agent::files`]).
 fn write(path: &Path, text: &str, secret: bool) -> Result<(), PkiError> {
-    std::fs::write(path, text).map_err(|e| PkiError::Io(path.to_path_buf(), e))?;
-    if secret {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| PkiError::Io(path.to_path_buf(), e))?;
-    }
-    Ok(())
+    tessera_agent::files::write_file(path, text.as_bytes(), secret)
+        .map_err(|e| PkiError::Io(path.to_path_buf(), e))
 }
 
 /// What a certificate is for.
@@ -165,6 +161,8 @@ impl Pki {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn ca_is_created_once_and_signs() {
@@ -199,6 +197,20 @@ mod tests {
         again
             .issue("agent-2", &["localhost".into()], Usage::Server)
             .unwrap();
+        // A key file left readable (say, by a restore), opened by somebody before the key is
+        // made anew: the new key never reaches that reader, and is 0600 from its first byte.
+        let stale = dir.join("agent-3.key");
+        std::fs::write(&stale, "stale").unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut reader = std::fs::File::open(&stale).unwrap();
+        again.issue("agent-3", &[], Usage::Server).unwrap();
+        let mut seen = String::new();
+        reader.read_to_string(&mut seen).unwrap();
+        assert_eq!(seen, "stale");
+        assert_eq!(
+            std::fs::metadata(&stale).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

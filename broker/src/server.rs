@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent_client::{tls_client, AgentClient};
-use crate::api::{router, AppState};
+use crate::api::{admin_router, client_router, router, AppState};
 use crate::config::BrokerConfig;
 use crate::logon::Logon;
 use crate::pki::{Pki, Usage};
@@ -93,9 +93,30 @@ pub async fn run(cfg: BrokerConfig) -> Result<(), String> {
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&server_cert, &server_key)
         .await
         .map_err(|e| format!("API certificate: {e}"))?;
+    let client = match &cfg.admin_listen {
+        None => router(state),
+        Some(admin) => {
+            let admin: SocketAddr = admin.parse().map_err(|e| format!("admin_listen: {e}"))?;
+            let app = admin_router(state.clone());
+            // Bound here, so that a taken address fails the start instead of a task later.
+            let listener = std::net::TcpListener::bind(admin)
+                .map_err(|e| format!("admin_listen {admin}: {e}"))?;
+            tracing::info!(%admin, "administrators' API and /metrics listening (HTTPS)");
+            let server = axum_server::from_tcp_rustls(listener, tls.clone())
+                .serve(app.into_make_service_with_connect_info::<SocketAddr>());
+            tokio::spawn(async move {
+                if let Err(e) = server.await {
+                    // Without it administrators are locked out: end the broker, loudly.
+                    tracing::error!(%admin, error = %e, "the administrators' API stopped");
+                    std::process::exit(1);
+                }
+            });
+            client_router(state)
+        }
+    };
     tracing::info!(%addr, "client API listening (HTTPS)");
     axum_server::bind_rustls(addr, tls)
-        .serve(router(state).into_make_service_with_connect_info::<SocketAddr>())
+        .serve(client.into_make_service_with_connect_info::<SocketAddr>())
         .await
         .map_err(|e| format!("serving on {addr}: {e}"))
 }

@@ -246,3 +246,100 @@ async fn an_administrator_messages_and_logs_off_a_session() {
         .unwrap();
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// A free TCP port on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// With `admin_listen`, the administrators' API and /metrics answer only there, and the
+/// client API only on `listen`: a management network can be kept apart from users.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_and_metrics_can_listen_apart_from_clients() {
+    let dir =
+        std::env::temp_dir().join(format!("tessera-split-{}", tessera_broker::store::new_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (client_port, admin_port) = (free_port(), free_port());
+    let path = dir.join("broker.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "state_dir = \"{}\"\nlisten = \"127.0.0.1:{client_port}\"\n\
+             admin_listen = \"127.0.0.1:{admin_port}\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let cfg = tessera_broker::config::BrokerConfig::load(&path).unwrap();
+    tokio::spawn(tessera_broker::server::run(cfg));
+    let ca = dir.join("pki/ca.pem");
+    let t0 = std::time::Instant::now();
+    while !ca.exists() {
+        assert!(t0.elapsed().as_secs() < 30, "the broker made no CA");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pem = std::fs::read(&ca).unwrap();
+    let c = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let status = |port: u16, method: reqwest::Method, path: &'static str| {
+        let c = c.clone();
+        async move {
+            let url = format!("https://127.0.0.1:{port}{path}");
+            for _ in 0..100 {
+                let r = c
+                    .request(method.clone(), &url)
+                    .json(&json!({"user": "nobody", "password": "x"}))
+                    .send()
+                    .await;
+                if let Ok(r) = r {
+                    return r.status();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("{url} never answered")
+        }
+    };
+    use reqwest::Method;
+    assert_eq!(
+        status(client_port, Method::GET, "/healthz").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(admin_port, Method::GET, "/healthz").await,
+        StatusCode::OK
+    );
+    // Administrators and metrics: only on the admin address.
+    assert_eq!(
+        status(admin_port, Method::GET, "/metrics").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(client_port, Method::GET, "/metrics").await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        status(admin_port, Method::POST, "/api/v1/admin/tokens").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(client_port, Method::POST, "/api/v1/admin/tokens").await,
+        StatusCode::NOT_FOUND
+    );
+    // Clients: only on the client address.
+    assert_eq!(
+        status(client_port, Method::POST, "/api/v1/sessions").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(admin_port, Method::POST, "/api/v1/sessions").await,
+        StatusCode::NOT_FOUND
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

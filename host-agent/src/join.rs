@@ -138,22 +138,8 @@ fn client(ca: Option<&str>) -> Result<reqwest::Client, JoinError> {
 }
 
 fn write(path: &Path, text: &str, secret: bool) -> Result<(), JoinError> {
-    let io = |e| JoinError::Io(path.display().to_string(), e);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    // The key is created 0600 before any byte of it is written.
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    if secret {
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    }
-    let mut f = opts.open(&tmp).map_err(io)?;
-    std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::files::write_file(path, text.as_bytes(), secret)
+        .map_err(|e| JoinError::Io(path.display().to_string(), e))
 }
 
 /// Joins the broker at `broker` (https://HOST:PORT) as `name`, reachable at `address`, and

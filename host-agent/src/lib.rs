@@ -16,6 +16,7 @@ pub mod capacity;
 pub mod config;
 pub mod disks;
 pub mod display;
+pub mod files;
 pub mod join;
 pub mod tls;
 pub mod vmm_client;

@@ -14,6 +14,7 @@ Configuration (TOML):
   state_dir = \"/var/lib/tessera-broker\"      CA and certificates (pki/), default SQLite database
   database = \"sqlite:///var/lib/tessera-broker/broker.db\"   or postgres://user@host/db
   listen = \"0.0.0.0:8443\"                    client API (HTTPS)
+  admin_listen = \"10.0.0.5:9443\"             admin API and /metrics apart (default: on listen)
   server_names = [\"broker.corp.example\"]     names in the API certificate, besides localhost
   directories = \"/etc/tessera/directories.toml\"   AD/LDAP (tessera-directory format); none: local accounts
   admins = [\"CN=vdi-admins,OU=Groups,DC=corp,DC=example\"]   directory users/groups who administer
