@@ -71,6 +71,7 @@ name = "local"
 listen = "127.0.0.1:$AGENT_PORT"
 state_dir = "$D/agent"
 vmm = "$bin/tessera-vmm"
+library = "$D/library"
 [[datastore]]
 name = "ds1"
 path = "$D/ds1"
@@ -85,9 +86,11 @@ if [ ! -f "$D/.seeded" ]; then
     if has_hardware_kvm; then
         image=demo-linux memory=512
         tests/guest/build-guest.sh
+        # Kernels come from the agent's image library, like golden images.
+        cp "$repo/.cache/guest/vmlinuz" "$repo/.cache/guest/initramfs.cpio.gz" "$D/library/"
         "$bin/tessera-img" --datastore "$D/library" create -f qcow2 "$D/library/$image.qcow2" 8G >/dev/null
         broker add-image "$image" --disk "$D/library/$image.qcow2" \
-            --kernel "$repo/.cache/guest/vmlinuz" --initrd "$repo/.cache/guest/initramfs.cpio.gz" \
+            --kernel "$D/library/vmlinuz" --initrd "$D/library/initramfs.cpio.gz" \
             --cmdline "console=ttyS0 reboot=k panic=-1 quiet tg.exit=shell" >/dev/null
     else
         log "no hardware virtualisation here: desktops run the demo desktop guest"

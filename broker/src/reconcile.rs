@@ -245,6 +245,7 @@ impl Reconciler {
                 datastore: ds.to_string(),
                 file: disk.to_string(),
                 readonly: false,
+                format: tessera_storage::Format::Qcow2,
             }],
             // Every desktop has a screen; the agent picks its SPICE port.
             display: true,

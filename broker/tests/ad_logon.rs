@@ -80,7 +80,8 @@ async fn an_ad_user_of_a_nested_group_gets_a_desktop_and_it_is_refreshed_at_logo
     // The session wrote into the overlay; logoff refreshes it.
     {
         let ds = tessera_storage::Datastore::new(&r.ds).unwrap();
-        let img = tessera_storage::Disk::open(&ds, &disk, true).unwrap();
+        let img =
+            tessera_storage::Disk::open(&ds, &disk, tessera_storage::Format::Qcow2, true).unwrap();
         img.write(&vec![0x42; 2 << 20], 0).unwrap();
         img.flush().unwrap();
     }

@@ -62,7 +62,8 @@ async fn a_floating_pool_grows_stops_at_max_and_refreshes() {
     let disk = r.ds.join(format!("{}.qcow2", d1.name));
     {
         let ds = tessera_storage::Datastore::new(&r.ds).unwrap();
-        let img = tessera_storage::Disk::open(&ds, &disk, true).unwrap();
+        let img =
+            tessera_storage::Disk::open(&ds, &disk, tessera_storage::Format::Qcow2, true).unwrap();
         img.write(&vec![0x5a; 4 << 20], 0).unwrap();
         img.flush().unwrap();
     }

@@ -69,6 +69,7 @@ impl ApiError {
         let status = match e {
             DiskError::NoDatastore(_) | DiskError::NotFound(..) => StatusCode::NOT_FOUND,
             DiskError::BadName(_) => StatusCode::BAD_REQUEST,
+            DiskError::Library(_) => StatusCode::FORBIDDEN,
             DiskError::InUse(_) => StatusCode::CONFLICT,
             DiskError::Storage(_) => StatusCode::UNPROCESSABLE_ENTITY,
             DiskError::Io(..) => StatusCode::INTERNAL_SERVER_ERROR,

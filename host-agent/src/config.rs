@@ -5,6 +5,8 @@
 //! listen = "0.0.0.0:8443"
 //! state_dir = "/var/lib/tessera-agent"  # VM definitions, sockets, console logs
 //! vmm = "/usr/bin/tessera-vmm"          # default: next to tessera-agent, else on PATH
+//! library = "/var/lib/tessera/library"  # golden images, kernels, initrds: the only place the
+//!                                       # broker may name them from (default shown)
 //! [[datastore]]
 //! name = "ds1"
 //! path = "/srv/tessera/ds1"
@@ -57,6 +59,10 @@ pub struct TlsConfig {
     pub client_ca: PathBuf,
 }
 
+fn default_library() -> PathBuf {
+    PathBuf::from("/var/lib/tessera/library")
+}
+
 fn default_listen() -> String {
     "0.0.0.0:8443".into()
 }
@@ -79,6 +85,10 @@ pub struct AgentConfig {
     /// Datastores.
     #[serde(default, rename = "datastore")]
     pub datastores: Vec<DatastoreConfig>,
+    /// The image library: the only place kernels, initrds and images to import are taken
+    /// from (paths are canonicalised, symlinks resolved, and must stay inside it).
+    #[serde(default = "default_library")]
+    pub library: PathBuf,
     /// Mutual TLS; required unless the agent only listens on loopback for a lab.
     #[serde(default)]
     pub tls: Option<TlsConfig>,

@@ -30,6 +30,9 @@ pub enum DiskError {
     /// I/O.
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
+    /// A file the broker named outside the image library (or no library).
+    #[error("{0}")]
+    Library(String),
 }
 
 /// A disk as listed.
@@ -74,16 +77,44 @@ pub fn clone_disk(
     check_name(base)?;
     check_name(name)?;
     let (store, dir) = datastore(cfg, ds)?;
+    // Bases enter datastores through [`import_base`], as qcow2.
     Ok(ops::linked_clone(
         &store,
         &dir.join(base),
+        tessera_storage::Format::Qcow2,
         &dir.join(name),
         Durability::Sync,
     )?)
 }
 
-/// Copies a base image from `source` (a file anywhere the agent may read, e.g. the broker's
-/// image library mounted on the host) into datastore `ds` as `name`, as a standalone image.
+/// `path` (a kernel, an initrd, an image to import; relative: to the library), confined to
+/// the host's image library: canonical, symlinks resolved, inside it, a regular file. So a
+/// broker cannot have a VMM load /etc/shadow as a kernel (the guest would read it) or import
+/// a host file into a datastore.
+pub fn library_file(cfg: &AgentConfig, path: &Path) -> Result<PathBuf, DiskError> {
+    let lib = Datastore::new(&cfg.library).map_err(|e| {
+        DiskError::Library(format!("the image library {}: {e}", cfg.library.display()))
+    })?;
+    let full = lib.root().join(path);
+    let outside = || {
+        DiskError::Library(format!(
+            "{} is not a file in the image library {}",
+            path.display(),
+            cfg.library.display()
+        ))
+    };
+    let canon = lib.confine(&full, &full).map_err(|_| outside())?;
+    if !canon.is_file() {
+        return Err(outside());
+    }
+    Ok(canon)
+}
+
+/// Copies a base image from `source` in the host's image library into datastore `ds` as
+/// `name`: a standalone qcow2 image whatever the source's format, so that every later open
+/// knows its format without reading its content. The source's format is read from its first
+/// bytes: it is the administrators' library image, which no guest writes. An existing disk of
+/// that name is never replaced (one in use, or the base of clones, least of all).
 pub fn import_base(
     cfg: &AgentConfig,
     ds: &str,
@@ -91,15 +122,17 @@ pub fn import_base(
     name: &str,
 ) -> Result<PathBuf, DiskError> {
     check_name(name)?;
-    let (_, dir) = datastore(cfg, ds)?;
+    let (store, dir) = datastore(cfg, ds)?;
+    let src = library_file(cfg, source)?;
+    let library = Datastore::new(&cfg.library)?;
+    let format = tessera_storage::Format::probe(&src)?;
     let target = dir.join(name);
-    let temp = dir.join(format!(".{name}.importing"));
-    std::fs::copy(source, &temp).map_err(|e| DiskError::Io(source.display().to_string(), e))?;
-    let f = std::fs::File::open(&temp).map_err(|e| DiskError::Io(temp.display().to_string(), e))?;
-    f.sync_all()
-        .map_err(|e| DiskError::Io(temp.display().to_string(), e))?;
-    std::fs::rename(&temp, &target).map_err(|e| DiskError::Io(target.display().to_string(), e))?;
-    Ok(target)
+    if target.exists() {
+        return Err(DiskError::InUse(format!(
+            "{name} already exists in {ds}; delete it first (an import never replaces a disk)"
+        )));
+    }
+    Ok(ops::import(&library, &src, format, &store, &target)?)
 }
 
 /// Deletes `name` from `ds` unless a VM uses it (`in_use`) or another image is built on it.

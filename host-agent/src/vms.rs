@@ -56,6 +56,14 @@ pub struct VmDisk {
     /// Read-only.
     #[serde(default)]
     pub readonly: bool,
+    /// Its format as recorded (default qcow2: clones and imported bases); the VMM opens it
+    /// in this format and never guesses from content a guest may have written.
+    #[serde(default = "qcow2")]
+    pub format: tessera_storage::Format,
+}
+
+fn qcow2() -> tessera_storage::Format {
+    tessera_storage::Format::Qcow2
 }
 
 /// What the broker asks for.
@@ -189,11 +197,9 @@ impl Supervisor {
                 "vcpus 1-32 and memory 16 MiB-1 TiB".into(),
             ));
         }
-        if !spec.kernel.is_file() {
-            return Err(VmError::Invalid(format!(
-                "kernel {} is not a file",
-                spec.kernel.display()
-            )));
+        disks::library_file(&self.cfg, &spec.kernel)?;
+        if let Some(initrd) = &spec.initrd {
+            disks::library_file(&self.cfg, initrd)?;
         }
         for d in &spec.disks {
             disks::check_name(&d.file)?;
@@ -231,9 +237,13 @@ impl Supervisor {
     fn vmm_config(&self, spec: &VmSpec, display: Option<toml::Table>) -> Result<String, VmError> {
         let mut t = toml::Table::new();
         let s = |p: &Path| toml::Value::String(p.display().to_string());
-        t.insert("kernel".into(), s(&spec.kernel));
+        // Confined again at each start: the library may have changed since the definition.
+        t.insert(
+            "kernel".into(),
+            s(&disks::library_file(&self.cfg, &spec.kernel)?),
+        );
         if let Some(i) = &spec.initrd {
-            t.insert("initrd".into(), s(i));
+            t.insert("initrd".into(), s(&disks::library_file(&self.cfg, i)?));
         }
         if let Some(c) = &spec.cmdline {
             t.insert("cmdline".into(), toml::Value::String(c.clone()));
@@ -255,6 +265,10 @@ impl Supervisor {
             let (_, dir) = disks::datastore(&self.cfg, &d.datastore)?;
             let mut e = toml::Table::new();
             e.insert("path".into(), s(&dir.join(&d.file)));
+            e.insert(
+                "format".into(),
+                toml::Value::String(d.format.name().to_string()),
+            );
             e.insert("datastore".into(), s(&dir));
             e.insert("readonly".into(), toml::Value::Boolean(d.readonly));
             e.insert(

@@ -134,11 +134,13 @@ fn rig(name: &str) -> Rig {
     let _ = std::fs::remove_dir_all(&dir);
     let ds = dir.join("ds1");
     std::fs::create_dir_all(&ds).unwrap();
+    std::fs::create_dir_all(dir.join("library")).unwrap();
     let pki = Pki::new(&dir, "ca");
     let (cert, key) = pki.issue("agent", true);
     let (bcert, bkey) = pki.issue("broker", false);
     let cfg = AgentConfig {
         name: Some("test-host".into()),
+        library: dir.join("library"),
         listen: "127.0.0.1:0".into(),
         state_dir: dir.join("state"),
         vmm: Some(vmm_binary()),
@@ -313,6 +315,91 @@ async fn hostile_requests_get_clear_errors() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
 
+/// Kernels, initrds and images to import come from the image library only: absolute paths
+/// elsewhere, `..` and symlinks out of it are refused before anything reads them, and an
+/// import lands as a new qcow2 image that never replaces an existing disk.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_the_broker_names_is_confined_to_the_library() {
+    let r = rig("library");
+    let lib = r.dir.join("library");
+    std::fs::write(lib.join("vmlinuz"), b"not really a kernel").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", lib.join("escape")).unwrap();
+    // A raw golden image with a recognisable first sector.
+    let mut raw = vec![0u8; 1 << 20];
+    raw[..16].copy_from_slice(b"GOLDEN-RAW-IMAGE");
+    std::fs::write(lib.join("gold.img"), &raw).unwrap();
+    let (url, _task) = start(&r.cfg).await;
+    let c = &r.client;
+
+    for kernel in [
+        "/etc/passwd".to_string(),
+        "escape".into(),
+        lib.join("../ds1/../library/escape").display().to_string(),
+        "../state".into(),
+    ] {
+        let vm = json!({"name": "v1", "vcpus": 1, "memory_mib": 64, "kernel": kernel});
+        let resp = c
+            .put(format!("{url}/api/v1/vms/v1"))
+            .json(&vm)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "kernel {kernel}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("image library"),
+            "{body}"
+        );
+    }
+    let vm = json!({"name": "v1", "vcpus": 1, "memory_mib": 64, "kernel": "vmlinuz",
+                    "initrd": "/etc/shadow"});
+    let resp = c
+        .put(format!("{url}/api/v1/vms/v1"))
+        .json(&vm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "an initrd outside");
+
+    let import = |source: String, name: &'static str| {
+        c.post(format!("{url}/api/v1/datastores/ds1/imports"))
+            .json(&json!({"name": name, "source": source}))
+            .send()
+    };
+    for source in [
+        "/etc/passwd".to_string(),
+        lib.join("escape").display().to_string(),
+    ] {
+        let resp = import(source.clone(), "stolen.qcow2").await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "import of {source}");
+    }
+    assert!(!r.ds.join("stolen.qcow2").exists());
+    let resp = import("gold.img".into(), "base.qcow2").await.unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        resp.text().await
+    );
+    // It landed as qcow2 (its format known from now on) with the same content.
+    let base = r.ds.join("base.qcow2");
+    assert_eq!(
+        tessera_storage::Format::probe(&base).unwrap(),
+        tessera_storage::Format::Qcow2
+    );
+    let ds = tessera_storage::Datastore::new(&r.ds).unwrap();
+    let disk =
+        tessera_storage::Disk::open(&ds, &base, tessera_storage::Format::Qcow2, false).unwrap();
+    let mut head = [0u8; 16];
+    disk.read(&mut head, 0).unwrap();
+    assert_eq!(&head, b"GOLDEN-RAW-IMAGE");
+    // A second import under the same name never replaces the disk.
+    let before = std::fs::read(&base).unwrap();
+    let resp = import("gold.img".into(), "base.qcow2").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert_eq!(std::fs::read(&base).unwrap(), before);
+}
+
 fn kvm() -> bool {
     let ok = std::fs::OpenOptions::new()
         .read(true)
@@ -343,7 +430,7 @@ async fn vms_survive_an_agent_restart() {
         65536,
     )
     .unwrap();
-    let kernel = r.dir.join("tiny.elf");
+    let kernel = r.dir.join("library/tiny.elf");
     std::fs::write(
         &kernel,
         tessera_vmm::tiny_guest::milestones_then_idle(&[0x10, 0x20]),

@@ -269,7 +269,8 @@ fn attach_disk(
             .map_or_else(|| ".".into(), |p| p.to_path_buf()),
     };
     let ds = tessera_storage::Datastore::new(&root).map_err(err)?;
-    let image = tessera_storage::Disk::open(&ds, &disk.path, !disk.readonly).map_err(err)?;
+    let image =
+        tessera_storage::Disk::open(&ds, &disk.path, disk.format, !disk.readonly).map_err(err)?;
     let queues = disk.queues.unwrap_or(u16::from(vcpus));
     let serial = disk.serial.clone().unwrap_or_default();
     let block = Block::new(image, disk.readonly, queues, &serial);

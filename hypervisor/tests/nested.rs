@@ -86,6 +86,7 @@ fn make_transfer_disk(scratch: &Scratch) -> std::path::PathBuf {
     ops::linked_clone(
         &ds,
         &ds_dir.join("base.qcow2"),
+        tessera_storage::Format::Qcow2,
         &ds_dir.join("clone.qcow2"),
         Durability::Sync,
     )

@@ -11,7 +11,7 @@ use crate::header;
 pub const MAX_CHAIN_DEPTH: usize = 64;
 
 /// Image file formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// qcow2 (v2 read, v3 read/write).
@@ -38,7 +38,11 @@ impl Format {
         }
     }
 
-    /// Detects the format from the file's first bytes.
+    /// Detects the format from the file's first bytes: for showing an image to an admin
+    /// (`tessera-img info`) and for an admin's own library image as it becomes a base, never
+    /// for opening a disk a guest may have written: a guest that writes a qcow2 header into
+    /// its raw disk would otherwise have it read as an overlay on any file it names
+    /// (CVE-2008-2004). Disks are opened in their recorded format ([`Datastore::chain`]).
     pub fn probe(path: &Path) -> Result<Self, StorageError> {
         use std::io::Read;
         let mut magic = [0u8; 4];
@@ -126,10 +130,13 @@ impl Datastore {
         self.confine(&joined, image)
     }
 
-    /// Walks the backing chain of `top` through the headers alone, before anything opens the
-    /// images: every link confined, no loops, at most [`MAX_CHAIN_DEPTH`] deep.
-    pub fn chain(&self, top: &Path) -> Result<Vec<ChainEntry>, StorageError> {
+    /// Walks the backing chain of `top` (an image in `format`) through the headers alone,
+    /// before anything opens the images: every link confined, no loops, at most
+    /// [`MAX_CHAIN_DEPTH`] deep. Each backing file's format is the one its referrer records
+    /// (qcow2's backing-format extension), never probed; a link without one is refused.
+    pub fn chain(&self, top: &Path, format: Format) -> Result<Vec<ChainEntry>, StorageError> {
         let mut path = self.confine(top, top)?;
+        let mut format = format;
         let mut chain: Vec<ChainEntry> = Vec::new();
         loop {
             if chain.iter().any(|e| e.path == path) {
@@ -138,7 +145,6 @@ impl Datastore {
             if chain.len() >= MAX_CHAIN_DEPTH {
                 return Err(StorageError::ChainTooDeep(MAX_CHAIN_DEPTH));
             }
-            let format = Format::probe(&path)?;
             chain.push(ChainEntry {
                 path: path.clone(),
                 format,
@@ -147,10 +153,21 @@ impl Datastore {
                 return Ok(chain);
             }
             let h = header::read(&path)?;
-            match h.backing_file {
-                None => return Ok(chain),
-                Some(b) => path = self.resolve_backing(&path, &b)?,
-            }
+            let Some(b) = h.backing_file else {
+                return Ok(chain);
+            };
+            format = match h.backing_format.as_deref() {
+                Some("raw" | "file") => Format::Raw,
+                Some(f) => Format::from_name(f)?,
+                None => {
+                    return Err(StorageError::Invalid(format!(
+                        "{} does not record its backing file's format; it is never guessed \
+                         from the file's content (recreate the overlay with one)",
+                        path.display()
+                    )))
+                }
+            };
+            path = self.resolve_backing(&path, &b)?;
         }
     }
 

@@ -92,11 +92,18 @@ fn io_err(path: &Path) -> impl Fn(io::Error) -> StorageError + '_ {
 }
 
 impl Disk {
-    /// Opens `path` (format probed) and its whole backing chain, read-only or writable.
-    pub fn open(ds: &Datastore, path: &Path, writable: bool) -> Result<Self, StorageError> {
-        // Walk the headers first: confinement, loops and depth are checked before imago opens
-        // anything, and the gate checks them again for whatever imago opens.
-        let chain = ds.chain(path)?;
+    /// Opens `path`, an image in `format` (what its owner recorded: never guessed from the
+    /// content, which a guest may have written), and its whole backing chain, read-only or
+    /// writable.
+    pub fn open(
+        ds: &Datastore,
+        path: &Path,
+        format: Format,
+        writable: bool,
+    ) -> Result<Self, StorageError> {
+        // Walk the headers first: confinement, loops, depth and recorded formats are checked
+        // before imago opens anything, and the gate checks them again for whatever imago opens.
+        let chain = ds.chain(path, format)?;
         let top = chain[0].clone();
         let gate = ConfinedGate {
             datastore: ds.clone(),

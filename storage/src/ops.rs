@@ -155,14 +155,16 @@ pub fn create(
     Ok(target)
 }
 
-/// Creates a qcow2 overlay at `target` whose backing file is `base`: a linked clone.
+/// Creates a qcow2 overlay at `target` whose backing file is `base`, an image in
+/// `base_format`: a linked clone. The overlay records that format.
 pub fn linked_clone(
     ds: &Datastore,
     base: &Path,
+    base_format: Format,
     target: &Path,
     durability: Durability,
 ) -> Result<PathBuf, StorageError> {
-    let base_chain = ds.chain(base)?;
+    let base_chain = ds.chain(base, base_format)?;
     let base = &base_chain[0];
     let size = match base.format {
         Format::Qcow2 => header::read(&base.path)?.size,
@@ -184,11 +186,16 @@ pub fn linked_clone(
     Ok(target)
 }
 
-/// Takes a snapshot of the disk at `active`: its current content becomes the read-only file
-/// `snapshot`, and `active` becomes a new empty overlay on it. The disk must not be in use.
-pub fn snapshot(ds: &Datastore, active: &Path, snapshot: &Path) -> Result<PathBuf, StorageError> {
+/// Takes a snapshot of the disk at `active` (an image in `format`): its current content
+/// becomes the read-only file `snapshot`, and `active` becomes a new empty overlay on it. The
+/// disk must not be in use.
+pub fn snapshot(
+    ds: &Datastore,
+    active: &Path,
+    format: Format,
+    snapshot: &Path,
+) -> Result<PathBuf, StorageError> {
     let active = ds.confine(active, active)?;
-    let format = Format::probe(&active)?;
     let (size, cluster) = match format {
         Format::Qcow2 => {
             let h = header::read(&active)?;
@@ -231,8 +238,9 @@ pub fn snapshot(ds: &Datastore, active: &Path, snapshot: &Path) -> Result<PathBu
 
 /// Throws away everything written to the overlay `active` since it was created: a new empty
 /// overlay on the same backing file replaces it (FusionAccess's refresh on logoff).
+/// An overlay is qcow2 by definition (a raw image has no backing file).
 pub fn revert(ds: &Datastore, active: &Path) -> Result<(), StorageError> {
-    let chain = ds.chain(active)?;
+    let chain = ds.chain(active, Format::Qcow2)?;
     let top = &chain[0];
     let base = chain.get(1).ok_or_else(|| {
         StorageError::Invalid(format!(
@@ -285,7 +293,7 @@ fn copy_top_layer(src: &Disk, dst: &Disk) -> Result<(), StorageError> {
 /// the same data the base now holds, so a crash at any point reads the same disk, and running
 /// the commit again finishes it.
 pub fn commit(ds: &Datastore, overlay: &Path) -> Result<PathBuf, StorageError> {
-    let chain = ds.chain(overlay)?;
+    let chain = ds.chain(overlay, Format::Qcow2)?;
     let top = chain[0].path.clone();
     let base = chain
         .get(1)
@@ -304,8 +312,8 @@ pub fn commit(ds: &Datastore, overlay: &Path) -> Result<PathBuf, StorageError> {
     }
     let children = ds.users_of(&top)?;
     {
-        let src = Disk::open(ds, &top, false)?;
-        let dst = Disk::open(ds, &base.path, true)?;
+        let src = Disk::open(ds, &top, Format::Qcow2, false)?;
+        let dst = Disk::open(ds, &base.path, base.format, true)?;
         if src.size() > dst.size() {
             return Err(StorageError::Unsupported(format!(
                 "the overlay ({} bytes) is larger than its base ({} bytes)",
@@ -332,10 +340,30 @@ pub fn commit(ds: &Datastore, overlay: &Path) -> Result<PathBuf, StorageError> {
     Ok(base.path)
 }
 
-/// Writes a standalone copy of the disk at `src` (its whole chain) to `target`: a full clone.
-pub fn flatten(ds: &Datastore, src: &Path, target: &Path) -> Result<PathBuf, StorageError> {
-    let source = Disk::open(ds, src, false)?;
-    let target = new_target(ds, target)?;
+/// Writes a standalone qcow2 copy of the disk at `src` (an image in `format`, with its whole
+/// chain) to `target`: a full clone.
+pub fn flatten(
+    ds: &Datastore,
+    src: &Path,
+    format: Format,
+    target: &Path,
+) -> Result<PathBuf, StorageError> {
+    import(ds, src, format, ds, target)
+}
+
+/// Writes a standalone qcow2 copy of `src` (an image in `format` whose chain is confined to
+/// `from`, e.g. an image library) to `target`, a new file in datastore `to`: how a base image
+/// enters a datastore. Whatever `src` was, what lands is qcow2 without a backing file, so
+/// every later open of it knows its format without looking at its content.
+pub fn import(
+    from: &Datastore,
+    src: &Path,
+    format: Format,
+    to: &Datastore,
+    target: &Path,
+) -> Result<PathBuf, StorageError> {
+    let source = Disk::open(from, src, format, false)?;
+    let target = new_target(to, target)?;
     let temp = temp_beside(&target);
     write_qcow2(
         &temp,
@@ -345,7 +373,7 @@ pub fn flatten(ds: &Datastore, src: &Path, target: &Path) -> Result<PathBuf, Sto
         Durability::Deferred,
     )?;
     let result = (|| {
-        let dst = Disk::open(ds, &temp, true)?;
+        let dst = Disk::open(to, &temp, Format::Qcow2, true)?;
         let mut buf = Vec::new();
         for m in source.map()? {
             if m.zero {

@@ -82,7 +82,7 @@ fn clean_images_agree() {
         let p = d.p(&format!("ours-{cs}.qcow2"));
         ops::create(&ds, &p, 64 << 20, Format::Qcow2, cs).unwrap();
         {
-            let disk = Disk::open(&ds, &p, true).unwrap();
+            let disk = Disk::open(&ds, &p, tessera_storage::Format::Qcow2, true).unwrap();
             for i in 0..40u64 {
                 let off = (i * 7_919 * 4096) % (60 << 20);
                 disk.write(&[i as u8; 8192], off).unwrap();

@@ -43,7 +43,14 @@ fn sigkill_mid_write_loses_no_acknowledged_write() {
     let ds = Datastore::new(&dir).unwrap();
     let base = dir.join("base.qcow2");
     ops::create(&ds, &base, 256 << 20, Format::Qcow2, 65536).unwrap();
-    let img = ops::linked_clone(&ds, &base, &dir.join("desk.qcow2"), Durability::Sync).unwrap();
+    let img = ops::linked_clone(
+        &ds,
+        &base,
+        tessera_storage::Format::Qcow2,
+        &dir.join("desk.qcow2"),
+        Durability::Sync,
+    )
+    .unwrap();
 
     let mut acked = 0u64;
     let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
@@ -94,7 +101,7 @@ fn sigkill_mid_write_loses_no_acknowledged_write() {
             String::from_utf8_lossy(&ours.stdout)
         );
 
-        let disk = Disk::open(&ds, &img, false).unwrap();
+        let disk = Disk::open(&ds, &img, tessera_storage::Format::Qcow2, false).unwrap();
         let size = disk.size();
         let mut block = vec![0u8; 4096];
         for n in acked.saturating_sub(200)..acked {

@@ -81,7 +81,7 @@ fn our_writes_equal_qemu_io_writes_and_pass_check() {
     for cluster in [512usize, 4096, 65536, 2 << 20] {
         let ours = d.p(&format!("ours-{cluster}.qcow2"));
         ops::create(&ds, &ours, 16 << 20, Format::Qcow2, cluster).unwrap();
-        apply_ours(&Disk::open(&ds, &ours, true).unwrap());
+        apply_ours(&Disk::open(&ds, &ours, tessera_storage::Format::Qcow2, true).unwrap());
         let theirs = d.p(&format!("theirs-{cluster}.qcow2"));
         qemu_img(&[
             "create",
@@ -171,7 +171,7 @@ fn reads_chains_qemu_img_made_v2_and_v3_and_compressed() {
     let expect = std::fs::read(&raw).unwrap();
     let ds = d.ds();
     for img in [&top, &comp] {
-        let disk = Disk::open(&ds, img, false).unwrap();
+        let disk = Disk::open(&ds, img, tessera_storage::Format::Qcow2, false).unwrap();
         let mut got = vec![0u8; expect.len()];
         disk.read(&mut got, 0).unwrap();
         assert!(
@@ -180,7 +180,13 @@ fn reads_chains_qemu_img_made_v2_and_v3_and_compressed() {
             img.display()
         );
     }
-    assert_eq!(Disk::open(&ds, &top, false).unwrap().chain().len(), 3);
+    assert_eq!(
+        Disk::open(&ds, &top, tessera_storage::Format::Qcow2, false)
+            .unwrap()
+            .chain()
+            .len(),
+        3
+    );
 }
 
 #[test]
@@ -195,8 +201,15 @@ fn linked_clones_snapshots_revert_commit_flatten_agree_with_qemu() {
     qemu_io(&base, "qcow2", &["write -P 0xa0 0 4M".into()]);
 
     // Linked clone, written through the library; a twin made by qemu-img, written by qemu-io.
-    let desk = ops::linked_clone(&ds, &base, &d.p("desk.qcow2"), Durability::Sync).unwrap();
-    apply_ours(&Disk::open(&ds, &desk, true).unwrap());
+    let desk = ops::linked_clone(
+        &ds,
+        &base,
+        tessera_storage::Format::Qcow2,
+        &d.p("desk.qcow2"),
+        Durability::Sync,
+    )
+    .unwrap();
+    apply_ours(&Disk::open(&ds, &desk, tessera_storage::Format::Qcow2, true).unwrap());
     let twin = d.p("twin.qcow2");
     qemu_img(&[
         "create",
@@ -216,7 +229,7 @@ fn linked_clones_snapshots_revert_commit_flatten_agree_with_qemu() {
     assert!(info.contains("backing file: golden.qcow2"), "{info}");
 
     // Snapshot: the snapshot keeps the content; new writes go to the new overlay.
-    let snap = ops::snapshot(&ds, &desk, &d.p("desk.s1")).unwrap();
+    let snap = ops::snapshot(&ds, &desk, Format::Qcow2, &d.p("desk.s1")).unwrap();
     compare(&snap, &twin);
     qemu_io(&desk, "qcow2", &["write -P 0xee 20M 64k".into()]);
     qemu_io(&twin, "qcow2", &["write -P 0xee 20M 64k".into()]);
@@ -232,7 +245,7 @@ fn linked_clones_snapshots_revert_commit_flatten_agree_with_qemu() {
     ));
 
     // Flatten gives a standalone copy with the same content.
-    let full = ops::flatten(&ds, &desk, &d.p("full.qcow2")).unwrap();
+    let full = ops::flatten(&ds, &desk, Format::Qcow2, &d.p("full.qcow2")).unwrap();
     compare(&full, &desk);
     check_clean(&full);
     assert!(!qemu_img(&["info", full.to_str().unwrap()]).contains("backing file"));
@@ -263,7 +276,7 @@ fn discard_frees_and_zeroes() {
     let img = d.p("d.qcow2");
     ops::create(&ds, &img, 8 << 20, Format::Qcow2, 65536).unwrap();
     {
-        let mut disk = Disk::open(&ds, &img, true).unwrap();
+        let mut disk = Disk::open(&ds, &img, tessera_storage::Format::Qcow2, true).unwrap();
         disk.write(&vec![7u8; 2 << 20], 0).unwrap();
         disk.discard(0, 1 << 20).unwrap();
         disk.flush().unwrap();
@@ -297,7 +310,7 @@ fn hostile_chains_are_refused() {
         "1M",
     ]);
     assert!(matches!(
-        Disk::open(&ds, &outside, false),
+        Disk::open(&ds, &outside, tessera_storage::Format::Qcow2, false),
         Err(StorageError::OutsideDatastore { .. })
     ));
 
@@ -316,7 +329,7 @@ fn hostile_chains_are_refused() {
         "1M",
     ]);
     assert!(matches!(
-        Disk::open(&ds, &dotdot, false),
+        Disk::open(&ds, &dotdot, tessera_storage::Format::Qcow2, false),
         Err(StorageError::OutsideDatastore { .. })
     ));
 
@@ -336,7 +349,7 @@ fn hostile_chains_are_refused() {
         "1M",
     ]);
     assert!(matches!(
-        Disk::open(&ds, &via_link, false),
+        Disk::open(&ds, &via_link, tessera_storage::Format::Qcow2, false),
         Err(StorageError::OutsideDatastore { .. })
     ));
 
@@ -369,7 +382,7 @@ fn hostile_chains_are_refused() {
         "1M",
     ]);
     assert!(matches!(
-        Disk::open(&ds, &a, false),
+        Disk::open(&ds, &a, tessera_storage::Format::Qcow2, false),
         Err(StorageError::ChainLoop(_))
     ));
 
@@ -379,13 +392,14 @@ fn hostile_chains_are_refused() {
         prev = ops::linked_clone(
             &ds,
             &prev,
+            tessera_storage::Format::Qcow2,
             &d.p(&format!("deep-{i}.qcow2")),
             Durability::Deferred,
         )
         .unwrap_or(prev);
     }
     assert!(matches!(
-        Disk::open(&ds, &prev, false),
+        Disk::open(&ds, &prev, tessera_storage::Format::Qcow2, false),
         Err(StorageError::ChainTooDeep(_))
     ));
 }
@@ -405,7 +419,7 @@ fn corrupt_headers_give_errors_not_panics() {
             b[off] = v;
             let p = d.p("bad.qcow2");
             std::fs::write(&p, &b).unwrap();
-            match Disk::open(&ds, &p, false) {
+            match Disk::open(&ds, &p, tessera_storage::Format::Qcow2, false) {
                 Ok(disk) => {
                     let mut buf = vec![0u8; 65536];
                     let _ = disk.read(&mut buf, 0);

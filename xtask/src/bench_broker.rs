@@ -111,6 +111,7 @@ async fn measure(
 
     let agent_cfg = AgentConfig {
         name: Some("bench-host".into()),
+        library: lib.clone(),
         listen: "127.0.0.1:0".into(),
         state_dir: dir.join("agent"),
         vmm: Some(repo.join("target/release/tessera-vmm")),

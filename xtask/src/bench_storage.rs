@@ -59,6 +59,7 @@ fn clones(dir: &Path, n: usize) -> Result<(f64, f64, f64)> {
         ops::linked_clone(
             &ds,
             &base,
+            tessera_storage::Format::Qcow2,
             &dir.join(format!("ours-{i}.qcow2")),
             Durability::Deferred,
         )?;
@@ -72,6 +73,7 @@ fn clones(dir: &Path, n: usize) -> Result<(f64, f64, f64)> {
         ops::linked_clone(
             &ds,
             &base,
+            tessera_storage::Format::Qcow2,
             &dir.join(format!("sync-{i}.qcow2")),
             Durability::Sync,
         )?;
@@ -114,7 +116,7 @@ fn offsets(count: u64, size: u64, step: u64, buf: u64) -> impl Iterator<Item = u
 /// closing it with everything on disk.
 fn ours_io(ds: &Datastore, img: &Path, write: bool, count: u64, bs: u64, step: u64) -> Result<f64> {
     let t = Instant::now();
-    let disk = Disk::open(ds, img, write)?;
+    let disk = Disk::open(ds, img, tessera_storage::Format::Qcow2, write)?;
     let mut buf = vec![0x5au8; bs as usize];
     for off in offsets(count, disk.size(), step, bs) {
         if write {
@@ -191,7 +193,7 @@ pub fn run(dir: &Path, runs: usize) -> Result<()> {
     // The base is written once and synced, so no writeback of it runs during the measurements.
     {
         // Fill the base so reads through the overlay find data in the backing file.
-        let d = Disk::open(&ds, &base, true)?;
+        let d = Disk::open(&ds, &base, tessera_storage::Format::Qcow2, true)?;
         let chunk = vec![0xa5u8; 4 << 20];
         let mut off = 0;
         while off < BASE_SIZE {
@@ -273,7 +275,13 @@ pub fn run(dir: &Path, runs: usize) -> Result<()> {
             for (i, side) in order.iter().enumerate() {
                 let ov = dir.join(format!("ov-{i}.qcow2"));
                 let _ = std::fs::remove_file(&ov);
-                ops::linked_clone(&ds, &base, &ov, Durability::Sync)?;
+                ops::linked_clone(
+                    &ds,
+                    &base,
+                    tessera_storage::Format::Qcow2,
+                    &ov,
+                    Durability::Sync,
+                )?;
                 let secs = if *side == 0 {
                     ours_io(&ds, &ov, w.write, w.count, w.bs, w.step)?
                 } else {

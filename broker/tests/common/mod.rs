@@ -220,10 +220,12 @@ pub fn ldap_env(test: &str) -> Option<std::collections::HashMap<String, String>>
 }
 
 /// Runs a tessera-agent in this process as host-1 (state in `state`, one datastore `ds1` at
-/// `ds`, mutual TLS with `cert_key` and clients signed by `ca`); returns its URL.
+/// `ds`, its image library the `library` beside it, mutual TLS with `cert_key` and clients
+/// signed by `ca`); returns its URL.
 pub async fn start_agent(state: &Path, ds: &Path, cert_key: (&Path, &Path), ca: &Path) -> String {
     let cfg = AgentConfig {
         name: Some("host-1".into()),
+        library: ds.with_file_name("library"),
         listen: "127.0.0.1:0".into(),
         state_dir: state.to_path_buf(),
         vmm: Some(vmm_binary()),

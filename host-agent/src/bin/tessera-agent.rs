@@ -11,6 +11,8 @@ Configuration (TOML; every key is described in host-agent/src/config.rs):
   listen = \"0.0.0.0:8443\"
   state_dir = \"/var/lib/tessera-agent\"  VM definitions, control sockets, console logs
   vmm = \"/usr/bin/tessera-vmm\"          default: next to tessera-agent, else on PATH
+  library = \"/var/lib/tessera/library\"  golden images, kernels, initrds: the only place imports
+                                        and VM kernels may come from (default shown)
   [[datastore]]
   name = \"ds1\"
   path = \"/srv/tessera/ds1\"

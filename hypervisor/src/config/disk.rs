@@ -1,11 +1,17 @@
-//! Disk configuration: `--disk path=IMAGE[,readonly=on][,queues=N][,datastore=DIR][,serial=ID]`
-//! on the command line, `[[disks]]` tables in a config file.
+//! Disk configuration: `--disk path=IMAGE[,format=qcow2|raw][,readonly=on][,queues=N]
+//! [,datastore=DIR][,serial=ID]` on the command line, `[[disks]]` tables in a config file.
+//!
+//! The format is said, never guessed from the image's first bytes: a guest can write a qcow2
+//! header into its raw disk, and a VMM that probed would next time read it as an overlay of
+//! whatever file the guest named.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use tessera_storage::Format;
 
 use super::ConfigError;
 use crate::devices::virtio::block::MAX_QUEUES;
@@ -16,6 +22,10 @@ use crate::devices::virtio::block::MAX_QUEUES;
 pub struct DiskConfig {
     /// The image: raw or qcow2 (its backing chain is opened too).
     pub path: PathBuf,
+    /// Its format (default qcow2, what Tessera's clones are); backing files are opened in the
+    /// format each image records.
+    #[serde(default = "qcow2")]
+    pub format: Format,
     /// Expose the disk read-only (writes fail in the guest).
     #[serde(default)]
     pub readonly: bool,
@@ -29,6 +39,10 @@ pub struct DiskConfig {
     /// Serial number the guest reads (GET_ID, /sys/block/vdX/serial); at most 20 bytes.
     #[serde(default)]
     pub serial: Option<String>,
+}
+
+fn qcow2() -> Format {
+    Format::Qcow2
 }
 
 fn bad(s: &str, why: &str) -> ConfigError {
@@ -48,6 +62,7 @@ impl FromStr for DiskConfig {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut disk = DiskConfig {
             path: PathBuf::new(),
+            format: Format::Qcow2,
             readonly: false,
             queues: None,
             datastore: None,
@@ -62,6 +77,10 @@ impl FromStr for DiskConfig {
             };
             match key {
                 "path" => disk.path = PathBuf::from(value),
+                "format" => {
+                    disk.format =
+                        Format::from_name(value).map_err(|_| bad(s, "format takes qcow2 or raw"))?
+                }
                 "readonly" => disk.readonly = on_off(value, s)?,
                 "queues" => {
                     let n = value
@@ -85,7 +104,12 @@ impl FromStr for DiskConfig {
 
 impl fmt::Display for DiskConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "path={}", self.path.display())?;
+        write!(
+            f,
+            "path={},format={}",
+            self.path.display(),
+            self.format.name()
+        )?;
         if self.readonly {
             write!(f, ",readonly=on")?;
         }
@@ -111,9 +135,12 @@ mod tests {
         let d: DiskConfig = "/vm/a.qcow2".parse().unwrap();
         assert_eq!(d.path, PathBuf::from("/vm/a.qcow2"));
         assert!(!d.readonly);
-        let d: DiskConfig = "path=/vm/a.qcow2,readonly=on,queues=4,datastore=/vm,serial=X1"
-            .parse()
-            .unwrap();
+        assert_eq!(d.format, Format::Qcow2, "the default");
+        let d: DiskConfig =
+            "path=/vm/a.img,format=raw,readonly=on,queues=4,datastore=/vm,serial=X1"
+                .parse()
+                .unwrap();
+        assert_eq!(d.format, Format::Raw);
         assert!(d.readonly);
         assert_eq!(d.queues, Some(4));
         assert_eq!(d.datastore, Some(PathBuf::from("/vm")));
@@ -127,6 +154,7 @@ mod tests {
             "/a,readonly=maybe",
             "/a,colour=red",
             "/a,ro",
+            "/a,format=vmdk",
         ] {
             assert!(bad.parse::<DiskConfig>().is_err(), "{bad}");
         }

@@ -17,7 +17,7 @@ fn main() -> anyhow::Result<()> {
     };
     let path = std::path::Path::new(img);
     let ds = tessera_storage::Datastore::new(path.parent().unwrap_or(std::path::Path::new(".")))?;
-    let disk = tessera_storage::Disk::open(&ds, path, true)?;
+    let disk = tessera_storage::Disk::open(&ds, path, tessera_storage::Format::Qcow2, true)?;
     let (mut n, batch): (u64, u64) = (start.parse()?, batch.parse()?);
     let mut out = std::io::stdout();
     loop {

@@ -53,6 +53,10 @@ enum FormatArg {
 enum Cmd {
     /// Show an image's format, sizes and backing file.
     Info {
+        /// The format of the image (omitted: read from its first bytes, as qemu-img does; name
+        /// it for any disk a guest has written, whose content proves nothing).
+        #[arg(short = 'f', value_enum)]
+        format: Option<FormatArg>,
         /// Output format.
         #[arg(long, value_enum, default_value = "human")]
         output: Output,
@@ -70,6 +74,10 @@ enum Cmd {
         /// Make a linked clone of this image instead (the size comes from it).
         #[arg(short = 'b', value_name = "BACKING")]
         backing: Option<PathBuf>,
+        /// The format of BACKING (omitted: read from its first bytes, as qemu-img does; name
+        /// it for any disk a guest has written, whose content proves nothing).
+        #[arg(short = 'F', value_enum)]
+        backing_format: Option<FormatArg>,
         /// qcow2 cluster size in bytes (512 B to 2 MiB).
         #[arg(long, default_value_t = DEFAULT_CLUSTER_SIZE)]
         cluster_size: usize,
@@ -80,6 +88,10 @@ enum Cmd {
     },
     /// Create a linked clone: a new overlay whose backing file is BASE.
     Clone {
+        /// The format of BASE (omitted: read from its first bytes, as qemu-img does; name
+        /// it for any disk a guest has written, whose content proves nothing).
+        #[arg(short = 'F', value_enum)]
+        base_format: Option<FormatArg>,
         /// The base image.
         base: PathBuf,
         /// The new overlay.
@@ -87,6 +99,10 @@ enum Cmd {
     },
     /// Freeze ACTIVE's current content as SNAPSHOT; ACTIVE becomes an overlay on it.
     Snapshot {
+        /// The format of ACTIVE (omitted: read from its first bytes, as qemu-img does; name
+        /// it for any disk a guest has written, whose content proves nothing).
+        #[arg(short = 'f', value_enum)]
+        format: Option<FormatArg>,
         /// The disk.
         active: PathBuf,
         /// The read-only snapshot file to create.
@@ -104,6 +120,10 @@ enum Cmd {
     },
     /// Write a standalone copy of SRC and its whole chain to DST (full clone).
     Flatten {
+        /// The format of SRC (omitted: read from its first bytes, as qemu-img does; name
+        /// it for any disk a guest has written, whose content proves nothing).
+        #[arg(short = 'f', value_enum)]
+        format: Option<FormatArg>,
         /// The source disk.
         src: PathBuf,
         /// The new standalone image.
@@ -119,6 +139,10 @@ enum Cmd {
     },
     /// Show where each range of the disk is stored.
     Map {
+        /// The format of the image (omitted: read from its first bytes, as qemu-img does; name
+        /// it for any disk a guest has written, whose content proves nothing).
+        #[arg(short = 'f', value_enum)]
+        format: Option<FormatArg>,
         /// Output format.
         #[arg(long, value_enum, default_value = "human")]
         output: Output,
@@ -217,16 +241,29 @@ fn print_check(r: &tessera_storage::check::CheckReport) {
     println!("Image end offset: {}", r.image_end_offset);
 }
 
+/// The format named on the command line, or read from the file's first bytes.
+fn format_of(named: Option<FormatArg>, file: &Path) -> Result<Format> {
+    Ok(match named {
+        Some(FormatArg::Qcow2) => Format::Qcow2,
+        Some(FormatArg::Raw) => Format::Raw,
+        None => Format::probe(file)?,
+    })
+}
+
 fn run(cli: Cli) -> Result<i32> {
     match &cli.cmd {
         Cmd::Info {
+            format,
             output,
             backing_chain,
             file,
         } => {
             let ds = datastore(&cli.datastore, file)?;
             let paths: Vec<PathBuf> = if *backing_chain {
-                ds.chain(file)?.into_iter().map(|e| e.path).collect()
+                ds.chain(file, format_of(*format, file)?)?
+                    .into_iter()
+                    .map(|e| e.path)
+                    .collect()
             } else {
                 vec![file.clone()]
             };
@@ -252,6 +289,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Create {
             format,
             backing,
+            backing_format,
             cluster_size,
             file,
             size,
@@ -261,7 +299,8 @@ fn run(cli: Cli) -> Result<i32> {
                 if size.is_some() {
                     bail!("a linked clone takes its size from the backing file; drop SIZE");
                 }
-                let p = ops::linked_clone(&ds, b, file, Durability::Sync)?;
+                let fmt = format_of(*backing_format, b)?;
+                let p = ops::linked_clone(&ds, b, fmt, file, Durability::Sync)?;
                 println!("Formatting '{}', fmt=qcow2 backing_file={} cluster_size={DEFAULT_CLUSTER_SIZE}", p.display(), b.display());
             } else {
                 let size = parse_size(size.as_deref().context("SIZE is required without -b")?)?;
@@ -277,14 +316,23 @@ fn run(cli: Cli) -> Result<i32> {
                 );
             }
         }
-        Cmd::Clone { base, file } => {
+        Cmd::Clone {
+            base_format,
+            base,
+            file,
+        } => {
             let ds = datastore(&cli.datastore, file)?;
-            let p = ops::linked_clone(&ds, base, file, Durability::Sync)?;
+            let fmt = format_of(*base_format, base)?;
+            let p = ops::linked_clone(&ds, base, fmt, file, Durability::Sync)?;
             println!("Linked clone '{}' on '{}'", p.display(), base.display());
         }
-        Cmd::Snapshot { active, snapshot } => {
+        Cmd::Snapshot {
+            format,
+            active,
+            snapshot,
+        } => {
             let ds = datastore(&cli.datastore, active)?;
-            let s = ops::snapshot(&ds, active, snapshot)?;
+            let s = ops::snapshot(&ds, active, format_of(*format, active)?, snapshot)?;
             println!(
                 "Snapshot '{}' taken; '{}' now writes to a new overlay",
                 s.display(),
@@ -305,9 +353,9 @@ fn run(cli: Cli) -> Result<i32> {
                 overlay.display()
             );
         }
-        Cmd::Flatten { src, dst } => {
+        Cmd::Flatten { format, src, dst } => {
             let ds = datastore(&cli.datastore, src)?;
-            let p = ops::flatten(&ds, src, dst)?;
+            let p = ops::flatten(&ds, src, format_of(*format, src)?, dst)?;
             println!("Full clone '{}' written", p.display());
         }
         Cmd::Check { output, file } => {
@@ -320,9 +368,13 @@ fn run(cli: Cli) -> Result<i32> {
             }
             return Ok(report.exit_status());
         }
-        Cmd::Map { output, file } => {
+        Cmd::Map {
+            format,
+            output,
+            file,
+        } => {
             let ds = datastore(&cli.datastore, file)?;
-            let disk = Disk::open(&ds, file, false)?;
+            let disk = Disk::open(&ds, file, format_of(*format, file)?, false)?;
             let map = disk.map()?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&map)?),

@@ -38,7 +38,7 @@ fn rig(name: &str, read_only: bool) -> Rig {
     let ds = Datastore::new(&dir).unwrap();
     let img = dir.join("d.qcow2");
     ops::create(&ds, &img, 4 << 20, tessera_storage::Format::Qcow2, 65536).unwrap();
-    let disk = Disk::open(&ds, &img, true).unwrap();
+    let disk = Disk::open(&ds, &img, tessera_storage::Format::Qcow2, true).unwrap();
     disk.write(&[0x42; 4096], 8192).unwrap();
     let mut id = [0u8; ID_BYTES];
     id[..4].copy_from_slice(b"ID-1");
