@@ -5,6 +5,7 @@
 //! listen = "0.0.0.0:8443"
 //! state_dir = "/var/lib/tessera-agent"  # VM definitions, sockets, console logs
 //! vmm = "/usr/bin/tessera-vmm"          # default: next to tessera-agent, else on PATH
+//! console_log_max_mib = 16             # each VM's console.log, rotated (one old part kept)
 //! library = "/var/lib/tessera/library"  # golden images, kernels, initrds: the only place the
 //!                                       # broker may name them from (default shown)
 //! [[datastore]]
@@ -59,6 +60,10 @@ pub struct TlsConfig {
     pub client_ca: PathBuf,
 }
 
+fn default_console_log_max_mib() -> u64 {
+    16
+}
+
 fn default_library() -> PathBuf {
     PathBuf::from("/var/lib/tessera/library")
 }
@@ -85,6 +90,10 @@ pub struct AgentConfig {
     /// Datastores.
     #[serde(default, rename = "datastore")]
     pub datastores: Vec<DatastoreConfig>,
+    /// Each VM's console log (state_dir/vms/NAME/console.log) is rotated at this size (MiB), the
+    /// previous part kept as console.log.1: a guest fills at most twice it of the disk.
+    #[serde(default = "default_console_log_max_mib")]
+    pub console_log_max_mib: u64,
     /// The image library: the only place kernels, initrds and images to import are taken
     /// from (paths are canonicalised, symlinks resolved, and must stay inside it).
     #[serde(default = "default_library")]

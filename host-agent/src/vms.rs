@@ -260,6 +260,10 @@ impl Supervisor {
                 self.dir(&spec.name).join("console.log").display()
             )),
         );
+        t.insert(
+            "serial_log_max".into(),
+            toml::Value::String(format!("{}M", self.cfg.console_log_max_mib.max(1))),
+        );
         let mut disks = Vec::new();
         for d in &spec.disks {
             let (_, dir) = disks::datastore(&self.cfg, &d.datastore)?;

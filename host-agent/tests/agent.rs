@@ -141,6 +141,7 @@ fn rig(name: &str) -> Rig {
     let cfg = AgentConfig {
         name: Some("test-host".into()),
         library: dir.join("library"),
+        console_log_max_mib: 16,
         listen: "127.0.0.1:0".into(),
         state_dir: dir.join("state"),
         vmm: Some(vmm_binary()),
@@ -473,6 +474,10 @@ async fn vms_survive_an_agent_restart() {
     assert_eq!(started["state"], "running", "{started}");
     let pid = started["pid"].as_u64().unwrap();
     assert_eq!(started["vmm"]["vcpus"], 1, "{started}");
+    // The VMM was told the disk's recorded format and the console log's bound.
+    let vm_toml = std::fs::read_to_string(r.cfg.state_dir.join("vms/desk-01/vm.toml")).unwrap();
+    assert!(vm_toml.contains("format = \"qcow2\""), "{vm_toml}");
+    assert!(vm_toml.contains("serial_log_max = \"16M\""), "{vm_toml}");
     // The disk of a running VM cannot be deleted.
     let resp = c
         .delete(format!("{url}/api/v1/datastores/ds1/disks/desk-01.qcow2"))

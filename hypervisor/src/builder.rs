@@ -22,6 +22,7 @@ use crate::devices::display::bochs::{
 use crate::devices::display::dispi::Dispi;
 use crate::devices::display::service::{DisplayError, DisplayParts, DisplayService};
 use crate::devices::legacy::cmos::{Cmos, CMOS_BASE, CMOS_LEN};
+use crate::devices::legacy::console_log::RotatingLog;
 use crate::devices::legacy::debug_port::{BootTimes, DebugPort, DEBUG_PORT};
 use crate::devices::legacy::i8042::{AUX_IRQ, I8042, I8042_BASE, I8042_LEN, KBD_IRQ};
 use crate::devices::legacy::serial::{
@@ -131,16 +132,12 @@ fn irq_line(vm: &Vm, gsi: u32) -> Result<IrqLine, BuildError> {
     Ok(IrqLine(evt))
 }
 
-fn console_out(serial: &SerialOutput) -> Result<ConsoleOut, BuildError> {
+fn console_out(serial: &SerialOutput, max: u64) -> Result<ConsoleOut, BuildError> {
     Ok(match serial {
         SerialOutput::Stdout => Box::new(std::io::stdout()),
         SerialOutput::Off => Box::new(std::io::sink()),
         SerialOutput::File(path) => Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| BuildError::SerialFile(path.clone(), e))?,
+            RotatingLog::open(path, max).map_err(|e| BuildError::SerialFile(path.clone(), e))?,
         ),
     })
 }
@@ -182,7 +179,7 @@ fn build_pio_bus(
     let mut pio = Bus::new("port");
     let serial = Arc::new(Mutex::new(SerialDevice::new(
         irq_line(vm, COM1_IRQ)?,
-        console_out(&cfg.config.serial)?,
+        console_out(&cfg.config.serial, cfg.config.serial_log_max.0)?,
     )));
     if cfg.config.serial == SerialOutput::Stdout {
         spawn_console_input(serial.clone());

@@ -41,6 +41,7 @@ Config file keys (all optional except kernel):
   memory = \"512M\"          K, M or G suffix
   vcpus = 1                1 to 32
   serial = \"stdout\"        stdout, off, or file:PATH
+  serial_log_max = \"16M\"   file:PATH is rotated to PATH.1 at this size (two parts kept)
   api_socket = \"PATH\"
   [[disks]]                one table per disk, in PCI order
   path = \"PATH\"            raw or qcow2 image
@@ -91,6 +92,9 @@ struct Cli {
     /// Serial console: stdout, off, or file:PATH [default: stdout].
     #[arg(long, value_name = "WHERE")]
     serial: Option<SerialOutput>,
+    /// Rotate a file:PATH console to PATH.1 at this size [default: 16M].
+    #[arg(long, value_name = "SIZE")]
+    serial_log_max: Option<MemorySize>,
     /// A virtio-blk disk: path=IMAGE[,readonly=on][,queues=N][,datastore=DIR][,serial=ID]
     /// (repeat for more disks; adds to the config file's).
     #[arg(long, value_name = "DISK")]
@@ -132,6 +136,9 @@ impl Cli {
         }
         if let Some(v) = self.serial {
             c.serial = v;
+        }
+        if let Some(v) = self.serial_log_max {
+            c.serial_log_max = v;
         }
         c.disks.extend(self.disk);
         if let Some(d) = self.display {

@@ -329,6 +329,17 @@ pub fn hello_bios(msg: &[u8]) -> Vec<u8> {
     bios(hello_code(Asm::real_mode(), msg).code())
 }
 
+/// Prints `lines` lines of 16 bytes on the serial console, then `flood done`, and resets: a
+/// guest that fills its console log.
+pub fn serial_flood(lines: u32) -> Vec<u8> {
+    let mut a = Asm::new();
+    a.mov_ecx(lines);
+    let top = a.here();
+    a.print(b"0123456789abcde\n").dec_ecx().jnz_back(top);
+    a.print(b"flood done\n").reset().halt_forever();
+    elf(a.code())
+}
+
 /// Prints `go`, does `count` OUTs (rounded up to a multiple of [`PIO_UNROLL`]) to port 0x80,
 /// prints `done`, and resets: the port-I/O exit benchmark.
 pub fn pio_loop(count: u32) -> Vec<u8> {

@@ -253,6 +253,54 @@ fn config_file_boots_the_same_guest() {
     }
 }
 
+/// A guest that prints without end fills at most twice `serial_log_max` of the host's disk:
+/// the console file is rotated, and the newest output is kept.
+#[test]
+fn a_flooding_guest_fills_at_most_two_console_files() {
+    if !kvm_or_skip("serial_flood") {
+        return;
+    }
+    let dir = Scratch::new("serialflood");
+    // 16,384 lines of 16 bytes: 256 KiB against a 64 KiB limit.
+    let k = dir.file("flood.elf", &tg::serial_flood(16_384));
+    let log = dir.0.join("console.log");
+    let spec = format!("file:{}", log.display());
+    let out = run_vmm(
+        &[
+            "--kernel",
+            k.to_str().unwrap(),
+            "--memory",
+            "64M",
+            "--serial",
+            &spec,
+            "--serial-log-max",
+            "64K",
+        ],
+        LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    let previous = dir.0.join("console.log.1");
+    assert!(size(&log) <= 64 << 10, "console.log: {} bytes", size(&log));
+    assert!(
+        size(&previous) <= 64 << 10,
+        "console.log.1: {} bytes",
+        size(&previous)
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .ends_with("flood done\n"),
+        "the newest output is in console.log"
+    );
+    let files = std::fs::read_dir(&dir.0).unwrap().count();
+    assert_eq!(files, 3, "flood.elf, console.log and console.log.1 only");
+}
+
 #[test]
 fn serial_console_to_a_file_or_off() {
     if !kvm_or_skip("serial_file") {

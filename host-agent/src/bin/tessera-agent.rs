@@ -11,6 +11,7 @@ Configuration (TOML; every key is described in host-agent/src/config.rs):
   listen = \"0.0.0.0:8443\"
   state_dir = \"/var/lib/tessera-agent\"  VM definitions, control sockets, console logs
   vmm = \"/usr/bin/tessera-vmm\"          default: next to tessera-agent, else on PATH
+  console_log_max_mib = 16              each VM's console.log is rotated at this size
   library = \"/var/lib/tessera/library\"  golden images, kernels, initrds: the only place imports
                                         and VM kernels may come from (default shown)
   [[datastore]]

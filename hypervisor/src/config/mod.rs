@@ -162,6 +162,9 @@ fn default_memory() -> MemorySize {
     // DEFAULT_MEMORY is a constant that parses.
     DEFAULT_MEMORY.parse().unwrap_or(MemorySize(512 << 20))
 }
+fn default_serial_log_max() -> MemorySize {
+    MemorySize(crate::devices::legacy::console_log::DEFAULT_MAX_BYTES)
+}
 fn default_vcpus() -> u16 {
     1
 }
@@ -190,6 +193,10 @@ pub struct VmConfig {
     /// Serial console destination.
     #[serde(default)]
     pub serial: SerialOutput,
+    /// With `serial = "file:PATH"`: the file is rotated to `PATH.1` at this size, so a guest
+    /// can fill at most twice it of the host's disk.
+    #[serde(default = "default_serial_log_max")]
+    pub serial_log_max: MemorySize,
     /// Control API socket; no API when absent.
     #[serde(default)]
     pub api_socket: Option<PathBuf>,
@@ -210,6 +217,7 @@ impl Default for VmConfig {
             memory: default_memory(),
             vcpus: default_vcpus(),
             serial: SerialOutput::default(),
+            serial_log_max: default_serial_log_max(),
             api_socket: None,
             disks: Vec::new(),
             display: None,
