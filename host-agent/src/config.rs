@@ -2,7 +2,8 @@
 //!
 //! ```toml
 //! name = "host-01"                      # default: the machine's host name
-//! listen = "0.0.0.0:8443"
+//! listen = "0.0.0.0:8443"               # HTTPS with [tls]; or "unix:/run/tessera-agent/agent.sock"
+//!                                       # (no TLS: only the agent's own user can connect)
 //! state_dir = "/var/lib/tessera-agent"  # VM definitions, sockets, console logs
 //! vmm = "/usr/bin/tessera-vmm"          # default: next to tessera-agent, else on PATH
 //! console_log_max_mib = 16             # each VM's console.log, rotated (one old part kept)
@@ -98,7 +99,7 @@ pub struct AgentConfig {
     /// from (paths are canonicalised, symlinks resolved, and must stay inside it).
     #[serde(default = "default_library")]
     pub library: PathBuf,
-    /// Mutual TLS; required unless the agent only listens on loopback for a lab.
+    /// Mutual TLS; required unless the agent serves only a Unix socket (`listen = "unix:PATH"`).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     /// The VMs' displays.
@@ -146,17 +147,37 @@ impl AgentConfig {
                 ));
             }
         }
-        let loopback = self.listen.starts_with("127.")
-            || self.listen.starts_with("[::1]")
-            || self.listen.starts_with("localhost:");
         self.display.check()?;
-        if self.tls.is_none() && !loopback {
-            return bad(format!(
-                "listening on {} needs [tls] (mutual TLS with the broker); without it only a loopback address is allowed",
-                self.listen
-            ));
+        match (self.unix_socket(), &self.tls) {
+            (Some(_), Some(_)) => {
+                return bad(format!(
+                    "listen = {:?} is a Unix socket, which takes no [tls]",
+                    self.listen
+                ))
+            }
+            (None, None) => {
+                return bad(format!(
+                    "listening on {} needs [tls] (mutual TLS with the broker); without it the \
+                     agent serves only a Unix socket its own user can reach (listen = \
+                     \"unix:/run/tessera-agent/agent.sock\"): any local user could drive a \
+                     TCP port, loopback or not",
+                    self.listen
+                ))
+            }
+            (Some(p), None) if !p.is_absolute() => {
+                return bad(format!(
+                    "the Unix socket {} must be an absolute path",
+                    p.display()
+                ))
+            }
+            _ => {}
         }
         Ok(())
+    }
+
+    /// The Unix socket `listen` names (`unix:PATH`), if it names one.
+    pub fn unix_socket(&self) -> Option<&Path> {
+        self.listen.strip_prefix("unix:").map(Path::new)
     }
 
     /// The host name to report.

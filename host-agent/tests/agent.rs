@@ -401,6 +401,45 @@ async fn what_the_broker_names_is_confined_to_the_library() {
     assert_eq!(std::fs::read(&base).unwrap(), before);
 }
 
+/// Without TLS the agent serves a Unix socket that only its user can reach (0600 in a 0700
+/// directory from the moment it exists), and nothing on TCP.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_tls_the_agent_serves_only_its_users_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut r = rig("unix");
+    let sock = r.dir.join("run/agent.sock");
+    r.cfg.tls = None;
+    r.cfg.listen = format!("unix:{}", sock.display());
+    let cfg = r.cfg.clone();
+    let _task = tokio::spawn(async move { tessera_agent::serve(cfg, None).await });
+    let t0 = std::time::Instant::now();
+    while !sock.exists() {
+        assert!(
+            t0.elapsed().as_secs() < 10,
+            "no socket at {}",
+            sock.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&sock), 0o600);
+    assert_eq!(mode(sock.parent().unwrap()), 0o700);
+    let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    s.write_all(b"GET /api/v1/host HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("test-host"), "{answer}");
+    // A TCP listener without TLS is refused even when built in code.
+    let mut tcp = r.cfg.clone();
+    tcp.listen = "127.0.0.1:0".into();
+    let e = tessera_agent::serve(tcp, None).await.unwrap_err();
+    assert!(e.contains("needs [tls]"), "{e}");
+}
+
 fn kvm() -> bool {
     let ok = std::fs::OpenOptions::new()
         .read(true)
@@ -586,10 +625,25 @@ fn configuration_is_checked() {
         "[[datastore]]\nname = \"ds1\"\npath = \"{}\"\n",
         dir.join("ds").display()
     );
+    // Without TLS, not even loopback TCP: any local user could drive it.
+    for listen in ["127.0.0.1:8443", "[::1]:8443", "0.0.0.0:8443"] {
+        let e = write(&format!(
+            "state_dir = \"/tmp/x\"\nlisten = \"{listen}\"\n{ds}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("needs [tls]"), "{listen}: {e}");
+    }
     assert!(write(&format!(
-        "state_dir = \"/tmp/x\"\nlisten = \"127.0.0.1:8443\"\n{ds}"
+        "state_dir = \"/tmp/x\"\nlisten = \"unix:/run/tessera-agent/agent.sock\"\n{ds}"
     ))
     .is_ok());
+    let e = write(&format!(
+        "state_dir = \"/tmp/x\"\nlisten = \"unix:agent.sock\"\n{ds}"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("absolute"), "{e}");
     let e = write(&format!("state_dir = \"/tmp/x\"\n{ds}"))
         .unwrap_err()
         .to_string();
