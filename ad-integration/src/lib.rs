@@ -130,6 +130,35 @@ impl Directories {
         })
     }
 
+    /// The enabled user whose entry is `dn`, with its nested groups, from whichever directory
+    /// holds it (None: no directory has such an enabled user). How a token issued to a user
+    /// is checked again later: the account may have been disabled or left a group since.
+    pub async fn user_by_dn(&self, dn: &str) -> Result<Option<Identity>, DirectoryError> {
+        for c in &self.clients {
+            let d = c.directory();
+            let enabled = match d.config.kind {
+                // LDAP_MATCHING_RULE_BIT_AND on ACCOUNTDISABLE (0x2).
+                Kind::Ad => "(!(userAccountControl:1.2.840.113556.1.4.803:=2))",
+                Kind::Ldap => "",
+            };
+            let filter = format!("(&{}{enabled})", d.attributes.user_filter);
+            let attrs = c.user_attributes();
+            let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+            match c.search(dn, ldap3::Scope::Base, &filter, &attrs, 1).await {
+                Ok(mut found) => {
+                    if let Some(user) = found.pop() {
+                        let groups = c.groups_of(&user).await?;
+                        return Ok(Some(c.identity(user, groups)));
+                    }
+                }
+                // noSuchObject, or a referral: not this directory's entry.
+                Err(DirectoryError::Result { rc: 32 | 10, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
     /// The domain users pick from at sign-in: each directory's first configured domain.
     pub fn domains(&self) -> Vec<String> {
         self.clients

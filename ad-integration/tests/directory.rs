@@ -48,6 +48,25 @@ async fn ad_sign_in_in_all_three_forms_with_nested_groups() {
     // A DN with ',' and '()' in it, escaped inside the in-chain filter.
     let bob = dirs.authenticate("bob", "B0b!Passw0rd").await.unwrap();
     assert_eq!(names(&bob), ["vdi-gpu"]);
+    // Looked up again by DN (how an administrator's token is re-checked): the same groups;
+    // a disabled account and a DN nobody has are no one.
+    let base = e.get("AD_BASE");
+    let again = dirs
+        .user_by_dn(&format!("CN=Alice Liddell,OU=People,OU=VDI,{base}"))
+        .await
+        .unwrap()
+        .expect("alice by DN");
+    assert_eq!(names(&again), ["vdi-engineering", "vdi-gpu", "vdi-users"]);
+    for nobody in [
+        format!("CN=Carol,OU=People,OU=VDI,{base}"),
+        format!("CN=Nobody,OU=People,OU=VDI,{base}"),
+        "CN=Elsewhere,DC=example,DC=org".to_string(),
+    ] {
+        assert!(
+            dirs.user_by_dn(&nobody).await.unwrap().is_none(),
+            "{nobody}"
+        );
+    }
     // StartTLS on 389 works the same.
     let toml = ad_toml(e, "").replace(&e.get("AD_URL"), &e.get("AD_STARTTLS_URL"));
     let dirs = Directories::new(vec![one(&toml)]).unwrap();

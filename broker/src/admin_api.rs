@@ -32,15 +32,33 @@ use crate::store::sessions::EndReason;
 /// How long an administrator's token lives.
 pub const ADMIN_TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);
 
-/// The administrator the request's token belongs to.
+/// The administrator the request's token belongs to, if they still are one: the account is
+/// checked again on every use ([`crate::logon::Logon::still_admin`]); a token whose holder
+/// lost the right is revoked.
 async fn admin(s: &Shared, headers: &HeaderMap) -> Result<String, ApiError> {
     let token = bearer(headers)?;
-    s.store.authorize_admin(token).await?.ok_or_else(|| {
+    let who = s.store.authorize_admin(token).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "the administrator token is unknown or expired; sign in again".into(),
         )
-    })
+    })?;
+    if !s.logon.still_admin(&who).await? {
+        s.store.revoke_admin_token(token).await?;
+        s.logon
+            .audit(Event::new(
+                &who,
+                "admin-token-revoked",
+                "",
+                "no longer an administrator",
+            ))
+            .await;
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this account may no longer administer Tessera".into(),
+        ));
+    }
+    Ok(who)
 }
 
 #[derive(Deserialize)]

@@ -231,6 +231,17 @@ impl AgentClient {
         Ok(())
     }
 
+    /// Ends a VM's display connections: the ticket is cleared and the client cut off.
+    pub async fn disconnect_display(&self, name: &str) -> Result<(), AgentError> {
+        let _: Value = self
+            .send(
+                self.http
+                    .post(format!("{}/api/v1/vms/{name}/display/disconnect", self.url)),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// A VM's state, or None if the agent does not know it.
     pub async fn vm(&self, name: &str) -> Result<Option<VmStatusLite>, AgentError> {
         match self

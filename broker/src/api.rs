@@ -337,12 +337,16 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 /// Session `id`, live or ended, if the request carries its bearer token.
 async fn session_for(s: &AppState, id: &str, headers: &HeaderMap) -> Result<Session, ApiError> {
     let token = bearer(headers)?;
-    s.store.authorize_session(id, token).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no such session for this token".into(),
-        )
-    })
+    let lifetime = s.logon.token_lifetime();
+    s.store
+        .authorize_session(id, token, lifetime)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such session for this token, or the token expired: sign in again".into(),
+            )
+        })
 }
 
 /// The live session `id` if the request carries its bearer token.

@@ -14,6 +14,10 @@
 //! # besides local accounts made with `add-account --admin`. Default: none.
 //! admins = ["CN=vdi-admins,OU=Groups,DC=corp,DC=example"]
 //! reconcile_interval_secs = 10
+//! # A session's bearer token (new tickets, the tunnel, logoff) dies after this long unused,
+//! # and this long after the logon; the user then signs in again. Defaults shown.
+//! session_idle_minutes = 60
+//! session_max_hours = 10
 //! # Clients reach desktops' displays through the broker's HTTPS port (its secure gateway) instead
 //! # of connecting to the hosts: for clients outside the hosts' network. Default: false.
 //! display_tunnel = false
@@ -27,6 +31,12 @@ fn default_listen() -> String {
     "0.0.0.0:8443".into()
 }
 fn default_interval() -> u64 {
+    10
+}
+fn default_idle() -> u64 {
+    60
+}
+fn default_max_hours() -> u64 {
     10
 }
 
@@ -57,6 +67,12 @@ pub struct BrokerConfig {
     /// Seconds between reconcile passes.
     #[serde(default = "default_interval")]
     pub reconcile_interval_secs: u64,
+    /// Minutes a session token may go unused.
+    #[serde(default = "default_idle")]
+    pub session_idle_minutes: u64,
+    /// Hours a session token lives from the logon.
+    #[serde(default = "default_max_hours")]
+    pub session_max_hours: u64,
     /// Clients reach displays through the broker ([`crate::tunnel`]).
     #[serde(default)]
     pub display_tunnel: bool,
@@ -69,6 +85,12 @@ impl BrokerConfig {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let c: Self =
             toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+        if c.session_idle_minutes == 0 || c.session_max_hours == 0 {
+            return Err(format!(
+                "{}: session_idle_minutes and session_max_hours must be above 0",
+                path.display()
+            ));
+        }
         if c.reconcile_interval_secs == 0 {
             return Err(format!(
                 "{}: reconcile_interval_secs must be above 0",
@@ -95,6 +117,14 @@ impl BrokerConfig {
         self.database
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.state_dir.join("broker.db").display()))
+    }
+
+    /// How long session tokens work.
+    pub fn token_lifetime(&self) -> crate::store::sessions::TokenLifetime {
+        crate::store::sessions::TokenLifetime {
+            idle: std::time::Duration::from_secs(self.session_idle_minutes.saturating_mul(60)),
+            absolute: std::time::Duration::from_secs(self.session_max_hours.saturating_mul(3600)),
+        }
     }
 
     /// Where the CA and certificates live.

@@ -95,9 +95,11 @@ impl Logon {
         let who = self.checked_authenticate(user, password).await?;
         let d = self.held(&who, pool).await?;
         let r = async {
-            self.store()
+            let ended = self
+                .store()
                 .end_desktop_sessions(&d.id, EndReason::Logoff)
                 .await?;
+            self.end_connections(&ended, &d).await;
             let p = self.store().pool_by_id(&d.pool_id).await?;
             self.store().release(&p, &d).await?;
             Ok(())

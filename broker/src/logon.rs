@@ -13,7 +13,7 @@ use crate::agent_client::{AgentClient, AgentError};
 use crate::store::accounts::SignInError;
 use crate::store::desktops::{AssignOutcome, Desktop};
 use crate::store::events::Event;
-use crate::store::sessions::EndReason;
+use crate::store::sessions::{EndReason, TokenLifetime};
 use crate::store::{Store, StoreError};
 use crate::throttle::{Attempt, Limit, Refused, Throttle};
 use tessera_agent::display::DisplayEndpoint;
@@ -227,6 +227,8 @@ pub struct Logon {
     failures: Throttle<String>,
     admins: Vec<String>,
     display_tunnel: bool,
+    tunnels: crate::tunnel::Tunnels,
+    token_lifetime: TokenLifetime,
 }
 
 impl Logon {
@@ -239,6 +241,8 @@ impl Logon {
             failures: Throttle::default(),
             admins: Vec::new(),
             display_tunnel: false,
+            tunnels: Default::default(),
+            token_lifetime: TokenLifetime::default(),
         }
     }
 
@@ -251,6 +255,45 @@ impl Logon {
     /// Whether clients reach displays through the broker.
     pub fn display_tunnel(&self) -> bool {
         self.display_tunnel
+    }
+
+    /// How long session tokens work ([`TokenLifetime`]).
+    pub fn with_token_lifetime(mut self, lifetime: TokenLifetime) -> Self {
+        self.token_lifetime = lifetime;
+        self
+    }
+
+    /// How long session tokens work.
+    pub fn token_lifetime(&self) -> TokenLifetime {
+        self.token_lifetime
+    }
+
+    /// The sessions' open display tunnels.
+    pub fn tunnels(&self) -> &crate::tunnel::Tunnels {
+        &self.tunnels
+    }
+
+    /// What ends with sessions `ended` of `desktop`: their tunnels close, and the desktop's
+    /// display drops its ticket and cuts its client off, so that nothing a client held (a
+    /// connection, a ticket) outlives the session. The session has ended whatever happens
+    /// here: a host that cannot be reached is logged, and its VMM cuts the client at the
+    /// next ticket anyway.
+    pub(crate) async fn end_connections(&self, ended: &[String], desktop: &Desktop) {
+        if ended.is_empty() {
+            return;
+        }
+        for id in ended {
+            self.tunnels.close(id);
+        }
+        let agent = match self.agent_of(desktop).await {
+            Ok(a) => a,
+            Err(e) => {
+                return tracing::warn!(desktop = %desktop.name, error = %e, "display not disconnected")
+            }
+        };
+        if let Err(e) = agent.disconnect_display(&desktop.name).await {
+            tracing::warn!(desktop = %desktop.name, error = %e, "display not disconnected");
+        }
     }
 
     /// Where desktop `desktop_id` shows its display.
@@ -289,10 +332,9 @@ impl Logon {
     /// Signs an administrator in: their name for the audit trail.
     pub async fn admin_sign_in(&self, user: &str, password: &str) -> Result<String, LogonError> {
         let who = self.checked_authenticate(user, password).await?;
-        let listed = |dn: &String| self.admins.iter().any(|a| a.eq_ignore_ascii_case(dn));
         let admin = match who.directory {
             None => who.local_admin,
-            Some(_) => listed(&who.key) || who.groups.iter().any(listed),
+            Some(_) => self.listed_admin(&who.key, &who.groups),
         };
         let outcome = if admin { "ok" } else { "not an administrator" };
         self.audit(Event::new(&who.key, "admin-sign-in", "", outcome))
@@ -312,6 +354,34 @@ impl Logon {
     /// Accounts the per-account throttle holds now.
     pub fn throttled_accounts(&self) -> usize {
         self.failures.keys()
+    }
+
+    /// Whether directory user `dn`, a member of `groups`, is listed as an administrator.
+    fn listed_admin(&self, dn: &str, groups: &[String]) -> bool {
+        let listed = |x: &str| self.admins.iter().any(|a| a.eq_ignore_ascii_case(x));
+        listed(dn) || groups.iter().any(|g| listed(g))
+    }
+
+    /// Whether `admin` (what [`Self::admin_sign_in`] returned) may still administer: each
+    /// use of an administrator's token asks again, so that a disabled account, a lost
+    /// administrator flag or a user removed from the admin group loses access at once, not
+    /// when the token expires.
+    pub async fn still_admin(&self, admin: &str) -> Result<bool, LogonError> {
+        if let Some(now) = self.store.local_admin_now(admin).await? {
+            return Ok(now);
+        }
+        let Some(dirs) = &self.directories else {
+            return Ok(false);
+        };
+        Ok(
+            match dirs.user_by_dn(admin).await.map_err(directory_error)? {
+                None => false,
+                Some(id) => {
+                    let groups: Vec<String> = id.groups.into_iter().map(|g| g.dn).collect();
+                    self.listed_admin(&id.dn, &groups)
+                }
+            },
+        )
     }
 
     /// The store.
@@ -529,10 +599,13 @@ impl Logon {
             _ => agent.start(&desktop.name).await?,
         };
         lap("power", &mut t);
-        let (session, session_token) = self
+        let opened = self
             .store
             .open_session(&desktop.id, &who.key, client)
             .await?;
+        // A reconnect replaced a live session: its client goes before the new ticket is set.
+        self.end_connections(&opened.replaced, &desktop).await;
+        let (session, session_token) = (opened.session, opened.token);
         let (ticket, expires) = self
             .display_ticket(&agent, &desktop.name, &session.id, vm.display.is_some())
             .await?;
@@ -608,6 +681,7 @@ impl Logon {
         let s = self.store.session(session_id).await?;
         self.store.end_session(&s.id, reason).await?;
         let d = self.store.desktop(&s.desktop_id).await?;
+        self.end_connections(std::slice::from_ref(&s.id), &d).await;
         let pool = self.store.pool_by_id(&d.pool_id).await?;
         self.store.release(&pool, &d).await?;
         Ok(())

@@ -68,7 +68,8 @@ pub async fn run(cfg: BrokerConfig) -> Result<(), String> {
     };
     let logon = Logon::new(store.clone(), directories, http.clone())
         .with_admins(cfg.admins.clone())
-        .with_display_tunnel(cfg.display_tunnel);
+        .with_display_tunnel(cfg.display_tunnel)
+        .with_token_lifetime(cfg.token_lifetime());
     let state = Arc::new(AppState::new(logon, store.clone()).with_pki(Arc::new(pki)));
 
     let (loop_store, loop_http) = (store.clone(), http.clone());

@@ -9,6 +9,8 @@
 //! plain port only serves loopback displays). It reaches the session's own desktop and
 //! nothing else: no open proxy.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
@@ -18,6 +20,40 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::api::{authorized, ApiError, Shared};
+
+/// The open tunnels of each live session, so that its end closes them at once (a logoff, an
+/// administrator's forced logoff, a reconnect that replaced it).
+#[derive(Default)]
+pub struct Tunnels {
+    open: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
+}
+
+impl Tunnels {
+    /// A signal that turns true when session `id` ends.
+    pub fn watch(&self, id: &str) -> tokio::sync::watch::Receiver<bool> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.entry(id.to_string())
+            .or_insert_with(|| tokio::sync::watch::channel(false).0)
+            .subscribe()
+    }
+
+    /// Closes session `id`'s tunnels.
+    pub fn close(&self, id: &str) {
+        let gone = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        if let Some(tx) = gone {
+            let _ = tx.send(true);
+        }
+    }
+
+    /// Sessions with tunnels being watched.
+    pub fn sessions(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
 
 /// The `Upgrade` protocol name.
 pub const PROTOCOL: &str = "tessera-display";
@@ -71,6 +107,8 @@ pub(crate) async fn open(
     .map_err(|_| unreachable("does not answer".into()))?
     .map_err(|e| unreachable(format!("refused the connection: {e}")))?;
     let _ = upstream.set_nodelay(true);
+    // Watched before the session is read again below: an end between the two is seen.
+    let mut ended = s.logon.tunnels().watch(&session.id);
     let upgrade = hyper::upgrade::on(&mut req);
     let counters = s.clone();
     tokio::spawn(async move {
@@ -78,6 +116,14 @@ pub(crate) async fn open(
             Ok(u) => u,
             Err(e) => return tracing::warn!(session = %session.id, "tunnel upgrade failed: {e}"),
         };
+        if !counters
+            .store
+            .session(&session.id)
+            .await
+            .is_ok_and(|s| s.is_live())
+        {
+            return tracing::info!(session = %session.id, "tunnel refused: the session ended");
+        }
         counters.counters.tunnel_opened();
         // The broker sees the client reach its desktop: the session is connected (again,
         // after a disconnect). Written only when the session read above was not.
@@ -91,9 +137,14 @@ pub(crate) async fn open(
             }
         }
         let (mut client, mut upstream) = (TokioIo::new(client), upstream);
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((up, down)) => tracing::debug!(session = %session.id, up, down, "tunnel closed"),
-            Err(e) => tracing::debug!(session = %session.id, "tunnel ended: {e}"),
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match r {
+                Ok((up, down)) => tracing::debug!(session = %session.id, up, down, "tunnel closed"),
+                Err(e) => tracing::debug!(session = %session.id, "tunnel ended: {e}"),
+            },
+            _ = ended.wait_for(|e| *e) => {
+                tracing::info!(session = %session.id, "tunnel closed: the session ended");
+            }
         }
         counters.counters.tunnel_closed();
     });

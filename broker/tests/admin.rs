@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -342,4 +344,216 @@ async fn the_admin_api_and_metrics_can_listen_apart_from_clients() {
         StatusCode::NOT_FOUND
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The first SPICE client event `pick` accepts within `limit`.
+fn spice_event<T>(
+    rx: &std::sync::mpsc::Receiver<tessera_spice_client::Event>,
+    limit: std::time::Duration,
+    mut pick: impl FnMut(&tessera_spice_client::Event) -> Option<T>,
+) -> Option<T> {
+    let deadline = std::time::Instant::now() + limit;
+    while let Ok(e) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        if let Some(v) = pick(&e) {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// A real SPICE client (libspice-client-glib, as tessera-client) on the desktop's display.
+fn spice_client(
+    port: u16,
+    ticket: &str,
+) -> (
+    tessera_spice_client::Session,
+    std::sync::mpsc::Receiver<tessera_spice_client::Event>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opts = tessera_spice_client::ConnectOptions {
+        host: "127.0.0.1".into(),
+        port: Some(port),
+        password: Some(ticket.into()),
+        ..Default::default()
+    };
+    let s = tessera_spice_client::Session::connect(opts, move |e, _| {
+        let _ = tx.send(e);
+    })
+    .unwrap();
+    (s, rx)
+}
+
+/// Opens the session's display tunnel as a client does (HTTP Upgrade); the raw stream.
+async fn open_tunnel(base: &str, id: &str, token: &str) -> (u16, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let req = format!(
+        "GET /api/v1/sessions/{id}/tunnel HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer \
+         {token}\r\nConnection: Upgrade\r\nUpgrade: tessera-display\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).await.unwrap() == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, s)
+}
+
+/// A forced logoff ends what the client held: the SPICE client connected to the desktop is
+/// cut off, the session's tunnel closes, and neither the ticket, the tunnel nor the session
+/// token lets it back in. An administrator who loses the right loses the token's use at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forced_logoff_cuts_the_client_off_and_nothing_it_held_works() {
+    use tokio::io::AsyncReadExt;
+    if !kvm() {
+        return;
+    }
+    let mut h = rig("cut").await;
+    let mut s = spec();
+    (s.min_desktops, s.max_desktops, s.spare_desktops) = (1, 1, 0);
+    let pool = h.store.create_pool(&s).await.unwrap();
+    for (name, admin) in [("demo", false), ("boss", true)] {
+        h.store
+            .create_local_account(name, name, "Passw0rd!long", admin)
+            .await
+            .unwrap();
+    }
+    let demo = Principal::Local {
+        name: "demo".into(),
+    };
+    h.store.entitle(&pool.id, &demo).await.unwrap();
+    h.reconciler.pass().await.unwrap();
+    let logon = Logon::new(h.store.clone(), None, h.http.clone()).with_display_tunnel(true);
+    let base = serve_api(logon, h.store.clone()).await;
+    let c = reqwest::Client::new();
+    let body: Value = c
+        .post(format!("{base}/api/v1/sessions"))
+        .json(&json!({"user": "demo", "password": "Passw0rd!long"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let g = &body["session"];
+    let id = g["session_id"].as_str().unwrap().to_string();
+    let token = g["session_token"].as_str().unwrap().to_string();
+    let ticket = g["ticket"].as_str().unwrap().to_string();
+    let port = g["display"]["port"]
+        .as_u64()
+        .expect("a loopback display port") as u16;
+
+    // The user's client: a tunnel, and a SPICE session linked with the ticket.
+    let (code, mut tunnel) = open_tunnel(&base, &id, &token).await;
+    assert_eq!(code, 101);
+    let (session, rx) = spice_client(port, &ticket);
+    let opened = tokio::task::block_in_place(|| {
+        spice_event(&rx, Duration::from_secs(20), |e| {
+            (*e == tessera_spice_client::Event::Opened).then_some(())
+        })
+    });
+    assert!(opened.is_some(), "the client never opened its session");
+
+    let admin: Value = c
+        .post(format!("{base}/api/v1/admin/tokens"))
+        .json(&json!({"user": "boss", "password": "Passw0rd!long"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let admin = admin["token"].as_str().unwrap().to_string();
+    let forced = std::time::Instant::now();
+    let r = post(
+        &c,
+        format!("{base}/api/v1/admin/sessions/{id}/logoff"),
+        &admin,
+        json!(null),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // The tunnel closes...
+    let mut buf = [0u8; 4096];
+    let eof = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match tunnel.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        eof.is_ok(),
+        "the tunnel stayed open after the forced logoff"
+    );
+    eprintln!(
+        "tunnel closed {:?} after the forced logoff",
+        forced.elapsed()
+    );
+    // ...and the SPICE client is cut off by the desktop's VMM.
+    let closed = tokio::task::block_in_place(|| {
+        spice_event(&rx, Duration::from_secs(10), |e| match e {
+            tessera_spice_client::Event::Closed(why) => Some(why.clone()),
+            _ => None,
+        })
+    });
+    eprintln!(
+        "SPICE client cut {:?} after the forced logoff",
+        forced.elapsed()
+    );
+    assert!(
+        matches!(closed, Some(Some(_))),
+        "the display did not cut the client: {closed:?}"
+    );
+    drop(session);
+
+    // Nothing it held opens anything: the ticket, the tunnel, the session token.
+    let (_again, rx) = spice_client(port, &ticket);
+    let refused = tokio::task::block_in_place(|| {
+        spice_event(&rx, Duration::from_secs(20), |e| match e {
+            tessera_spice_client::Event::Closed(why) => Some(why.clone()),
+            _ => None,
+        })
+    });
+    assert_eq!(refused, Some(Some(tessera_spice_client::Failure::Auth)));
+    let (code, _) = open_tunnel(&base, &id, &token).await;
+    assert_eq!(code, 404, "a tunnel for the ended session");
+    let t = c
+        .post(format!("{base}/api/v1/sessions/{id}/ticket"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(t.status(), StatusCode::NOT_FOUND);
+
+    // The administrator's flag is taken away: the token stops working at its next use.
+    let sessions = |token: String| {
+        let c = c.clone();
+        let url = format!("{base}/api/v1/admin/sessions");
+        async move { c.get(url).bearer_auth(token).send().await.unwrap().status() }
+    };
+    assert_eq!(sessions(admin.clone()).await, StatusCode::OK);
+    h.store.set_local_disabled("boss", true).await.unwrap();
+    assert_eq!(sessions(admin.clone()).await, StatusCode::FORBIDDEN);
+    h.store.set_local_disabled("boss", false).await.unwrap();
+    assert_eq!(
+        sessions(admin.clone()).await,
+        StatusCode::UNAUTHORIZED,
+        "the token was revoked, not merely refused"
+    );
 }

@@ -12,7 +12,7 @@ use tessera_broker::store::accounts::SignInError;
 use tessera_broker::store::desktops::{AssignOutcome, DesktopState};
 use tessera_broker::store::events::Event;
 use tessera_broker::store::pools::{Assignment, CloneKind, PoolSpec, PowerPolicy, Principal};
-use tessera_broker::store::sessions::EndReason;
+use tessera_broker::store::sessions::{EndReason, TokenLifetime};
 use tessera_broker::store::{new_id, Store, StoreError};
 
 /// A fresh store on each available engine.
@@ -519,7 +519,9 @@ async fn admin_tokens_expire_and_messages_are_delivered_once() {
         let p = pool(&s, Assignment::Floating).await;
         ready_desktops(&s, &p, 1).await;
         let d = &s.desktops_of(&p.id).await.unwrap()[0];
-        let (session, token) = s.open_session(&d.id, "alice", "10.0.0.9").await.unwrap();
+        let first = s.open_session(&d.id, "alice", "10.0.0.9").await.unwrap();
+        assert!(first.replaced.is_empty());
+        let (session, token) = (first.session, first.token);
         assert_eq!(s.live_sessions().await.unwrap().len(), 1);
         assert!(matches!(
             s.post_message(&session.id, "boss", "loud", "hi").await,
@@ -543,9 +545,15 @@ async fn admin_tokens_expire_and_messages_are_delivered_once() {
         assert!(s.take_messages(&session.id).await.unwrap().is_empty());
 
         // A reconnect replaces the session; the old one says why and takes no messages.
-        let (next, _) = s.open_session(&d.id, "alice", "10.0.0.9").await.unwrap();
+        let next = s.open_session(&d.id, "alice", "10.0.0.9").await.unwrap();
+        assert_eq!(
+            next.replaced,
+            std::slice::from_ref(&session.id),
+            "its connections must go"
+        );
+        let next = next.session;
         let old = s
-            .authorize_session(&session.id, &token)
+            .authorize_session(&session.id, &token, TokenLifetime::default())
             .await
             .unwrap()
             .unwrap();
@@ -558,5 +566,46 @@ async fn admin_tokens_expire_and_messages_are_delivered_once() {
         s.end_session(&next.id, EndReason::Admin).await.unwrap();
         assert!(s.end_session(&next.id, EndReason::Admin).await.is_err());
         assert!(s.live_sessions().await.unwrap().is_empty());
+    }
+}
+
+/// A session token dies after its idle time without use, and after its absolute lifetime
+/// however much it is used.
+#[tokio::test]
+async fn session_tokens_have_an_idle_and_an_absolute_lifetime() {
+    use std::time::Duration;
+    for s in stores("token-lifetime").await {
+        let p = pool(&s, Assignment::Floating).await;
+        ready_desktops(&s, &p, 2).await;
+        let ds = s.desktops_of(&p.id).await.unwrap();
+        let idle = TokenLifetime {
+            idle: Duration::from_millis(300),
+            absolute: Duration::from_secs(3600),
+        };
+        let a = s.open_session(&ds[0].id, "alice", "t").await.unwrap();
+        for _ in 0..4 {
+            // Used every 100 ms: alive well past its idle time.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let ok = s.authorize_session(&a.session.id, &a.token, idle).await;
+            assert!(ok.unwrap().is_some(), "{:?}", s.backend());
+        }
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let gone = s.authorize_session(&a.session.id, &a.token, idle).await;
+        assert!(gone.unwrap().is_none(), "idle too long: {:?}", s.backend());
+
+        let absolute = TokenLifetime {
+            idle: Duration::from_secs(3600),
+            absolute: Duration::from_millis(400),
+        };
+        let b = s.open_session(&ds[1].id, "bob", "t").await.unwrap();
+        let ok = s.authorize_session(&b.session.id, &b.token, absolute).await;
+        assert!(ok.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(550)).await;
+        let gone = s.authorize_session(&b.session.id, &b.token, absolute).await;
+        assert!(
+            gone.unwrap().is_none(),
+            "past its lifetime: {:?}",
+            s.backend()
+        );
     }
 }

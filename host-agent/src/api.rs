@@ -13,6 +13,7 @@
 //! | GET | /api/v1/vms/{name} | one VM |
 //! | POST | /api/v1/vms/{name}/start, /stop | power |
 //! | PUT | /api/v1/vms/{name}/display/ticket | `{"ticket", "lifetime_secs"}`: the one-time SPICE ticket |
+//! | POST | /api/v1/vms/{name}/display/disconnect | clears the ticket and cuts the connected client off (its session ended) |
 //! | DELETE | /api/v1/vms/{name} | remove a stopped VM's definition |
 //! | GET | /metrics | Prometheus text: VMs by state, memory, datastore space |
 
@@ -199,6 +200,14 @@ async fn set_ticket(
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn disconnect_display(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Reply<impl IntoResponse> {
+    s.disconnect_display(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn metrics(State(s): State<Shared>) -> Reply<impl IntoResponse> {
     let vms = s.list().await?;
     let cap = capacity::measure(s.config());
@@ -245,6 +254,10 @@ pub fn router(s: Shared) -> Router {
         .route(
             "/api/v1/vms/{name}/display/ticket",
             axum::routing::put(set_ticket),
+        )
+        .route(
+            "/api/v1/vms/{name}/display/disconnect",
+            post(disconnect_display),
         )
         .route("/metrics", get(metrics))
         .with_state(s)

@@ -487,6 +487,30 @@ impl Supervisor {
         ticket: &str,
         lifetime: Duration,
     ) -> Result<(), VmError> {
+        let body = serde_json::json!({ "ticket": ticket, "lifetime_secs": lifetime.as_secs() });
+        self.display_call(name, Method::PUT, "/display/ticket", Some(&body))
+            .await
+    }
+
+    /// Ends a running VM's display connections: its ticket is cleared and the connected
+    /// client cut off (the session it belonged to ended). A stopped VM has none: done.
+    pub async fn disconnect_display(&self, name: &str) -> Result<(), VmError> {
+        if self.live_pid(name).is_none() {
+            self.spec(name).await?;
+            return Ok(());
+        }
+        self.display_call(name, Method::POST, "/display/disconnect", None)
+            .await
+    }
+
+    /// A call to the display part of a running VM's control API.
+    async fn display_call(
+        &self,
+        name: &str,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(), VmError> {
         let spec = self.spec(name).await?;
         if !spec.display {
             return Err(VmError::State(format!("{name} has no display")));
@@ -494,19 +518,12 @@ impl Supervisor {
         if self.live_pid(name).is_none() {
             return Err(VmError::State(format!("{name} is not running")));
         }
-        let body = serde_json::json!({ "ticket": ticket, "lifetime_secs": lifetime.as_secs() });
-        vmm_client::call_with(
-            &self.socket(name),
-            Method::PUT,
-            "/display/ticket",
-            Some(&body),
-            API_TIMEOUT,
-        )
-        .await
-        .map_err(|e| match e {
-            VmmError::Status { status: 400, body } => VmError::Invalid(body),
-            e => VmError::Vmm(e.to_string()),
-        })?;
+        vmm_client::call_with(&self.socket(name), method, path, body, API_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                VmmError::Status { status: 400, body } => VmError::Invalid(body),
+                e => VmError::Vmm(e.to_string()),
+            })?;
         Ok(())
     }
 

@@ -199,3 +199,52 @@ fn wrong_and_expired_tickets_and_a_closed_port_are_reported_as_such() {
         other => panic!("expected a connect failure, got {other:?}"),
     }
 }
+
+/// `POST /display/disconnect`, what the broker calls when a session ends, cuts a connected
+/// client off at once, and nothing it held (its ticket) lets it back in; a new ticket does.
+#[test]
+fn a_disconnect_cuts_the_client_off_and_its_ticket_is_dead() {
+    if !kvm_or_skip("SPICE disconnect") {
+        return;
+    }
+    let dir = Scratch::new("spice-disconnect");
+    let vmm = demo_vmm(&dir, "cut");
+    let long = Duration::from_secs(20);
+    vmm.set_ticket("session-1", 60);
+    let (_session, rx) = connect(vmm.port, "session-1");
+    expect(&rx, "Opened", long, |e| (*e == Event::Opened).then_some(()));
+    expect(&rx, "the primary surface", long, |e| {
+        matches!(e, Event::Primary { .. }).then_some(())
+    });
+    wait_for("the inputs channel", long, || {
+        vmm.display_info()["input_clients"] == 1
+    });
+
+    let asked = Instant::now();
+    let (status, body) = http(&vmm.socket, "POST", "/display/disconnect");
+    assert_eq!(status, 204, "{body}");
+    let why = expect(&rx, "the cut", Duration::from_secs(10), |e| match e {
+        Event::Closed(why) => Some(why.clone()),
+        _ => None,
+    });
+    eprintln!(
+        "the client was cut {:?} after the call ({why:?})",
+        asked.elapsed()
+    );
+    assert!(why.is_some(), "the server ended it, not the client");
+    wait_for("no input clients", long, || {
+        vmm.display_info()["input_clients"] == 0
+    });
+
+    // What the client held: its ticket. Refused.
+    let (_again, rx) = connect(vmm.port, "session-1");
+    let why = expect(&rx, "the refusal", long, |e| match e {
+        Event::Closed(why) => Some(why.clone()),
+        _ => None,
+    });
+    assert_eq!(why, Some(Failure::Auth));
+    // A new session's ticket works.
+    vmm.set_ticket("session-2", 60);
+    let (_next, rx) = connect(vmm.port, "session-2");
+    expect(&rx, "Opened", long, |e| (*e == Event::Opened).then_some(()));
+}

@@ -151,11 +151,18 @@ fn lock_secret() -> Result<String, SpiceError> {
     Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn apply_ticket(srv: Handle, secret: &str, lifetime_s: i32) -> Result<(), SpiceError> {
+/// Sets the ticket; `disconnect`: the connected client, if any, is cut off too.
+fn apply_ticket(
+    srv: Handle,
+    secret: &str,
+    lifetime_s: i32,
+    disconnect: bool,
+) -> Result<(), SpiceError> {
     let c = cstring("ticket", secret)?;
+    let cut = i32::from(disconnect);
     let rc = core::on_loop(move || {
         // SAFETY: srv is live (Server owns it); c is a valid C string for the call.
-        unsafe { sys::spice_server_set_ticket(srv.get(), c.as_ptr(), lifetime_s, 0, 0) }
+        unsafe { sys::spice_server_set_ticket(srv.get(), c.as_ptr(), lifetime_s, 0, cut) }
     });
     match rc {
         Some(0) => Ok(()),
@@ -391,7 +398,7 @@ impl Server {
             )));
         }
         let secs = lifetime.as_secs().clamp(1, 86_400) as i32;
-        apply_ticket(self.srv, secret, secs)?;
+        apply_ticket(self.srv, secret, secs, false)?;
         *self.ticket.lock().unwrap_or_else(|p| p.into_inner()) = TicketState {
             secret: secret.to_string(),
             live: true,
@@ -401,8 +408,18 @@ impl Server {
 
     /// Locks the server: no ticket works until the next [`Server::set_ticket`].
     pub fn clear_ticket(&self) -> Result<(), SpiceError> {
+        self.lock(false)
+    }
+
+    /// Locks the server and cuts the connected client off (every channel): how a session's
+    /// end reaches a viewer that is still connected.
+    pub fn disconnect_clients(&self) -> Result<(), SpiceError> {
+        self.lock(true)
+    }
+
+    fn lock(&self, disconnect: bool) -> Result<(), SpiceError> {
         let secret = lock_secret()?;
-        apply_ticket(self.srv, &secret, 0)?;
+        apply_ticket(self.srv, &secret, 0, disconnect)?;
         *self.ticket.lock().unwrap_or_else(|p| p.into_inner()) = TicketState {
             secret,
             live: false,
@@ -459,7 +476,7 @@ fn channel_hook(
                     if t.live {
                         t.live = false;
                         let grace = TICKET_GRACE.as_secs() as i32;
-                        if let Err(err) = apply_ticket(srv, &t.secret, grace) {
+                        if let Err(err) = apply_ticket(srv, &t.secret, grace, false) {
                             tracing::warn!(%err, "could not spend the ticket");
                         }
                     }
@@ -467,7 +484,7 @@ fn channel_hook(
                 ChannelEventKind::Disconnected => {
                     t.live = false;
                     match lock_secret().and_then(|secret| {
-                        apply_ticket(srv, &secret, 0)?;
+                        apply_ticket(srv, &secret, 0, false)?;
                         Ok(secret)
                     }) {
                         Ok(secret) => t.secret = secret,

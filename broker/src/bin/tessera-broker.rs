@@ -19,6 +19,8 @@ Configuration (TOML):
   directories = \"/etc/tessera/directories.toml\"   AD/LDAP (tessera-directory format); none: local accounts
   admins = [\"CN=vdi-admins,OU=Groups,DC=corp,DC=example\"]   directory users/groups who administer
   reconcile_interval_secs = 10
+  session_idle_minutes = 60                  a session token dies unused this long...
+  session_max_hours = 10                     ...or this long after the logon
 
 Adding a host with a join token (the agent makes its key; the broker certifies and registers it):
   tessera-broker -c broker.toml join-token

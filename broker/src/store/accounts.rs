@@ -170,6 +170,20 @@ impl Store {
         })
     }
 
+    /// Whether local account `name` (exactly) may administer now: it exists, has the
+    /// administrator flag and is not disabled. None: no such local account.
+    pub async fn local_admin_now(&self, name: &str) -> Result<Option<bool>, StoreError> {
+        let row =
+            sqlx::query(&self.sql("SELECT is_admin, disabled FROM local_accounts WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get::<i64, _>(0)? != 0 && r.try_get::<i64, _>(1)? == 0),
+            None => None,
+        })
+    }
+
     /// Signs a local account in, counting failures toward a lockout.
     pub async fn sign_in_local(
         &self,

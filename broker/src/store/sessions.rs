@@ -53,9 +53,40 @@ impl EndReason {
     }
 }
 
-/// Ends the live sessions on a desktop: $1 the time, $2 the reason, $3 the desktop.
+/// Ends the live sessions on a desktop: $1 the time, $2 the reason, $3 the desktop; their IDs.
 const END_DESKTOP_SESSIONS: &str = "UPDATE sessions SET state = 'ended', ended_at = $1, \
-     end_reason = $2 WHERE desktop_id = $3 AND ended_at IS NULL";
+     end_reason = $2 WHERE desktop_id = $3 AND ended_at IS NULL RETURNING id";
+
+/// How long a session's bearer token works: it dies after `idle` without use and `absolute`
+/// after the logon, whichever comes first (the user signs in again; the desktop stays theirs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLifetime {
+    /// Without any use of the token.
+    pub idle: std::time::Duration,
+    /// From the logon.
+    pub absolute: std::time::Duration,
+}
+
+impl Default for TokenLifetime {
+    /// An hour idle, ten hours in all (Horizon's default forced disconnect is 600 minutes).
+    fn default() -> Self {
+        Self {
+            idle: std::time::Duration::from_secs(3600),
+            absolute: std::time::Duration::from_secs(10 * 3600),
+        }
+    }
+}
+
+/// A new session: its bearer token (shown once), and the sessions it replaced on the desktop.
+#[derive(Debug)]
+pub struct Opened {
+    /// The session.
+    pub session: Session,
+    /// Its bearer token.
+    pub token: String,
+    /// Live sessions of the same desktop that it ended (a reconnect): their connections go.
+    pub replaced: Vec<String>,
+}
 
 const SESSION_COLUMNS: &str = "id, desktop_id, user_key, state, end_reason";
 
@@ -96,22 +127,24 @@ pub fn hash_secret(secret: &str) -> String {
 
 impl Store {
     /// Opens a session on `desktop_id`, ending any live one there (a reconnect replaces it).
-    /// Returns it with its bearer token (shown once).
     pub async fn open_session(
         &self,
         desktop_id: &str,
         user_key: &str,
         client: &str,
-    ) -> Result<(Session, String), StoreError> {
+    ) -> Result<Opened, StoreError> {
         let (token, token_hash) = new_secret()?;
         let mut tx = self.pool().begin().await?;
         let now = now_ms();
-        sqlx::query(&self.sql(END_DESKTOP_SESSIONS))
+        let replaced = sqlx::query(&self.sql(END_DESKTOP_SESSIONS))
             .bind(now)
             .bind(EndReason::Replaced.as_str())
             .bind(desktop_id)
-            .execute(&mut *tx)
-            .await?;
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<Vec<String>, _>>()?;
         let id = new_id();
         sqlx::query(&self.sql(
             "INSERT INTO sessions (id, desktop_id, user_key, state, client, started_at, token_hash) \
@@ -126,8 +159,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok((
-            Session {
+        Ok(Opened {
+            session: Session {
                 id,
                 desktop_id: desktop_id.to_string(),
                 user_key: user_key.to_string(),
@@ -135,21 +168,34 @@ impl Store {
                 end_reason: None,
             },
             token,
-        ))
+            replaced,
+        })
     }
 
     /// Session `id` (live or ended) if `token` is its bearer token: the client may read an
     /// ended session's reason and messages, and change only a live one.
+    ///
+    /// A token past its [`TokenLifetime`] opens nothing; a valid one counts as used now.
     pub async fn authorize_session(
         &self,
         id: &str,
         token: &str,
+        lifetime: TokenLifetime,
     ) -> Result<Option<Session>, StoreError> {
+        let now = now_ms();
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        // Checked and touched in one statement: two requests cannot both see an idle token
+        // alive and extend it.
         let r = sqlx::query(&self.sql(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND token_hash = $2"
+            "UPDATE sessions SET last_seen_at = $3 WHERE id = $1 AND token_hash = $2 \
+             AND started_at > $4 AND COALESCE(last_seen_at, started_at) > $5 \
+             RETURNING {SESSION_COLUMNS}"
         )))
         .bind(id)
         .bind(hash_secret(token))
+        .bind(now)
+        .bind(now.saturating_sub(ms(lifetime.absolute)))
+        .bind(now.saturating_sub(ms(lifetime.idle)))
         .fetch_optional(self.pool())
         .await?;
         r.as_ref().map(session_from).transpose()
@@ -204,19 +250,21 @@ impl Store {
         Ok(())
     }
 
-    /// Ends every live session on `desktop_id` for `reason`; how many there were.
+    /// Ends every live session on `desktop_id` for `reason`; their IDs.
     pub async fn end_desktop_sessions(
         &self,
         desktop_id: &str,
         reason: EndReason,
-    ) -> Result<u64, StoreError> {
-        Ok(sqlx::query(&self.sql(END_DESKTOP_SESSIONS))
+    ) -> Result<Vec<String>, StoreError> {
+        sqlx::query(&self.sql(END_DESKTOP_SESSIONS))
             .bind(now_ms())
             .bind(reason.as_str())
             .bind(desktop_id)
-            .execute(self.pool())
+            .fetch_all(self.pool())
             .await?
-            .rows_affected())
+            .iter()
+            .map(|r| Ok(r.try_get(0)?))
+            .collect()
     }
 
     /// Issues a one-time ticket for `session_id`, valid `ttl_ms`; returns the secret (shown

@@ -10,6 +10,7 @@
 //! | `GET /display` | 200, mode, SPICE address and ports, TLS certificate fingerprint; 404 without a display |
 //! | `PUT /display/ticket` | `{"ticket", "lifetime_secs"}`: 204; one client may sign in with it, once |
 //! | `DELETE /display/ticket` | 204; no ticket works until the next |
+//! | `POST /display/disconnect` | 204; as DELETE /display/ticket, and the connected client is cut off (its session ended) |
 //! | `GET /display/screenshot` | 200 `image/png` of the guest's screen; 409 while the guest shows nothing |
 //!
 //! Errors are `{"error": "..."}` with a 4xx/5xx status.

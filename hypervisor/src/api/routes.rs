@@ -68,6 +68,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/display"),
     ("PUT", "/display/ticket"),
     ("DELETE", "/display/ticket"),
+    ("POST", "/display/disconnect"),
     ("GET", "/display/screenshot"),
 ];
 
@@ -119,6 +120,10 @@ fn display_route(ctl: &Controller, method: &str, path: &str, body: &[u8]) -> Rep
             Ok(()) => Reply::no_content(),
             Err(e) => failed(e),
         },
+        ("POST", "/display/disconnect") => match d.disconnect() {
+            Ok(()) => Reply::no_content(),
+            Err(e) => failed(e),
+        },
         ("GET", "/display/screenshot") => match d.screenshot_png() {
             Ok(png) => Reply {
                 status: StatusCode::OK,
@@ -138,11 +143,10 @@ fn display_route(ctl: &Controller, method: &str, path: &str, body: &[u8]) -> Rep
 pub fn route(ctl: &Controller, method: &Method, path: &str, body: &[u8]) -> Reply {
     let path = path.trim_end_matches('/');
     match (method.as_str(), path) {
-        (m, p @ ("/display" | "/display/ticket" | "/display/screenshot"))
-            if ROUTES.iter().any(|(rm, rp)| *rm == m && *rp == p) =>
-        {
-            display_route(ctl, m, p, body)
-        }
+        (
+            m,
+            p @ ("/display" | "/display/ticket" | "/display/disconnect" | "/display/screenshot"),
+        ) if ROUTES.iter().any(|(rm, rp)| *rm == m && *rp == p) => display_route(ctl, m, p, body),
         ("GET", "/vm") => match serde_json::to_value(ctl.info()) {
             Ok(v) => Reply::json(StatusCode::OK, v),
             Err(e) => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

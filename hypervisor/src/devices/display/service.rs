@@ -239,6 +239,11 @@ impl DisplayService {
         Ok(lock(&self.server).clear_ticket()?)
     }
 
+    /// Locks the display and disconnects its client: the session it belonged to ended.
+    pub fn disconnect(&self) -> Result<(), DisplayError> {
+        Ok(lock(&self.server).disconnect_clients()?)
+    }
+
     /// Facts for the control API.
     pub fn info(&self) -> DisplayInfo {
         let mode = lock(&self.dispi).mode();
