@@ -139,7 +139,7 @@ curl -sf --cacert "$pki/ca.pem" "$api/healthz" >/dev/null || { log "the broker d
 # The host joins as any host would: a one-time token pins the broker's CA, the agent makes its
 # key, the broker certifies it and registers the host.
 if [ ! -f "$tls/agent.pem" ]; then
-    TESSERA_JOIN_TOKEN=$(broker join-token --ttl-minutes 5 2>/dev/null) \
+    TESSERA_JOIN_TOKEN=$(broker join-token --host local --ttl-minutes 5 2>/dev/null) \
         "$bin/tessera-agent" -c "$D/agent.toml" join --broker "$api" \
         --address "https://127.0.0.1:$AGENT_PORT" >&2
 fi
@@ -177,7 +177,7 @@ if $check; then
     token=$(echo "$out" | sed -n 's/.*"session_token":"\([^"]*\)".*/\1/p')
     desktop=$(echo "$out" | sed -n 's/.*"desktop":"\([^"]*\)".*/\1/p')
     log "logon ok: desktop $desktop, session $id"
-    for f in "$D/demo-password" "$D/admin-password" "$pki/ca.key" "$pki/broker.key" "$tls/agent.key"; do
+    for f in "$D/demo-password" "$D/admin-password" "$pki/ca.key" "$pki/broker.key" "$pki/hosts/ca.key" "$pki/hosts/broker-client.key" "$tls/agent.key"; do
         [ "$(stat -c %a "$f")" = 600 ] || { log "$f is mode $(stat -c %a "$f"), not 600"; exit 1; }
     done
     log "secret files ok: mode 600"

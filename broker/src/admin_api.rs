@@ -10,7 +10,7 @@
 //! | POST | /api/v1/admin/sessions/{id}/messages | `{"body", "severity"?}`: a message to its user |
 //! | POST | /api/v1/admin/sessions/{id}/logoff | forces a logoff |
 //! | GET | /api/v1/admin/events?action=&limit= | the audit trail, newest first |
-//! | POST | /api/v1/admin/join-tokens | `{"ttl_minutes"?}`: a one-time token a host joins with |
+//! | POST | /api/v1/admin/join-tokens | `{"host", "rejoin"?, "ttl_minutes"?}`: a one-time token host `host` joins (or re-joins, replacing its certificate) with |
 //!
 //! Every change is an event with the administrator as its actor.
 
@@ -181,6 +181,9 @@ async fn events(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewJoinToken {
+    host: String,
+    #[serde(default)]
+    rejoin: bool,
     ttl_minutes: Option<u64>,
 }
 
@@ -190,7 +193,7 @@ async fn join_token(
     Json(r): Json<NewJoinToken>,
 ) -> Result<Response, ApiError> {
     let who = admin(&s, &headers).await?;
-    let pki = crate::host_join::pki(&s)?;
+    let hosts = crate::host_join::authority(&s)?;
     let ttl = match r.ttl_minutes {
         None => crate::host_join::JOIN_TOKEN_TTL,
         Some(m @ 1..=10080) => Duration::from_secs(m * 60),
@@ -201,10 +204,14 @@ async fn join_token(
             ))
         }
     };
-    let (token, expires_at) = crate::host_join::new_token(&s.store, pki, &who, ttl).await?;
-    s.logon
-        .audit(Event::new(&who, "join-token", "", "ok"))
-        .await;
+    let (token, expires_at) =
+        crate::host_join::new_token(&s.store, &hosts.api_ca, &who, &r.host, r.rejoin, ttl).await?;
+    let action = if r.rejoin {
+        "rejoin-token"
+    } else {
+        "join-token"
+    };
+    s.logon.audit(Event::new(&who, action, &r.host, "ok")).await;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "token": token, "expires_at": expires_at })),

@@ -51,6 +51,19 @@ pub const ADDRESS_LIMIT: Limit = Limit {
     window: Duration::from_secs(60),
 };
 
+/// The CAs hosts join with: the API's (what join tokens pin and `/api/v1/ca.pem` serves)
+/// and the host CA (what signs agents' certificates), with the verifier of agents whose CRL
+/// a re-join updates.
+#[derive(Clone)]
+pub struct HostAuthority {
+    /// The API CA.
+    pub api_ca: Arc<crate::pki::Pki>,
+    /// The host CA.
+    pub ca: Arc<crate::pki::Pki>,
+    /// How the broker's agent client verifies agents.
+    pub trust: Arc<crate::host_trust::HostTrust>,
+}
+
 /// What the handlers share.
 pub struct AppState {
     /// The logon path.
@@ -59,9 +72,8 @@ pub struct AppState {
     pub store: Store,
     /// What /metrics counts.
     pub counters: crate::metrics::Counters,
-    /// The CA that certifies joining hosts (none: hosts are added with certificates made
-    /// beforehand).
-    pub pki: Option<Arc<crate::pki::Pki>>,
+    /// What hosts join with (none: hosts are added with certificates made beforehand).
+    pub hosts: Option<HostAuthority>,
     addresses: Throttle<IpAddr>,
 }
 
@@ -72,14 +84,14 @@ impl AppState {
             logon,
             store,
             counters: Default::default(),
-            pki: None,
+            hosts: None,
             addresses: Throttle::default(),
         }
     }
 
-    /// Lets hosts join with tokens, certified by `pki`.
-    pub fn with_pki(mut self, pki: Arc<crate::pki::Pki>) -> Self {
-        self.pki = Some(pki);
+    /// Lets hosts join with tokens ([`crate::host_join`]).
+    pub fn with_hosts(mut self, hosts: HostAuthority) -> Self {
+        self.hosts = Some(hosts);
         self
     }
 

@@ -127,8 +127,13 @@ impl BrokerConfig {
         }
     }
 
-    /// Where the CA and certificates live.
+    /// Where the API CA and the API's certificate live.
     pub fn pki_dir(&self) -> PathBuf {
         self.state_dir.join("pki")
+    }
+
+    /// Where the host CA, hosts' certificates and the broker's client certificate live.
+    pub fn host_pki_dir(&self) -> PathBuf {
+        self.state_dir.join("pki/hosts")
     }
 }

@@ -5,8 +5,13 @@
 //! | GET | /api/v1/ca.pem | the broker's CA (public; the agent checks it against the token's pin) |
 //! | POST | /api/v1/hosts/join | `{"token", "name", "address", "csr"}`: the agent's certificate; the host is registered |
 //!
-//! The certificate is a TLS server certificate for the address's host and the host's name,
-//! whatever the request asked for; only its public key is taken.
+//! A token admits the one host it names; a name already registered is refused unless the
+//! administrator made the token for a re-join of that host (which revokes the host's earlier
+//! certificates: how a host's key is rotated). The token is checked before any request is
+//! signed, and spent only after: a malformed request does not burn it, and no certificate
+//! comes out of a bad token. The certificate comes from the host CA, not the API's: a TLS
+//! server certificate for the address's host and the host's name, valid
+//! [`HOST_CERT_LIFETIME`], whatever the request asked for; only its public key is taken.
 
 use std::time::Duration;
 
@@ -23,36 +28,67 @@ use crate::store::Store;
 
 /// Default lifetime of a join token.
 pub const JOIN_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// How long a host certificate is valid; a re-join (`tessera-broker rotate-host-cert`)
+/// replaces it before then.
+pub const HOST_CERT_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
 
 fn bad(m: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, m.into())
 }
 
-/// A new join token (`TSJ1.<secret>.<CA pin>`) and its expiry.
+/// A new join token (`TSJ1.<secret>.<API CA pin>`) admitting host `host` (re-joining it
+/// when `rejoin`), and its expiry. The pin is the API CA's: what the agent checks the
+/// broker's API against before it sends anything.
 pub async fn new_token(
     store: &Store,
-    pki: &Pki,
+    api_ca: &Pki,
     created_by: &str,
+    host: &str,
+    rejoin: bool,
     ttl: Duration,
 ) -> Result<(String, i64), crate::store::StoreError> {
+    if !valid_host_name(host) {
+        return Err(crate::store::StoreError::Invalid(host_name_rule(host)));
+    }
     let (secret, expires) = store
-        .create_join_token(created_by, ttl.as_millis() as i64)
+        .create_join_token(created_by, host, rejoin, ttl.as_millis() as i64)
         .await?;
     let token = JoinToken {
         secret,
-        ca_sha256: pki.ca_fingerprint(),
+        ca_sha256: api_ca.ca_fingerprint(),
     };
     Ok((token.to_string(), expires))
 }
 
-/// The CA that certifies hosts, or 503 when this broker has none.
-pub(crate) fn pki(s: &Shared) -> Result<&Pki, ApiError> {
-    s.pki.as_deref().ok_or_else(|| {
+/// The CAs hosts join with, or 503 when this broker has none.
+pub(crate) fn authority(s: &Shared) -> Result<&crate::api::HostAuthority, ApiError> {
+    s.hosts.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "this broker does not issue host certificates".into(),
         )
     })
+}
+
+fn valid_host_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+fn host_name_rule(name: &str) -> String {
+    format!("host name {name:?}: 1 to 63 letters, digits, '-', '_', '.'")
+}
+
+/// Makes a new CRL from the store's revocations and gives it to the agents' verifier.
+pub async fn refresh_crl(store: &Store, hosts: &crate::api::HostAuthority) -> Result<(), String> {
+    let revoked = store
+        .revoked_host_certificates()
+        .await
+        .map_err(|e| e.to_string())?;
+    let crl = hosts.ca.crl(&revoked).map_err(|e| e.to_string())?;
+    hosts.trust.set_crl(crl).map_err(|e| e.to_string())
 }
 
 /// The host part of `https://HOST:PORT`, checked.
@@ -79,51 +115,90 @@ fn address_host(address: &str) -> Result<String, ApiError> {
 async fn ca(State(s): State<Shared>) -> Result<Response, ApiError> {
     Ok((
         [("content-type", "application/x-pem-file")],
-        pki(&s)?.ca_pem(),
+        authority(&s)?.api_ca.ca_pem(),
     )
         .into_response())
 }
 
 async fn join(State(s): State<Shared>, Json(r): Json<JoinRequest>) -> Result<Response, ApiError> {
-    let pki = pki(&s)?;
-    let name_ok = (1..=63).contains(&r.name.len())
-        && r.name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if !name_ok {
-        return Err(bad(format!(
-            "host name {:?}: 1 to 63 letters, digits, '-', '_', '.'",
-            r.name
-        )));
+    let hosts = authority(&s)?;
+    if !valid_host_name(&r.name) {
+        return Err(bad(host_name_rule(&r.name)));
     }
     if r.csr.len() > 16 << 10 || r.token.len() > 256 {
         return Err(bad("request too large"));
     }
     let host = address_host(&r.address)?;
-    // Signed before the token is spent, so that a bad request does not burn it.
-    let certificate = pki
-        .sign_request(&r.csr, &r.name, &[host, r.name.clone()])
-        .map_err(|e| bad(format!("certificate request: {e}")))?;
-    if !s.store.redeem_join_token(&r.token, &r.name).await? {
-        s.logon
-            .audit(Event::new(&r.name, "host-join", &r.address, "bad token"))
-            .await;
-        return Err(ApiError::new(
+    let refused = |outcome: &'static str, status: StatusCode, message: String| {
+        let s = s.clone();
+        let (name, address) = (r.name.clone(), r.address.clone());
+        async move {
+            s.logon
+                .audit(Event::new(&name, "host-join", &address, outcome))
+                .await;
+            ApiError::new(status, message)
+        }
+    };
+    // The token first: nothing is signed for a request without a valid one.
+    let Some(rejoin) = s.store.check_join_token(&r.token, &r.name).await? else {
+        return Err(refused(
+            "bad token",
             StatusCode::UNAUTHORIZED,
-            "the join token is unknown, used or expired; make a new one with `tessera-broker join-token`".into(),
-        ));
+            format!(
+                "the join token is unknown, used, expired or for another host than {}; make \
+                 one with `tessera-broker join-token --host {}`",
+                r.name, r.name
+            ),
+        )
+        .await);
+    };
+    if !rejoin && s.store.host_exists(&r.name).await? {
+        return Err(refused(
+            "host exists",
+            StatusCode::CONFLICT,
+            format!(
+                "a host named {} is registered; replacing it takes a re-join token \
+                 (`tessera-broker rotate-host-cert {}`)",
+                r.name, r.name
+            ),
+        )
+        .await);
+    }
+    let signed = hosts
+        .ca
+        .sign_request(&r.csr, &r.name, &[host, r.name.clone()], HOST_CERT_LIFETIME)
+        .map_err(|e| bad(format!("certificate request: {e}")))?;
+    // Spent only now (one of two racing requests wins); the loser's certificate is dropped
+    // unrecorded and unsent.
+    if !s.store.redeem_join_token(&r.token, &r.name).await? {
+        return Err(refused(
+            "token raced",
+            StatusCode::UNAUTHORIZED,
+            "the join token was used meanwhile".into(),
+        )
+        .await);
     }
     let host_id = s.store.register_host(&r.name, &r.address).await?;
+    let revoked = s
+        .store
+        .record_host_certificate(&r.name, &signed.serial, signed.not_after_ms)
+        .await?;
+    if revoked > 0 {
+        refresh_crl(&s.store, hosts)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    }
+    let outcome = if rejoin { "re-joined" } else { "ok" };
     s.logon
-        .audit(Event::new(&r.name, "host-join", &r.address, "ok"))
+        .audit(Event::new(&r.name, "host-join", &r.address, outcome))
         .await;
-    tracing::info!(host = %r.name, address = %r.address, "host joined");
+    tracing::info!(host = %r.name, address = %r.address, rejoin, revoked, "host joined");
     Ok((
         StatusCode::CREATED,
         Json(JoinResponse {
             host_id,
-            certificate,
-            ca: pki.ca_pem(),
+            certificate: signed.pem,
+            ca: hosts.ca.ca_pem(),
         }),
     )
         .into_response())

@@ -16,6 +16,7 @@ pub mod api;
 pub mod config;
 pub mod desktop_actions;
 pub mod host_join;
+pub mod host_trust;
 pub mod logon;
 pub mod metrics;
 pub mod pki;

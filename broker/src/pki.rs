@@ -1,9 +1,12 @@
-//! The broker's certificate authority: it signs the broker's server certificate (clients
-//! verify it), the broker's client certificate (agents accept only it), and each agent's
-//! server certificate (the broker verifies agents against the same CA). ECDSA P-256 through
-//! rcgen; keys are written with mode 0600.
+//! A certificate authority in a directory. The broker runs two ([`crate::server`]): the API
+//! CA (`pki/`), which signs the certificate clients see on the API, and the host CA
+//! (`pki/hosts/`), which signs each agent's server certificate (for a lifetime, with a random
+//! serial that a CRL can name) and the broker's client certificate toward agents. A host
+//! certificate can then never pass for the broker's API, and the host CA's key signs nothing
+//! a user's client trusts. ECDSA P-256 through rcgen; keys are 0600 from their first byte.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
@@ -41,6 +44,47 @@ fn fingerprint(path: &Path, pem: &str) -> Result<String, PkiError> {
 fn write(path: &Path, text: &str, secret: bool) -> Result<(), PkiError> {
     tessera_agent::files::write_file(path, text.as_bytes(), secret)
         .map_err(|e| PkiError::Io(path.to_path_buf(), e))
+}
+
+/// A host certificate the CA signed.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The certificate (PEM).
+    pub pem: String,
+    /// Its serial number (hex): what a revocation names.
+    pub serial: String,
+    /// When it expires (Unix ms).
+    pub not_after_ms: i64,
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A random positive 128-bit serial number, as hex and as rcgen's type.
+fn random_serial() -> Result<(String, rcgen::SerialNumber), PkiError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| {
+        PkiError::Io(
+            PathBuf::from("/dev/urandom"),
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    b[0] &= 0x7f;
+    b[0] |= 0x01;
+    let hex = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok((hex, rcgen::SerialNumber::from_slice(&b)))
+}
+
+fn serial_bytes(hex: &str) -> Option<Vec<u8>> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect()
 }
 
 /// What a certificate is for.
@@ -117,17 +161,69 @@ impl Pki {
         self.ca_sha256.clone()
     }
 
-    /// Signs a host's certificate request (PEM) for `names` as a TLS server named `name`.
-    /// Only the request's public key is used: names and usages are the broker's choice.
+    /// Signs a host's certificate request (PEM) for `names` as a TLS server named `name`,
+    /// valid for `lifetime` from now. Only the request's public key is used: names, usages,
+    /// serial and dates are the broker's choice.
     pub fn sign_request(
         &self,
         csr_pem: &str,
         name: &str,
         names: &[String],
-    ) -> Result<String, PkiError> {
+        lifetime: Duration,
+    ) -> Result<Signed, PkiError> {
+        let until = SystemTime::now() + lifetime;
+        self.sign_request_until(csr_pem, name, names, until)
+    }
+
+    /// [`Self::sign_request`], valid until `not_after` (in the past: for tests of expiry).
+    pub fn sign_request_until(
+        &self,
+        csr_pem: &str,
+        name: &str,
+        names: &[String],
+        not_after: SystemTime,
+    ) -> Result<Signed, PkiError> {
         let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
-        csr.params = params_for(name, names, Usage::Server)?;
-        Ok(csr.signed_by(&self.ca, &self.key)?.pem())
+        let mut p = params_for(name, names, Usage::Server)?;
+        let (serial, number) = random_serial()?;
+        p.serial_number = Some(number);
+        // A little slack for clocks that disagree.
+        let now = SystemTime::now();
+        p.not_before = (now.min(not_after) - Duration::from_secs(300)).into();
+        p.not_after = not_after.into();
+        csr.params = p;
+        Ok(Signed {
+            pem: csr.signed_by(&self.ca, &self.key)?.pem(),
+            serial,
+            not_after_ms: unix_ms(not_after),
+        })
+    }
+
+    /// A CRL (DER) naming `revoked` (serial hex, when revoked in Unix ms), signed by this CA,
+    /// valid for a week (the broker makes a new one at every host poll).
+    pub fn crl(&self, revoked: &[(String, i64)]) -> Result<Vec<u8>, PkiError> {
+        let now = SystemTime::now();
+        let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        let revoked_certs = revoked
+            .iter()
+            .filter_map(|(serial, ms)| {
+                Some(rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(&serial_bytes(serial)?),
+                    revocation_time: at(*ms).into(),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: (now - Duration::from_secs(300)).into(),
+            next_update: (now + Duration::from_secs(7 * 86_400)).into(),
+            crl_number: rcgen::SerialNumber::from(unix_ms(now).max(1) as u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.ca, &self.key)?.der().to_vec())
     }
 
     /// The CA certificate's path.

@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent_client::{tls_client, AgentClient};
-use crate::api::{admin_router, client_router, router, AppState};
+use crate::agent_client::{host_trust, tls_client_with, AgentClient};
+use crate::api::{admin_router, client_router, router, AppState, HostAuthority};
 use crate::config::BrokerConfig;
+use crate::host_join::refresh_crl;
 use crate::logon::Logon;
 use crate::pki::{Pki, Usage};
 use crate::reconcile::Reconciler;
@@ -40,20 +41,25 @@ pub async fn poll_hosts(store: &Store, http: &reqwest::Client) -> Result<(), Str
 
 /// Runs the broker until the process ends.
 pub async fn run(cfg: BrokerConfig) -> Result<(), String> {
+    // Two CAs: the API's (what users' clients trust) and the hosts' (agents and the broker
+    // toward them): a host certificate can never pass for the broker's API.
     let pki = Pki::open(&cfg.pki_dir()).map_err(|e| e.to_string())?;
+    let host_ca = Pki::open(&cfg.host_pki_dir()).map_err(|e| e.to_string())?;
     let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     names.extend(cfg.server_names.iter().cloned());
     let (server_cert, server_key) = pki
         .issue("broker", &names, Usage::Server)
         .map_err(|e| e.to_string())?;
-    let (client_cert, client_key) = pki
+    let (client_cert, client_key) = host_ca
         .issue(
             "broker-client",
             &["tessera-broker".to_string()],
             Usage::Client,
         )
         .map_err(|e| e.to_string())?;
-    let http = tls_client(&pki.ca_path(), &client_cert, &client_key).map_err(|e| e.to_string())?;
+    let trust = host_trust(&host_ca.ca_path()).map_err(|e| e.to_string())?;
+    let http =
+        tls_client_with(trust.clone(), &client_cert, &client_key).map_err(|e| e.to_string())?;
     let store = Store::open(&cfg.database_url())
         .await
         .map_err(|e| e.to_string())?;
@@ -70,13 +76,23 @@ pub async fn run(cfg: BrokerConfig) -> Result<(), String> {
         .with_admins(cfg.admins.clone())
         .with_display_tunnel(cfg.display_tunnel)
         .with_token_lifetime(cfg.token_lifetime());
-    let state = Arc::new(AppState::new(logon, store.clone()).with_pki(Arc::new(pki)));
+    let hosts = HostAuthority {
+        api_ca: Arc::new(pki),
+        ca: Arc::new(host_ca),
+        trust,
+    };
+    refresh_crl(&store, &hosts).await?;
+    let state = Arc::new(AppState::new(logon, store.clone()).with_hosts(hosts.clone()));
 
     let (loop_store, loop_http) = (store.clone(), http.clone());
     let interval = Duration::from_secs(cfg.reconcile_interval_secs);
     tokio::spawn(async move {
         let mut reconciler = Reconciler::new(loop_store.clone(), loop_http.clone());
         loop {
+            // Revocations made by `tessera-broker revoke-host` (another process) apply here.
+            if let Err(e) = refresh_crl(&loop_store, &hosts).await {
+                tracing::warn!(error = %e, "host CRL not refreshed");
+            }
             if let Err(e) = poll_hosts(&loop_store, &loop_http).await {
                 tracing::warn!(error = %e, "host poll failed");
             }

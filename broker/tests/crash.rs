@@ -131,7 +131,7 @@ async fn sigkill_during_provisioning(database: Option<String>) {
     )
     .unwrap();
     broker(&cfg, &["agent-cert", "host-1", "localhost", "127.0.0.1"]);
-    let pki = dir.join("broker/pki");
+    let pki = dir.join("broker/pki/hosts");
     let url = start_agent(
         &dir.join("agent"),
         &ds,

@@ -23,12 +23,15 @@ Configuration (TOML):
   session_max_hours = 10                     ...or this long after the logon
 
 Adding a host with a join token (the agent makes its key; the broker certifies and registers it):
-  tessera-broker -c broker.toml join-token
+  tessera-broker -c broker.toml join-token --host host-01
   (on the host) tessera-agent -c agent.toml join --broker https://broker.corp.example:8443 \\
                     --token TSJ1.... --address https://host-01.corp.example:8443
 Or with certificates made here and copied to the host:
   tessera-broker -c broker.toml agent-cert host-01 host-01.corp.example 10.0.0.11
   tessera-broker -c broker.toml add-host host-01 https://host-01.corp.example:8443
+Rotating a host's key (a re-join; the old certificate is revoked), or retiring a host:
+  tessera-broker -c broker.toml rotate-host-cert host-01
+  tessera-broker -c broker.toml revoke-host host-01
 
 Local accounts (the break-glass admin, all-in-one users):
   echo 'S3cret!pass' | tessera-broker -c broker.toml add-account demo --display-name 'Demo User'";
@@ -53,12 +56,34 @@ struct Cli {
 enum Cmd {
     /// Run the broker: client API and pool reconciliation.
     Serve,
-    /// Make a one-time token with which a host's agent joins (`tessera-agent join`); it
-    /// pins this broker's CA, so the agent cannot be fooled into joining another.
+    /// Make a one-time token with which host HOST's agent joins (`tessera-agent join`); it
+    /// pins this broker's CA, so the agent cannot be fooled into joining another, and admits
+    /// that host only: a name already registered is refused unless --rejoin.
     JoinToken {
+        /// The host the token admits (its agent's name).
+        #[arg(long)]
+        host: String,
+        /// Let an existing host join again with a new key (its old certificate is revoked).
+        #[arg(long)]
+        rejoin: bool,
         /// Minutes the token stays valid.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=10080))]
         ttl_minutes: u64,
+    },
+    /// Rotate a host's key and certificate: a re-join token for HOST; when its agent joins
+    /// with it, the host's old certificate is revoked and refused from then on.
+    RotateHostCert {
+        /// The host.
+        host: String,
+        /// Minutes the token stays valid.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=10080))]
+        ttl_minutes: u64,
+    },
+    /// Revoke every certificate of HOST (retired, or its key exposed): the broker refuses it
+    /// within a host poll (reconcile_interval_secs).
+    RevokeHost {
+        /// The host.
+        host: String,
     },
     /// Issue a host's agent certificate (and print where the CA, certificate and key are).
     AgentCert {
@@ -137,25 +162,21 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Serve => tessera_broker::server::run(cfg)
             .await
             .map_err(anyhow::Error::msg)?,
-        Cmd::JoinToken { ttl_minutes } => {
-            let pki = Pki::open(&cfg.pki_dir())?;
+        Cmd::JoinToken {
+            host,
+            rejoin,
+            ttl_minutes,
+        } => join_token(&cfg, &host, rejoin, ttl_minutes).await?,
+        Cmd::RotateHostCert { host, ttl_minutes } => {
+            join_token(&cfg, &host, true, ttl_minutes).await?
+        }
+        Cmd::RevokeHost { host } => {
             let store = Store::open(&cfg.database_url()).await?;
-            let (token, expires) = tessera_broker::host_join::new_token(
-                &store,
-                &pki,
-                "tessera-broker join-token",
-                std::time::Duration::from_secs(ttl_minutes * 60),
-            )
-            .await?;
-            println!("{token}");
-            eprintln!(
-                "One host may join with this token in the next {ttl_minutes} minutes (until {} Unix ms):\n  \
-                 tessera-agent -c agent.toml join --broker https://BROKER:PORT --token {token} --address https://HOST:PORT",
-                expires
-            );
+            let n = store.revoke_host_certificates(&host).await?;
+            println!("{n} certificate(s) of {host} revoked");
         }
         Cmd::AgentCert { name, names } => {
-            let pki = Pki::open(&cfg.pki_dir())?;
+            let pki = Pki::open(&cfg.host_pki_dir())?;
             let (c, k) = pki.issue(&name, &names, Usage::Server)?;
             let (bc, _) = pki.issue(
                 "broker-client",
@@ -259,6 +280,38 @@ async fn run(cli: Cli) -> Result<()> {
             println!("account {name} created");
         }
     }
+    Ok(())
+}
+
+/// Prints a (re-)join token for `host` and the agent's command.
+async fn join_token(
+    cfg: &BrokerConfig,
+    host: &str,
+    rejoin: bool,
+    ttl_minutes: u64,
+) -> anyhow::Result<()> {
+    let pki = Pki::open(&cfg.pki_dir())?;
+    let store = Store::open(&cfg.database_url()).await?;
+    let (token, expires) = tessera_broker::host_join::new_token(
+        &store,
+        &pki,
+        "tessera-broker",
+        host,
+        rejoin,
+        std::time::Duration::from_secs(ttl_minutes * 60),
+    )
+    .await?;
+    println!("{token}");
+    let what = if rejoin {
+        "re-join (its old certificate is then revoked)"
+    } else {
+        "join"
+    };
+    eprintln!(
+        "Host {host} may {what} with this token in the next {ttl_minutes} minutes (until {expires} \
+         Unix ms):\n  tessera-agent -c agent.toml join --broker https://BROKER:PORT --token {token} \
+         --address https://HOST:PORT"
+    );
     Ok(())
 }
 

@@ -207,34 +207,62 @@ impl Store {
         .rows_affected())
     }
 
-    /// A one-time join token secret for a host's agent, valid `ttl_ms`; returns the secret
-    /// (shown once; stored hashed) and its expiry.
+    /// A one-time join token admitting host `host` (a re-join of an existing host only with
+    /// `rejoin`), valid `ttl_ms`; returns the secret (shown once; stored hashed) and its
+    /// expiry.
     pub async fn create_join_token(
         &self,
         created_by: &str,
+        host: &str,
+        rejoin: bool,
         ttl_ms: i64,
     ) -> Result<(String, i64), StoreError> {
         let (secret, hash) = new_secret()?;
         let now = now_ms();
         sqlx::query(&self.sql(
-            "INSERT INTO join_tokens (secret_hash, created_by, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO join_tokens (secret_hash, created_by, created_at, expires_at, \
+             host_name, rejoin) VALUES ($1, $2, $3, $4, $5, $6)",
         ))
         .bind(hash)
         .bind(created_by)
         .bind(now)
         .bind(now + ttl_ms)
+        .bind(host)
+        .bind(i64::from(rejoin))
         .execute(self.pool())
         .await?;
         Ok((secret, now + ttl_ms))
     }
 
-    /// Uses a join token for host `name`: true if it existed, had not expired and was unused.
+    /// What an unused, unexpired join token allows: None if it is unknown, used or expired,
+    /// or names another host than `name`; else whether it is a re-join. Nothing is spent.
+    pub async fn check_join_token(
+        &self,
+        secret: &str,
+        name: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        let r = sqlx::query(&self.sql(
+            "SELECT rejoin FROM join_tokens WHERE secret_hash = $1 AND used_at IS NULL \
+             AND expires_at > $2 AND host_name = $3",
+        ))
+        .bind(hash_secret(secret))
+        .bind(now_ms())
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match r {
+            Some(r) => Some(r.try_get::<i64, _>(0)? != 0),
+            None => None,
+        })
+    }
+
+    /// Spends a join token for host `name`: true if it existed, named that host, had not
+    /// expired and was unused (one of two racing requests wins).
     pub async fn redeem_join_token(&self, secret: &str, name: &str) -> Result<bool, StoreError> {
         let now = now_ms();
         let n = sqlx::query(&self.sql(
             "UPDATE join_tokens SET used_at = $1, used_by = $2 \
-             WHERE secret_hash = $3 AND used_at IS NULL AND expires_at > $4",
+             WHERE secret_hash = $3 AND used_at IS NULL AND expires_at > $4 AND host_name = $2",
         ))
         .bind(now)
         .bind(name)
@@ -244,5 +272,75 @@ impl Store {
         .await?
         .rows_affected();
         Ok(n == 1)
+    }
+
+    /// Whether a host of that name is registered.
+    pub async fn host_exists(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query(&self.sql("SELECT 1 FROM hosts WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Records host `name`'s new certificate and revokes its earlier ones (a re-join
+    /// replaces the host's key); how many were revoked.
+    pub async fn record_host_certificate(
+        &self,
+        name: &str,
+        serial: &str,
+        not_after_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        let revoked = sqlx::query(&self.sql(
+            "UPDATE host_certificates SET revoked_at = $1 WHERE host_name = $2 AND revoked_at IS NULL",
+        ))
+        .bind(now)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(&self.sql(
+            "INSERT INTO host_certificates (serial, host_name, issued_at, not_after) \
+             VALUES ($1, $2, $3, $4)",
+        ))
+        .bind(serial)
+        .bind(name)
+        .bind(now)
+        .bind(not_after_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Revokes every certificate of host `name` (it is retired, or its key was exposed); how
+    /// many.
+    pub async fn revoke_host_certificates(&self, name: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(&self.sql(
+            "UPDATE host_certificates SET revoked_at = $1 WHERE host_name = $2 AND revoked_at IS NULL",
+        ))
+        .bind(now_ms())
+        .bind(name)
+        .execute(self.pool())
+        .await?
+        .rows_affected())
+    }
+
+    /// Revoked host certificates not yet expired: (serial, when revoked), for the CRL.
+    pub async fn revoked_host_certificates(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        sqlx::query(&self.sql(
+            "SELECT serial, revoked_at FROM host_certificates \
+             WHERE revoked_at IS NOT NULL AND not_after > $1 ORDER BY serial",
+        ))
+        .bind(now_ms())
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
     }
 }
