@@ -5,7 +5,7 @@
 # the nested whole-system suite, the qemu-img compatibility and crash tests, the directory
 # tests against a real Samba AD DC and slapd, the broker's store tests on SQLite and
 # PostgreSQL, the SPICE display and thin client against real clients under Xvfb; the tests
-# start those servers on 127.0.0.1) and the storage fuzz target for 60 s
+# start those servers on 127.0.0.1) and the fuzz targets for 180 s in all
 # (TESSERA_FUZZ_SECONDS). Whatever happens, every process the run started is stopped at the
 # end. It ends with a time table per phase and per test binary, and the run's peak memory.
 #
@@ -87,7 +87,7 @@ cargo clippy -q --workspace --all-targets -- -D warnings
 phase "clippy"
 cargo test --workspace "$@" 2>&1 | tee "$report/cargo-test.log"
 phase "cargo test"
-# The storage fuzz target, bounded (see scripts/fuzz.sh).
-scripts/fuzz.sh "${TESSERA_FUZZ_SECONDS:-60}"
+# The fuzz targets, within a total budget (see scripts/fuzz.sh).
+scripts/fuzz.sh "${TESSERA_FUZZ_SECONDS:-180}"
 phase "fuzz"
 echo "[tessera] all tests finished in $(( $(date +%s) - start )) s"

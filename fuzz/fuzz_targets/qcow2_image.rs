@@ -24,8 +24,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let _ = tessera_storage::check::check(&img);
-    let Ok(ds) = tessera_storage::Datastore::new(dir) else { return };
-    if let Ok(disk) = tessera_storage::Disk::open(&ds, &img, tessera_storage::Format::Qcow2, false) {
+    let Ok(ds) = tessera_storage::Datastore::new(dir) else {
+        return;
+    };
+    if let Ok(disk) = tessera_storage::Disk::open(&ds, &img, tessera_storage::Format::Qcow2, false)
+    {
         let mut buf = vec![0u8; 4096];
         let size = disk.size();
         for off in [0, size / 2, size.saturating_sub(4096)] {
