@@ -284,9 +284,8 @@ impl Store {
             // Already counted.
             return Err(SignInError::InvalidCredentials);
         }
-        if disabled {
-            return Err(SignInError::Disabled);
-        }
+        // The password is proved: the run of failures ends (for a disabled account too, so
+        // that enabling it again does not find it locked by its own right passwords).
         sqlx::query(&self.sql(
             "UPDATE local_accounts SET failed_attempts = 0, locked_until = NULL WHERE name = $1",
         ))
@@ -294,6 +293,9 @@ impl Store {
         .execute(self.pool())
         .await
         .map_err(StoreError::from)?;
+        if disabled {
+            return Err(SignInError::Disabled);
+        }
         let account = LocalAccount {
             name: name.to_string(),
             display_name,
