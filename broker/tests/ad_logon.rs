@@ -14,7 +14,6 @@ use tessera_broker::logon::{Denial, Logon, LogonError, LogonOutcome};
 use tessera_broker::store::desktops::DesktopState;
 use tessera_broker::store::pools::Principal;
 use tessera_broker::store::sessions::EndReason;
-use tessera_directory::Directories;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ad_user_of_a_nested_group_gets_a_desktop_and_it_is_refreshed_at_logoff() {
@@ -25,18 +24,7 @@ async fn an_ad_user_of_a_nested_group_gets_a_desktop_and_it_is_refreshed_at_logo
         return;
     };
     let g = |k: &str| env.get(k).cloned().unwrap_or_else(|| panic!("{k} missing"));
-    let toml = format!(
-        "[[directory]]\nname = \"vdi\"\nkind = \"ad\"\nurls = [\"{}\"]\nca_file = \"{}\"\n\
-         service_dn = \"{}\"\nservice_password = '{}'\nuser_base = \"OU=VDI,{}\"\n\
-         domains = [\"VDI\", \"vdi.test\"]\n",
-        g("AD_URL"),
-        g("LDAP_TEST_CA"),
-        g("AD_SVC_DN"),
-        g("AD_SVC_PW"),
-        g("AD_BASE")
-    );
-    let dirs =
-        Arc::new(Directories::new(tessera_directory::config::parse(&toml).unwrap()).unwrap());
+    let dirs = Arc::new(ad_directories(&env));
 
     let mut r = rig("ad-logon").await;
     let mut s = spec();

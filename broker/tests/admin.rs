@@ -309,40 +309,47 @@ async fn the_admin_api_and_metrics_can_listen_apart_from_clients() {
         }
     };
     use reqwest::Method;
-    assert_eq!(
-        status(client_port, Method::GET, "/healthz").await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        status(admin_port, Method::GET, "/healthz").await,
-        StatusCode::OK
-    );
-    // Administrators and metrics: only on the admin address.
-    assert_eq!(
-        status(admin_port, Method::GET, "/metrics").await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        status(client_port, Method::GET, "/metrics").await,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        status(admin_port, Method::POST, "/api/v1/admin/tokens").await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        status(client_port, Method::POST, "/api/v1/admin/tokens").await,
-        StatusCode::NOT_FOUND
-    );
-    // Clients: only on the client address.
-    assert_eq!(
-        status(client_port, Method::POST, "/api/v1/sessions").await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        status(admin_port, Method::POST, "/api/v1/sessions").await,
-        StatusCode::NOT_FOUND
-    );
+    // (port, method, path, answer): administrators and metrics only on the admin address,
+    // clients only on the client address, liveness on both.
+    let cases = [
+        (client_port, Method::GET, "/healthz", StatusCode::OK),
+        (admin_port, Method::GET, "/healthz", StatusCode::OK),
+        (admin_port, Method::GET, "/metrics", StatusCode::OK),
+        (client_port, Method::GET, "/metrics", StatusCode::NOT_FOUND),
+        (
+            admin_port,
+            Method::POST,
+            "/api/v1/admin/tokens",
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            client_port,
+            Method::POST,
+            "/api/v1/admin/tokens",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            client_port,
+            Method::POST,
+            "/api/v1/sessions",
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            admin_port,
+            Method::POST,
+            "/api/v1/sessions",
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (port, method, path, want) in cases {
+        let got = status(port, method.clone(), path).await;
+        let which = if port == admin_port {
+            "admin"
+        } else {
+            "client"
+        };
+        assert_eq!(got, want, "{method} {path} on the {which} address");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -134,17 +134,7 @@ async fn a_samba_user_is_never_locked_out_through_the_broker() {
         return;
     };
     let g = |k: &str| env.get(k).cloned().unwrap_or_else(|| panic!("{k} missing"));
-    let toml = format!(
-        "[[directory]]\nname = \"vdi\"\nkind = \"ad\"\nurls = [\"{}\"]\nca_file = \"{}\"\n\
-         service_dn = \"{}\"\nservice_password = '{}'\nuser_base = \"OU=VDI,{}\"\n\
-         domains = [\"VDI\", \"vdi.test\"]\n",
-        g("AD_URL"),
-        g("LDAP_TEST_CA"),
-        g("AD_SVC_DN"),
-        g("AD_SVC_PW"),
-        g("AD_BASE")
-    );
-    let parse = || Directories::new(tessera_directory::config::parse(&toml).unwrap()).unwrap();
+    let parse = || ad_directories(&env);
     let dirs = Arc::new(parse());
     let lockout = dirs.clients()[0].lockout().await.unwrap().unwrap();
     assert_eq!(lockout.threshold, 3, "tests/directory/seed-ad.sh sets 3");

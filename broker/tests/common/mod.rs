@@ -219,6 +219,25 @@ pub fn ldap_env(test: &str) -> Option<std::collections::HashMap<String, String>>
     Some(m)
 }
 
+/// The Samba test domain (`ldap_env`'s map) as the broker's one directory, "vdi", serving the
+/// domains VDI and vdi.test.
+pub fn ad_directories(
+    env: &std::collections::HashMap<String, String>,
+) -> tessera_directory::Directories {
+    let g = |k: &str| env.get(k).cloned().unwrap_or_else(|| panic!("{k} missing"));
+    let toml = format!(
+        "[[directory]]\nname = \"vdi\"\nkind = \"ad\"\nurls = [\"{}\"]\nca_file = \"{}\"\n\
+         service_dn = \"{}\"\nservice_password = '{}'\nuser_base = \"OU=VDI,{}\"\n\
+         domains = [\"VDI\", \"vdi.test\"]\n",
+        g("AD_URL"),
+        g("LDAP_TEST_CA"),
+        g("AD_SVC_DN"),
+        g("AD_SVC_PW"),
+        g("AD_BASE")
+    );
+    tessera_directory::Directories::new(tessera_directory::config::parse(&toml).unwrap()).unwrap()
+}
+
 /// Runs a tessera-agent in this process as host-1 (state in `state`, one datastore `ds1` at
 /// `ds`, its image library the `library` beside it, mutual TLS with `cert_key` and clients
 /// signed by `ca`); returns its URL.
