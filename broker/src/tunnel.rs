@@ -48,11 +48,6 @@ impl Tunnels {
             let _ = tx.send(true);
         }
     }
-
-    /// Sessions with tunnels being watched.
-    pub fn sessions(&self) -> usize {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
 }
 
 /// The `Upgrade` protocol name.
@@ -122,6 +117,8 @@ pub(crate) async fn open(
             .await
             .is_ok_and(|s| s.is_live())
         {
+            // Ended before the watch began: nobody will close this entry but us.
+            counters.logon.tunnels().close(&session.id);
             return tracing::info!(session = %session.id, "tunnel refused: the session ended");
         }
         counters.counters.tunnel_opened();

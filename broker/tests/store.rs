@@ -604,6 +604,10 @@ async fn session_tokens_have_an_idle_and_an_absolute_lifetime() {
         assert!(ok.unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let gone = s.authorize_session(&b.session.id, &b.token, absolute).await;
-        assert!(gone.unwrap().is_none(), "past its lifetime: {:?}", s.backend());
+        assert!(
+            gone.unwrap().is_none(),
+            "past its lifetime: {:?}",
+            s.backend()
+        );
     }
 }
