@@ -81,14 +81,25 @@ fn host_name_rule(name: &str) -> String {
     format!("host name {name:?}: 1 to 63 letters, digits, '-', '_', '.'")
 }
 
+/// Why the host CRL could not be renewed.
+#[derive(Debug, thiserror::Error)]
+pub enum CrlError {
+    /// Reading the revocations.
+    #[error("host CRL: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// Signing the CRL.
+    #[error("host CRL: {0}")]
+    Pki(#[from] crate::pki::PkiError),
+    /// The verifier refused it.
+    #[error("host CRL: {0}")]
+    Verifier(#[from] rustls::client::VerifierBuilderError),
+}
+
 /// Makes a new CRL from the store's revocations and gives it to the agents' verifier.
-pub async fn refresh_crl(store: &Store, hosts: &crate::api::HostAuthority) -> Result<(), String> {
-    let revoked = store
-        .revoked_host_certificates()
-        .await
-        .map_err(|e| e.to_string())?;
-    let crl = hosts.ca.crl(&revoked).map_err(|e| e.to_string())?;
-    hosts.trust.set_crl(crl).map_err(|e| e.to_string())
+pub async fn refresh_crl(store: &Store, hosts: &crate::api::HostAuthority) -> Result<(), CrlError> {
+    let revoked = store.revoked_host_certificates().await?;
+    let crl = hosts.ca.crl(&revoked)?;
+    Ok(hosts.trust.set_crl(crl)?)
 }
 
 /// The host part of `https://HOST:PORT`, checked.
@@ -186,7 +197,7 @@ async fn join(State(s): State<Shared>, Json(r): Json<JoinRequest>) -> Result<Res
     if revoked > 0 {
         refresh_crl(&s.store, hosts)
             .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     }
     let outcome = if rejoin { "re-joined" } else { "ok" };
     s.logon

@@ -81,7 +81,9 @@ pub async fn run(cfg: BrokerConfig) -> Result<(), String> {
         ca: Arc::new(host_ca),
         trust,
     };
-    refresh_crl(&store, &hosts).await?;
+    refresh_crl(&store, &hosts)
+        .await
+        .map_err(|e| e.to_string())?;
     let state = Arc::new(AppState::new(logon, store.clone()).with_hosts(hosts.clone()));
 
     let (loop_store, loop_http) = (store.clone(), http.clone());

@@ -92,9 +92,21 @@ pub fn clone_disk(
 /// broker cannot have a VMM load /etc/shadow as a kernel (the guest would read it) or import
 /// a host file into a datastore.
 pub fn library_file(cfg: &AgentConfig, path: &Path) -> Result<PathBuf, DiskError> {
-    let lib = Datastore::new(&cfg.library).map_err(|e| {
+    confine_to_library(cfg, &library(cfg)?, path)
+}
+
+/// The host's image library as a confining directory.
+fn library(cfg: &AgentConfig) -> Result<Datastore, DiskError> {
+    Datastore::new(&cfg.library).map_err(|e| {
         DiskError::Library(format!("the image library {}: {e}", cfg.library.display()))
-    })?;
+    })
+}
+
+fn confine_to_library(
+    cfg: &AgentConfig,
+    lib: &Datastore,
+    path: &Path,
+) -> Result<PathBuf, DiskError> {
     let full = lib.root().join(path);
     let outside = || {
         DiskError::Library(format!(
@@ -123,8 +135,8 @@ pub fn import_base(
 ) -> Result<PathBuf, DiskError> {
     check_name(name)?;
     let (store, dir) = datastore(cfg, ds)?;
-    let src = library_file(cfg, source)?;
-    let library = Datastore::new(&cfg.library)?;
+    let library = library(cfg)?;
+    let src = confine_to_library(cfg, &library, source)?;
     let format = tessera_storage::Format::probe(&src)?;
     let target = dir.join(name);
     if target.exists() {
