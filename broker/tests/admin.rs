@@ -12,7 +12,7 @@ use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tessera_broker::logon::Logon;
-use tessera_broker::store::pools::Principal;
+use tessera_broker::store::pools::{Pool, PoolSpec, Principal};
 
 async fn post(c: &reqwest::Client, url: String, token: &str, body: Value) -> reqwest::Response {
     c.post(url)
@@ -23,15 +23,11 @@ async fn post(c: &reqwest::Client, url: String, token: &str, body: Value) -> req
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_administrator_messages_and_logs_off_a_session() {
-    if !kvm() {
-        return;
-    }
-    let mut h = rig("admin").await;
-    let mut s = spec();
-    s.min_desktops = 1;
-    let pool = h.store.create_pool(&s).await.unwrap();
+/// A rig with pool `s`, a user "demo" entitled to it and an administrator "boss" (both with
+/// the password "Passw0rd!long"), its desktops provisioned.
+async fn demo_and_boss(name: &str, s: &PoolSpec) -> (Rig, Pool) {
+    let mut h = rig(name).await;
+    let pool = h.store.create_pool(s).await.unwrap();
     for (name, admin) in [("demo", false), ("boss", true)] {
         h.store
             .create_local_account(name, name, "Passw0rd!long", admin)
@@ -43,6 +39,17 @@ async fn an_administrator_messages_and_logs_off_a_session() {
     };
     h.store.entitle(&pool.id, &demo).await.unwrap();
     h.reconciler.pass().await.unwrap();
+    (h, pool)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_administrator_messages_and_logs_off_a_session() {
+    if !kvm() {
+        return;
+    }
+    let mut s = spec();
+    s.min_desktops = 1;
+    let (mut h, _) = demo_and_boss("admin", &s).await;
     let base = serve_api(
         Logon::new(h.store.clone(), None, h.http.clone()),
         h.store.clone(),
@@ -428,21 +435,9 @@ async fn a_forced_logoff_cuts_the_client_off_and_nothing_it_held_works() {
     if !kvm() {
         return;
     }
-    let mut h = rig("cut").await;
     let mut s = spec();
     (s.min_desktops, s.max_desktops, s.spare_desktops) = (1, 1, 0);
-    let pool = h.store.create_pool(&s).await.unwrap();
-    for (name, admin) in [("demo", false), ("boss", true)] {
-        h.store
-            .create_local_account(name, name, "Passw0rd!long", admin)
-            .await
-            .unwrap();
-    }
-    let demo = Principal::Local {
-        name: "demo".into(),
-    };
-    h.store.entitle(&pool.id, &demo).await.unwrap();
-    h.reconciler.pass().await.unwrap();
+    let (h, _) = demo_and_boss("cut", &s).await;
     let logon = Logon::new(h.store.clone(), None, h.http.clone()).with_display_tunnel(true);
     let base = serve_api(logon, h.store.clone()).await;
     let c = reqwest::Client::new();
