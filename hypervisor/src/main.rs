@@ -174,6 +174,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    // Display processes log as this process does.
+    let _ = tessera_vmm::devices::display::process::LOG_FILTER.set(cli.log.clone());
     let code = match run(cli, started) {
         Ok(reason) => {
             builder::flush_console();

@@ -15,47 +15,26 @@ use crate::core::{self, ChannelEvent, ChannelEventKind};
 use crate::display::{QxlBox, Rect, MAX_SIDE};
 use crate::input::InputBox;
 use crate::{ClientEvents, SpiceError};
+pub use tessera_display_proto::Compression;
 
 /// Set while a server runs: channel events carry no server, so a process serves one.
 static RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Longest ticket libspice-server accepts.
-pub const MAX_TICKET: usize = 60;
+pub use tessera_display_proto::MAX_TICKET;
 /// After the client's main channel authenticates, its ticket stays valid this long for the
 /// client's other channels, then it is spent.
 pub const TICKET_GRACE: Duration = Duration::from_secs(10);
 
-/// Image compression toward clients (they may ask for another per connection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Compression {
-    /// Raw bitmaps.
-    Off,
-    /// GLZ or QUIC, by image (QEMU's default).
-    AutoGlz,
-    /// LZ or QUIC, by image.
-    AutoLz,
-    /// QUIC.
-    Quic,
-    /// GLZ.
-    Glz,
-    /// LZ.
-    Lz,
-    /// LZ4.
-    Lz4,
-}
-
-impl Compression {
-    fn raw(self) -> sys::SpiceImageCompression {
-        match self {
-            Self::Off => sys::SPICE_IMAGE_COMPRESSION_OFF,
-            Self::AutoGlz => sys::SPICE_IMAGE_COMPRESSION_AUTO_GLZ,
-            Self::AutoLz => sys::SPICE_IMAGE_COMPRESSION_AUTO_LZ,
-            Self::Quic => sys::SPICE_IMAGE_COMPRESSION_QUIC,
-            Self::Glz => sys::SPICE_IMAGE_COMPRESSION_GLZ,
-            Self::Lz => sys::SPICE_IMAGE_COMPRESSION_LZ,
-            Self::Lz4 => sys::SPICE_IMAGE_COMPRESSION_LZ4,
-        }
+/// libspice-server's value for a compression mode.
+fn compression_raw(c: Compression) -> sys::SpiceImageCompression {
+    match c {
+        Compression::Off => sys::SPICE_IMAGE_COMPRESSION_OFF,
+        Compression::AutoGlz => sys::SPICE_IMAGE_COMPRESSION_AUTO_GLZ,
+        Compression::AutoLz => sys::SPICE_IMAGE_COMPRESSION_AUTO_LZ,
+        Compression::Quic => sys::SPICE_IMAGE_COMPRESSION_QUIC,
+        Compression::Glz => sys::SPICE_IMAGE_COMPRESSION_GLZ,
+        Compression::Lz => sys::SPICE_IMAGE_COMPRESSION_LZ,
+        Compression::Lz4 => sys::SPICE_IMAGE_COMPRESSION_LZ4,
     }
 }
 
@@ -216,7 +195,7 @@ impl Server {
             None => None,
         };
         let port = cfg.port;
-        let comp = cfg.compression.raw();
+        let comp = compression_raw(cfg.compression);
         let secret = lock_secret()?;
         let first = cstring("ticket", &secret)?;
         let display = QxlBox::new(events.clone());

@@ -2,7 +2,8 @@
 # Builds the nested harness's L1 initramfs once, for every scenario (idempotent: when nothing
 # it is made of changed, it only checks and exits):
 #   $TESSERA_CACHE/nested/l1.cpio.gz       busybox, KVM's modules, /init, the scenarios, a
-#                                          tessera-vmm with its shared libraries, static
+#                                          tessera-vmm and tessera-display with their shared
+#                                          libraries, static
 #                                          tessera-img, boot-timer, guest-io-bench and vmm-api,
 #                                          and the test guest (tests/guest/build-guest.sh)
 #   $TESSERA_CACHE/nested/l1-qemu.cpio.gz  the same with QEMU, its libraries and firmware
@@ -27,9 +28,11 @@ command -v qemu-system-x86_64 >/dev/null || {
 "$repo/tests/guest/build-guest.sh"
 
 target=x86_64-unknown-linux-gnu
-# tessera-vmm links libspice-server (and through it glib, OpenSSL, ...), which has no static
-# build: it goes in dynamically linked, with its libraries, as the hosts run it.
-(cd "$repo" && cargo build -q --release -p tessera-vmm --bin tessera-vmm)
+# tessera-display links libspice-server (and through it glib, OpenSSL, ...), which has no
+# static build: it and tessera-vmm go in dynamically linked, with their libraries, as the
+# hosts run them.
+(cd "$repo" && cargo build -q --release -p tessera-vmm -p tessera-display \
+    --bin tessera-vmm --bin tessera-display)
 (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build -q --release --target "$target" -p tessera-storage -p tessera-e2e \
         --bin tessera-img --bin boot-timer --bin guest-io-bench --bin vmm-api)
@@ -37,7 +40,7 @@ bindir=$repo/target/$target/release
 qemu=$(command -v qemu-system-x86_64)
 
 # What the images are made of; unchanged inputs (same paths, sizes and times) mean no rebuild.
-inputs=("$repo/target/release/tessera-vmm" "$bindir/boot-timer" "$bindir/tessera-img"
+inputs=("$repo/target/release/tessera-vmm" "$repo/target/release/tessera-display" "$bindir/boot-timer" "$bindir/tessera-img"
     "$bindir/vmm-api" "$bindir/guest-io-bench" "$CACHE/guest/vmlinuz"
     "$CACHE/guest/initramfs.cpio.gz" "$here/init" "$here/build-l1.sh" "$qemu"
     "$here"/scenarios/*.sh "$CACHE/guest/modules/"*)
@@ -59,8 +62,10 @@ copy_libs() {
 }
 mkdir -p "$stage"/{bin,dev,proc,sys,tmp,guest,modules,scenarios}
 cp "$CACHE/debs"/x-busybox-static_*/bin/busybox "$stage/bin/busybox"
-strip -o "$stage/bin/tessera-vmm" "$repo/target/release/tessera-vmm"
-copy_libs "$stage" "$repo/target/release/tessera-vmm"
+for b in tessera-vmm tessera-display; do
+    strip -o "$stage/bin/$b" "$repo/target/release/$b"
+    copy_libs "$stage" "$repo/target/release/$b"
+done
 for b in boot-timer tessera-img vmm-api; do strip -o "$stage/bin/$b" "$bindir/$b"; done
 cp "$CACHE/guest/vmlinuz" "$CACHE/guest/initramfs.cpio.gz" "$stage/guest/"
 # The test guest plus guest-io-bench: Linux unpacks concatenated initramfs archives in order.

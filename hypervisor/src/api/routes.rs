@@ -3,8 +3,6 @@
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use tessera_spice::SpiceError;
-
 use crate::controller::{ControlError, Controller};
 use crate::devices::display::service::DisplayError;
 use crate::exit::ExitReason;
@@ -70,6 +68,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/display/ticket"),
     ("POST", "/display/disconnect"),
     ("GET", "/display/screenshot"),
+    ("GET", "/metrics"),
 ];
 
 #[derive(serde::Deserialize)]
@@ -90,9 +89,7 @@ fn display_route(ctl: &Controller, method: &str, path: &str, body: &[u8]) -> Rep
     };
     let failed = |e: DisplayError| match e {
         DisplayError::Off => Reply::error(StatusCode::CONFLICT, e.to_string()),
-        DisplayError::Spice(SpiceError::Config(_)) => {
-            Reply::error(StatusCode::BAD_REQUEST, e.to_string())
-        }
+        DisplayError::Refused(_) => Reply::error(StatusCode::BAD_REQUEST, e.to_string()),
         _ => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     match (method, path) {
@@ -139,6 +136,43 @@ fn display_route(ctl: &Controller, method: &str, path: &str, body: &[u8]) -> Rep
     }
 }
 
+/// Prometheus text for `GET /metrics`.
+fn metrics(ctl: &Controller) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let info = ctl.info();
+    let _ = writeln!(
+        out,
+        "# HELP tessera_vmm_uptime_seconds Seconds since the VMM started.\n\
+         # TYPE tessera_vmm_uptime_seconds gauge\n\
+         tessera_vmm_uptime_seconds {}",
+        info.uptime_ms as f64 / 1000.0
+    );
+    if let Some(d) = ctl.display() {
+        let d = d.info();
+        let _ = writeln!(
+            out,
+            "# HELP tessera_vmm_display_restarts_total Display processes that died and were started again.\n\
+             # TYPE tessera_vmm_display_restarts_total counter\n\
+             tessera_vmm_display_restarts_total {}\n\
+             # HELP tessera_vmm_display_refused_links_total SPICE links refused for their ticket.\n\
+             # TYPE tessera_vmm_display_refused_links_total counter\n\
+             tessera_vmm_display_refused_links_total {}\n\
+             # HELP tessera_vmm_display_input_clients Clients whose keys and pointer reach the guest.\n\
+             # TYPE tessera_vmm_display_input_clients gauge\n\
+             tessera_vmm_display_input_clients {}\n\
+             # HELP tessera_vmm_display_process_up Whether a display process serves now.\n\
+             # TYPE tessera_vmm_display_process_up gauge\n\
+             tessera_vmm_display_process_up {}",
+            d.restarts,
+            d.refused_links,
+            d.input_clients,
+            u8::from(d.process_id.is_some())
+        );
+    }
+    out
+}
+
 /// Handles one request. Blocking: call it off the async reactor.
 pub fn route(ctl: &Controller, method: &Method, path: &str, body: &[u8]) -> Reply {
     let path = path.trim_end_matches('/');
@@ -147,6 +181,11 @@ pub fn route(ctl: &Controller, method: &Method, path: &str, body: &[u8]) -> Repl
             m,
             p @ ("/display" | "/display/ticket" | "/display/disconnect" | "/display/screenshot"),
         ) if ROUTES.iter().any(|(rm, rp)| *rm == m && *rp == p) => display_route(ctl, m, p, body),
+        ("GET", "/metrics") => Reply {
+            status: StatusCode::OK,
+            body: None,
+            raw: Some(("text/plain; version=0.0.4", metrics(ctl).into_bytes())),
+        },
         ("GET", "/vm") => match serde_json::to_value(ctl.info()) {
             Ok(v) => Reply::json(StatusCode::OK, v),
             Err(e) => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

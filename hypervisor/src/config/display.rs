@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use tessera_spice::Compression;
+use tessera_display_proto::Compression;
 
 use super::ConfigError;
 

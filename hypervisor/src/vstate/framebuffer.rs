@@ -1,14 +1,17 @@
-//! The display's video memory: host memory mapped into the guest as a KVM memory slot at
-//! wherever the guest puts the adapter's framebuffer BAR, with KVM's dirty-page log on, so the
-//! display thread learns which pages the guest wrote since it last looked without trapping a
-//! single write.
+//! The display's video memory: a memfd mapped into the guest as a KVM memory slot at wherever
+//! the guest puts the adapter's framebuffer BAR, with KVM's dirty-page log on, so the display
+//! learns which pages the guest wrote since it last looked without trapping a single write.
+//! The display process maps the same memfd read-only ([`Framebuffer::read_only_file`]); the
+//! memfd is sealed against shrinking, so that process cannot truncate it under the guest.
 
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
 use kvm_ioctls::VmFd;
 use vm_memory::mmap::MmapRegion;
-use vm_memory::VolatileMemory;
+use vm_memory::{FileOffset, VolatileMemory};
 
 use super::vm::VmError;
 use crate::devices::bus::lock;
@@ -19,6 +22,7 @@ pub const PAGE: usize = 4096;
 /// The video memory and its slot.
 pub struct Framebuffer {
     region: MmapRegion,
+    memfd: File,
     fd: Arc<VmFd>,
     slot: u32,
     /// Guest-physical address of the slot, while mapped.
@@ -28,16 +32,28 @@ pub struct Framebuffer {
 impl Framebuffer {
     /// `size` bytes of zeroed video memory for KVM slot `slot` (unused by RAM), not yet mapped.
     pub fn new(fd: Arc<VmFd>, slot: u32, size: usize) -> Result<Self, VmError> {
-        let region = MmapRegion::new(size).map_err(|e| {
+        let memfd = sealed_memfd(size)?;
+        let region = MmapRegion::from_file(
+            FileOffset::new(memfd.try_clone().map_err(VmError::VideoMemory)?, 0),
+            size,
+        )
+        .map_err(|e| {
             tracing::error!(error = %e, size, "cannot map video memory");
             VmError::Ioctl("mmap video memory", kvm_ioctls::Error::new(libc::ENOMEM))
         })?;
         Ok(Self {
             region,
+            memfd,
             fd,
             slot,
             at: Mutex::new(None),
         })
+    }
+
+    /// The memory, opened anew read-only, for the display process: no mapping made from it
+    /// can write, and it cannot resize the memfd.
+    pub fn read_only_file(&self) -> std::io::Result<File> {
+        File::open(format!("/proc/self/fd/{}", self.memfd.as_raw_fd()))
     }
 
     /// Size in bytes.
@@ -125,6 +141,30 @@ impl Framebuffer {
             Err(_) => false,
         }
     }
+}
+
+/// A memfd of `size` zero bytes that can neither shrink nor grow.
+fn sealed_memfd(size: usize) -> Result<File, VmError> {
+    // SAFETY: memfd_create reads the NUL-terminated name and returns a new descriptor or -1;
+    // nothing else is touched.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"tessera-video-memory".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if fd < 0 {
+        return Err(VmError::VideoMemory(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd was just created and is owned by nobody else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size as u64).map_err(VmError::VideoMemory)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS on a descriptor we own takes an int and changes only the file's seals.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(VmError::VideoMemory(std::io::Error::last_os_error()));
+    }
+    Ok(file)
 }
 
 impl Drop for Framebuffer {

@@ -58,6 +58,9 @@ pub enum VmError {
     /// A KVM ioctl failed.
     #[error("KVM {0} failed: {1}")]
     Ioctl(&'static str, kvm_ioctls::Error),
+    /// The video memory's memfd could not be made.
+    #[error("video memory: {0}")]
+    VideoMemory(std::io::Error),
 }
 
 /// An open VM with its system-level facts.

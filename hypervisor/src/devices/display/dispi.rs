@@ -51,18 +51,8 @@ pub const LFB_ENABLED: u16 = 0x40;
 /// ENABLE: do not clear video memory when enabling.
 pub const NOCLEARMEM: u16 = 0x80;
 
-/// A mode we can show: 32 bits per pixel (xRGB), the visible window inside video memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mode {
-    /// Visible width.
-    pub width: u32,
-    /// Visible height.
-    pub height: u32,
-    /// Bytes per line of video memory.
-    pub stride: usize,
-    /// Byte offset of the visible window's first pixel.
-    pub offset: usize,
-}
+/// A mode we can show (defined with the display process's messages, which carry it).
+pub use tessera_display_proto::Mode;
 
 /// The register file.
 #[derive(Debug)]

@@ -1,7 +1,7 @@
-//! The display: the bochs adapter the guest programs ([`bochs`], [`dispi`]) and the thread that
-//! turns its video memory into SPICE updates ([`refresh`]).
+//! The display: the bochs adapter the guest programs ([`bochs`], [`dispi`]), and its SPICE
+//! server in a display process of its own ([`process`]), supervised by [`service`].
 
 pub mod bochs;
 pub mod dispi;
-pub mod refresh;
+pub mod process;
 pub mod service;

@@ -1,17 +1,18 @@
-//! The running display: the SPICE server fed by the refresh thread, client input into the
-//! guest's i8042, and what the control API asks of it (tickets, facts, screenshots).
+//! The running display as the VMM keeps it: a display process (tessera-display, see
+//! [`super::process`]) serving SPICE, restarted by a supervisor thread whenever it dies, and
+//! what the control API asks of it (tickets, disconnects, facts, screenshots). Screenshots
+//! are taken here, from video memory, so they work whatever the display process does.
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tessera_spice::core::{ChannelEvent, ChannelEventKind};
-use tessera_spice::{ClientEvents, Config, Server, SpiceError, TlsFiles};
+use tessera_display_proto::{Command, Link, Outcome, Settings, TlsSettings, MAX_TICKET};
 
 use super::dispi::Dispi;
-use super::refresh::{Clients, Refresh};
+use super::process::{self, Guest, Reported, Running, StartError};
 use crate::config::DisplayConfig;
 use crate::devices::bus::lock;
 use crate::devices::legacy::i8042::I8042;
@@ -21,10 +22,16 @@ use crate::vstate::framebuffer::Framebuffer;
 /// Errors of the display service.
 #[derive(Debug, thiserror::Error)]
 pub enum DisplayError {
-    /// SPICE refused.
+    /// The display process did not start.
     #[error(transparent)]
-    Spice(#[from] SpiceError),
-    /// The display thread could not start.
+    Start(#[from] StartError),
+    /// A request the display refuses (e.g. a ticket of the wrong length).
+    #[error("{0}")]
+    Refused(String),
+    /// The display process failed the request.
+    #[error("the display process failed: {0}")]
+    Failed(String),
+    /// The supervisor thread could not start.
     #[error("cannot start the display thread: {0}")]
     Thread(std::io::Error),
     /// The guest shows nothing now.
@@ -33,16 +40,6 @@ pub enum DisplayError {
     /// PNG encoding.
     #[error("screenshot: {0}")]
     Png(String),
-}
-
-/// Client input, delivered to the guest's devices.
-struct GuestInput {
-    i8042: Arc<Mutex<I8042>>,
-    pointer: TabletHandle,
-    dispi: Arc<Mutex<Dispi>>,
-    clients: Arc<Clients>,
-    requested: Arc<Mutex<Option<(u32, u32)>>>,
-    inputs: Arc<Mutex<BTreeSet<i32>>>,
 }
 
 /// What the display is made of.
@@ -57,55 +54,38 @@ pub struct DisplayParts {
     pub pointer: TabletHandle,
 }
 
-impl ClientEvents for GuestInput {
-    fn key(&self, scancode: u8) {
-        lock(&self.i8042).key(scancode);
-    }
-    fn pointer_absolute(&self, x: i32, y: i32, buttons: u32) {
-        // SPICE's coordinates are the surface's, which is the guest's mode.
-        let (w, h) = lock(&self.dispi)
-            .mode()
-            .map_or((640, 480), |m| (m.width, m.height));
-        self.pointer.move_to(x, y, w, h, buttons);
-    }
-    fn pointer_relative(&self, dx: i32, dy: i32, _dz: i32, buttons: u32) {
-        // Server mouse mode (a client without absolute pointing): the PS/2 mouse.
-        lock(&self.i8042).mouse(dx, dy, buttons);
-    }
-    fn buttons(&self, buttons: u32) {
-        self.pointer.buttons(buttons);
-    }
-    fn wheel(&self, delta: i32, buttons: u32) {
-        // In client mouse mode spice-server hands every button *press* to the tablet's wheel
-        // callback (delta 0 unless it is the wheel); only releases come through buttons().
-        self.pointer.buttons(buttons);
-        self.pointer.wheel(delta);
-    }
-    fn channel(&self, e: ChannelEvent) {
-        match (e.channel_type, e.kind) {
-            // Main channels count clients: the refresh thread runs at full rate only for them.
-            (1, ChannelEventKind::Initialized) => self.clients.update(e.connection_id, true),
-            (1, ChannelEventKind::Disconnected) => self.clients.update(e.connection_id, false),
-            // Inputs channels: a client's keys reach the guest only once its own is up.
-            (3, ChannelEventKind::Initialized) => {
-                lock(&self.inputs).insert(e.connection_id);
-            }
-            (3, ChannelEventKind::Disconnected) => {
-                lock(&self.inputs).remove(&e.connection_id);
-            }
-            _ => {}
-        }
-    }
-    fn resize_request(&self, width: u32, height: u32) {
-        // The bochs adapter has no hot-plug signal: the guest picks its own mode, and a guest
-        // agent would act on this. It is kept for the control API.
-        tracing::info!(
-            width,
-            height,
-            "display: the client would like another resolution"
-        );
-        *lock(&self.requested) = Some((width, height));
-    }
+/// How long a command to the display process may take before it counts as hung.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Restart delays: doubling from the first to the last while the process keeps dying young.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// A process that served this long resets the backoff.
+const HEALTHY: Duration = Duration::from_secs(10);
+
+/// The ticket clients must present, kept to arm a restarted process until a client used it.
+struct Armed {
+    secret: String,
+    until: Instant,
+}
+
+/// What the API thread and the supervisor share.
+#[derive(Default)]
+struct Shared {
+    /// The running process's control link; None while it is being restarted.
+    control: Mutex<Option<Link>>,
+    /// The running process's event link, kept to cut a hung process off.
+    events: Mutex<Option<Arc<Link>>>,
+    /// The ticket to arm a restarted process with.
+    ticket: Mutex<Option<Armed>>,
+    /// What the running process reported.
+    reported: Mutex<Reported>,
+    /// Links refused by processes that have since died.
+    refused_before: AtomicU64,
+    /// Processes that died and were started again.
+    restarts: AtomicU64,
+    /// The running process's ID (0: none).
+    pid: AtomicU32,
+    /// Set when the VM ends: no more restarts.
+    stop: AtomicBool,
 }
 
 /// What GET /display answers.
@@ -133,18 +113,20 @@ pub struct DisplayInfo {
     pub refused_links: u64,
     /// Clients whose inputs channel is up: their keys and pointer reach the guest.
     pub input_clients: usize,
+    /// The display process serving now (None while it is being restarted).
+    pub process_id: Option<u32>,
+    /// Display processes that died and were started again since the VMM started.
+    pub restarts: u64,
 }
 
-/// The display of a running VM.
+/// The display of a running VM: its SPICE server runs in a display process of its own, which
+/// a supervisor thread restarts whenever it dies.
 pub struct DisplayService {
-    server: Arc<Mutex<Server>>,
     dispi: Arc<Mutex<Dispi>>,
     fb: Arc<Framebuffer>,
-    stop: Arc<AtomicBool>,
     config: DisplayConfig,
     fingerprint: Option<String>,
-    requested: Arc<Mutex<Option<(u32, u32)>>>,
-    inputs: Arc<Mutex<BTreeSet<i32>>>,
+    shared: Arc<Shared>,
 }
 
 /// SHA-256 of the first certificate in a PEM file, hex.
@@ -160,8 +142,135 @@ fn fingerprint(path: &std::path::Path) -> Option<String> {
     )
 }
 
+/// The supervisor's view: how to start a process and what it serves.
+struct Supervisor {
+    program: PathBuf,
+    settings: Settings,
+    guest: Guest,
+    shared: Arc<Shared>,
+}
+
+impl Supervisor {
+    /// Starts a process and hands its control link to the API side, arming the ticket a
+    /// client has not used yet.
+    fn start(&self) -> Result<(Arc<Link>, std::process::Child), StartError> {
+        let Running {
+            child,
+            events,
+            control,
+        } = process::start(&self.program, &self.guest.fb, &self.settings)?;
+        let armed = lock(&self.shared.ticket).as_ref().and_then(|t| {
+            let left = t.until.saturating_duration_since(Instant::now());
+            (!left.is_zero()).then(|| Command::SetTicket {
+                ticket: t.secret.clone(),
+                lifetime_secs: left.as_secs().max(1),
+            })
+        });
+        if let Some(command) = armed {
+            if let Err(e) = ask(&self.shared, &control, &command) {
+                tracing::warn!(error = %e, "display: the new process did not take the ticket");
+            }
+        }
+        self.shared.pid.store(child.id(), Ordering::Relaxed);
+        *lock(&self.shared.events) = Some(events.clone());
+        *lock(&self.shared.control) = Some(control);
+        Ok((events, child))
+    }
+
+    /// Serves the running process until it ends, then starts the next, until the VM ends.
+    fn run(self, mut events: Arc<Link>, mut child: std::process::Child) {
+        let mut backoff = BACKOFF.0;
+        loop {
+            let since = Instant::now();
+            let shared = &self.shared;
+            let why = self.guest.serve(&events, |e| {
+                let mut r = lock(&shared.reported);
+                r.apply(e);
+                if r.ticket_used {
+                    // Spent: a restarted process must not take it again.
+                    r.ticket_used = false;
+                    *lock(&shared.ticket) = None;
+                }
+            });
+            if let Some(c) = lock(&self.shared.control).take() {
+                c.shutdown();
+            }
+            self.shared.cut();
+            let _ = child.kill();
+            let status = child.wait();
+            self.shared.pid.store(0, Ordering::Relaxed);
+            if self.shared.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            {
+                let mut r = lock(&self.shared.reported);
+                self.shared
+                    .refused_before
+                    .fetch_add(r.refused_links, Ordering::Relaxed);
+                *r = Reported {
+                    requested: r.requested,
+                    ..Reported::default()
+                };
+            }
+            let restarts = self.shared.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(
+                status = ?status.ok(),
+                link = %why,
+                restarts,
+                "display process died: its clients were cut off; starting another (the guest runs on)"
+            );
+            if since.elapsed() >= HEALTHY {
+                backoff = BACKOFF.0;
+            }
+            loop {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF.1);
+                if self.shared.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                match self.start() {
+                    Ok((e, c)) => {
+                        (events, child) = (e, c);
+                        tracing::info!(pid = child.id(), "display process restarted");
+                        break;
+                    }
+                    Err(e) => tracing::error!(error = %e, "display process did not restart"),
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Ends the links to the running process: the supervisor sees its event link end, kills
+    /// the process and starts another.
+    fn cut(&self) {
+        if let Some(e) = lock(&self.events).take() {
+            e.shutdown();
+        }
+    }
+}
+
+/// Sends `command` and waits for its outcome; a dead or hung process is cut off.
+fn ask(shared: &Shared, control: &Link, command: &Command) -> Result<(), DisplayError> {
+    let answer = control
+        .send(command)
+        .and_then(|()| control.set_read_timeout(Some(COMMAND_TIMEOUT)))
+        .and_then(|()| control.recv::<Outcome>());
+    match answer {
+        Ok(Outcome::Done) => Ok(()),
+        Ok(Outcome::Refused { message }) => Err(DisplayError::Refused(message)),
+        Ok(Outcome::Failed { message }) => Err(DisplayError::Failed(message)),
+        Err(e) => {
+            control.shutdown();
+            shared.cut();
+            Err(DisplayError::Failed(e.to_string()))
+        }
+    }
+}
+
 impl DisplayService {
-    /// Starts SPICE per `cfg` (locked until a ticket is set) and the refresh thread.
+    /// Starts the display process per `cfg` (locked until a ticket is set) and its supervisor.
     pub fn start(
         cfg: &DisplayConfig,
         name: &str,
@@ -174,7 +283,7 @@ impl DisplayService {
             pointer,
         } = parts;
         let tls = match (cfg.tls_port, &cfg.x509_dir) {
-            (Some(port), Some(dir)) => Some(TlsFiles {
+            (Some(port), Some(dir)) => Some(TlsSettings {
                 port,
                 ca: dir.join("ca-cert.pem"),
                 cert: dir.join("server-cert.pem"),
@@ -183,71 +292,94 @@ impl DisplayService {
             _ => None,
         };
         let fingerprint = tls.as_ref().and_then(|t| fingerprint(&t.cert));
-        let spice = Config {
+        let settings = Settings {
             name: name.to_string(),
             address: cfg.address,
             port: cfg.port,
             tls,
             compression: cfg.compression,
-        };
-        // A small placeholder surface until the guest sets a mode.
-        let clients = Arc::new(Clients::default());
-        let requested = Arc::new(Mutex::new(None));
-        let inputs = Arc::new(Mutex::new(BTreeSet::new()));
-        let input = GuestInput {
-            i8042: keys,
-            pointer,
-            dispi: dispi.clone(),
-            clients: clients.clone(),
-            requested: requested.clone(),
-            inputs: inputs.clone(),
-        };
-        let server = Server::start(&spice, Arc::new(input), 640, 480)?;
-        let service = Arc::new(Self {
-            server: Arc::new(Mutex::new(server)),
-            dispi,
-            fb,
-            stop: Arc::new(AtomicBool::new(false)),
-            config: cfg.clone(),
-            fingerprint,
-            requested,
-            inputs,
-        });
-        let refresh = Refresh {
-            dispi: service.dispi.clone(),
-            fb: service.fb.clone(),
-            server: service.server.clone(),
             fps: cfg.fps,
-            stop: service.stop.clone(),
-            clients,
+            video_memory: fb.len(),
         };
+        let shared = Arc::new(Shared::default());
+        let supervisor = Supervisor {
+            program: process::program()?,
+            settings,
+            guest: Guest {
+                dispi: dispi.clone(),
+                fb: fb.clone(),
+                i8042: keys,
+                pointer,
+            },
+            shared: shared.clone(),
+        };
+        // The first process starts here, so a port in use or a bad certificate fails the VM's
+        // start as it would with SPICE in the VMM.
+        let (events, child) = supervisor.start()?;
+        tracing::info!(address = %cfg.address, port = ?cfg.port, tls_port = ?cfg.tls_port,
+            pid = child.id(), "SPICE display serving (display process)");
         std::thread::Builder::new()
             .name("display".into())
-            .spawn(move || refresh.run())
+            .spawn(move || supervisor.run(events, child))
             .map_err(DisplayError::Thread)?;
-        tracing::info!(address = %cfg.address, port = ?cfg.port, tls_port = ?cfg.tls_port, "SPICE display serving");
-        Ok(service)
+        Ok(Arc::new(Self {
+            dispi,
+            fb,
+            config: cfg.clone(),
+            fingerprint,
+            shared,
+        }))
+    }
+
+    /// Sends `command` to the running process; while it is being restarted there is nothing
+    /// to send it to (the restarted one gets the armed ticket, and has no clients).
+    fn command(&self, command: &Command) -> Result<(), DisplayError> {
+        let control = lock(&self.shared.control);
+        match control.as_ref() {
+            Some(c) => ask(&self.shared, c, command),
+            None => Ok(()),
+        }
     }
 
     /// Sets the one-time ticket clients must present, valid `lifetime`.
     pub fn set_ticket(&self, ticket: &str, lifetime: Duration) -> Result<(), DisplayError> {
-        Ok(lock(&self.server).set_ticket(ticket, lifetime)?)
+        if ticket.is_empty() || ticket.len() > MAX_TICKET {
+            return Err(DisplayError::Refused(format!(
+                "a ticket has 1 to {MAX_TICKET} bytes"
+            )));
+        }
+        *lock(&self.shared.ticket) = Some(Armed {
+            secret: ticket.to_string(),
+            until: Instant::now() + lifetime,
+        });
+        self.command(&Command::SetTicket {
+            ticket: ticket.to_string(),
+            lifetime_secs: lifetime.as_secs(),
+        })
     }
 
     /// Locks the display until the next ticket.
     pub fn clear_ticket(&self) -> Result<(), DisplayError> {
-        Ok(lock(&self.server).clear_ticket()?)
+        *lock(&self.shared.ticket) = None;
+        self.command(&Command::ClearTicket)
     }
 
     /// Locks the display and disconnects its client: the session it belonged to ended.
     pub fn disconnect(&self) -> Result<(), DisplayError> {
-        Ok(lock(&self.server).disconnect_clients()?)
+        *lock(&self.shared.ticket) = None;
+        self.command(&Command::Disconnect)
+    }
+
+    /// Display processes restarted so far.
+    pub fn restarts(&self) -> u64 {
+        self.shared.restarts.load(Ordering::Relaxed)
     }
 
     /// Facts for the control API.
     pub fn info(&self) -> DisplayInfo {
         let mode = lock(&self.dispi).mode();
-        let requested = *lock(&self.requested);
+        let reported = *lock(&self.shared.reported);
+        let pid = self.shared.pid.load(Ordering::Relaxed);
         DisplayInfo {
             width: mode.map(|m| m.width),
             height: mode.map(|m| m.height),
@@ -256,10 +388,13 @@ impl DisplayService {
             tls_port: self.config.tls_port,
             tls_fingerprint: self.fingerprint.clone(),
             fps: self.config.fps,
-            requested_width: requested.map(|r| r.0),
-            requested_height: requested.map(|r| r.1),
-            refused_links: tessera_spice::refused_links(),
-            input_clients: lock(&self.inputs).len(),
+            requested_width: reported.requested.map(|r| r.0),
+            requested_height: reported.requested.map(|r| r.1),
+            refused_links: self.shared.refused_before.load(Ordering::Relaxed)
+                + reported.refused_links,
+            input_clients: reported.input_clients as usize,
+            process_id: (pid != 0).then_some(pid),
+            restarts: self.restarts(),
         }
     }
 
@@ -290,6 +425,10 @@ impl DisplayService {
 
 impl Drop for DisplayService {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(c) = lock(&self.shared.control).take() {
+            c.shutdown();
+        }
+        self.shared.cut();
     }
 }

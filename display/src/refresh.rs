@@ -1,18 +1,21 @@
-//! The display thread: at most `fps` times a second it reads KVM's dirty log of video memory,
-//! turns the written pages into rectangles of the visible mode, copies them out and hands them
-//! to the SPICE server; a new mode (size, stride or panning) redraws everything. With no
-//! client connected it looks once a second (as QEMU slows its refresh), and a client that
-//! connects gets a full frame: a host of idle desktops costs next to nothing.
+//! The refresh loop: at most `fps` times a second it asks the VMM for the guest's mode and
+//! KVM's dirty log of video memory, turns the written pages into rectangles of the visible
+//! mode, copies them out of the shared video memory and hands them to the SPICE server; a new
+//! mode (size, stride or panning) redraws everything. With no client connected it looks once
+//! a second (as QEMU slows its refresh), and a client that connects gets a full frame: a host
+//! of idle desktops costs next to nothing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tessera_display_proto::{Event, Frame, Link, LinkError, Mode};
 use tessera_spice::{Rect, Server};
 
-use super::dispi::{Dispi, Mode};
-use crate::devices::bus::lock;
-use crate::vstate::framebuffer::{Framebuffer, PAGE};
+use crate::forward::{Clients, Forward};
+use crate::video::Video;
+
+/// Bytes per dirty-log bit.
+pub const PAGE: usize = 4096;
 
 /// Rows `[start, end)` of `mode` that the dirty pages in `bitmap` touch, merged into runs.
 pub fn dirty_rows(bitmap: &[u64], mode: &Mode) -> Vec<(u32, u32)> {
@@ -39,69 +42,34 @@ pub fn dirty_rows(bitmap: &[u64], mode: &Mode) -> Vec<(u32, u32)> {
     runs
 }
 
-/// What the thread shares with the VMM.
+/// What the loop works with.
 pub struct Refresh {
-    /// The adapter's registers.
-    pub dispi: Arc<Mutex<Dispi>>,
+    /// The event link: frames are asked for and answered on it.
+    pub link: Arc<Link>,
     /// Video memory.
-    pub fb: Arc<Framebuffer>,
+    pub video: Arc<Video>,
     /// The SPICE server.
     pub server: Arc<Mutex<Server>>,
     /// Frame rate cap.
     pub fps: u32,
-    /// Set to end the thread.
-    pub stop: Arc<AtomicBool>,
     /// Clients connected now (their main channels), signalled when it changes.
     pub clients: Arc<Clients>,
-}
-
-/// The connected clients (by connection), with a signal for the idle display thread.
-#[derive(Default)]
-pub struct Clients {
-    connected: Mutex<std::collections::BTreeSet<i32>>,
-    changed: Condvar,
-}
-
-impl Clients {
-    /// Connection `id`'s main channel authenticated (true) or closed (false); a connection
-    /// that never authenticated (a wrong ticket) changes nothing when it closes.
-    pub fn update(&self, id: i32, arrived: bool) {
-        let mut c = lock(&self.connected);
-        if arrived {
-            c.insert(id);
-        } else {
-            c.remove(&id);
-        }
-        self.changed.notify_all();
-    }
-
-    /// How many are connected.
-    pub fn count(&self) -> usize {
-        lock(&self.connected).len()
-    }
-
-    /// Sleeps up to `timeout`, waking early when a client arrives.
-    fn wait_for_one(&self, timeout: Duration) {
-        let c = lock(&self.connected);
-        let _ = self
-            .changed
-            .wait_timeout_while(c, timeout, |c| c.is_empty())
-            .map(drop);
-    }
+    /// Client input, whose counters are reported with each change.
+    pub forward: Arc<Forward>,
 }
 
 /// The refresh interval without clients.
 pub const IDLE_PERIOD: Duration = Duration::from_secs(1);
 
 impl Refresh {
-    /// Runs until `stop`.
-    pub fn run(self) {
+    /// Runs until the VMM closes the link.
+    pub fn run(self) -> Result<(), LinkError> {
         let period = Duration::from_secs(1) / self.fps.max(1);
         let mut shown: Option<Mode> = None;
         let mut pixels: Vec<u8> = Vec::new();
-        let mut mapped_at = None;
         let mut had_clients = false;
-        while !self.stop.load(Ordering::Relaxed) {
+        let mut reported = (u32::MAX, u64::MAX);
+        loop {
             let started = Instant::now();
             let clients = self.clients.count() > 0;
             if clients && !had_clients {
@@ -109,7 +77,21 @@ impl Refresh {
                 shown = None;
             }
             had_clients = clients;
-            self.frame(&mut shown, &mut pixels, &mut mapped_at);
+            // Refused links are counted by the server's log hook, not a channel event.
+            let now = (
+                self.forward.input_clients(),
+                tessera_spice::refused_links(),
+            );
+            if now != reported {
+                self.link.send(&Event::Status {
+                    input_clients: now.0,
+                    refused_links: now.1,
+                })?;
+                reported = now;
+            }
+            self.link.send(&Event::FrameRequest)?;
+            let frame: Frame = self.link.recv()?;
+            self.frame(frame, &mut shown, &mut pixels);
             if clients {
                 if let Some(rest) = period.checked_sub(started.elapsed()) {
                     std::thread::sleep(rest);
@@ -121,27 +103,23 @@ impl Refresh {
         }
     }
 
-    fn frame(&self, shown: &mut Option<Mode>, pixels: &mut Vec<u8>, mapped_at: &mut Option<u64>) {
-        let mode = lock(&self.dispi).mode();
-        let dirty = match self.fb.take_dirty() {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "display: no dirty log this frame");
-                None
-            }
-        };
+    fn frame(&self, frame: Frame, shown: &mut Option<Mode>, pixels: &mut Vec<u8>) {
+        let Frame { mode, dirty, moved } = frame;
         let Some(mode) = mode else {
             *shown = None;
             return;
         };
-        let moved = self.fb.mapped_at() != *mapped_at;
-        *mapped_at = self.fb.mapped_at();
-        // A new mode, a moved framebuffer or a lost dirty log: everything, uncompared.
+        if !mode.fits(self.video.len()) {
+            tracing::warn!(?mode, "display: a mode outside video memory; not shown");
+            *shown = None;
+            return;
+        }
+        // A new mode, moved video memory or a lost dirty log: everything, uncompared.
         let (rows, full) = match (&dirty, *shown == Some(mode) && !moved) {
             (Some(bitmap), true) => (dirty_rows(bitmap, &mode), false),
             _ => (vec![(0, mode.height)], true),
         };
-        let mut server = lock(&self.server);
+        let mut server = self.server.lock().unwrap_or_else(|p| p.into_inner());
         if shown.is_none_or(|s| (s.width, s.height) != (mode.width, mode.height))
             && server.mode() != Some((mode.width, mode.height))
         {
@@ -161,7 +139,7 @@ impl Refresh {
         for (y0, y1) in rows {
             for y in y0..y1 {
                 let at = y as usize * line;
-                self.fb
+                self.video
                     .read(mode.offset + y as usize * mode.stride, &mut row);
                 let old = &mut pixels[at..at + line];
                 let blocks = if full {
