@@ -78,10 +78,7 @@ impl Refresh {
             }
             had_clients = clients;
             // Refused links are counted by the server's log hook, not a channel event.
-            let now = (
-                self.forward.input_clients(),
-                tessera_spice::refused_links(),
-            );
+            let now = (self.forward.input_clients(), tessera_spice::refused_links());
             if now != reported {
                 self.link.send(&Event::Status {
                     input_clients: now.0,

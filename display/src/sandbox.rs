@@ -67,6 +67,9 @@ pub const ALLOWED: &[i64] = &[
     libc::SYS_sigaltstack,
     libc::SYS_rt_sigprocmask,
     libc::SYS_rt_sigreturn,
+    // A crashing thread's handler restores the default action and re-raises, so the VMM
+    // sees the real signal (SIGSEGV), not the filter's SIGSYS.
+    libc::SYS_rt_sigaction,
     libc::SYS_sched_getaffinity,
     libc::SYS_sched_yield,
     libc::SYS_exit,

@@ -5,9 +5,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
-use tessera_display_proto::{
-    recv_fds, Command, Event, Link, LinkError, Outcome, Settings,
-};
+use tessera_display_proto::{recv_fds, Command, Event, Link, LinkError, Outcome, Settings};
 use tessera_spice::{Config, Server, SpiceError, TlsFiles};
 
 use crate::forward::{Clients, Forward};

@@ -30,10 +30,7 @@ impl Video {
     /// Maps `size` bytes of `file`.
     pub fn map(file: File, size: usize) -> Result<Self, VideoError> {
         let map_err = |reason: String| VideoError::Map { size, reason };
-        let len = file
-            .metadata()
-            .map_err(|e| map_err(e.to_string()))?
-            .len();
+        let len = file.metadata().map_err(|e| map_err(e.to_string()))?.len();
         if len < size as u64 || size == 0 {
             return Err(map_err(format!("the file has {len} bytes")));
         }

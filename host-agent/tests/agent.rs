@@ -119,9 +119,9 @@ fn vmm_binary() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let bin = target.join("debug/tessera-vmm");
-    if !bin.exists() {
+    if !bin.exists() || !bin.with_file_name("tessera-display").exists() {
         let st = Command::new(env!("CARGO"))
-            .args(["build", "-p", "tessera-vmm", "--bin", "tessera-vmm"])
+            .args(["build", "-p", "tessera-vmm", "-p", "tessera-display"])
             .status()
             .unwrap();
         assert!(st.success());

@@ -6,59 +6,11 @@
 
 mod common;
 
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tessera_demo_guest::ELF;
 use tessera_spice_client::{Button, ConnectOptions, Error, Event, Failure, MouseMode, Session};
-
-fn options(port: u16, ticket: &str) -> ConnectOptions {
-    ConnectOptions {
-        host: "127.0.0.1".into(),
-        port: Some(port),
-        password: Some(ticket.into()),
-        ..Default::default()
-    }
-}
-
-fn connect(port: u16, ticket: &str) -> (Session, Receiver<Event>) {
-    let (tx, rx) = mpsc::channel();
-    let session = Session::connect(options(port, ticket), move |event, _| {
-        let _ = tx.send(event);
-    })
-    .unwrap();
-    (session, rx)
-}
-
-/// The first event `pick` accepts, within `limit`.
-fn expect<T>(
-    rx: &Receiver<Event>,
-    what: &str,
-    limit: Duration,
-    mut pick: impl FnMut(&Event) -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    let mut seen = Vec::new();
-    while let Ok(e) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        if let Some(v) = pick(&e) {
-            return v;
-        }
-        if !matches!(e, Event::Invalidate { .. }) {
-            seen.push(e);
-        }
-    }
-    panic!("no {what} within {limit:?}; saw {seen:?}");
-}
-
-fn demo_vmm(dir: &Scratch, name: &str) -> DisplayVmm {
-    let kernel = dir.file("demo.elf", ELF);
-    let vmm = DisplayVmm::start(dir, &kernel, Some(&format!("name={name} mode=800x600")), "");
-    wait_for("the desktop", Duration::from_secs(30), || {
-        vmm.console_text().contains(&format!("name={name}"))
-    });
-    vmm
-}
 
 /// PC XT scancodes of the characters typed below.
 fn scancode(c: char) -> u32 {
@@ -99,31 +51,8 @@ fn our_client_shows_the_vmm_screen_and_its_keys_and_clicks_reach_the_guest() {
         });
     }
 
-    // The client's frame is the VMM's screen, pixel for pixel (between two equal screenshots:
-    // the clock ticks every second).
-    let mut last = String::new();
-    let matched = (0..80).any(|_| {
-        let before = vmm.screenshot();
-        let frame = session.frame().lock().unwrap().clone();
-        let after = vmm.screenshot();
-        let differ = frame
-            .pixels
-            .iter()
-            .zip(&before.pixels)
-            .filter(|(a, b)| a != b)
-            .count();
-        last = format!("{differ} of {} pixels differ", frame.pixels.len());
-        let same = before.pixels == after.pixels && frame.pixels.len() == before.pixels.len();
-        if same && differ == 0 {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-        false
-    });
-    assert!(
-        matched,
-        "the client's frame never equalled the VMM's screenshot: {last}"
-    );
+    // The client's frame is the VMM's screen, pixel for pixel.
+    client_frame_is_vmm_screen(&vmm, &session);
 
     // Keys: scancode down and up, each character echoed by the guest.
     for c in "hi42".chars() {

@@ -33,7 +33,7 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 
 /// Runs both measurements with `n` desktops and users; prints the table rows.
 pub fn run(repo: &Path, n: usize, connections: usize) -> Result<()> {
-    crate::build_release(repo, &["tessera-vmm"])?;
+    crate::build_release(repo, &["tessera-vmm", "tessera-display"])?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -51,7 +51,7 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
 }
 
 pub fn run(repo: &Path, secs: u64, rate: u32) -> Result<()> {
-    crate::build_release(repo, &["tessera-vmm", "tessera-client"])?;
+    crate::build_release(repo, &["tessera-vmm", "tessera-display", "tessera-client"])?;
     let dir = repo.join("target/bench/client");
     std::fs::create_dir_all(&dir)?;
     let kernel = dir.join("demo.elf");

@@ -43,7 +43,7 @@ struct Run {
 }
 
 pub fn run(repo: &Path, samples: usize) -> Result<()> {
-    crate::build_release(repo, &["tessera-vmm"])?;
+    crate::build_release(repo, &["tessera-vmm", "tessera-display"])?;
     let dir = repo.join("target/bench/display-latency");
     std::fs::create_dir_all(&dir)?;
     let kernel = dir.join("demo.elf");

@@ -224,7 +224,7 @@ struct Samples {
 
 /// Runs the benchmark and prints a Markdown table.
 pub fn run(repo: &Path, runs: usize) -> Result<()> {
-    crate::build_release(repo, &["tessera-vmm"])?;
+    crate::build_release(repo, &["tessera-vmm", "tessera-display"])?;
     let g = Guests {
         vmm: repo.join("target/release/tessera-vmm"),
         dir: repo.join("target/bench/tiny"),

@@ -70,12 +70,14 @@ impl Link {
         }
         bytes[..4].copy_from_slice(&(len as u32).to_le_bytes());
         let _one_at_a_time = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        (&self.stream).write_all(&bytes).map_err(|e| match e.kind() {
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
-                LinkError::Closed
-            }
-            _ => LinkError::Io(e),
-        })
+        (&self.stream)
+            .write_all(&bytes)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                    LinkError::Closed
+                }
+                _ => LinkError::Io(e),
+            })
     }
 
     /// Receives one message (one reader at a time).

@@ -11,10 +11,13 @@ use tessera_e2e::x11::Image;
 
 pub mod boot;
 pub mod screen;
+pub mod spice;
 #[allow(unused_imports)]
 pub use boot::*;
 #[allow(unused_imports)]
 pub use screen::*;
+#[allow(unused_imports)]
+pub use spice::*;
 
 pub const VMM: &str = env!("CARGO_BIN_EXE_tessera-vmm");
 
@@ -194,6 +197,20 @@ pub fn decode_png(bytes: &[u8]) -> Image {
     }
 }
 
+/// Builds tessera-display (next to tessera-vmm, where the VMM looks for it) once per test
+/// binary: `cargo test -p tessera-vmm` alone does not build other packages' programs.
+pub fn build_display_program() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "tessera-display"])
+            .current_dir(repo())
+            .status()
+            .unwrap();
+        assert!(st.success(), "cargo build -p tessera-display failed");
+    });
+}
+
 /// A VMM with a SPICE display, running `kernel` (ELF) with its serial console in a file.
 pub struct DisplayVmm {
     pub proc: tessera_e2e::x11::Proc,
@@ -220,6 +237,7 @@ impl DisplayVmm {
         let socket = dir.0.join("api.sock");
         let console = dir.0.join("console.log");
         let port = tessera_e2e::x11::free_port();
+        build_display_program();
         let mut cmd = Command::new(VMM);
         cmd.args(["--kernel", kernel.to_str().unwrap(), "--memory", "64M"])
             .args(["--api-socket", socket.to_str().unwrap()])

@@ -214,7 +214,7 @@ impl Supervisor {
             }
             let restarts = self.shared.restarts.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::warn!(
-                status = ?status.ok(),
+                status = %status.map_or_else(|e| e.to_string(), describe),
                 link = %why,
                 restarts,
                 "display process died: its clients were cut off; starting another (the guest runs on)"
@@ -251,7 +251,25 @@ impl Shared {
     }
 }
 
-/// Sends `command` and waits for its outcome; a dead or hung process is cut off.
+/// How a display process ended, for the log.
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (_, Some(libc::SIGSEGV)) => "killed by SIGSEGV (a crash in libspice-server)".into(),
+        (_, Some(libc::SIGSYS)) => {
+            "killed by SIGSYS (a system call outside its seccomp filter)".into()
+        }
+        (_, Some(libc::SIGKILL)) => "killed by SIGKILL".into(),
+        (_, Some(libc::SIGABRT)) => "killed by SIGABRT (it aborted)".into(),
+        (_, Some(sig)) => format!("killed by signal {sig}"),
+        _ => format!("{status}"),
+    }
+}
+
+/// Sends `command` and waits for its outcome. A process that does not answer is dead or
+/// hung: it is cut off, and that is no error of the request's: the supervisor starts another,
+/// which has no clients and takes the armed ticket, if any.
 fn ask(shared: &Shared, control: &Link, command: &Command) -> Result<(), DisplayError> {
     let answer = control
         .send(command)
@@ -262,9 +280,10 @@ fn ask(shared: &Shared, control: &Link, command: &Command) -> Result<(), Display
         Ok(Outcome::Refused { message }) => Err(DisplayError::Refused(message)),
         Ok(Outcome::Failed { message }) => Err(DisplayError::Failed(message)),
         Err(e) => {
+            tracing::warn!(error = %e, "display: the process did not answer; cutting it off");
             control.shutdown();
             shared.cut();
-            Err(DisplayError::Failed(e.to_string()))
+            Ok(())
         }
     }
 }
