@@ -29,6 +29,8 @@ Examples:
     curl --unix-socket vm1.sock -X PUT -d '{\"ticket\": \"S3cret\", \"lifetime_secs\": 60}' \\
          http://localhost/display/ticket
     remote-viewer spice://127.0.0.1:5930    (asks for the ticket)
+  SPICE runs in tessera-display, a sandboxed process of its own that tessera-vmm starts (from
+  its own directory, PATH, or TESSERA_DISPLAY) and restarts if it dies; the guest runs on.
 
   Control a running VM:
     curl --unix-socket /run/tessera/vm1.sock http://localhost/vm

@@ -1,6 +1,9 @@
-//! Benchmarks (a)-(c) of the VMM against QEMU on this machine's /dev/kvm, alternating peers in
-//! each round: (a) process start to the guest's first serial byte, (b) cost per port-I/O exit,
-//! (c) VMM memory overhead (peak RSS minus the RSS of guest RAM).
+//! Benchmarks (a)-(c) and (e) of the VMM against QEMU on this machine's /dev/kvm, alternating
+//! peers in each round: (a) process start to the guest's first serial byte, (b) cost per
+//! port-I/O exit, (c) VMM memory overhead (peak RSS minus the RSS of guest RAM), (e) memory of
+//! a VM with a SPICE display: tessera-vmm and its display process against QEMU q35 with std
+//! VGA and SPICE, each counted as the proportional set size (PSS) of all its processes, so
+//! video memory shared between the VMM and its display process counts once.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -27,6 +30,8 @@ enum Kind {
     Hello,
     Pio,
     Idle,
+    /// The idle guest with a SPICE display on this port.
+    Display(u16),
 }
 
 struct Guests {
@@ -39,7 +44,7 @@ impl Guests {
         let name = match kind {
             Kind::Hello => "hello",
             Kind::Pio => "pio",
-            Kind::Idle => "idle",
+            Kind::Idle | Kind::Display(_) => "idle",
         };
         let ext = if bios { "bin" } else { "elf" };
         self.dir.join(format!("{name}.{ext}")).display().to_string()
@@ -47,7 +52,7 @@ impl Guests {
 }
 
 fn tessera(g: &Guests, k: Kind) -> Vec<String> {
-    vec![
+    let mut argv = vec![
         g.vmm.display().to_string(),
         "--kernel".into(),
         g.path(k, false),
@@ -55,7 +60,11 @@ fn tessera(g: &Guests, k: Kind) -> Vec<String> {
         GUEST_MEM.into(),
         "--log".into(),
         "error".into(),
-    ]
+    ];
+    if let Kind::Display(port) = k {
+        argv.extend(["--display".into(), format!("spice-port={port}")]);
+    }
+    argv
 }
 
 fn qemu(machine: &str, g: &Guests, k: Kind) -> Vec<String> {
@@ -79,6 +88,16 @@ fn qemu(machine: &str, g: &Guests, k: Kind) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .chain([g.path(k, true)])
+    .chain(match k {
+        // The bochs display's counterpart (std VGA is the same DISPI adapter) and SPICE.
+        Kind::Display(port) => vec![
+            "-vga".into(),
+            "std".into(),
+            "-spice".into(),
+            format!("port={port},addr=127.0.0.1,disable-ticketing=on"),
+        ],
+        _ => vec![],
+    })
     .collect()
 }
 
@@ -151,11 +170,7 @@ fn pio_ns(argv: &[String]) -> Result<f64> {
 }
 
 fn status_kib(pid: u32, key: &str) -> Result<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    s.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .with_context(|| format!("no {key} in /proc/{pid}/status"))
+    status_kib_in(&format!("/proc/{pid}/status"), key)
 }
 
 /// RSS (KiB) of the mappings at least as large as guest RAM: the guest's memory.
@@ -203,6 +218,58 @@ fn overhead_kib(argv: &[String]) -> Result<(u64, u64)> {
     Ok((hwm, guest))
 }
 
+/// The processes a VMM runs as: `pid` and its children (tessera-vmm's display process).
+fn with_children(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        }
+    }
+    pids
+}
+
+/// (e) PSS (KiB) of all the VMM's processes once the idle guest is up and its SPICE display
+/// serves (no client).
+fn display_pss_kib(argv: &[String], processes: usize) -> Result<u64> {
+    let mut child = spawn(argv)?;
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().context("no stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    if !line.contains("idle") {
+        finish(child);
+        bail!("the idle guest printed {line:?}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let pids = with_children(pid);
+    let mut total = 0;
+    for p in &pids {
+        total += status_kib_in(&format!("/proc/{p}/smaps_rollup"), "Pss:")?;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    if pids.len() != processes {
+        bail!("{} runs as {} processes, not {processes}", argv[0], pids.len());
+    }
+    Ok(total)
+}
+
+fn status_kib_in(path: &str, key: &str) -> Result<u64> {
+    let s = std::fs::read_to_string(path)?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no {key} in {path}"))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 fn write_guests(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("hello.elf"), tg::hello(b"hello\n"))?;
@@ -220,6 +287,7 @@ struct Samples {
     pio_ns: Vec<f64>,
     overhead_kib: Vec<f64>,
     hwm_kib: Vec<f64>,
+    display_pss_kib: Vec<f64>,
 }
 
 /// Runs the benchmark and prints a Markdown table.
@@ -244,6 +312,13 @@ pub fn run(repo: &Path, runs: usize) -> Result<()> {
             let (hwm, guest) = overhead_kib(&(peer.argv)(&g, Kind::Idle))?;
             s.hwm_kib.push(hwm as f64);
             s.overhead_kib.push(hwm.saturating_sub(guest) as f64);
+            // (e): microvm has no PCI display to compare with.
+            if peer.name != "qemu -M microvm" {
+                let argv = (peer.argv)(&g, Kind::Display(free_port()?));
+                let processes = if p == 0 { 2 } else { 1 };
+                s.display_pss_kib
+                    .push(display_pss_kib(&argv, processes)? as f64);
+            }
         }
     }
     print_table(&samples, runs);
@@ -277,4 +352,12 @@ fn print_table(samples: &[Samples], runs: usize) {
         &s.overhead_kib
     });
     row("peak RSS (for reference)", "KiB", &|s| &s.hwm_kib);
+    let (t, q) = (
+        median(&ours.display_pss_kib),
+        median(&samples[2].display_pss_kib),
+    );
+    println!(
+        "| (e) with a SPICE display (idle, no client): PSS of all its processes | {t:.1} KiB | n/a | | {q:.1} KiB | {} |",
+        ratio(t, q)
+    );
 }
