@@ -4,7 +4,8 @@
 //! its threads started, OpenSSL initialised. What remains is serving: accepting clients on the
 //! bound ports, reading and writing sockets, polling, sleeping, memory and threads. Anything
 //! else (opening files, making sockets, connecting out, running programs, signalling other
-//! processes) kills the process, which the VMM then restarts: a client that took over
+//! processes) ends the process with SIGSYS, after naming the call on stderr, and the VMM
+//! restarts it: a client that took over
 //! libspice-server holds a process that can do nothing but what it already did.
 
 use std::collections::BTreeMap;
@@ -146,13 +147,67 @@ pub fn filter() -> Result<BpfProgram, SandboxError> {
         libc::SYS_tgkill,
         vec![equals(0, u64::from(std::process::id()))?],
     );
+    // Trap, not kill: the handler names the call on stderr, then the process dies of SIGSYS.
     let filter = SeccompFilter::new(
         rules,
-        SeccompAction::KillProcess,
+        SeccompAction::Trap,
         SeccompAction::Allow,
         TargetArch::x86_64,
     )?;
     Ok(filter.try_into()?)
+}
+
+/// Offset of `si_syscall` in x86-64 Linux's siginfo_t for SIGSYS (after si_signo, si_errno,
+/// si_code and padding comes `void *_call_addr`, then `int _syscall`); the libc crate has no
+/// accessor for it.
+const SI_SYSCALL_OFFSET: usize = 24;
+
+extern "C" fn on_sigsys(_signal: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo_t for a SIGSYS delivered by seccomp; the
+    // field read lies inside it.
+    let nr = unsafe {
+        info.cast::<u8>()
+            .add(SI_SYSCALL_OFFSET)
+            .cast::<i32>()
+            .read_unaligned()
+    };
+    // Async-signal-safe: the number formatted on the stack, three write(2)s.
+    let mut digits = [0u8; 10];
+    let mut n = nr.unsigned_abs();
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    let parts: [&[u8]; 3] = [
+        b"tessera-display: system call ",
+        &digits[at..],
+        b" is outside the seccomp filter; ending\n",
+    ];
+    // SAFETY: write(2) of live buffers, then a signal to this thread: SIGSYS's handler was
+    // reset to the default on entry (SA_RESETHAND) and is not blocked (SA_NODEFER), so the
+    // process dies of it here.
+    unsafe {
+        for p in parts {
+            libc::write(2, p.as_ptr().cast(), p.len());
+        }
+        libc::raise(libc::SIGSYS);
+    }
+}
+
+/// Installs the SIGSYS handler that reports a forbidden call.
+fn report_violations() {
+    // SAFETY: a zeroed sigaction is valid; the handler only makes async-signal-safe calls.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigsys as usize;
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_NODEFER;
+        libc::sigaction(libc::SIGSYS, &action, std::ptr::null_mut());
+    }
 }
 
 /// Finishes the lazy start-up work of the libraries that would otherwise do it on the first
@@ -165,6 +220,7 @@ fn warm_up() {
 /// Installs the filter on every thread of this process.
 pub fn apply() -> Result<(), SandboxError> {
     warm_up();
+    report_violations();
     let (allow, refuse) = (filter()?, refusals()?);
     // The allowlist last: once it is on, installing another filter is itself forbidden.
     seccompiler::apply_filter_all_threads(&refuse)?;

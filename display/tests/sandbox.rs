@@ -42,7 +42,8 @@ fn sandboxed_child() {
             let _ = std::net::TcpStream::connect("127.0.0.1:9");
         }
         "exec" => {
-            let _ = Command::new("/bin/true").status();
+            use std::os::unix::process::CommandExt;
+            let _ = Command::new("/bin/true").exec();
         }
         "kill-parent" => {
             // SAFETY: a plain signal syscall; the filter is expected to stop it.
@@ -53,7 +54,7 @@ fn sandboxed_child() {
     println!("survived");
 }
 
-fn child(call: &str) -> (Option<i32>, String) {
+fn child(call: &str) -> (Option<i32>, String, String) {
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["sandboxed_child", "--exact", "--ignored", "--nocapture"])
         .env(CHILD_ENV, call)
@@ -65,21 +66,31 @@ fn child(call: &str) -> (Option<i32>, String) {
         "the sandboxed child could not serve: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.signal(), stdout)
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.signal(), stdout, stderr)
 }
 
 #[test]
 fn serving_works_and_files_are_refused_under_the_filter() {
-    let (signal, out) = child("none");
+    let (signal, out, _) = child("none");
     assert_eq!(signal, None);
     assert!(out.contains("survived"), "{out}");
 }
 
 #[test]
 fn new_sockets_programs_and_signals_to_others_kill_the_process() {
-    for call in ["socket", "exec", "kill-parent"] {
-        let (signal, out) = child(call);
+    for (call, nr) in [
+        ("socket", libc::SYS_socket),
+        ("exec", libc::SYS_execve),
+        ("kill-parent", libc::SYS_kill),
+    ] {
+        let (signal, out, err) = child(call);
         assert_eq!(signal, Some(libc::SIGSYS), "{call}: {out}");
         assert!(!out.contains("survived"), "{call}: {out}");
+        // The process names the call it was stopped at.
+        assert!(
+            err.contains(&format!("system call {nr} is outside")),
+            "{call}: {err}"
+        );
     }
 }

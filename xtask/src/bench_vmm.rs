@@ -224,7 +224,11 @@ fn with_children(pid: u32) -> Vec<u32> {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
             let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
         }
     }
     pids
@@ -251,7 +255,11 @@ fn display_pss_kib(argv: &[String], processes: usize) -> Result<u64> {
     let _ = child.kill();
     let _ = child.wait();
     if pids.len() != processes {
-        bail!("{} runs as {} processes, not {processes}", argv[0], pids.len());
+        bail!(
+            "{} runs as {} processes, not {processes}",
+            argv[0],
+            pids.len()
+        );
     }
     Ok(total)
 }
