@@ -48,8 +48,11 @@ pub const ALLOWED: &[i64] = &[
     libc::SYS_fcntl,
     libc::SYS_poll,
     libc::SYS_ppoll,
-    // Time.
+    // Time (system calls where the vDSO cannot serve it, e.g. an unstable TSC in a VM).
     libc::SYS_clock_gettime,
+    libc::SYS_clock_getres,
+    libc::SYS_gettimeofday,
+    libc::SYS_time,
     libc::SYS_clock_nanosleep,
     libc::SYS_nanosleep,
     // Memory.
