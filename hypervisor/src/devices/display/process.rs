@@ -25,8 +25,8 @@ pub const PROGRAM: &str = "tessera-display";
 /// How long a new display process may take to start serving.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// A serving process asks for a frame at least once a second; this long without a message
-/// means it hangs.
-pub const SILENCE: Duration = Duration::from_secs(10);
+/// means it hangs (generous: a loaded host must not cost a healthy display its clients).
+pub const SILENCE: Duration = Duration::from_secs(30);
 
 /// The log filter display processes get: the VMM's own (set once by its main).
 pub static LOG_FILTER: OnceLock<String> = OnceLock::new();

@@ -55,7 +55,7 @@ pub struct DisplayParts {
 }
 
 /// How long a command to the display process may take before it counts as hung.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Restart delays: doubling from the first to the last while the process keeps dying young.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// A process that served this long resets the backoff.
