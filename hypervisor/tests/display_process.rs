@@ -121,6 +121,52 @@ fn a_dead_display_process_is_restarted_and_the_guest_runs_on() {
     });
 }
 
+/// A display process that says Ready and then sends garbage (a length past the limit): the VMM
+/// cuts each one off and starts another, backing off, and the guest runs on throughout.
+#[test]
+fn a_hostile_display_process_is_cut_off_and_the_guest_runs_on() {
+    if !kvm_or_skip("hostile display process") {
+        return;
+    }
+    let dir = Scratch::new("display-hostile");
+    let hostile = dir.0.join("hostile-display");
+    // Its standard input is the VMM's event socket: Ready (17 bytes of JSON after their
+    // length), then a length of 4 GiB.
+    std::fs::write(
+        &hostile,
+        "#!/bin/sh\nprintf '\\021\\000\\000\\000{\"event\":\"ready\"}\\377\\377\\377\\377' >&0\nsleep 30\n",
+    )
+    .unwrap();
+    let chmod = Command::new("chmod")
+        .arg("+x")
+        .arg(&hostile)
+        .status()
+        .unwrap();
+    assert!(chmod.success());
+    let log = dir.0.join("vmm.log");
+    let kernel = dir.file("demo.elf", tessera_demo_guest::ELF);
+    let vmm = DisplayVmm::start_with_env(
+        &dir,
+        &kernel,
+        Some("name=hostile mode=800x600"),
+        "",
+        Some(&log),
+        &[("TESSERA_DISPLAY", hostile.to_str().unwrap())],
+    );
+    wait_for("the desktop", Duration::from_secs(30), || {
+        vmm.console_text().contains("name=hostile")
+    });
+    wait_for("two restarts", Duration::from_secs(20), || {
+        restarts(&vmm) >= 2
+    });
+    guest_runs(
+        &vmm,
+        "the guest's clock to tick beside a hostile display process",
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("a message of 4294967295 bytes"), "{logged}");
+}
+
 /// A small random number generator (xorshift), seeded from the clock: the moments differ
 /// from run to run, and the seed is printed to replay a failure.
 struct Moments(u64);

@@ -234,6 +234,18 @@ impl DisplayVmm {
         display_extra: &str,
         log: Option<&Path>,
     ) -> Self {
+        Self::start_with_env(dir, kernel, cmdline, display_extra, log, &[])
+    }
+
+    /// As `start_logging`, with extra environment variables for the VMM.
+    pub fn start_with_env(
+        dir: &Scratch,
+        kernel: &Path,
+        cmdline: Option<&str>,
+        display_extra: &str,
+        log: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let socket = dir.0.join("api.sock");
         let console = dir.0.join("console.log");
         let port = tessera_e2e::x11::free_port();
@@ -245,6 +257,7 @@ impl DisplayVmm {
             .arg(format!("file:{}", console.display()))
             .arg("--display")
             .arg(format!("spice-port={port}{display_extra}"))
+            .envs(env.iter().copied())
             .stdin(Stdio::null());
         if let Some(c) = cmdline {
             cmd.args(["--cmdline", c]);
