@@ -207,7 +207,7 @@ fn report_violations() {
     // SAFETY: a zeroed sigaction is valid; the handler only makes async-signal-safe calls.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_sigsys as usize;
+        action.sa_sigaction = on_sigsys as *const () as usize;
         action.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_NODEFER;
         libc::sigaction(libc::SIGSYS, &action, std::ptr::null_mut());
     }
