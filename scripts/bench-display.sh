@@ -2,10 +2,14 @@
 # Display benchmark: the same guest and workload on tessera-vmm's SPICE server and on QEMU's
 # (-vga std -spice), both inside the nested harness (tests/nested/scenarios/bench-display.sh),
 # with remote-viewer under Xvfb on this host as the client of both. The guest (Debian, bochs-drm,
-# fbcon) scrolls its console for 20 s, then shows a still screen for 20 s. Reports, per phase,
-# the bytes the server sent per second and the VMM process's CPU seconds, and the ratios.
+# fbcon) scrolls its console by a fixed number of lines (the same work on both), then shows a
+# still screen for 20 s. Each round runs both VMMs, the order swapped every round. Reports, per
+# phase, the medians over the rounds of the bytes the server sent, the VMM's CPU seconds (all
+# its processes) and the time the guest took to scroll, and the ratios tessera / QEMU.
 #
-#   scripts/bench-display.sh            prints a Markdown table (BENCHMARKS.md takes it as is)
+#   scripts/bench-display.sh [--runs N] [--lines L]   prints a Markdown table (BENCHMARKS.md
+#                                                     takes it as is); N >= 3 (default 3),
+#                                                     L lines scrolled (default 2000)
 # Env: TESSERA_BENCH_PORT (host port forwarded to L1's SPICE port; default 15931).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +18,17 @@ cd "$repo"
 log() { echo "[bench-display] $*" >&2; }
 ensure_packages "${TESSERA_PACKAGES[@]}" "${TESSERA_X_TEST_PACKAGES[@]}"
 port=${TESSERA_BENCH_PORT:-15931}
+runs=3
+lines=2000
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) runs=${2:?--runs N}; shift 2 ;;
+        --lines) lines=${2:?--lines L}; shift 2 ;;
+        *) echo "usage: scripts/bench-display.sh [--runs N] [--lines L]" >&2; exit 2 ;;
+    esac
+done
+# Fewer than 3 rounds cannot tell a trend from one disturbed run.
+[ "$runs" -ge 3 ] || { echo "bench-display: --runs must be at least 3" >&2; exit 2; }
 work=$(mktemp -d)
 l1=$work/l1.log
 pids=()
@@ -23,7 +38,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-NEST_HOSTFWD=$port NEST_TIMEOUT=1800 setsid tests/nested/run.sh bench-display >"$l1" 2>"$work/run.err" &
+# Budget: building and booting L1, then up to 5 minutes per VMM run.
+NEST_HOSTFWD=$port NEST_TIMEOUT=$((900 + runs * 2 * 300)) NEST_ARGS="nest.runs=$runs nest.scroll=$lines" \
+    setsid tests/nested/run.sh bench-display >"$l1" 2>"$work/run.err" &
 pids+=($!)
 display=:$((300 + $$ % 300))
 setsid Xvfb "$display" -screen 0 1280x1024x24 -nolisten tcp >/dev/null 2>&1 &
@@ -31,19 +48,21 @@ pids+=($!)
 printf '[virt-viewer]\ntype=spice\nhost=127.0.0.1\nport=%s\npassword=nested-ticket\ntitle=bench-guest\n' \
     "$port" >"$work/bench.vv"
 
-wait_l1() { # PATTERN SECONDS
+wait_l1() { # PATTERN SECONDS [COUNT]: until L1's log has COUNT (default 1) lines matching
     local i=0
-    until grep -q "$1" "$l1"; do
+    until [ "$(grep -ac "$1" "$l1")" -ge "${3:-1}" ]; do
         if grep -q 'NEST-END' "$l1" || [ $i -gt $(($2 * 2)) ]; then
-            log "no '$1' from L1:"; tail -30 "$l1" >&2; cat "$work/run.err" >&2; exit 1
+            log "no '$1' (#${3:-1}) from L1:"; tail -30 "$l1" >&2; cat "$work/run.err" >&2; exit 1
         fi
         i=$((i + 1)); sleep 0.5
     done
 }
 
-for vmm in tessera qemu; do
-    log "waiting for the guest on $vmm (the first run builds and boots L1: minutes)"
-    wait_l1 "NEST: bench ready vmm=$vmm" 1500
+# L1 decides the order (rotated each round); the k-th "bench ready" line names the next run.
+for k in $(seq 1 $((runs * 2))); do
+    log "run $k/$((runs * 2)): waiting for the guest (the first run builds and boots L1: minutes)"
+    wait_l1 "NEST: bench ready" 1500 "$k"
+    tag=$(grep -a "NEST: bench ready" "$l1" | sed -n "${k}p" | tr -d '\r' | sed 's/.*bench ready //')
     DISPLAY=$display setsid remote-viewer "$work/bench.vv" >/dev/null 2>&1 &
     rv=$!
     pids+=($rv)
@@ -58,37 +77,50 @@ for vmm in tessera qemu; do
     for _ in $(seq 1 60); do
         DISPLAY=$display xdotool windowfocus --sync "$win" key Return
         sleep 5
-        grep -q "NEST: bench started vmm=$vmm" "$l1" && break
+        grep -q "NEST: bench started $tag" "$l1" && break
     done
-    wait_l1 "NEST: bench started vmm=$vmm" 10
-    log "$vmm: workload started (20 s scrolling, 20 s still)"
-    wait_l1 "NEST: bench result vmm=$vmm" 300
+    wait_l1 "NEST: bench started $tag" 10
+    log "$tag: workload started ($lines lines scrolled, then 20 s still)"
+    wait_l1 "NEST: bench result $tag" 900
     kill -- "-$rv" 2>/dev/null || kill "$rv" 2>/dev/null || true
 done
 
-# NEST: bench result vmm=V lines=N start=T,CPU,BYTES scrolled=T,CPU,BYTES still=T,CPU,BYTES
-grep -a 'NEST: bench result' "$l1" | tr -d '\r' | awk '
+# NEST: bench result run=R vmm=V lines=N start=T,CPU,BYTES scrolled=T,CPU,BYTES still=T,CPU,BYTES
+grep -a 'NEST: bench result' "$l1" | tr -d '\r' | awk -v runs="$runs" '
 function field(s, k,   a) { split(s, a, ","); return a[k] }
+function add(key, x) { vals[key] = vals[key] " " x }
+# Median of the numbers in the string s (insertion sort: mawk has no asort).
+function median(s,   a, n, i, j, t) {
+    n = split(s, a, " ")
+    for (i = 2; i <= n; i++)
+        for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+    if (n == 0) return 0
+    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+function row(label, key, fmt,   t, q) {
+    t = median(vals["tessera", key]); q = median(vals["qemu", key])
+    printf "| %s | " fmt " | " fmt " | %s |\n", label, t, q, (q > 0 ? sprintf("%.2f", t / q) : "n/a")
+}
 {
+    delete v
     for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-    n = v["vmm"]; lines[n] = v["lines"]
+    n = v["vmm"]; count[n]++
+    add(n SUBSEP "lines", v["lines"])
     for (p = 1; p <= 2; p++) {
         a = (p == 1) ? v["start"] : v["scrolled"]; b = (p == 1) ? v["scrolled"] : v["still"]
-        secs = (field(b, 1) - field(a, 1)) / 100
-        bps[n, p] = (field(b, 3) - field(a, 3)) / secs
-        cpu[n, p] = (field(b, 2) - field(a, 2)) / 100
-        dur[n, p] = secs
+        add(n SUBSEP "secs" p, (field(b, 1) - field(a, 1)) / 100)
+        add(n SUBSEP "kb" p, (field(b, 3) - field(a, 3)) / 1000)
+        add(n SUBSEP "cpu" p, (field(b, 2) - field(a, 2)) / 100)
     }
 }
 END {
-    printf "| phase | tessera-vmm | QEMU | tessera / QEMU |\n|---|---|---|---|\n"
-    name[1] = "scrolling console"; name[2] = "still screen"
-    for (p = 1; p <= 2; p++) {
-        printf "| %s: KB/s sent | %.1f | %.1f | %.2f |\n", name[p], bps["tessera", p] / 1000, bps["qemu", p] / 1000, \
-            (bps["qemu", p] > 0 ? bps["tessera", p] / bps["qemu", p] : 0)
-        printf "| %s: VMM CPU s (phase %.0f s / %.0f s) | %.2f | %.2f | %.2f |\n", name[p], dur["tessera", p], dur["qemu", p], \
-            cpu["tessera", p], cpu["qemu", p], (cpu["qemu", p] > 0 ? cpu["tessera", p] / cpu["qemu", p] : 0)
-    }
-    printf "| lines scrolled by the guest | %d | %d | %.2f |\n", lines["tessera"], lines["qemu"], \
-        (lines["qemu"] > 0 ? lines["tessera"] / lines["qemu"] : 0)
+    printf "| metric (medians of %d / %d runs) | tessera-vmm | QEMU | tessera / QEMU |\n", count["tessera"], count["qemu"]
+    printf "|---|---|---|---|\n"
+    row("lines scrolled by the guest", "lines", "%d")
+    row("scrolling: seconds the guest took", "secs1", "%.1f")
+    row("scrolling: KB sent", "kb1", "%.0f")
+    row("scrolling: VMM CPU s (all its processes)", "cpu1", "%.2f")
+    row("still screen: seconds", "secs2", "%.1f")
+    row("still screen: KB sent", "kb2", "%.1f")
+    row("still screen: VMM CPU s (all its processes)", "cpu2", "%.2f")
 }'

@@ -1,5 +1,7 @@
 //! Benchmark storage (c): guest disk I/O through virtio-blk in the nested harness, tessera-vmm
-//! against QEMU on the same linked clone, parsed into medians per VMM and phase.
+//! against QEMU on the same linked clone, parsed into medians per VMM and phase. The scenario
+//! runs both VMMs once per round, the order swapped every round; each run's header names its
+//! VMM, so the parser does not depend on the order.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::stats::{median, ratio};
+use crate::stats::{check_rounds, median, ratio};
 
 const PHASES: [(&str, &str); 4] = [
     ("randread-4k", "iops="),
@@ -58,6 +60,7 @@ fn sh(cmd: &str, args: &[&str], dir: &Path) -> Result<()> {
 /// Builds the datastore (a 64 MiB base fully written by qemu-io), runs the scenario, prints
 /// the table.
 pub fn run(repo: &Path, runs: usize, secs: u64) -> Result<()> {
+    check_rounds(runs)?;
     let dir = std::env::temp_dir().join(format!("tessera-bench-disk-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -130,5 +133,14 @@ mod tests {
         assert_eq!(r[&("tessera".into(), "seqread-1m".into())], vec![80.5]);
         assert_eq!(r[&("qemu-q35".into(), "randread-4k".into())], vec![1000.0]);
         assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn parses_rotated_order() {
+        let log = "BENCH run=2 vmm=qemu-q35\ntg: io randread-4k iops=1000\n\
+                   BENCH run=2 vmm=tessera\ntg: io randread-4k iops=2000\n";
+        let r = parse(log);
+        assert_eq!(r[&("tessera".into(), "randread-4k".into())], vec![2000.0]);
+        assert_eq!(r[&("qemu-q35".into(), "randread-4k".into())], vec![1000.0]);
     }
 }

@@ -1,16 +1,23 @@
 //! Display latency: the time from the guest writing its framebuffer to the SPICE client's
-//! dirty-rectangle callback, through tessera-vmm's display (dirty log, frame cap, SPICE
-//! server) and libspice-client-glib (tessera-spice-client, as tessera-client uses it).
+//! dirty-rectangle callback, through the VMM's display (tessera-vmm: dirty log, frame cap,
+//! SPICE server in tessera-display; QEMU: std VGA, its display refresh timer, libspice-server)
+//! and libspice-client-glib (tessera-spice-client, as tessera-client uses it).
 //!
-//! The demo guest repaints its probe square the moment a byte arrives on its serial port and
-//! echoes the byte. Each sample writes one byte to the VMM's standard input at t0 and waits
-//! for the invalidate callback whose rectangle shows the probe in that byte's colour (t1).
-//! t1 - t0 also contains the serial delivery and the guest's interrupt and paint; the echo's
-//! round trip (an upper bound of that delivery, twice over) is reported beside it. Bytes go
-//! out at random gaps so that they fall anywhere in the VMM's frame period.
+//! Both VMMs run the same demo guest (tessera-vmm enters its ELF at the 64-bit entry, QEMU at
+//! its PVH entry) with the same devices that it drives (bochs display, virtio tablet, COM1,
+//! i8042), 64 MiB, on this machine's /dev/kvm. The guest repaints its probe square the moment a
+//! byte arrives on its serial port and echoes the byte. Each sample writes one byte to the
+//! VMM's standard input at t0 and waits for the invalidate callback whose rectangle shows the
+//! probe in that byte's colour (t1). t1 - t0 also contains the serial delivery and the guest's
+//! interrupt and paint; the echo's round trip (an upper bound of that delivery, twice over) is
+//! reported beside it. Bytes go out at random gaps so that they fall anywhere in the VMM's
+//! frame period. QEMU has no frame cap to set: its display refresh timer (30 ms) paces it, so
+//! tessera-vmm at a 30 fps cap is its like; tessera-vmm at 60 fps is shown beside. Each round
+//! runs every peer once, the order rotated every round; each peer's samples are pooled over
+//! the rounds.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -19,9 +26,13 @@ use anyhow::{bail, Context, Result};
 use tessera_demo_guest::{layout::PROBE_SIZE, probe_color};
 use tessera_spice_client::{ConnectOptions, Event, Rect, Session};
 
+use crate::stats::{check_rounds, ratio, rotated};
+
 const W: u32 = 1024;
 const H: u32 = 768;
 pub(crate) const TICKET: &str = "latency-ticket";
+/// The demo guest's command line, the same on both VMMs.
+const CMDLINE: &str = "name=latency mode=1024x768";
 
 /// What the client saw: the probe's colour after an update that covered it, and when.
 struct Seen(u32, Instant);
@@ -36,67 +47,172 @@ pub(crate) fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
+#[derive(Default)]
 struct Run {
     latency_ms: Vec<f64>,
     echo_ms: Vec<f64>,
     lost: usize,
 }
 
-pub fn run(repo: &Path, samples: usize) -> Result<()> {
+#[derive(Clone, Copy, PartialEq)]
+enum Peer {
+    Tessera { fps: u32 },
+    Qemu,
+}
+
+/// The runs of a round, rotated every round; QEMU last in the table.
+const PEERS: [Peer; 3] = [
+    Peer::Tessera { fps: 30 },
+    Peer::Tessera { fps: 60 },
+    Peer::Qemu,
+];
+
+/// Where the programs and files are.
+struct Paths {
+    vmm: PathBuf,
+    kernel: PathBuf,
+    dir: PathBuf,
+}
+
+impl Paths {
+    /// tessera-vmm's control socket at frame cap `fps`.
+    fn socket(&self, fps: u32) -> PathBuf {
+        self.dir.join(format!("api-{fps}.sock"))
+    }
+}
+
+impl Peer {
+    fn name(self) -> String {
+        match self {
+            Peer::Tessera { fps } => format!("tessera-vmm, {fps} fps cap"),
+            Peer::Qemu => "QEMU q35 -vga std (30 ms refresh)".into(),
+        }
+    }
+
+    /// The VMM with the demo guest, its serial port on standard input and output, serving
+    /// SPICE on `port`.
+    fn spawn(self, paths: &Paths, port: u16) -> Result<Child> {
+        let mut cmd = match self {
+            Peer::Tessera { fps } => {
+                let mut c = Command::new(&paths.vmm);
+                c.arg("--kernel")
+                    .arg(&paths.kernel)
+                    .args(["--memory", "64M", "--cmdline", CMDLINE])
+                    .arg("--api-socket")
+                    .arg(paths.socket(fps))
+                    .arg("--display")
+                    .arg(format!("spice-port={port},fps={fps}"));
+                c
+            }
+            // The devices tessera-vmm gives the guest: std VGA is the same DISPI adapter, and
+            // the guest polls a virtio tablet when it finds one. The ticket is set here. No
+            // `-cpu host`: a PVM /dev/kvm refuses its MSRs (0x10a), and the guest needs none.
+            Peer::Qemu => {
+                let mut c = Command::new("qemu-system-x86_64");
+                c.args(["-enable-kvm", "-M", "q35", "-m", "64M"])
+                    .args(["-nodefaults", "-no-user-config", "-no-reboot"])
+                    .args(["-vga", "std", "-device", "virtio-tablet-pci"])
+                    .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+                    .arg("-object")
+                    .arg(format!("secret,id=sp0,data={TICKET}"))
+                    .arg("-spice")
+                    .arg(format!("port={port},addr=127.0.0.1,password-secret=sp0"))
+                    .arg("-kernel")
+                    .arg(&paths.kernel)
+                    .args(["-append", CMDLINE]);
+                c
+            }
+        };
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", self.name()))
+    }
+
+    /// Lets the client in: tessera-vmm takes its ticket through the control socket.
+    fn arm(self, paths: &Paths) -> Result<()> {
+        match self {
+            Peer::Tessera { fps } => set_ticket(&paths.socket(fps)),
+            Peer::Qemu => Ok(()),
+        }
+    }
+}
+
+/// `samples` per peer, spread over `runs` rounds.
+pub fn run(repo: &Path, samples: usize, runs: usize) -> Result<()> {
+    check_rounds(runs)?;
     crate::build_release(repo, &["tessera-vmm", "tessera-display"])?;
     let dir = repo.join("target/bench/display-latency");
     std::fs::create_dir_all(&dir)?;
     let kernel = dir.join("demo.elf");
     std::fs::write(&kernel, tessera_demo_guest::ELF)?;
-    let vmm = repo.join("target/release/tessera-vmm");
-    let mut rows = Vec::new();
-    for fps in [30u32, 60] {
-        eprintln!("[bench-display-latency] fps cap {fps}: {samples} samples");
-        let r = measure(&vmm, &kernel, &dir, fps, samples)?;
-        rows.push((fps, r));
+    let paths = Paths {
+        vmm: repo.join("target/release/tessera-vmm"),
+        kernel,
+        dir,
+    };
+    let per_round = samples.div_ceil(runs);
+    let mut runs_of: Vec<Run> = PEERS.iter().map(|_| Run::default()).collect();
+    for round in 0..runs {
+        for i in rotated(PEERS.len(), round) {
+            let peer = PEERS[i];
+            eprintln!(
+                "[bench-display-latency] round {}/{runs}: {}: {per_round} samples",
+                round + 1,
+                peer.name()
+            );
+            let r = measure(peer, &paths, per_round)?;
+            let (m, p) = percentiles(r.latency_ms.clone());
+            eprintln!("[bench-display-latency]   median {m:.1} ms, p99 {p:.1} ms");
+            let all = &mut runs_of[i];
+            all.latency_ms.extend(r.latency_ms);
+            all.echo_ms.extend(r.echo_ms);
+            all.lost += r.lost;
+        }
     }
-    println!("| VMM frame cap | samples (lost) | write to client callback, median / p99 (ms) | serial echo round trip, median / p99 (ms) |");
-    println!("|---|---|---|---|");
-    for (fps, r) in rows {
+    print_table(&runs_of, runs);
+    Ok(())
+}
+
+/// One row per peer, with the ratio of each to QEMU's (the last peer).
+fn print_table(runs_of: &[Run], runs: usize) {
+    let (qm, qp) = percentiles(runs_of[PEERS.len() - 1].latency_ms.clone());
+    println!("| VMM ({runs} rounds, samples pooled) | samples (lost) | write to client callback, median / p99 (ms) | ratio to QEMU, median / p99 | serial echo round trip, median / p99 (ms) |");
+    println!("|---|---|---|---|---|");
+    for (peer, r) in PEERS.iter().zip(runs_of) {
         let (m, p) = percentiles(r.latency_ms.clone());
         let (em, ep) = percentiles(r.echo_ms.clone());
+        let vs = match peer {
+            Peer::Qemu => "-".to_string(),
+            Peer::Tessera { .. } => format!("{} / {}", ratio(m, qm), ratio(p, qp)),
+        };
         println!(
-            "| {fps} fps | {} ({}) | {m:.1} / {p:.1} | {em:.2} / {ep:.2} |",
+            "| {} | {} ({}) | {m:.1} / {p:.1} | {vs} | {em:.2} / {ep:.2} |",
+            peer.name(),
             r.latency_ms.len(),
             r.lost
         );
     }
-    Ok(())
 }
 
-fn measure(vmm: &Path, kernel: &Path, dir: &Path, fps: u32, samples: usize) -> Result<Run> {
+fn measure(peer: Peer, paths: &Paths, samples: usize) -> Result<Run> {
     let port = free_port()?;
-    let socket = dir.join(format!("api-{fps}.sock"));
-    let _ = std::fs::remove_file(&socket);
-    let mut child = Command::new(vmm)
-        .arg("--kernel")
-        .arg(kernel)
-        .args(["--memory", "64M", "--cmdline", "name=latency mode=1024x768"])
-        .arg("--api-socket")
-        .arg(&socket)
-        .arg("--display")
-        .arg(format!("spice-port={port},fps={fps}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting tessera-vmm")?;
-    let result = drive(&mut child, &socket, port, samples);
+    if let Peer::Tessera { fps } = peer {
+        let _ = std::fs::remove_file(paths.socket(fps));
+    }
+    let mut child = peer.spawn(paths, port)?;
+    let result = drive(&mut child, peer, paths, port, samples);
     let _ = child.kill();
     let _ = child.wait();
     result
 }
 
-fn drive(child: &mut Child, socket: &Path, port: u16, samples: usize) -> Result<Run> {
+fn drive(child: &mut Child, peer: Peer, paths: &Paths, port: u16, samples: usize) -> Result<Run> {
     let stdout = child.stdout.take().context("no VMM stdout")?;
     let mut stdin = child.stdin.take().context("no VMM stdin")?;
     let echoes = console_reader(stdout)?;
-    set_ticket(socket)?;
+    peer.arm(paths)?;
     let (tx, seen) = mpsc::channel();
     let probe = Rect {
         x: W - PROBE_SIZE,
@@ -128,17 +244,8 @@ fn drive(child: &mut Child, socket: &Path, port: u16, samples: usize) -> Result<
             _ => {}
         },
     )?;
-    match ready.recv_timeout(Duration::from_secs(20)) {
-        Ok(Ok((W, H))) => {}
-        Ok(Ok(size)) => bail!("the guest's screen is {size:?}, not {W}x{H}"),
-        Ok(Err(e)) => bail!("{e}"),
-        Err(_) => bail!("no primary surface within 20 s"),
-    }
-    let mut run = Run {
-        latency_ms: Vec::new(),
-        echo_ms: Vec::new(),
-        lost: 0,
-    };
+    wait_primary(&ready)?;
+    let mut run = Run::default();
     let mut rng = 0x2545_f491_4f6c_dd1d_u64;
     for i in 0..samples {
         rng ^= rng << 13;
@@ -161,6 +268,21 @@ fn drive(child: &mut Child, socket: &Path, port: u16, samples: usize) -> Result<
     }
     drop(session);
     Ok(run)
+}
+
+/// Waits for the guest's screen at W x H. A VMM may show another surface first (QEMU's VGA
+/// starts in text mode), so sizes before it are passed over.
+fn wait_primary(ready: &Receiver<Result<(u32, u32), String>>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    loop {
+        match ready.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Ok((W, H))) => return Ok(()),
+            Ok(Ok(size)) => last = Some(size),
+            Ok(Err(e)) => bail!("{e}"),
+            Err(_) => bail!("no {W}x{H} primary surface within 20 s (last: {last:?})"),
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -213,8 +335,9 @@ fn console_reader(stdout: impl Read + Send + 'static) -> Result<Receiver<(u8, In
             let _ = tx.send((b[0], Instant::now()));
         }
     });
-    up.recv_timeout(Duration::from_secs(30))
-        .context("the demo guest did not come up within 30 s")?;
+    // QEMU runs its firmware (SeaBIOS and the PVH option ROM) first.
+    up.recv_timeout(Duration::from_secs(60))
+        .context("the demo guest did not come up within 60 s")?;
     Ok(rx)
 }
 

@@ -1,4 +1,6 @@
-//! Benchmark (d): the nested harness's bench-boot scenario, parsed into medians per VMM.
+//! Benchmark (d): the nested harness's bench-boot scenario, parsed into medians per VMM. The
+//! scenario runs every VMM once per round, the order rotated every round; the log says which
+//! VMM each boot belongs to, so the parser does not depend on the order.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -6,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use crate::stats::{median, ratio};
+use crate::stats::{check_rounds, median, ratio};
 
 /// Parses `BENCH run=N vmm=NAME` headers and the `BOOT-TIMER` lines after them.
 pub fn parse(log: &str) -> BTreeMap<String, (Vec<f64>, Vec<f64>)> {
@@ -40,6 +42,7 @@ pub fn parse(log: &str) -> BTreeMap<String, (Vec<f64>, Vec<f64>)> {
 
 /// Runs the scenario and prints the table.
 pub fn run(repo: &Path, runs: usize) -> Result<()> {
+    check_rounds(runs)?;
     let out = Command::new(repo.join("tests/nested/run.sh"))
         .arg("bench-boot")
         .env("NEST_ARGS", format!("nest.runs={runs}"))
@@ -79,5 +82,16 @@ mod tests {
         let r = parse(log);
         assert_eq!(r["tessera"].0, vec![100.5]);
         assert!(r["qemu-q35"].0.is_empty());
+    }
+
+    #[test]
+    fn parses_rotated_order() {
+        let log = "BENCH run=2 vmm=qemu-microvm\nBOOT-TIMER marker_ms=300 maxrss_kib=1\n\
+                   BENCH run=2 vmm=qemu-q35\nBOOT-TIMER marker_ms=200 maxrss_kib=1\n\
+                   BENCH run=2 vmm=tessera\nBOOT-TIMER marker_ms=100 maxrss_kib=1\n";
+        let r = parse(log);
+        assert_eq!(r["tessera"].0, vec![100.0]);
+        assert_eq!(r["qemu-microvm"].0, vec![300.0]);
+        assert_eq!(r["qemu-q35"].0, vec![200.0]);
     }
 }

@@ -3,7 +3,7 @@
 //!   cargo xtask bench-vmm [--runs N]     benchmarks (a)-(c) against QEMU on this /dev/kvm
 //!   cargo xtask bench-nested [--runs N]  benchmark (d) inside the nested harness
 //!   cargo xtask bench-storage [--runs N] linked clones and I/O vs qemu-img
-//!   cargo xtask bench-display-latency    guest framebuffer write to SPICE client callback
+//!   cargo xtask bench-display-latency    guest framebuffer write to SPICE client callback, vs QEMU
 //!   cargo xtask bench-client             tessera-client vs remote-viewer drawing a 1080p stream
 
 mod bench_broker;
@@ -74,15 +74,23 @@ enum Task {
         #[arg(long, default_value_t = 500)]
         total: usize,
     },
-    /// tessera-vmm vs QEMU booting the Debian test guest to userspace inside the nested harness.
-    /// Display latency: a guest framebuffer write to the SPICE client's dirty-rectangle
-    /// callback (tessera-vmm + demo guest + tessera-spice-client), median and p99, at frame
-    /// caps 30 and 60; needs /dev/kvm.
+    /// Display latency, tessera-vmm (frame caps 30 and 60) vs QEMU (-vga std -spice): a guest
+    /// framebuffer write to the SPICE client's dirty-rectangle callback (demo guest +
+    /// tessera-spice-client), median and p99; needs /dev/kvm.
     BenchDisplayLatency {
+        /// Samples per peer, spread over the rounds.
         #[arg(long, default_value_t = 300)]
         samples: usize,
+        /// Rounds; each runs every peer once, in rotating order.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
+    /// tessera-client vs remote-viewer drawing the demo desktop's stream of small updates in
+    /// windows of the same size under Xvfb: CPU per update, and tessera-client's latency.
     BenchClient {
+        /// Rounds; each runs every client once, in rotating order.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
         /// Seconds measured per client (after an 8 s warm-up).
         #[arg(long, default_value_t = 20)]
         secs: u64,
@@ -90,6 +98,7 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         rate: u32,
     },
+    /// tessera-vmm vs QEMU booting the Debian test guest to userspace inside the nested harness.
     BenchNested {
         /// Rounds of the three VMMs.
         #[arg(long, default_value_t = 5)]
@@ -119,8 +128,10 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
     match Cli::parse().task {
         Task::BenchVmm { runs } => bench_vmm::run(&repo, runs),
-        Task::BenchDisplayLatency { samples } => bench_display_latency::run(&repo, samples),
-        Task::BenchClient { secs, rate } => bench_client::run(&repo, secs, rate),
+        Task::BenchDisplayLatency { samples, runs } => {
+            bench_display_latency::run(&repo, samples, runs)
+        }
+        Task::BenchClient { secs, rate, runs } => bench_client::run(&repo, secs, rate, runs),
         Task::BenchNested { runs } => bench_nested::run(&repo, runs),
         Task::BenchDisk { runs, secs } => bench_disk::run(&repo, runs, secs),
         Task::BenchDirectory { total } => bench_directory::run(&repo, total),

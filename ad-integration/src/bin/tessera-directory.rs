@@ -18,6 +18,8 @@ command line.
 Examples:
   Check a configuration end to end, with the time of each step:
     echo 'Al1ce!Passw0rd' | tessera-directory -c directories.toml test --user alice
+  Sign a user in once, as the broker does (exit status 0: signed in):
+    echo 'Al1ce!Passw0rd' | tessera-directory -c directories.toml auth --user alice
   Find users and groups for an entitlement:
     tessera-directory -c directories.toml users ali
     tessera-directory -c directories.toml groups vdi-
@@ -54,6 +56,14 @@ enum Cmd {
         /// A login to try: alice, alice@realm or DOMAIN\alice.
         #[arg(long)]
         user: Option<String>,
+    },
+    /// Sign USER in once, exactly as the broker does (find the user with the service account,
+    /// bind as the user on a fresh connection, read the nested groups), with the password on
+    /// stdin; prints the user's DN (--json: the whole identity).
+    Auth {
+        /// The login: alice, alice@realm or DOMAIN\alice.
+        #[arg(long)]
+        user: String,
     },
     /// Users whose name starts with PREFIX.
     Users {
@@ -233,6 +243,21 @@ async fn test(dirs: &Directories, cli: &Cli, user: Option<&str>) -> Result<()> {
     }
 }
 
+/// One sign-in; a failure is the error, so the exit status tells scripts the outcome.
+async fn auth(dirs: &Directories, cli: &Cli, user: &str) -> Result<()> {
+    let password = read_password()?;
+    let id = dirs
+        .authenticate(user, &password)
+        .await
+        .with_context(|| format!("sign-in of {user}"))?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&id)?);
+    } else {
+        println!("{}", id.dn);
+    }
+    Ok(())
+}
+
 fn read_password() -> Result<String> {
     let mut line = String::new();
     std::io::stdin()
@@ -246,6 +271,7 @@ async fn run(cli: Cli) -> Result<()> {
     let dirs = Directories::new(config::load(&cli.config)?)?;
     match &cli.cmd {
         Cmd::Test { user } => test(&dirs, &cli, user.as_deref()).await?,
+        Cmd::Auth { user } => auth(&dirs, &cli, user).await?,
         Cmd::Users { prefix, limit } => {
             let v = pick(&dirs, &cli.directory)?
                 .search_users(prefix, *limit)
