@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -199,10 +199,9 @@ fn guest_rss_kib(pid: u32) -> Result<u64> {
     Ok(total)
 }
 
-/// (c) (peak RSS, guest RSS) in KiB once the idle guest is up.
-fn overhead_kib(argv: &[String]) -> Result<(u64, u64)> {
+/// Starts the idle guest and waits for its line; the reader keeps its console open.
+fn start_idle(argv: &[String]) -> Result<(Child, BufReader<ChildStdout>)> {
     let mut child = spawn(argv)?;
-    let pid = child.id();
     let mut out = BufReader::new(child.stdout.take().context("no stdout")?);
     let mut line = String::new();
     out.read_line(&mut line)?;
@@ -210,6 +209,13 @@ fn overhead_kib(argv: &[String]) -> Result<(u64, u64)> {
         finish(child);
         bail!("the idle guest printed {line:?}");
     }
+    Ok((child, out))
+}
+
+/// (c) (peak RSS, guest RSS) in KiB once the idle guest is up.
+fn overhead_kib(argv: &[String]) -> Result<(u64, u64)> {
+    let (mut child, _console) = start_idle(argv)?;
+    let pid = child.id();
     std::thread::sleep(Duration::from_millis(200));
     let hwm = status_kib(pid, "VmHWM:")?;
     let guest = guest_rss_kib(pid)?;
@@ -237,15 +243,8 @@ fn with_children(pid: u32) -> Vec<u32> {
 /// (e) PSS (KiB) of all the VMM's processes once the idle guest is up and its SPICE display
 /// serves (no client).
 fn display_pss_kib(argv: &[String], processes: usize) -> Result<u64> {
-    let mut child = spawn(argv)?;
+    let (mut child, _console) = start_idle(argv)?;
     let pid = child.id();
-    let mut out = BufReader::new(child.stdout.take().context("no stdout")?);
-    let mut line = String::new();
-    out.read_line(&mut line)?;
-    if !line.contains("idle") {
-        finish(child);
-        bail!("the idle guest printed {line:?}");
-    }
     std::thread::sleep(Duration::from_millis(500));
     let pids = with_children(pid);
     let mut total = 0;

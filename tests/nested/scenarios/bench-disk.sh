@@ -18,19 +18,8 @@ I=/guest/initramfs-bench.cpio.gz
 A="console=ttyS0 reboot=k panic=-1 io_delay=none quiet tg.iobench=$secs,64"
 Q="qemu-system-x86_64 -enable-kvm -cpu host -smp 2 -m 512M -nodefaults -no-user-config -nographic -serial stdio -no-reboot"
 
-# Prints the words after the first rotated left by $1 (round 1 keeps the order).
-rotate() {
-    n=$(($1 - 1))
-    shift
-    n=$((n % $#))
-    while [ "$n" -gt 0 ]; do
-        first=$1
-        shift
-        set -- "$@" "$first"
-        n=$((n - 1))
-    done
-    echo "$@"
-}
+# rotate(): the peers' order for a round.
+. /scenarios/lib.sh
 
 fresh() {
     rm -f /ds/run.qcow2

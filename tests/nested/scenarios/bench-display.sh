@@ -24,19 +24,8 @@ I=/guest/initramfs.cpio.gz
 A="video=1024x768 console=ttyS0 reboot=k panic=-1 io_delay=none quiet tg.display tg.exit=display-bench tg.scroll=$scroll"
 L2=/tmp/l2-console.log
 
-# Prints the words after the first rotated left by $1 (round 1 keeps the order).
-rotate() {
-    n=$(($1 - 1))
-    shift
-    n=$((n % $#))
-    while [ "$n" -gt 0 ]; do
-        first=$1
-        shift
-        set -- "$@" "$first"
-        n=$((n - 1))
-    done
-    echo "$@"
-}
+# rotate(): the peers' order for a round.
+. /scenarios/lib.sh
 # CPU ticks of process $1 and its children: tessera-vmm serves SPICE from a child process
 # (tessera-display), QEMU from its own, so only the sum compares like with like. The VMM's
 # own count includes children it has reaped (a display process that was restarted).
