@@ -159,6 +159,9 @@ impl Supervisor {
             events,
             control,
         } = process::start(&self.program, &self.guest.fb, &self.settings)?;
+        // Held until the new link is in place: a ticket set meanwhile either is armed here or
+        // waits for this lock and then goes to the new process; none falls in between.
+        let mut slot = lock(&self.shared.control);
         let armed = lock(&self.shared.ticket).as_ref().and_then(|t| {
             let left = t.until.saturating_duration_since(Instant::now());
             (!left.is_zero()).then(|| Command::SetTicket {
@@ -173,7 +176,7 @@ impl Supervisor {
         }
         self.shared.pid.store(child.id(), Ordering::Relaxed);
         *lock(&self.shared.events) = Some(events.clone());
-        *lock(&self.shared.control) = Some(control);
+        *slot = Some(control);
         Ok((events, child))
     }
 
