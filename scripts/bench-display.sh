@@ -51,7 +51,8 @@ printf '[virt-viewer]\ntype=spice\nhost=127.0.0.1\nport=%s\npassword=nested-tick
 wait_l1() { # PATTERN SECONDS [COUNT]: until L1's log has COUNT (default 1) lines matching
     local i=0
     until [ "$(grep -ac "$1" "$l1")" -ge "${3:-1}" ]; do
-        if grep -q 'NEST-END' "$l1" || [ $i -gt $(($2 * 2)) ]; then
+        # L1 ended (NEST-END), its runner is gone (QEMU died without a word), or time is up.
+        if grep -q 'NEST-END' "$l1" || ! kill -0 "${pids[0]}" 2>/dev/null || [ $i -gt $(($2 * 2)) ]; then
             log "no '$1' (#${3:-1}) from L1:"; tail -30 "$l1" >&2; cat "$work/run.err" >&2; exit 1
         fi
         i=$((i + 1)); sleep 0.5
