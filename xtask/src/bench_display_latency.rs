@@ -230,7 +230,7 @@ fn drive(child: &mut Child, peer: Peer, paths: &Paths, port: u16, samples: usize
         },
         move |event, frame| match event {
             Event::Primary { width, height } => {
-                let _ = tx_ready.send(Ok((width, height)));
+                let _ = tx_ready.send(Surface::Primary(width, height));
             }
             Event::Invalidate { rect, at } if overlaps(rect, probe) => {
                 let centre = frame.pixel(probe.x + PROBE_SIZE / 2, probe.y + PROBE_SIZE / 2);
@@ -239,7 +239,7 @@ fn drive(child: &mut Child, peer: Peer, paths: &Paths, port: u16, samples: usize
                 }
             }
             Event::Closed(why) => {
-                let _ = tx_ready.send(Err(format!("session closed: {why:?}")));
+                let _ = tx_ready.send(Surface::Closed(why));
             }
             _ => {}
         },
@@ -270,16 +270,24 @@ fn drive(child: &mut Child, peer: Peer, paths: &Paths, port: u16, samples: usize
     Ok(run)
 }
 
+/// What the client's callback reports to [`wait_primary`].
+enum Surface {
+    /// A primary surface of this size.
+    Primary(u32, u32),
+    /// The session ended, with the client's reason.
+    Closed(Option<tessera_spice_client::Failure>),
+}
+
 /// Waits for the guest's screen at W x H. A VMM may show another surface first (QEMU's VGA
 /// starts in text mode), so sizes before it are passed over.
-fn wait_primary(ready: &Receiver<Result<(u32, u32), String>>) -> Result<()> {
+fn wait_primary(ready: &Receiver<Surface>) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = None;
     loop {
         match ready.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Ok((W, H))) => return Ok(()),
-            Ok(Ok(size)) => last = Some(size),
-            Ok(Err(e)) => bail!("{e}"),
+            Ok(Surface::Primary(W, H)) => return Ok(()),
+            Ok(Surface::Primary(w, h)) => last = Some((w, h)),
+            Ok(Surface::Closed(why)) => bail!("session closed: {why:?}"),
             Err(_) => bail!("no {W}x{H} primary surface within 20 s (last: {last:?})"),
         }
     }
