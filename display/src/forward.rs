@@ -77,13 +77,6 @@ impl Forward {
             tracing::debug!(error = %e, "display: event not sent");
         }
     }
-
-    fn status(&self) {
-        self.send(Event::Status {
-            input_clients: self.input_clients(),
-            refused_links: tessera_spice::refused_links(),
-        });
-    }
 }
 
 impl ClientEvents for Forward {
@@ -113,14 +106,12 @@ impl ClientEvents for Forward {
                 self.send(Event::TicketUsed);
             }
             (1, ChannelEventKind::Disconnected) => self.clients.update(e.connection_id, false),
-            // Inputs channels: a client's keys reach the guest only once its own is up.
+            // Inputs channels, counted for the VMM (the refresh loop reports the count).
             (3, ChannelEventKind::Initialized) => {
                 lock(&self.inputs).insert(e.connection_id);
-                self.status();
             }
             (3, ChannelEventKind::Disconnected) => {
                 lock(&self.inputs).remove(&e.connection_id);
-                self.status();
             }
             _ => {}
         }

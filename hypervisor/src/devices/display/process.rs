@@ -146,8 +146,6 @@ pub struct Reported {
     pub refused_links: u64,
     /// The resolution a client last asked for.
     pub requested: Option<(u32, u32)>,
-    /// A client authenticated with the armed ticket since it was set.
-    pub ticket_used: bool,
 }
 
 impl Guest {
@@ -229,7 +227,6 @@ impl Reported {
                 );
                 self.requested = Some((width, height));
             }
-            Event::TicketUsed => self.ticket_used = true,
             _ => {}
         }
     }

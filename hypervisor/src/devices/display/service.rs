@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tessera_display_proto::{Command, Link, Outcome, Settings, TlsSettings, MAX_TICKET};
+use tessera_display_proto::{Command, Event, Link, Outcome, Settings, TlsSettings, MAX_TICKET};
 
 use super::dispi::Dispi;
 use super::process::{self, Guest, Reported, Running, StartError};
@@ -186,14 +186,10 @@ impl Supervisor {
         loop {
             let since = Instant::now();
             let shared = &self.shared;
-            let why = self.guest.serve(&events, |e| {
-                let mut r = lock(&shared.reported);
-                r.apply(e);
-                if r.ticket_used {
-                    // Spent: a restarted process must not take it again.
-                    r.ticket_used = false;
-                    *lock(&shared.ticket) = None;
-                }
+            let why = self.guest.serve(&events, |e| match e {
+                // Spent: a restarted process must not take it again.
+                Event::TicketUsed => *lock(&shared.ticket) = None,
+                _ => lock(&shared.reported).apply(e),
             });
             if let Some(c) = lock(&self.shared.control).take() {
                 c.shutdown();
