@@ -8,23 +8,9 @@
 //! restarts it: a client that took over
 //! libspice-server holds a process that can do nothing but what it already did.
 
-use std::collections::BTreeMap;
+use tessera_seccomp::{allow_any, allow_when, allowlist, equals, BpfProgram, Rules};
 
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
-
-/// Why the filter was not installed.
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    /// The filter did not compile.
-    #[error("seccomp filter: {0}")]
-    Build(#[from] seccompiler::BackendError),
-    /// The kernel refused it.
-    #[error("seccomp: {0}")]
-    Apply(#[from] seccompiler::Error),
-}
+pub use tessera_seccomp::SeccompError as SandboxError;
 
 /// System calls a serving display process makes, with any argument.
 pub const ALLOWED: &[i64] = &[
@@ -109,40 +95,23 @@ pub const REFUSED: &[i64] = &[
     libc::SYS_statx,
 ];
 
-fn equals(arg: u8, value: u64) -> Result<SeccompRule, SandboxError> {
-    Ok(SeccompRule::new(vec![SeccompCondition::new(
-        arg,
-        SeccompCmpArgLen::Qword,
-        SeccompCmpOp::Eq,
-        value,
-    )?])?)
-}
-
 /// The filter that answers [`REFUSED`] calls with EACCES and lets the rest through to
 /// [`filter`] (the kernel applies both; the stricter answer wins).
 pub fn refusals() -> Result<BpfProgram, SandboxError> {
-    let rules = REFUSED.iter().map(|&nr| (nr, Vec::new())).collect();
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EACCES as u32),
-        TargetArch::x86_64,
-    )?;
-    Ok(filter.try_into()?)
+    tessera_seccomp::refusals(REFUSED, libc::EACCES)
 }
 
 /// The compiled allowlist.
 pub fn filter() -> Result<BpfProgram, SandboxError> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        ALLOWED.iter().map(|&nr| (nr, Vec::new())).collect();
+    let mut rules = Rules::new();
+    allow_any(&mut rules, ALLOWED);
     // Socket queue sizes and non-blocking mode only.
-    rules.insert(
+    allow_when(
+        &mut rules,
         libc::SYS_ioctl,
-        [libc::TIOCOUTQ, libc::FIONREAD, libc::FIONBIO]
-            .into_iter()
-            .map(|r| equals(1, r))
-            .collect::<Result<_, _>>()?,
-    );
+        1,
+        [libc::TIOCOUTQ, libc::FIONREAD, libc::FIONBIO],
+    )?;
     // Naming its threads.
     rules.insert(libc::SYS_prctl, vec![equals(0, libc::PR_SET_NAME as u64)?]);
     // Signals to its own threads (abort on a crash), never to another process (the VMM).
@@ -151,66 +120,7 @@ pub fn filter() -> Result<BpfProgram, SandboxError> {
         vec![equals(0, u64::from(std::process::id()))?],
     );
     // Trap, not kill: the handler names the call on stderr, then the process dies of SIGSYS.
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Trap,
-        SeccompAction::Allow,
-        TargetArch::x86_64,
-    )?;
-    Ok(filter.try_into()?)
-}
-
-/// Offset of `si_syscall` in x86-64 Linux's siginfo_t for SIGSYS (after si_signo, si_errno,
-/// si_code and padding comes `void *_call_addr`, then `int _syscall`); the libc crate has no
-/// accessor for it.
-const SI_SYSCALL_OFFSET: usize = 24;
-
-extern "C" fn on_sigsys(_signal: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo_t for a SIGSYS delivered by seccomp; the
-    // field read lies inside it.
-    let nr = unsafe {
-        info.cast::<u8>()
-            .add(SI_SYSCALL_OFFSET)
-            .cast::<i32>()
-            .read_unaligned()
-    };
-    // Async-signal-safe: the number formatted on the stack, three write(2)s.
-    let mut digits = [0u8; 10];
-    let mut n = nr.unsigned_abs();
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 || at == 0 {
-            break;
-        }
-    }
-    let parts: [&[u8]; 3] = [
-        b"tessera-display: system call ",
-        &digits[at..],
-        b" is outside the seccomp filter; ending\n",
-    ];
-    // SAFETY: write(2) of live buffers, then a signal to this thread: SIGSYS's handler was
-    // reset to the default on entry (SA_RESETHAND) and is not blocked (SA_NODEFER), so the
-    // process dies of it here.
-    unsafe {
-        for p in parts {
-            libc::write(2, p.as_ptr().cast(), p.len());
-        }
-        libc::raise(libc::SIGSYS);
-    }
-}
-
-/// Installs the SIGSYS handler that reports a forbidden call.
-fn report_violations() {
-    // SAFETY: a zeroed sigaction is valid; the handler only makes async-signal-safe calls.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_sigsys as *const () as usize;
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_NODEFER;
-        libc::sigaction(libc::SIGSYS, &action, std::ptr::null_mut());
-    }
+    allowlist(rules)
 }
 
 /// Finishes the lazy start-up work of the libraries that would otherwise do it on the first
@@ -223,11 +133,11 @@ fn warm_up() {
 /// Installs the filter on every thread of this process.
 pub fn apply() -> Result<(), SandboxError> {
     warm_up();
-    report_violations();
+    tessera_seccomp::report_violations("tessera-display");
     let (allow, refuse) = (filter()?, refusals()?);
     // The allowlist last: once it is on, installing another filter is itself forbidden.
-    seccompiler::apply_filter_all_threads(&refuse)?;
-    seccompiler::apply_filter_all_threads(&allow)?;
+    tessera_seccomp::apply_to_all_threads("display process", &refuse)?;
+    tessera_seccomp::apply_to_all_threads("display process", &allow)?;
     Ok(())
 }
 

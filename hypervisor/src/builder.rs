@@ -34,10 +34,11 @@ use crate::devices::pci::root::PciError;
 use crate::devices::pci::{PciMmioWindow, PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
 use crate::devices::virtio::block::request::BlockBackend;
 use crate::devices::virtio::block::Block;
-use crate::devices::virtio::input::{Tablet, TabletHandle};
+use crate::devices::virtio::input::{Tablet, TabletError, TabletHandle};
 use crate::devices::virtio::pci::{VirtioPci, VirtioPciError, BAR_SIZE};
 use crate::devices::virtio::VirtioDevice;
 use crate::exit::{ExitReason, ExitSender};
+use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
 use crate::vstate::framebuffer::Framebuffer;
 use crate::vstate::irq_routing::{IrqRouting, RoutingError};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
@@ -95,12 +96,20 @@ pub enum BuildError {
     /// The serial output file could not be opened.
     #[error("cannot open the serial output file {0}: {1}")]
     SerialFile(std::path::PathBuf, std::io::Error),
+    /// A thread's seccomp filter.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The tablet.
+    #[error(transparent)]
+    Tablet(#[from] TabletError),
 }
 
 /// A built, running VM.
 pub struct Machine {
     /// Shared with the control API.
     pub controller: Arc<Controller>,
+    /// The threads' filters: the API thread and the main thread enter theirs after build.
+    pub sandbox: Sandbox,
     exit_rx: Receiver<ExitReason>,
     // Kept alive for as long as the vCPUs may touch them.
     disks: Vec<(String, Arc<BlockBackend>)>,
@@ -143,27 +152,33 @@ fn console_out(serial: &SerialOutput, max: u64) -> Result<ConsoleOut, BuildError
 }
 
 /// Feeds the VMM's standard input to the guest's serial port.
-fn spawn_console_input(serial: Arc<Mutex<SerialDevice>>) {
-    let spawned = std::thread::Builder::new()
-        .name("console-in".into())
-        .spawn(move || {
-            let mut stdin = std::io::stdin();
-            let mut buf = [0u8; 64];
-            while let Ok(n @ 1..) = stdin.read(&mut buf) {
-                let mut rest = &buf[..n];
-                while !rest.is_empty() {
-                    let taken = lock(&serial).enqueue_input(rest);
-                    rest = &rest[taken..];
-                    if !rest.is_empty() {
-                        // The guest has not drained its receive FIFO yet.
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
+fn spawn_console_input(
+    serial: Arc<Mutex<SerialDevice>>,
+    sandbox: &Sandbox,
+) -> Result<(), SandboxError> {
+    sandbox.spawn(ThreadKind::ConsoleIn, "console-in".into(), move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 64];
+        while let Ok(n @ 1..) = stdin.read(&mut buf) {
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let taken = lock(&serial).enqueue_input(rest);
+                rest = &rest[taken..];
+                if !rest.is_empty() {
+                    // The guest has not drained its receive FIFO yet.
+                    std::thread::sleep(Duration::from_millis(2));
                 }
             }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "no console input: cannot spawn its thread");
-    }
+        }
+    })?;
+    Ok(())
+}
+
+/// The port bus, and the devices on it that other parts of the VM reach.
+struct PioDevices {
+    pio: Bus,
+    i8042: Arc<Mutex<I8042>>,
+    serial: Arc<Mutex<SerialDevice>>,
 }
 
 /// Builds the port bus with the legacy devices and the PCI root.
@@ -175,16 +190,13 @@ fn build_pio_bus(
     exit: &ExitSender,
     memory: &GuestMemoryMmap,
     pci: PciRoot,
-) -> Result<(Bus, Arc<Mutex<I8042>>), BuildError> {
+) -> Result<PioDevices, BuildError> {
     let mut pio = Bus::new("port");
     let serial = Arc::new(Mutex::new(SerialDevice::new(
         irq_line(vm, COM1_IRQ)?,
         console_out(&cfg.config.serial, cfg.config.serial_log_max.0)?,
     )));
-    if cfg.config.serial == SerialOutput::Stdout {
-        spawn_console_input(serial.clone());
-    }
-    pio.insert(serial, COM1_BASE, COM_LEN)?;
+    pio.insert(serial.clone(), COM1_BASE, COM_LEN)?;
     let i8042 = Arc::new(Mutex::new(I8042::new(
         irq_line(vm, KBD_IRQ)?,
         irq_line(vm, AUX_IRQ)?,
@@ -216,7 +228,7 @@ fn build_pio_bus(
         PCI_CONFIG_IO_BASE,
         PCI_CONFIG_IO_LEN,
     )?;
-    Ok((pio, i8042))
+    Ok(PioDevices { pio, i8042, serial })
 }
 
 /// The display adapter's state, shared by its PCI function, its ports and the display thread,
@@ -233,6 +245,7 @@ fn display_hardware(
     cfg: &ValidConfig,
     vm: &Vm,
     memory: &GuestMemoryMmap,
+    sandbox: &Sandbox,
 ) -> Result<Option<DisplayHardware>, BuildError> {
     if cfg.config.display.is_none() {
         return Ok(None);
@@ -240,7 +253,7 @@ fn display_hardware(
     // The slot after guest RAM's.
     let slot = memory.num_regions() as u32;
     let fb = Framebuffer::new(vm.shared_fd(), slot, VRAM_SIZE as usize)?;
-    let (tablet, pointer) = Tablet::new().map_err(BuildError::EventFd)?;
+    let (tablet, pointer) = Tablet::new(sandbox)?;
     Ok(Some(DisplayHardware {
         dispi: Arc::new(Mutex::new(Dispi::new(VRAM_SIZE as usize))),
         fb: Arc::new(fb),
@@ -255,6 +268,7 @@ fn attach_disk(
     vcpus: u8,
     bar: u32,
     ctx: (&Vm, &Arc<IrqRouting>, &GuestMemoryMmap),
+    sandbox: &Sandbox,
 ) -> Result<(Arc<Mutex<VirtioPci>>, Arc<BlockBackend>), BuildError> {
     let err = |e| BuildError::Disk(disk.path.clone(), e);
     let root = match &disk.datastore {
@@ -270,7 +284,7 @@ fn attach_disk(
         tessera_storage::Disk::open(&ds, &disk.path, disk.format, !disk.readonly).map_err(err)?;
     let queues = disk.queues.unwrap_or(u16::from(vcpus));
     let serial = disk.serial.clone().unwrap_or_default();
-    let block = Block::new(image, disk.readonly, queues, &serial);
+    let block = Block::new(image, disk.readonly, queues, &serial, sandbox)?;
     let backend = block.backend();
     Ok((attach_virtio(Box::new(block), bar, ctx)?, backend))
 }
@@ -305,6 +319,7 @@ fn build_pci(
     vm: &Vm,
     memory: &GuestMemoryMmap,
     display: Option<&DisplayHardware>,
+    sandbox: &Sandbox,
 ) -> Result<(PciRoot, PciMmioWindow, Disks), BuildError> {
     let routing = Arc::new(IrqRouting::new(vm.shared_fd()));
     let mut pci = PciRoot::new();
@@ -316,7 +331,8 @@ fn build_pci(
         if bar + u64::from(BAR_SIZE) > PCI_MMIO32_END {
             return Err(BuildError::PciWindowFull);
         }
-        let (dev, backend) = attach_disk(disk, cfg.vcpus, bar as u32, (vm, &routing, memory))?;
+        let (dev, backend) =
+            attach_disk(disk, cfg.vcpus, bar as u32, (vm, &routing, memory), sandbox)?;
         pci.add(dev.clone())?;
         window.add(dev);
         tracing::info!(disk = %disk.path.display(), bar = format_args!("{bar:#x}"), "virtio-blk attached");
@@ -346,6 +362,12 @@ fn build_pci(
 
 /// Builds and starts the VM.
 pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> {
+    let sandbox = if cfg.config.seccomp {
+        Sandbox::new()?
+    } else {
+        tracing::warn!("seccomp filters are off (seccomp = false)");
+        Sandbox::disabled()
+    };
     let memory = create_guest_memory(cfg.config.memory.0)?;
     let vm = Vm::new()?;
     vm.check_vcpus(cfg.vcpus)?;
@@ -355,9 +377,13 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
     let (tx, exit_rx) = channel();
     let exit_tx = ExitSender::new(tx);
     let boot_times = Arc::new(Mutex::new(BootTimes::default()));
-    let display = display_hardware(&cfg, &vm, &memory)?;
-    let (pci, window, disks) = build_pci(&cfg, &vm, &memory, display.as_ref())?;
-    let (mut pio, i8042) = build_pio_bus(
+    let display = display_hardware(&cfg, &vm, &memory, &sandbox)?;
+    let (pci, window, disks) = build_pci(&cfg, &vm, &memory, display.as_ref(), &sandbox)?;
+    let PioDevices {
+        mut pio,
+        i8042,
+        serial,
+    } = build_pio_bus(
         &vm,
         &cfg,
         started,
@@ -366,6 +392,9 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
         &memory,
         pci,
     )?;
+    if cfg.config.serial == SerialOutput::Stdout {
+        spawn_console_input(serial, &sandbox)?;
+    }
     if let Some(d) = &display {
         pio.insert(
             Arc::new(Mutex::new(DispiPorts {
@@ -441,7 +470,7 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
     }
     let handles = vcpus
         .into_iter()
-        .map(Vcpu::spawn)
+        .map(|v| v.spawn(&sandbox))
         .collect::<Result<Vec<_>, _>>()?;
     controller.set_vcpus(handles);
     if let (Some(hw), Some(dcfg)) = (display, &cfg.config.display) {
@@ -454,12 +483,14 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
                 keys: i8042,
                 pointer: hw.pointer,
             },
+            &sandbox,
         )?;
         controller.set_display(service);
     }
 
     Ok(Machine {
         controller,
+        sandbox,
         exit_rx,
         disks,
         _vm: vm,

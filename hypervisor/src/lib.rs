@@ -16,5 +16,6 @@ pub mod controller;
 pub mod devices;
 pub mod exit;
 pub mod rate_limit;
+pub mod sandbox;
 pub mod tiny_guest;
 pub mod vstate;

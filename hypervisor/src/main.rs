@@ -8,6 +8,7 @@ use std::time::Instant;
 use clap::Parser;
 use tessera_vmm::config::{DiskConfig, DisplayConfig, MemorySize, SerialOutput, VmConfig};
 use tessera_vmm::exit::{status, ExitReason};
+use tessera_vmm::sandbox::ThreadKind;
 use tessera_vmm::{api, builder};
 
 const AFTER_HELP: &str = "\
@@ -155,9 +156,15 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitReason> {
     let valid = config.validate()?;
     let machine = builder::build(valid, started)?;
     let server = match &config.api_socket {
-        Some(path) => Some(api::spawn(path, machine.controller.clone())?),
+        Some(path) => Some(api::spawn(
+            path,
+            machine.controller.clone(),
+            &machine.sandbox,
+        )?),
         None => None,
     };
+    // Every other thread runs under its filter by now; this one's is the last.
+    machine.sandbox.enter(ThreadKind::Main)?;
     let reason = machine.wait();
     if let Some(s) = server {
         s.shutdown();

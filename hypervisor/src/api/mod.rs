@@ -32,6 +32,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
 use crate::controller::Controller;
+use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 16 * 1024;
@@ -48,16 +49,19 @@ pub enum ApiError {
     /// Binding failed.
     #[error("cannot bind the API socket {0}: {1}")]
     Bind(PathBuf, std::io::Error),
-    /// The runtime or thread failed to start.
-    #[error("cannot start the API thread: {0}")]
+    /// The runtime failed to start.
+    #[error("cannot start the API's runtime: {0}")]
     Start(std::io::Error),
+    /// The thread failed to start under its filter.
+    #[error(transparent)]
+    Thread(#[from] SandboxError),
 }
 
 /// The running API server.
 pub struct ApiServer {
     path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<Option<()>>>,
 }
 
 impl ApiServer {
@@ -156,8 +160,9 @@ async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
 }
 
-/// Binds `path` and serves the API on a new thread.
-pub fn spawn(path: &Path, ctl: Arc<Controller>) -> Result<ApiServer, ApiError> {
+/// Binds `path` and serves the API on a new thread, under the API's seccomp filter (which
+/// the runtime's blocking threads, started from it, hold too).
+pub fn spawn(path: &Path, ctl: Arc<Controller>, sandbox: &Sandbox) -> Result<ApiServer, ApiError> {
     clear_stale_socket(path)?;
     let std_listener = std::os::unix::net::UnixListener::bind(path)
         .map_err(|e| ApiError::Bind(path.to_path_buf(), e))?;
@@ -170,17 +175,14 @@ pub fn spawn(path: &Path, ctl: Arc<Controller>) -> Result<ApiServer, ApiError> {
         .build()
         .map_err(ApiError::Start)?;
     let (stop_tx, stop_rx) = oneshot::channel();
-    let thread = std::thread::Builder::new()
-        .name("api".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                match tokio::net::UnixListener::from_std(std_listener) {
-                    Ok(l) => serve(l, ctl, stop_rx).await,
-                    Err(e) => tracing::error!(error = %e, "API socket unusable"),
-                }
-            })
+    let thread = sandbox.spawn(ThreadKind::Api, "api".into(), move || {
+        runtime.block_on(async move {
+            match tokio::net::UnixListener::from_std(std_listener) {
+                Ok(l) => serve(l, ctl, stop_rx).await,
+                Err(e) => tracing::error!(error = %e, "API socket unusable"),
+            }
         })
-        .map_err(ApiError::Start)?;
+    })?;
     Ok(ApiServer {
         path: path.to_path_buf(),
         stop: Some(stop_tx),

@@ -168,6 +168,9 @@ fn default_serial_log_max() -> MemorySize {
 fn default_vcpus() -> u16 {
     1
 }
+fn default_seccomp() -> bool {
+    true
+}
 fn default_cmdline() -> String {
     DEFAULT_CMDLINE.to_string()
 }
@@ -206,6 +209,10 @@ pub struct VmConfig {
     /// A display adapter served over SPICE; none when absent.
     #[serde(default)]
     pub display: Option<DisplayConfig>,
+    /// Seccomp filters on every thread (see [`crate::sandbox`]); off only to debug the VMM
+    /// or on a kernel without seccomp.
+    #[serde(default = "default_seccomp")]
+    pub seccomp: bool,
 }
 
 impl Default for VmConfig {
@@ -221,6 +228,7 @@ impl Default for VmConfig {
             api_socket: None,
             disks: Vec::new(),
             display: None,
+            seccomp: default_seccomp(),
         }
     }
 }

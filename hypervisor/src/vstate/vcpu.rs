@@ -15,6 +15,7 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 use crate::arch::x86_64::{msr, regs};
 use crate::devices::bus::{lock, Bus};
 use crate::exit::{ExitReason, ExitSender};
+use crate::sandbox::{Sandbox, ThreadKind};
 
 /// Errors configuring a vCPU.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +29,9 @@ pub enum VcpuError {
     /// The kick signal handler could not be installed.
     #[error("cannot install the vCPU kick signal handler: {0}")]
     Signal(vmm_sys_util::errno::Error),
-    /// The thread could not be spawned.
-    #[error("cannot spawn the vCPU {0} thread: {1}")]
-    Spawn(u8, std::io::Error),
+    /// The thread could not be started in its sandbox.
+    #[error("vCPU {0}: {1}")]
+    Spawn(u8, crate::sandbox::SandboxError),
 }
 
 /// The signal that kicks a vCPU thread out of KVM_RUN.
@@ -97,7 +98,7 @@ pub struct RunControl {
 
 /// A running vCPU thread.
 pub struct VcpuHandle {
-    thread: JoinHandle<()>,
+    thread: JoinHandle<Option<()>>,
 }
 
 impl VcpuHandle {
@@ -202,12 +203,11 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
-    /// Starts the thread.
-    pub fn spawn(self) -> Result<VcpuHandle, VcpuError> {
+    /// Starts the thread, under the vCPU seccomp filter.
+    pub fn spawn(self, sandbox: &Sandbox) -> Result<VcpuHandle, VcpuError> {
         let id = self.id;
-        std::thread::Builder::new()
-            .name(format!("vcpu{id}"))
-            .spawn(move || self.run())
+        sandbox
+            .spawn(ThreadKind::Vcpu, format!("vcpu{id}"), move || self.run())
             .map(|thread| VcpuHandle { thread })
             .map_err(|e| VcpuError::Spawn(id, e))
     }

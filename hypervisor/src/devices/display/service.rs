@@ -17,6 +17,7 @@ use crate::config::DisplayConfig;
 use crate::devices::bus::lock;
 use crate::devices::legacy::i8042::I8042;
 use crate::devices::virtio::input::TabletHandle;
+use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
 use crate::vstate::framebuffer::Framebuffer;
 
 /// Errors of the display service.
@@ -32,8 +33,8 @@ pub enum DisplayError {
     #[error("the display process failed: {0}")]
     Failed(String),
     /// The supervisor thread could not start.
-    #[error("cannot start the display thread: {0}")]
-    Thread(std::io::Error),
+    #[error(transparent)]
+    Thread(#[from] SandboxError),
     /// The guest shows nothing now.
     #[error("the guest has not turned the display on")]
     Off,
@@ -293,6 +294,7 @@ impl DisplayService {
         cfg: &DisplayConfig,
         name: &str,
         parts: DisplayParts,
+        sandbox: &Sandbox,
     ) -> Result<Arc<Self>, DisplayError> {
         let DisplayParts {
             dispi,
@@ -336,10 +338,9 @@ impl DisplayService {
         let (events, child) = supervisor.start()?;
         tracing::info!(address = %cfg.address, port = ?cfg.port, tls_port = ?cfg.tls_port,
             pid = child.id(), "SPICE display serving (display process)");
-        std::thread::Builder::new()
-            .name("display".into())
-            .spawn(move || supervisor.run(events, child))
-            .map_err(DisplayError::Thread)?;
+        sandbox.spawn(ThreadKind::Display, "display".into(), move || {
+            supervisor.run(events, child)
+        })?;
         Ok(Arc::new(Self {
             dispi,
             fb,

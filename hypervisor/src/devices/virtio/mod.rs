@@ -9,6 +9,7 @@
 pub mod block;
 pub mod input;
 pub mod pci;
+pub mod worker_thread;
 
 use std::sync::Arc;
 
@@ -75,9 +76,12 @@ pub struct Activation {
 /// Why a device could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {
-    /// A worker thread or eventfd could not be created.
-    #[error("cannot start the device's I/O thread: {0}")]
-    Thread(std::io::Error),
+    /// An eventfd could not be created.
+    #[error("cannot create the device's stop eventfd: {0}")]
+    EventFd(std::io::Error),
+    /// The device's I/O thread is gone.
+    #[error(transparent)]
+    Worker(#[from] worker_thread::WorkerGone),
     /// The driver enabled no queue.
     #[error("the driver enabled no queue")]
     NoQueue,

@@ -9,7 +9,6 @@ pub mod request;
 pub mod worker;
 
 use std::sync::{Arc, RwLock};
-use std::thread::JoinHandle;
 
 use tessera_storage::Disk;
 use virtio_bindings::virtio_blk::{
@@ -22,7 +21,9 @@ use self::request::{
     BlockBackend, ID_BYTES, MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS, SECTOR_SIZE,
 };
 use self::worker::QueueWorker;
+use super::worker_thread::WorkerThread;
 use super::{read_config_bytes, ActivateError, Activation, VirtioDevice};
+use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
 
 /// virtio device ID of a block device.
 pub const VIRTIO_ID_BLOCK: u16 = 2;
@@ -31,19 +32,16 @@ pub const QUEUE_SIZE: u16 = 256;
 /// Most queues a disk gets.
 pub const MAX_QUEUES: u16 = 16;
 
-/// A running queue thread.
-struct Running {
-    stop: EventFd,
-    thread: JoinHandle<()>,
-}
-
 /// The block device.
 pub struct Block {
     backend: Arc<BlockBackend>,
     num_queues: u16,
     config: Vec<u8>,
     name: String,
-    running: Vec<Running>,
+    /// One I/O thread per queue, started with the device.
+    workers: Vec<WorkerThread>,
+    /// The stop eventfds of the queues being served, by worker index.
+    running: Vec<(usize, EventFd)>,
 }
 
 /// The 60-byte `struct virtio_blk_config` for a disk of `capacity` sectors.
@@ -67,7 +65,15 @@ fn config_space(capacity: u64, num_queues: u16) -> Vec<u8> {
 impl Block {
     /// A device over `disk` with `num_queues` queues (1..=MAX_QUEUES); `serial` is the ID
     /// string the guest reads (at most 20 bytes are kept).
-    pub fn new(disk: Disk, read_only: bool, num_queues: u16, serial: &str) -> Self {
+    /// A device over `disk` with `num_queues` queues, each with an I/O thread started now
+    /// under the queue threads' seccomp filter.
+    pub fn new(
+        disk: Disk,
+        read_only: bool,
+        num_queues: u16,
+        serial: &str,
+        sandbox: &Sandbox,
+    ) -> Result<Self, SandboxError> {
         let num_queues = num_queues.clamp(1, MAX_QUEUES);
         let mut id = [0u8; ID_BYTES];
         let s = serial.as_bytes();
@@ -75,7 +81,10 @@ impl Block {
         id[..n].copy_from_slice(&s[..n]);
         let capacity = disk.size() / SECTOR_SIZE;
         let name = disk.path().display().to_string();
-        Self {
+        let workers = (0..num_queues)
+            .map(|q| WorkerThread::spawn(sandbox, ThreadKind::BlockQueue, format!("blk-q{q}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
             backend: Arc::new(BlockBackend {
                 disk: RwLock::new(disk),
                 read_only,
@@ -84,8 +93,9 @@ impl Block {
             num_queues,
             config: config_space(capacity, num_queues),
             name,
+            workers,
             running: Vec::new(),
-        }
+        })
     }
 }
 
@@ -136,34 +146,43 @@ impl VirtioDevice for Block {
             return Err(ActivateError::NoQueue);
         }
         for q in activation.queues {
-            let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::Thread)?;
+            let index = usize::from(q.index);
+            let Some(thread) = self.workers.get_mut(index) else {
+                // The transport offers num_queues queues; another index is a VMM bug.
+                tracing::error!(disk = %self.name, queue = index, "virtio-blk: no such queue");
+                continue;
+            };
+            let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::EventFd)?;
             let worker = QueueWorker {
                 index: q.index,
                 queue: q.queue,
                 kick: q.kick,
-                stop: stop.try_clone().map_err(ActivateError::Thread)?,
+                stop: stop.try_clone().map_err(ActivateError::EventFd)?,
                 memory: activation.memory.clone(),
                 backend: self.backend.clone(),
                 interrupt: activation.interrupt.clone(),
             };
-            let thread = std::thread::Builder::new()
-                .name(format!("blk-q{}", q.index))
-                .spawn(move || worker.run())
-                .map_err(ActivateError::Thread)?;
-            self.running.push(Running { stop, thread });
+            let (backend, name) = (self.backend.clone(), self.name.clone());
+            thread.start(move || {
+                worker.run();
+                // Data the guest wrote without flushing reaches the image's file when the
+                // queue stops (a reset), as on a disk that empties its cache when reset; done
+                // here, so the vCPU that resets the device needs no file I/O.
+                backend.flush(&name);
+            })?;
+            self.running.push((index, stop));
         }
         tracing::info!(disk = %self.name, queues = self.running.len(), "virtio-blk: driver ready");
         Ok(())
     }
 
     fn reset(&mut self) {
-        for r in self.running.drain(..) {
-            let _ = r.stop.write(1);
-            let _ = r.thread.join();
+        for (index, stop) in self.running.drain(..) {
+            let _ = stop.write(1);
+            if let Some(w) = self.workers.get_mut(index) {
+                w.wait();
+            }
         }
-        // Data the guest wrote without flushing reaches the image's file now, as on a disk
-        // that empties its cache when reset.
-        self.backend.flush(&self.name);
     }
 }
 

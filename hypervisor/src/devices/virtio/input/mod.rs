@@ -10,13 +10,14 @@ pub mod worker;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use vmm_sys_util::eventfd::EventFd;
 
 use self::worker::InputWorker;
+use super::worker_thread::WorkerThread;
 use super::{read_config_bytes, ActivateError, Activation, VirtioDevice};
 use crate::devices::bus::lock;
+use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
 
 /// virtio device ID of an input device.
 pub const VIRTIO_ID_INPUT: u16 = 18;
@@ -126,9 +127,15 @@ impl TabletHandle {
     }
 }
 
-struct Running {
-    stop: EventFd,
-    thread: JoinHandle<()>,
+/// Why a tablet could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TabletError {
+    /// Its event eventfd.
+    #[error("virtio-tablet: cannot create an eventfd: {0}")]
+    EventFd(std::io::Error),
+    /// Its I/O thread.
+    #[error("virtio-tablet: {0}")]
+    Thread(#[from] SandboxError),
 }
 
 /// The tablet device.
@@ -136,23 +143,29 @@ pub struct Tablet {
     select: u8,
     subsel: u8,
     events: Arc<EventQueue>,
-    running: Option<Running>,
+    /// The I/O thread, started with the device.
+    worker: WorkerThread,
+    /// The running job's stop eventfd.
+    running: Option<EventFd>,
 }
 
 impl Tablet {
-    /// A tablet and the handle that moves its pointer.
-    pub fn new() -> std::io::Result<(Self, TabletHandle)> {
+    /// A tablet and the handle that moves its pointer; its I/O thread starts now, under the
+    /// tablet's seccomp filter.
+    pub fn new(sandbox: &Sandbox) -> Result<(Self, TabletHandle), TabletError> {
         let events = Arc::new(EventQueue {
             pending: Mutex::new(VecDeque::new()),
             buttons: Mutex::new(0),
-            ready: EventFd::new(libc::EFD_NONBLOCK)?,
+            ready: EventFd::new(libc::EFD_NONBLOCK).map_err(TabletError::EventFd)?,
         });
         let handle = TabletHandle(events.clone());
+        let worker = WorkerThread::spawn(sandbox, ThreadKind::Tablet, "virtio-tablet".into())?;
         Ok((
             Self {
                 select: 0,
                 subsel: 0,
                 events,
+                worker,
                 running: None,
             },
             handle,
@@ -246,28 +259,25 @@ impl VirtioDevice for Tablet {
         let (Some(eventq), status) = (queues.next(), queues.next()) else {
             return Err(ActivateError::NoQueue);
         };
-        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::Thread)?;
+        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::EventFd)?;
         let worker = InputWorker {
             eventq,
             statusq: status,
             events: self.events.clone(),
-            stop: stop.try_clone().map_err(ActivateError::Thread)?,
+            stop: stop.try_clone().map_err(ActivateError::EventFd)?,
             memory: activation.memory,
             interrupt: activation.interrupt,
         };
-        let thread = std::thread::Builder::new()
-            .name("virtio-tablet".into())
-            .spawn(move || worker.run())
-            .map_err(ActivateError::Thread)?;
-        self.running = Some(Running { stop, thread });
+        self.worker.start(move || worker.run())?;
+        self.running = Some(stop);
         tracing::info!("virtio-tablet: driver ready");
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(r) = self.running.take() {
-            let _ = r.stop.write(1);
-            let _ = r.thread.join();
+        if let Some(stop) = self.running.take() {
+            let _ = stop.write(1);
+            self.worker.wait();
         }
         lock(&self.events.pending).clear();
         self.select = 0;

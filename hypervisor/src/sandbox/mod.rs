@@ -1,0 +1,189 @@
+//! tessera-vmm's sandbox: a seccomp filter per kind of thread (the seccompiler crate, as
+//! Firecracker does), on unless the configuration says `seccomp = false`.
+//!
+//! Every thread is started through [`Sandbox::spawn`], which installs its kind's filter as the
+//! thread's first act and only then returns its handle (so a filter the kernel refuses fails
+//! the VM's start instead of leaving a thread unguarded); the main thread enters its own once
+//! the VM is built ([`Sandbox::enter`]). A filter holds for the threads and processes a
+//! thread starts later, and a thread's calls must pass every filter it holds, so each
+//! thread is created by one with a wider filter or none: device I/O threads are started with
+//! the VM and handed work when the guest activates the device (vCPUs never create threads),
+//! the API's blocking threads are of its own kind, and the display processes that the
+//! display thread starts inherit its filter before they narrow themselves with their own.
+//!
+//! A call outside a filter ends the process with SIGSYS after naming the call and the kind of
+//! thread on stderr (tessera-seccomp's handler).
+
+pub mod filters;
+
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tessera_seccomp::{BpfProgram, SeccompError};
+
+/// The kinds of threads in tessera-vmm, each with its own filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThreadKind {
+    /// The main thread once the VM is built: waits for the end, stops the vCPUs, flushes the
+    /// disks and the console.
+    Main,
+    /// A vCPU: KVM_RUN and the device emulation its exits reach (the console file included).
+    Vcpu,
+    /// The control API: its socket, and what its requests reach (pause, display commands).
+    Api,
+    /// A virtio-blk queue: requests against the disk image's files.
+    BlockQueue,
+    /// The virtio-tablet's queues.
+    Tablet,
+    /// Standard input to the serial port.
+    ConsoleIn,
+    /// The display supervisor: serves the display process's messages and starts it again
+    /// when it dies (its filter holds the display process's start-up too).
+    Display,
+}
+
+impl ThreadKind {
+    /// Every kind.
+    pub const ALL: [ThreadKind; 7] = [
+        Self::Main,
+        Self::Vcpu,
+        Self::Api,
+        Self::BlockQueue,
+        Self::Tablet,
+        Self::ConsoleIn,
+        Self::Display,
+    ];
+
+    /// The name reports use.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Main => "main",
+            Self::Vcpu => "vcpu",
+            Self::Api => "api",
+            Self::BlockQueue => "virtio-blk queue",
+            Self::Tablet => "virtio-tablet",
+            Self::ConsoleIn => "console input",
+            Self::Display => "display",
+        }
+    }
+}
+
+/// Why a thread could not be started in its sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A filter did not compile or the kernel refused it.
+    #[error("the {0} thread's {1}")]
+    Filter(&'static str, SeccompError),
+    /// The thread could not be created.
+    #[error("cannot start the {0} thread: {1}")]
+    Thread(String, std::io::Error),
+}
+
+/// The compiled filters, one per kind.
+struct Filters {
+    main: BpfProgram,
+    vcpu: BpfProgram,
+    api: BpfProgram,
+    block_queue: BpfProgram,
+    tablet: BpfProgram,
+    console_in: BpfProgram,
+    display: BpfProgram,
+}
+
+impl Filters {
+    fn compile() -> Result<Self, SandboxError> {
+        let compile = |kind: ThreadKind| {
+            filters::program(kind).map_err(|e| SandboxError::Filter(kind.label(), e))
+        };
+        Ok(Self {
+            main: compile(ThreadKind::Main)?,
+            vcpu: compile(ThreadKind::Vcpu)?,
+            api: compile(ThreadKind::Api)?,
+            block_queue: compile(ThreadKind::BlockQueue)?,
+            tablet: compile(ThreadKind::Tablet)?,
+            console_in: compile(ThreadKind::ConsoleIn)?,
+            display: compile(ThreadKind::Display)?,
+        })
+    }
+
+    fn of(&self, kind: ThreadKind) -> &BpfProgram {
+        match kind {
+            ThreadKind::Main => &self.main,
+            ThreadKind::Vcpu => &self.vcpu,
+            ThreadKind::Api => &self.api,
+            ThreadKind::BlockQueue => &self.block_queue,
+            ThreadKind::Tablet => &self.tablet,
+            ThreadKind::ConsoleIn => &self.console_in,
+            ThreadKind::Display => &self.display,
+        }
+    }
+}
+
+/// Whether threads get filters, and the filters they get. Cheap to clone.
+#[derive(Clone)]
+pub struct Sandbox {
+    filters: Option<Arc<Filters>>,
+}
+
+impl Sandbox {
+    /// Compiles every kind's filter (errors here are the VMM's own bugs, reported at start).
+    pub fn new() -> Result<Self, SandboxError> {
+        let filters = Filters::compile()?;
+        tessera_seccomp::report_violations("tessera-vmm");
+        Ok(Self {
+            filters: Some(Arc::new(filters)),
+        })
+    }
+
+    /// No filters (`seccomp = false`: debugging, or a kernel without seccomp).
+    pub fn disabled() -> Self {
+        Self { filters: None }
+    }
+
+    /// Whether threads get filters.
+    pub fn enabled(&self) -> bool {
+        self.filters.is_some()
+    }
+
+    /// Installs `kind`'s filter on the calling thread.
+    pub fn enter(&self, kind: ThreadKind) -> Result<(), SandboxError> {
+        let Some(filters) = &self.filters else {
+            return Ok(());
+        };
+        tessera_seccomp::apply_to_this_thread(kind.label(), filters.of(kind))
+            .map_err(|e| SandboxError::Filter(kind.label(), e))
+    }
+
+    /// Starts thread `name` of `kind` running `f` under its filter; returns once the filter
+    /// is on (or with the reason it is not, the thread then having ended without running `f`).
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        kind: ThreadKind,
+        name: String,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<JoinHandle<Option<T>>, SandboxError> {
+        let (ready_tx, ready_rx) = sync_channel(1);
+        let sandbox = self.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let entered = sandbox.enter(kind);
+                let ok = entered.is_ok();
+                let _ = ready_tx.send(entered);
+                ok.then(f)
+            })
+            .map_err(|e| SandboxError::Thread(name.clone(), e))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(thread),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => Err(SandboxError::Thread(
+                name,
+                std::io::Error::other("the thread ended before its filter was installed"),
+            )),
+        }
+    }
+}
