@@ -89,7 +89,9 @@ fn new_sockets_programs_and_signals_to_others_kill_the_process() {
         assert!(!out.contains("survived"), "{call}: {out}");
         // The process names the call it was stopped at.
         assert!(
-            err.contains(&format!("made system call {nr}, outside")),
+            err.contains(&format!(
+                "system call {nr} (thread kind: display process) is outside"
+            )),
             "{call}: {err}"
         );
     }

@@ -441,6 +441,7 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
             vcpus: cfg.vcpus,
             memory: cfg.config.memory.0,
             kernel_format: entry.format,
+            seccomp: sandbox.enabled(),
         },
         run.clone(),
         exit_tx.clone(),

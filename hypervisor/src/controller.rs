@@ -43,6 +43,8 @@ pub struct VmInfo {
     pub boot_milestones: Vec<Milestone>,
     /// All writes to the debug port.
     pub debug_port_writes: u64,
+    /// Whether every thread runs under its seccomp filter.
+    pub seccomp: bool,
 }
 
 /// Errors from control requests; each maps to an HTTP status in the API.
@@ -71,6 +73,8 @@ pub struct VmFacts {
     pub memory: u64,
     /// Kernel image format.
     pub kernel_format: KernelFormat,
+    /// Whether threads get seccomp filters.
+    pub seccomp: bool,
 }
 
 /// Shared by the main thread and the API thread.
@@ -130,6 +134,7 @@ impl Controller {
             vcpus: self.facts.vcpus,
             memory_mib: self.facts.memory >> 20,
             kernel_format: self.facts.kernel_format,
+            seccomp: self.facts.seccomp,
             pid: std::process::id(),
             boot_milestones: times.milestones().to_vec(),
             debug_port_writes: times.writes(),

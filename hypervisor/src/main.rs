@@ -58,6 +58,9 @@ Config file keys (all optional except kernel):
   tls_port = 5931          with x509_dir = \"DIR\" (ca-cert.pem, server-cert.pem, server-key.pem)
   fps = 30                 most screen updates per second
   compression = \"auto_glz\" off, auto_glz, auto_lz, quic, glz, lz or lz4
+  seccomp = true           a seccomp filter on every thread, per kind (vCPU, API, device I/O,
+                           display, console, main); a call outside it ends the VMM with SIGSYS
+                           after naming it on stderr (false: --no-seccomp)
 
 The guest powers the VM off by rebooting through the i8042 reset line (Linux: reboot=k).
 Boot milestones: the guest writes a byte to I/O port 0x80; GET /vm lists each with its time.
@@ -109,6 +112,10 @@ struct Cli {
     /// Serve the control API on this Unix socket.
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
+    /// Run without the per-thread seccomp filters (to debug the VMM, or on a kernel without
+    /// seccomp); they are on by default.
+    #[arg(long)]
+    no_seccomp: bool,
     /// Log filter for the VMM's own messages on stderr (e.g. info, debug, tessera_vmm=trace).
     #[arg(
         long,
@@ -146,6 +153,9 @@ impl Cli {
         c.disks.extend(self.disk);
         if let Some(d) = self.display {
             c.display = Some(d);
+        }
+        if self.no_seccomp {
+            c.seccomp = false;
         }
         Ok(c)
     }

@@ -2,8 +2,8 @@
 //! process's): building rules, installing a compiled filter, and reporting a violation.
 //!
 //! Filters trap instead of killing outright: the SIGSYS handler here writes which system call
-//! which kind of thread made ("tessera-vmm: a vcpu thread made system call 41, outside its
-//! seccomp filter; ending") and then lets SIGSYS end the process, so an operator sees both the
+//! which kind of thread made ("tessera-vmm: system call 41 (thread kind: vcpu) is outside the
+//! thread's seccomp filter; ending") and then lets SIGSYS end the process, so an operator sees both the
 //! cause in the log and the signal in the exit status. seccompiler compiles and installs the
 //! filters; it has no violation reporting, hence this crate.
 
@@ -143,18 +143,17 @@ extern "C" fn on_sigsys(_signal: libc::c_int, info: *mut libc::siginfo_t, _ctx: 
     let program = PROGRAM.get().copied().unwrap_or("tessera");
     let label = LABEL.with(Cell::get);
     let mut digits = [0u8; 10];
-    let parts: [&[u8]; 7] = [
+    let parts: [&[u8]; 6] = [
         program.as_bytes(),
-        b": a ",
+        b": system call ",
+        decimal(nr.unsigned_abs(), &mut digits),
+        b" (thread kind: ",
         if label.is_empty() {
-            b"filtered"
+            b"any"
         } else {
             label.as_bytes()
         },
-        b" thread made system call ",
-        decimal(nr.unsigned_abs(), &mut digits),
-        b", outside its seccomp filter",
-        b"; ending\n",
+        b") is outside the thread's seccomp filter; ending\n",
     ];
     // SAFETY: write(2) of live buffers, then a signal to this thread: SIGSYS's handler was
     // reset to the default on entry (SA_RESETHAND) and is not blocked (SA_NODEFER), so the

@@ -233,6 +233,7 @@ mod tests {
                 vcpus: 2,
                 memory: 512 << 20,
                 kernel_format: KernelFormat::BzImage,
+                seccomp: true,
             },
             Arc::new(RunControl::default()),
             crate::exit::ExitSender::new(tx),
