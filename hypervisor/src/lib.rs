@@ -2,8 +2,9 @@
 //!
 //! The process has one thread per vCPU running `KVM_RUN` (port and MMIO exits are handled on
 //! that thread against the [`devices::bus::Bus`]es), a thread for the control API
-//! ([`api`]), a console-input thread, and the main thread, which builds the machine
-//! ([`builder`]) and waits for the [`exit::ExitReason`] that ends it.
+//! ([`api`]), a console-input thread, device I/O threads, the display supervisor, and the main
+//! thread, which builds the machine ([`builder`]) and waits for the [`exit::ExitReason`] that
+//! ends it. Each runs under the seccomp filter of its kind ([`sandbox`]).
 //!
 //! `unsafe` is confined to the KVM and guest-memory modules ([`vstate`]), each block with a
 //! SAFETY comment.

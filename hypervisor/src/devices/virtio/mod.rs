@@ -81,7 +81,7 @@ pub enum ActivateError {
     EventFd(std::io::Error),
     /// The device's I/O thread is gone.
     #[error(transparent)]
-    Worker(#[from] worker_thread::WorkerGone),
+    Worker(#[from] worker_thread::WorkerError),
     /// The driver enabled no queue.
     #[error("the driver enabled no queue")]
     NoQueue,

@@ -18,10 +18,17 @@ pub struct WorkerThread {
     thread: Option<JoinHandle<Option<()>>>,
 }
 
-/// The thread is gone (a job panicked): the device cannot be activated again.
+/// Why a job was not started.
 #[derive(Debug, thiserror::Error)]
-#[error("the device's I/O thread has ended")]
-pub struct WorkerGone;
+pub enum WorkerError {
+    /// The thread is gone (a job panicked): the device cannot be activated again.
+    #[error("the device's I/O thread has ended")]
+    Gone,
+    /// The previous job was not stopped and waited for (a device model's bug; refused
+    /// rather than waited on, which would hang the vCPU).
+    #[error("the device's I/O thread is still serving")]
+    Busy,
+}
 
 impl WorkerThread {
     /// Starts thread `name` of `kind`, idle.
@@ -45,10 +52,12 @@ impl WorkerThread {
     }
 
     /// Runs `job` on the thread; the previous one must have been waited for.
-    pub fn start(&mut self, job: impl FnOnce() + Send + 'static) -> Result<(), WorkerGone> {
-        self.wait();
-        let jobs = self.jobs.as_ref().ok_or(WorkerGone)?;
-        jobs.send(Box::new(job)).map_err(|_| WorkerGone)?;
+    pub fn start(&mut self, job: impl FnOnce() + Send + 'static) -> Result<(), WorkerError> {
+        if self.busy {
+            return Err(WorkerError::Busy);
+        }
+        let jobs = self.jobs.as_ref().ok_or(WorkerError::Gone)?;
+        jobs.send(Box::new(job)).map_err(|_| WorkerError::Gone)?;
         self.busy = true;
         Ok(())
     }
@@ -59,6 +68,57 @@ impl WorkerThread {
             // Err: the job panicked and the thread ended; nothing runs either way.
             let _ = self.done.recv();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn jobs_run_one_at_a_time_on_the_same_thread() {
+        let mut w =
+            WorkerThread::spawn(&Sandbox::disabled(), ThreadKind::Tablet, "w".into()).unwrap();
+        let ran = Arc::new(AtomicU32::new(0));
+        for _ in 0..3 {
+            let r = ran.clone();
+            w.start(move || {
+                assert_eq!(std::thread::current().name(), Some("w"));
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+            w.wait();
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_second_job_before_the_first_is_waited_for_is_refused() {
+        let mut w =
+            WorkerThread::spawn(&Sandbox::disabled(), ThreadKind::Tablet, "w".into()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        w.start(move || drop(rx.recv())).unwrap();
+        assert!(matches!(w.start(|| ()), Err(WorkerError::Busy)));
+        drop(tx);
+        w.wait();
+        w.start(|| ()).unwrap();
+    }
+
+    #[test]
+    fn a_panicking_job_leaves_the_device_unable_to_start_again() {
+        let mut w =
+            WorkerThread::spawn(&Sandbox::disabled(), ThreadKind::Tablet, "w".into()).unwrap();
+        w.start(|| panic!("a device bug")).unwrap();
+        w.wait();
+        // The thread is gone; the send may race its exit, so try until it is seen.
+        let gone = (0..100).any(|_| {
+            w.wait();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            matches!(w.start(|| ()), Err(WorkerError::Gone))
+        });
+        assert!(gone);
     }
 }
 

@@ -63,10 +63,9 @@ fn config_space(capacity: u64, num_queues: u16) -> Vec<u8> {
 }
 
 impl Block {
-    /// A device over `disk` with `num_queues` queues (1..=MAX_QUEUES); `serial` is the ID
-    /// string the guest reads (at most 20 bytes are kept).
-    /// A device over `disk` with `num_queues` queues, each with an I/O thread started now
-    /// under the queue threads' seccomp filter.
+    /// A device over `disk` with `num_queues` queues (1..=MAX_QUEUES), each with an I/O
+    /// thread started now under the queue threads' seccomp filter; `serial` is the ID string
+    /// the guest reads (at most 20 bytes are kept).
     pub fn new(
         disk: Disk,
         read_only: bool,
