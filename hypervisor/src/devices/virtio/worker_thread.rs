@@ -71,6 +71,16 @@ impl WorkerThread {
     }
 }
 
+impl Drop for WorkerThread {
+    fn drop(&mut self) {
+        self.wait();
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,7 +109,10 @@ mod tests {
         let mut w =
             WorkerThread::spawn(&Sandbox::disabled(), ThreadKind::Tablet, "w".into()).unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        w.start(move || drop(rx.recv())).unwrap();
+        w.start(move || {
+            let _ = rx.recv();
+        })
+        .unwrap();
         assert!(matches!(w.start(|| ()), Err(WorkerError::Busy)));
         drop(tx);
         w.wait();
@@ -119,15 +132,5 @@ mod tests {
             matches!(w.start(|| ()), Err(WorkerError::Gone))
         });
         assert!(gone);
-    }
-}
-
-impl Drop for WorkerThread {
-    fn drop(&mut self) {
-        self.wait();
-        self.jobs = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
