@@ -363,10 +363,10 @@ fn build_pci(
 /// Builds and starts the VM.
 pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> {
     let sandbox = if cfg.config.seccomp {
-        Sandbox::new()?
+        Sandbox::on()
     } else {
         tracing::warn!("seccomp filters are off (seccomp = false)");
-        Sandbox::disabled()
+        Sandbox::off()
     };
     let memory = create_guest_memory(cfg.config.memory.0)?;
     let vm = Vm::new()?;
@@ -441,7 +441,7 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
             vcpus: cfg.vcpus,
             memory: cfg.config.memory.0,
             kernel_format: entry.format,
-            seccomp: sandbox.enabled(),
+            seccomp: sandbox.is_on(),
         },
         run.clone(),
         exit_tx.clone(),

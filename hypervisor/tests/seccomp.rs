@@ -92,7 +92,7 @@ fn filtered_child() {
         .open(dir.join("disk.raw"))
         .unwrap();
     IMAGE.with(|f| *f.borrow_mut() = Some(image));
-    let sandbox = Sandbox::new().unwrap();
+    let sandbox = Sandbox::on();
     sandbox.enter(kind).unwrap();
     allowed_work(kind, &dir);
     println!("worked");

@@ -3,7 +3,8 @@
 //! port-I/O exit, (c) VMM memory overhead (peak RSS minus the RSS of guest RAM), (e) memory of
 //! a VM with a SPICE display: tessera-vmm and its display process against QEMU q35 with std
 //! VGA and SPICE, each counted as the proportional set size (PSS) of all its processes, so
-//! video memory shared between the VMM and its display process counts once.
+//! video memory shared between the VMM and its display process counts once. The same binary
+//! with --no-seccomp runs in the rotation too, for what the seccomp filters cost.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -101,7 +102,7 @@ fn qemu(machine: &str, g: &Guests, k: Kind) -> Vec<String> {
     .collect()
 }
 
-const PEERS: [Peer; 3] = [
+const PEERS: [Peer; 4] = [
     Peer {
         name: "tessera-vmm",
         argv: tessera,
@@ -113,6 +114,15 @@ const PEERS: [Peer; 3] = [
     Peer {
         name: "qemu -M q35",
         argv: |g, k| qemu("q35", g, k),
+    },
+    // What the seccomp filters cost: the same binary without them.
+    Peer {
+        name: "tessera-vmm --no-seccomp",
+        argv: |g, k| {
+            let mut argv = tessera(g, k);
+            argv.push("--no-seccomp".into());
+            argv
+        },
     },
 ];
 
@@ -322,7 +332,11 @@ pub fn run(repo: &Path, runs: usize) -> Result<()> {
             // (e): microvm has no PCI display to compare with.
             if peer.name != "qemu -M microvm" {
                 let argv = (peer.argv)(&g, Kind::Display(free_port()?));
-                let processes = if p == 0 { 2 } else { 1 };
+                let processes = if PEERS[p].name.starts_with("tessera") {
+                    2
+                } else {
+                    1
+                };
                 s.display_pss_kib
                     .push(display_pss_kib(&argv, processes)? as f64);
             }
@@ -367,4 +381,26 @@ fn print_table(samples: &[Samples], runs: usize) {
         "| (e) with a SPICE display (idle, no client): PSS of all its processes | {t:.1} KiB | n/a | | {q:.1} KiB | {} |",
         ratio(t, q)
     );
+    println!();
+    let plain = &samples[3];
+    println!(
+        "| what the seccomp filters cost ({runs} runs, medians) | {} | {} | ratio |",
+        PEERS[0].name, PEERS[3].name
+    );
+    println!("|---|---|---|---|");
+    let pair = |name: &str, unit: &str, f: &dyn Fn(&Samples) -> &Vec<f64>| {
+        let (t, u) = (median(f(ours)), median(f(plain)));
+        println!(
+            "| {name} | {t:.1} {unit} | {u:.1} {unit} | {} |",
+            ratio(t, u)
+        );
+    };
+    pair("(a) process start to first guest instruction", "ms", &|s| {
+        &s.start_ms
+    });
+    pair("(b) port-I/O exit", "ns", &|s| &s.pio_ns);
+    pair("(c) VMM overhead", "KiB", &|s| &s.overhead_kib);
+    pair("(e) with a SPICE display: PSS", "KiB", &|s| {
+        &s.display_pss_kib
+    });
 }

@@ -17,7 +17,7 @@
 pub mod filters;
 
 use std::sync::mpsc::sync_channel;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use tessera_seccomp::{BpfProgram, SeccompError};
@@ -55,6 +55,19 @@ impl ThreadKind {
         Self::Display,
     ];
 
+    /// Its place in [`ThreadKind::ALL`].
+    fn index(self) -> usize {
+        match self {
+            Self::Main => 0,
+            Self::Vcpu => 1,
+            Self::Api => 2,
+            Self::BlockQueue => 3,
+            Self::Tablet => 4,
+            Self::ConsoleIn => 5,
+            Self::Display => 6,
+        }
+    }
+
     /// The name reports use.
     pub fn label(self) -> &'static str {
         match self {
@@ -80,43 +93,21 @@ pub enum SandboxError {
     Thread(String, std::io::Error),
 }
 
-/// The compiled filters, one per kind.
+/// The filters, each compiled when the first thread of its kind starts (a VM without a
+/// display or disks never compiles theirs; compiling is the start's costliest part of this).
+#[derive(Default)]
 struct Filters {
-    main: BpfProgram,
-    vcpu: BpfProgram,
-    api: BpfProgram,
-    block_queue: BpfProgram,
-    tablet: BpfProgram,
-    console_in: BpfProgram,
-    display: BpfProgram,
+    compiled: [OnceLock<BpfProgram>; ThreadKind::ALL.len()],
 }
 
 impl Filters {
-    fn compile() -> Result<Self, SandboxError> {
-        let compile = |kind: ThreadKind| {
-            filters::program(kind).map_err(|e| SandboxError::Filter(kind.label(), e))
-        };
-        Ok(Self {
-            main: compile(ThreadKind::Main)?,
-            vcpu: compile(ThreadKind::Vcpu)?,
-            api: compile(ThreadKind::Api)?,
-            block_queue: compile(ThreadKind::BlockQueue)?,
-            tablet: compile(ThreadKind::Tablet)?,
-            console_in: compile(ThreadKind::ConsoleIn)?,
-            display: compile(ThreadKind::Display)?,
-        })
-    }
-
-    fn of(&self, kind: ThreadKind) -> &BpfProgram {
-        match kind {
-            ThreadKind::Main => &self.main,
-            ThreadKind::Vcpu => &self.vcpu,
-            ThreadKind::Api => &self.api,
-            ThreadKind::BlockQueue => &self.block_queue,
-            ThreadKind::Tablet => &self.tablet,
-            ThreadKind::ConsoleIn => &self.console_in,
-            ThreadKind::Display => &self.display,
+    fn of(&self, kind: ThreadKind) -> Result<&BpfProgram, SandboxError> {
+        let slot = &self.compiled[kind.index()];
+        if let Some(p) = slot.get() {
+            return Ok(p);
         }
+        let program = filters::program(kind).map_err(|e| SandboxError::Filter(kind.label(), e))?;
+        Ok(slot.get_or_init(|| program))
     }
 }
 
@@ -127,22 +118,21 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Compiles every kind's filter (errors here are the VMM's own bugs, reported at start).
-    pub fn new() -> Result<Self, SandboxError> {
-        let filters = Filters::compile()?;
+    /// Filters on every thread; each kind's is compiled when its first thread starts.
+    pub fn on() -> Self {
         tessera_seccomp::report_violations("tessera-vmm");
-        Ok(Self {
-            filters: Some(Arc::new(filters)),
-        })
+        Self {
+            filters: Some(Arc::new(Filters::default())),
+        }
     }
 
     /// No filters (`seccomp = false`: debugging, or a kernel without seccomp).
-    pub fn disabled() -> Self {
+    pub fn off() -> Self {
         Self { filters: None }
     }
 
     /// Whether threads get filters.
-    pub fn enabled(&self) -> bool {
+    pub fn is_on(&self) -> bool {
         self.filters.is_some()
     }
 
@@ -151,7 +141,7 @@ impl Sandbox {
         let Some(filters) = &self.filters else {
             return Ok(());
         };
-        tessera_seccomp::apply_to_this_thread(kind.label(), filters.of(kind))
+        tessera_seccomp::apply_to_this_thread(kind.label(), filters.of(kind)?)
             .map_err(|e| SandboxError::Filter(kind.label(), e))
     }
 

@@ -89,8 +89,7 @@ mod tests {
 
     #[test]
     fn jobs_run_one_at_a_time_on_the_same_thread() {
-        let mut w =
-            WorkerThread::spawn(&Sandbox::disabled(), ThreadKind::Tablet, "w".into()).unwrap();
+        let mut w = WorkerThread::spawn(&Sandbox::off(), ThreadKind::Tablet, "w".into()).unwrap();
         let ran = Arc::new(AtomicU32::new(0));
         for _ in 0..3 {
             let r = ran.clone();
@@ -106,8 +105,7 @@ mod tests {
 
     #[test]
     fn a_second_job_before_the_first_is_waited_for_is_refused() {
-        let mut w =
-            WorkerThread::spawn(&Sandbox::disabled(), ThreadKind::Tablet, "w".into()).unwrap();
+        let mut w = WorkerThread::spawn(&Sandbox::off(), ThreadKind::Tablet, "w".into()).unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         w.start(move || {
             let _ = rx.recv();
@@ -121,8 +119,7 @@ mod tests {
 
     #[test]
     fn a_panicking_job_leaves_the_device_unable_to_start_again() {
-        let mut w =
-            WorkerThread::spawn(&Sandbox::disabled(), ThreadKind::Tablet, "w".into()).unwrap();
+        let mut w = WorkerThread::spawn(&Sandbox::off(), ThreadKind::Tablet, "w".into()).unwrap();
         w.start(|| panic!("a device bug")).unwrap();
         w.wait();
         // The thread is gone; the send may race its exit, so try until it is seen.
