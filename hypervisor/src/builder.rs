@@ -392,9 +392,6 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
         &memory,
         pci,
     )?;
-    if cfg.config.serial == SerialOutput::Stdout {
-        spawn_console_input(serial, &sandbox)?;
-    }
     if let Some(d) = &display {
         pio.insert(
             Arc::new(Mutex::new(DispiPorts {
@@ -474,6 +471,10 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
         .map(|v| v.spawn(&sandbox))
         .collect::<Result<Vec<_>, _>>()?;
     controller.set_vcpus(handles);
+    // After the vCPUs: the guest's first instruction need not wait for this thread.
+    if cfg.config.serial == SerialOutput::Stdout {
+        spawn_console_input(serial, &sandbox)?;
+    }
     if let (Some(hw), Some(dcfg)) = (display, &cfg.config.display) {
         let service = DisplayService::start(
             dcfg,

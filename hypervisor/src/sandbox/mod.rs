@@ -85,29 +85,44 @@ impl ThreadKind {
 /// Why a thread could not be started in its sandbox.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    /// A filter did not compile or the kernel refused it.
+    /// A filter did not compile (a bug of the VMM's).
     #[error("the {0} thread's {1}")]
-    Filter(&'static str, SeccompError),
+    Compile(&'static str, Arc<SeccompError>),
+    /// The kernel refused a filter.
+    #[error("the {0} thread's {1}")]
+    Apply(&'static str, SeccompError),
     /// The thread could not be created.
     #[error("cannot start the {0} thread: {1}")]
     Thread(String, std::io::Error),
 }
 
-/// The filters, each compiled when the first thread of its kind starts (a VM without a
-/// display or disks never compiles theirs; compiling is the start's costliest part of this).
+/// The filters, each compiled once: by a thread started with the sandbox, in the order the
+/// VM needs them, while the main thread sets up KVM (compiling is the costliest part of a
+/// filter; on the start's critical path it would delay the guest's first instruction), or by
+/// the first thread of its kind to need it first.
 #[derive(Default)]
 struct Filters {
-    compiled: [OnceLock<BpfProgram>; ThreadKind::ALL.len()],
+    compiled: [OnceLock<Result<BpfProgram, Arc<SeccompError>>>; ThreadKind::ALL.len()],
 }
+
+/// The order the compiling thread takes: the vCPU's (on the way to the first instruction)
+/// first.
+const COMPILE_ORDER: [ThreadKind; ThreadKind::ALL.len()] = [
+    ThreadKind::Vcpu,
+    ThreadKind::Main,
+    ThreadKind::ConsoleIn,
+    ThreadKind::Api,
+    ThreadKind::Display,
+    ThreadKind::Tablet,
+    ThreadKind::BlockQueue,
+];
 
 impl Filters {
     fn of(&self, kind: ThreadKind) -> Result<&BpfProgram, SandboxError> {
-        let slot = &self.compiled[kind.index()];
-        if let Some(p) = slot.get() {
-            return Ok(p);
-        }
-        let program = filters::program(kind).map_err(|e| SandboxError::Filter(kind.label(), e))?;
-        Ok(slot.get_or_init(|| program))
+        self.compiled[kind.index()]
+            .get_or_init(|| filters::program(kind).map_err(Arc::new))
+            .as_ref()
+            .map_err(|e| SandboxError::Compile(kind.label(), e.clone()))
     }
 }
 
@@ -118,11 +133,26 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Filters on every thread; each kind's is compiled when its first thread starts.
+    /// Filters on every thread; compiling them starts now, on a thread of its own that ends
+    /// when they are done (it holds no filter, and serves no input: nothing reaches it).
     pub fn on() -> Self {
         tessera_seccomp::report_violations("tessera-vmm");
+        let filters = Arc::new(Filters::default());
+        let compiling = filters.clone();
+        let started = std::thread::Builder::new()
+            .name("seccomp-compile".into())
+            .spawn(move || {
+                for kind in COMPILE_ORDER {
+                    // An error stays in its slot for the thread that needs the filter.
+                    let _ = compiling.of(kind);
+                }
+            });
+        if let Err(e) = started {
+            // Each thread then compiles its own kind's filter when it needs it.
+            tracing::debug!(error = %e, "seccomp: no compiling thread");
+        }
         Self {
-            filters: Some(Arc::new(Filters::default())),
+            filters: Some(filters),
         }
     }
 
@@ -142,7 +172,7 @@ impl Sandbox {
             return Ok(());
         };
         tessera_seccomp::apply_to_this_thread(kind.label(), filters.of(kind)?)
-            .map_err(|e| SandboxError::Filter(kind.label(), e))
+            .map_err(|e| SandboxError::Apply(kind.label(), e))
     }
 
     /// Starts thread `name` of `kind` running `f` under its filter; returns once the filter
@@ -174,6 +204,20 @@ impl Sandbox {
                 name,
                 std::io::Error::other("the thread ended before its filter was installed"),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compiling_thread_compiles_every_kind_once() {
+        for kind in ThreadKind::ALL {
+            let n = COMPILE_ORDER.iter().filter(|k| **k == kind).count();
+            assert_eq!(n, 1, "{kind:?}");
+            assert_eq!(ThreadKind::ALL[kind.index()], kind);
         }
     }
 }
