@@ -1,16 +1,18 @@
 //! Broker benchmarks: provisioning N linked-clone desktops in a pool (time to ready: clone and
-//! VM definition on the agent, no guest boot), then a logon storm of N local users over 50
-//! concurrent connections to the client API (each logon: argon2id check, entitlement,
-//! assignment in one transaction, power-on of the desktop's VM through the agent, session and
-//! ticket). Everything real: an in-process agent with mutual TLS spawning release tessera-vmm
-//! processes running a tiny guest on /dev/kvm, SQLite, the broker's own API router.
+//! VM definition on the agent, no guest boot) against libvirt making the same N (its peer, see
+//! peer_libvirt), in rounds with the side that goes first alternating; then a logon storm of N
+//! local users over 50 concurrent connections to the client API (each logon: argon2id check,
+//! entitlement, assignment in one transaction, power-on of the desktop's VM through the agent,
+//! session and ticket), which has no peer. Everything real: an in-process agent with mutual TLS
+//! spawning release tessera-vmm processes running a tiny guest on /dev/kvm, SQLite, the
+//! broker's own API router.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tessera_agent::config::{AgentConfig, DatastoreConfig, TlsConfig};
@@ -20,8 +22,14 @@ use tessera_broker::pki::{Pki, Usage};
 use tessera_broker::reconcile::Reconciler;
 use tessera_broker::store::desktops::DesktopState;
 use tessera_broker::store::hosts::Capacity;
-use tessera_broker::store::pools::{Assignment, CloneKind, PoolSpec, PowerPolicy, Principal};
+use tessera_broker::store::pools::{Assignment, CloneKind, Pool, PoolSpec, PowerPolicy, Principal};
 use tessera_broker::store::Store;
+
+use crate::peer_libvirt::{Job, Libvirt};
+use crate::stats::{median, ratio, rotated, MIN_ROUNDS};
+
+/// Each bench desktop's memory, on both sides of the provisioning comparison.
+const DESKTOP_MIB: i64 = 64;
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
@@ -31,8 +39,13 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[(((v.len() - 1) as f64) * p).round() as usize]
 }
 
-/// Runs both measurements with `n` desktops and users; prints the table rows.
-pub fn run(repo: &Path, n: usize, connections: usize) -> Result<()> {
+/// Runs provisioning (`rounds` rounds against libvirt) and the storms with `n` desktops and
+/// users; prints the table rows.
+pub fn run(repo: &Path, n: usize, connections: usize, rounds: usize) -> Result<()> {
+    anyhow::ensure!(
+        rounds >= MIN_ROUNDS,
+        "--rounds {rounds}: at least {MIN_ROUNDS} rounds are needed for a median"
+    );
     crate::build_release(repo, &["tessera-vmm", "tessera-display"])?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -55,7 +68,7 @@ pub fn run(repo: &Path, n: usize, connections: usize) -> Result<()> {
         eprintln!("*** SKIP the slapd storm: slapd is not installed ***");
         None
     };
-    let result = rt.block_on(measure(repo, &dir, n, connections, slapd));
+    let result = rt.block_on(measure(repo, &dir, n, connections, rounds, slapd));
     kill_vms(&dir);
     let _ = Command::new("bash")
         .arg(&script)
@@ -74,7 +87,12 @@ fn kill_vms(dir: &Path) {
         .flatten()
     {
         if let Ok(pid) = std::fs::read_to_string(e.path().join("pid")) {
-            let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
+            // Most have stopped at their logoff already: no word about those.
+            let _ = Command::new("kill")
+                .arg("-9")
+                .arg(pid.trim())
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
 }
@@ -84,6 +102,7 @@ async fn measure(
     dir: &Path,
     n: usize,
     connections: usize,
+    rounds: usize,
     slapd: Option<HashMap<String, String>>,
 ) -> Result<()> {
     let (lib, ds) = (dir.join("library"), dir.join("ds1"));
@@ -97,15 +116,16 @@ async fn measure(
     )?;
     let (bcert, bkey) = pki.issue("broker-client", &["tessera-broker".into()], Usage::Client)?;
     let lib_ds = tessera_storage::Datastore::new(&lib)?;
+    let (base, kernel) = (lib.join("gold.qcow2"), lib.join("tiny.elf"));
     tessera_storage::ops::create(
         &lib_ds,
-        &lib.join("gold.qcow2"),
+        &base,
         1 << 30,
         tessera_storage::Format::Qcow2,
         65536,
     )?;
     std::fs::write(
-        lib.join("tiny.elf"),
+        &kernel,
         tessera_vmm::tiny_guest::milestones_then_idle(&[0x10]),
     )?;
 
@@ -142,42 +162,75 @@ async fn measure(
     let http = tls_client(&pki.ca_path(), &bcert, &bkey)?;
     let store = Store::open(&format!("sqlite://{}", dir.join("broker.db").display())).await?;
     let host = store.register_host("bench-host", &agent_url).await?;
-    let cap = AgentClient::new(&agent_url, http.clone()).host().await?;
+    let agent = AgentClient::new(&agent_url, http.clone());
+    let cap = agent.host().await?;
     store.heartbeat(&host, &Capacity::from(&cap)).await?;
     store
         .create_image(
             "gold",
-            lib.join("gold.qcow2").to_str().unwrap_or(""),
+            base.to_str().unwrap_or(""),
             1 << 30,
-            lib.join("tiny.elf").to_str(),
+            kernel.to_str(),
             None,
             None,
         )
         .await?;
-    let pool = store
-        .create_pool(&bench_pool("bench", "b{n:05}", n))
-        .await?;
 
-    // 1. Provisioning.
-    let mut reconciler = Reconciler::new(store.clone(), http.clone());
-    let t = Instant::now();
-    loop {
-        let r = reconciler.pass().await?;
-        if r.failures > 0 {
-            bail!("provisioning failures: {r:?}");
+    // 1. Provisioning: a fresh pool per round for ours, a fresh libvirt pool for the peer.
+    let libvirt = tokio::task::block_in_place(|| Libvirt::open(&dir.join("libvirt")));
+    let job = Job {
+        base: &base,
+        capacity: 1 << 30,
+        kernel: &kernel,
+        memory_mib: DESKTOP_MIB,
+        n,
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut last = None;
+    for round in 0..rounds {
+        let mut times = Vec::new();
+        for side in rotated(2, round) {
+            if side == 0 {
+                let r = round + 1;
+                let spec = bench_pool(&format!("bench-r{r}"), &format!("b{r}-{{n:05}}"), n);
+                let (pool, took) = provision(&store, &http, &spec).await?;
+                times.push(format!("ours {:.1} s", took.as_secs_f64()));
+                ours.push(took.as_secs_f64());
+                // The storms need one provisioned pool: the last round's. Earlier rounds'
+                // desktops go, untimed, so every round starts from the same datastore.
+                if r == rounds {
+                    last = Some(pool);
+                } else {
+                    discard(&store, &agent, &pool).await?;
+                }
+            } else if let Some(lv) = &libvirt {
+                let took = tokio::task::block_in_place(|| lv.provision(&job, round + 1))?;
+                times.push(format!("libvirt {:.1} s", took.as_secs_f64()));
+                theirs.push(took.as_secs_f64());
+            }
         }
-        let ready = store
-            .desktops_of(&pool.id)
-            .await?
-            .iter()
-            .filter(|d| d.state == DesktopState::Ready)
-            .count();
-        if ready >= n {
-            break;
-        }
+        println!(
+            "provisioning round {}/{rounds}: {}",
+            round + 1,
+            times.join(", ")
+        );
     }
-    let prov = t.elapsed();
-    println!("| provisioning {n} linked-clone desktops (clone + VM definition, to ready) | {:.1} s | {:.0} desktops/s |", prov.as_secs_f64(), n as f64 / prov.as_secs_f64());
+    // Stops the libvirtd this run started, if it did, before the storms.
+    tokio::task::block_in_place(|| drop(libvirt));
+    let peer = if theirs.is_empty() {
+        "skipped".to_string()
+    } else {
+        format!("{:.1} s", median(&theirs))
+    };
+    println!("| measurement ({rounds} rounds, order alternating, medians) | ours | libvirt | ratio ours / libvirt (lower is better) |");
+    println!("|---|---|---|---|");
+    println!(
+        "| provisioning {n} linked-clone desktops (ours: reconciler to ready; libvirt: vol-create-as + define; clone + VM definition, no guest boot) | {:.1} s | {peer} | {} |",
+        median(&ours),
+        ratio(median(&ours), median(&theirs))
+    );
+    println!();
+    let pool = last.context("no provisioning round ran")?;
 
     // 2. The storm: N local users, each entitled, over `connections` concurrent connections.
     let password = "Storm!Passw0rd";
@@ -222,9 +275,6 @@ async fn measure(
     Ok(())
 }
 
-/// A storm of `n` logons as `{prefix}00000`.. with `password`, `connections` at a time, through
-/// the client API over HTTP; prints the table row and the phase medians.
-#[allow(clippy::too_many_arguments)]
 /// A dedicated pool of `n` tiny desktops (64 MiB), powered off after logoff.
 fn bench_pool(name: &str, naming: &str, n: usize) -> PoolSpec {
     PoolSpec {
@@ -241,10 +291,53 @@ fn bench_pool(name: &str, naming: &str, n: usize) -> PoolSpec {
         power_policy: PowerPolicy::OffAfterLogoff,
         refresh_on_logoff: false,
         vcpus: 1,
-        memory_mib: 64,
+        memory_mib: DESKTOP_MIB,
     }
 }
 
+/// Creates the pool `spec` and runs the reconciler on it until all its desktops are ready; the
+/// pool and the time from the first pass to ready.
+async fn provision(
+    store: &Store,
+    http: &reqwest::Client,
+    spec: &PoolSpec,
+) -> Result<(Pool, Duration)> {
+    let pool = store.create_pool(spec).await?;
+    let mut reconciler = Reconciler::new(store.clone(), http.clone());
+    let t = Instant::now();
+    loop {
+        // This pool alone: emptied pools of earlier rounds must stay empty.
+        let r = reconciler.reconcile_pool(&pool).await?;
+        if r.failures > 0 {
+            bail!("provisioning failures in pool {}: {r:?}", spec.name);
+        }
+        let ready = store
+            .desktops_of(&pool.id)
+            .await?
+            .iter()
+            .filter(|d| d.state == DesktopState::Ready)
+            .count();
+        if ready as i64 >= spec.min_desktops {
+            return Ok((pool, t.elapsed()));
+        }
+    }
+}
+
+/// Removes a round's desktops (VM definition, disk, row), leaving its pool empty.
+async fn discard(store: &Store, agent: &AgentClient, pool: &Pool) -> Result<()> {
+    for d in store.desktops_of(&pool.id).await? {
+        let d = store.transition(&d, DesktopState::Deleting).await?;
+        agent.delete_vm(&d.name).await?;
+        if let Some((ds, file)) = d.disk.as_deref().and_then(|p| p.split_once('/')) {
+            agent.delete_disk(ds, file).await?;
+        }
+        store.forget_desktop(&d).await?;
+    }
+    Ok(())
+}
+
+/// A storm of `n` logons as `{prefix}00000`.. with `password`, `connections` at a time, through
+/// the client API over HTTP; prints the table row and the phase medians.
 async fn storm(
     store: &Store,
     logon: Logon,
@@ -385,22 +478,7 @@ async fn ldap_storm(
     if !st.success() {
         bail!("seeding slapd failed");
     }
-    let pool = store
-        .create_pool(&bench_pool("bench-ldap", "l{n:05}", n))
-        .await?;
-    let mut reconciler = Reconciler::new(store.clone(), http.clone());
-    loop {
-        reconciler.pass().await?;
-        let ready = store
-            .desktops_of(&pool.id)
-            .await?
-            .iter()
-            .filter(|d| d.state == DesktopState::Ready)
-            .count();
-        if ready >= n {
-            break;
-        }
-    }
+    let (pool, _) = provision(store, http, &bench_pool("bench-ldap", "l{n:05}", n)).await?;
     let group = format!("cn=vdi-storm,ou=groups,{base}");
     store
         .entitle(

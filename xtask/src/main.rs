@@ -14,6 +14,7 @@ mod bench_display_latency;
 mod bench_nested;
 mod bench_storage;
 mod bench_vmm;
+mod peer_libvirt;
 mod stats;
 
 use std::path::PathBuf;
@@ -57,8 +58,8 @@ enum Task {
         #[arg(long, default_value_t = 5)]
         secs: u64,
     },
-    /// tessera-broker: provisioning N linked-clone desktops, then a logon storm of N local users
-    /// over concurrent connections (real agent, real VMMs with a tiny guest on /dev/kvm).
+    /// tessera-broker vs libvirt: provisioning N linked-clone desktops; then logon storms of N
+    /// users over concurrent connections (real agent, real VMMs with a tiny guest on /dev/kvm).
     BenchBroker {
         /// Desktops and users.
         #[arg(long, default_value_t = 1000)]
@@ -66,6 +67,9 @@ enum Task {
         /// Concurrent client connections in the storm.
         #[arg(long, default_value_t = 50)]
         connections: usize,
+        /// Provisioning rounds; each provisions N with both, the first one alternating.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// tessera-directory sign-ins vs ldapwhoami against Samba AD and OpenLDAP (1, 10 and 50
     /// concurrent logins); brings its own servers up and down.
@@ -135,7 +139,11 @@ fn main() -> anyhow::Result<()> {
         Task::BenchNested { runs } => bench_nested::run(&repo, runs),
         Task::BenchDisk { runs, secs } => bench_disk::run(&repo, runs, secs),
         Task::BenchDirectory { total } => bench_directory::run(&repo, total),
-        Task::BenchBroker { n, connections } => bench_broker::run(&repo, n, connections),
+        Task::BenchBroker {
+            n,
+            connections,
+            rounds,
+        } => bench_broker::run(&repo, n, connections, rounds),
         Task::BenchStorage { runs, dir } => bench_storage::run(&repo.join(dir), runs),
     }
 }
