@@ -34,14 +34,7 @@ pub const ALLOWED: &[i64] = &[
     libc::SYS_fcntl,
     libc::SYS_poll,
     libc::SYS_ppoll,
-    // Time (system calls where the vDSO cannot serve it, e.g. an unstable TSC in a VM).
-    libc::SYS_clock_gettime,
-    libc::SYS_clock_getres,
-    libc::SYS_gettimeofday,
-    libc::SYS_time,
-    libc::SYS_clock_nanosleep,
-    libc::SYS_nanosleep,
-    // Memory.
+    // Memory (time: tessera_seccomp::TIME).
     libc::SYS_brk,
     libc::SYS_mmap,
     libc::SYS_munmap,
@@ -105,6 +98,7 @@ pub fn refusals() -> Result<BpfProgram, SandboxError> {
 pub fn filter() -> Result<BpfProgram, SandboxError> {
     let mut rules = Rules::new();
     allow_any(&mut rules, ALLOWED);
+    allow_any(&mut rules, tessera_seccomp::TIME);
     // Socket queue sizes and non-blocking mode only.
     allow_when(
         &mut rules,

@@ -29,6 +29,17 @@ pub enum SeccompError {
 /// one of its rules matches.
 pub type Rules = BTreeMap<i64, Vec<SeccompRule>>;
 
+/// Reading clocks and sleeping: system calls where the vDSO cannot serve the time (an unstable
+/// TSC in a VM makes glibc fall back to them), and every sleep.
+pub const TIME: &[i64] = &[
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_getres,
+    libc::SYS_gettimeofday,
+    libc::SYS_time,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+];
+
 /// Adds `calls` to `rules`, each with any argument.
 pub fn allow_any(rules: &mut Rules, calls: &[i64]) {
     for &nr in calls {

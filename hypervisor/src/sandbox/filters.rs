@@ -32,8 +32,8 @@ ioctl_iow_nr!(KVM_IRQFD, KVMIO, 0x76, kvm_irqfd);
 ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_ioeventfd);
 ioctl_iow_nr!(KVM_SIGNAL_MSI, KVMIO, 0xa5, kvm_msi);
 
-/// What every thread does: memory, locks, time, its own signals, logging to stderr, closing
-/// what it drops, and ending.
+/// What every thread does (with [`tessera_seccomp::TIME`]): memory, locks, its own signals,
+/// logging to stderr, closing what it drops, and ending.
 const EVERY_THREAD: &[i64] = &[
     libc::SYS_brk,
     libc::SYS_munmap,
@@ -41,12 +41,6 @@ const EVERY_THREAD: &[i64] = &[
     libc::SYS_madvise,
     libc::SYS_futex,
     libc::SYS_sched_yield,
-    libc::SYS_clock_gettime,
-    libc::SYS_clock_getres,
-    libc::SYS_gettimeofday,
-    libc::SYS_time,
-    libc::SYS_clock_nanosleep,
-    libc::SYS_nanosleep,
     libc::SYS_rt_sigprocmask,
     libc::SYS_rt_sigreturn,
     libc::SYS_sigaltstack,
@@ -186,6 +180,7 @@ fn ioctls(rules: &mut Rules, requests: &[u64]) -> Result<(), SeccompError> {
 pub fn rules(kind: ThreadKind) -> Result<Rules, SeccompError> {
     let mut r = Rules::new();
     allow_any(&mut r, EVERY_THREAD);
+    allow_any(&mut r, tessera_seccomp::TIME);
     memory(&mut r, kind == ThreadKind::Display)?;
     // Signals only to this process's threads: kicking a vCPU out of KVM_RUN, an abort.
     let own = u64::from(std::process::id());
