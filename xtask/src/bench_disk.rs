@@ -29,6 +29,9 @@ pub fn parse(log: &str) -> BTreeMap<(String, String), Vec<f64>> {
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix("vmm="))
                 .map(str::to_string);
+        } else if line.starts_with("BENCH-HUNG") {
+            // A hung run's finished phases count; the rest never came.
+            current = None;
         } else if let (Some(rest), Some(vmm)) = (line.strip_prefix("tg: io "), &current) {
             let mut words = rest.split_whitespace();
             let (Some(phase), Some(kv)) = (words.next(), words.next()) else {
@@ -95,6 +98,12 @@ pub fn run(repo: &Path, runs: usize, secs: u64) -> Result<()> {
     if !out.status.success() {
         bail!("nested bench-disk failed ({}):\n{log}", out.status);
     }
+    for hung in log.lines().filter(|l| l.trim().starts_with("BENCH-HUNG")) {
+        eprintln!(
+            "[bench-disk] {} (killed after 180 s; its phases left out)",
+            hung.trim()
+        );
+    }
     let r = parse(&log);
     let med = |vmm: &str, phase: &str| {
         r.get(&(vmm.to_string(), phase.to_string()))
@@ -133,6 +142,15 @@ mod tests {
         assert_eq!(r[&("tessera".into(), "seqread-1m".into())], vec![80.5]);
         assert_eq!(r[&("qemu-q35".into(), "randread-4k".into())], vec![1000.0]);
         assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn a_hung_runs_later_lines_are_not_counted() {
+        let log = "BENCH run=1 vmm=tessera\ntg: io randread-4k iops=1200\n\
+                   BENCH-HUNG run=1 vmm=tessera\ntg: io randwrite-4k iops=9\n";
+        let r = parse(log);
+        assert_eq!(r[&("tessera".into(), "randread-4k".into())], vec![1200.0]);
+        assert_eq!(r.len(), 1);
     }
 
     #[test]
