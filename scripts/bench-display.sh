@@ -38,8 +38,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Budget: building and booting L1, then up to 5 minutes per VMM run.
-NEST_HOSTFWD=$port NEST_TIMEOUT=$((900 + runs * 2 * 300)) NEST_ARGS="nest.runs=$runs nest.scroll=$lines" \
+# Budget: building and booting L1, then up to 5 minutes per VMM run, two retries included.
+NEST_HOSTFWD=$port NEST_TIMEOUT=$((900 + (runs * 2 + 2) * 300)) NEST_ARGS="nest.runs=$runs nest.scroll=$lines" \
     setsid tests/nested/run.sh bench-display >"$l1" 2>"$work/run.err" &
 pids+=($!)
 display=:$((300 + $$ % 300))
@@ -59,9 +59,14 @@ wait_l1() { # PATTERN SECONDS [COUNT]: until L1's log has COUNT (default 1) line
     done
 }
 
-# L1 decides the order (rotated each round); the k-th "bench ready" line names the next run.
-for k in $(seq 1 $((runs * 2))); do
-    log "run $k/$((runs * 2)): waiting for the guest (the first run builds and boots L1: minutes)"
+# L1 decides the order (rotated each round); the k-th "bench ready" line names the next try.
+# A try that fails in L1 (its VMM died or stalled: "NEST: bench failed TAG") is tried again
+# there, with a ready line of its own; we go on until every run has a result.
+k=0
+results=0
+while [ "$results" -lt $((runs * 2)) ]; do
+    k=$((k + 1))
+    log "try $k ($results/$((runs * 2)) runs done): waiting for the guest (the first builds and boots L1: minutes)"
     wait_l1 "NEST: bench ready" 1500 "$k"
     tag=$(grep -a "NEST: bench ready" "$l1" | sed -n "${k}p" | tr -d '\r' | sed 's/.*bench ready //')
     DISPLAY=$display setsid remote-viewer "$work/bench.vv" >/dev/null 2>&1 &
@@ -74,19 +79,27 @@ for k in $(seq 1 $((runs * 2))); do
     done
     [ -n "$win" ] || { log "remote-viewer showed no window"; exit 1; }
     # Enter on the guest's console starts the workload; until the client is connected and
-    # the guest reads its console, keys are lost, so press it until the guest has started.
+    # the guest reads its console, keys are lost, so press it until the guest has started
+    # (or the try failed).
     for _ in $(seq 1 60); do
         DISPLAY=$display xdotool windowfocus --sync "$win" key Return
         sleep 5
-        grep -q "NEST: bench started $tag" "$l1" && break
+        grep -q "NEST: bench \(started\|failed\) $tag" "$l1" && break
     done
-    wait_l1 "NEST: bench started $tag" 10
-    log "$tag: workload started ($lines lines scrolled, then 20 s still)"
-    wait_l1 "NEST: bench result $tag" 900
+    wait_l1 "NEST: bench \(started\|failed\) $tag" 10
+    if ! grep -q "NEST: bench failed $tag" "$l1"; then
+        log "$tag: workload started ($lines lines scrolled, then 20 s still)"
+        wait_l1 "NEST: bench \(result\|failed\) $tag" 900
+    fi
+    if grep -q "NEST: bench result $tag" "$l1"; then
+        results=$((results + 1))
+    else
+        log "$tag failed in L1 (its VMM died or stalled there); L1 tries it again"
+    fi
     kill -- "-$rv" 2>/dev/null || kill "$rv" 2>/dev/null || true
 done
 
-# NEST: bench result run=R vmm=V lines=N start=T,CPU,BYTES scrolled=T,CPU,BYTES still=T,CPU,BYTES
+# NEST: bench result run=R vmm=V try=T lines=N start=T,CPU,BYTES scrolled=T,CPU,BYTES still=T,CPU,BYTES
 grep -a 'NEST: bench result' "$l1" | tr -d '\r' | awk -v runs="$runs" '
 function field(s, k,   a) { split(s, a, ","); return a[k] }
 function add(key, x) { vals[key] = vals[key] " " x }
