@@ -29,6 +29,7 @@ fn rig() -> &'static Rig {
                     vcpus: 1,
                     memory: 64 << 20,
                     kernel_format: KernelFormat::Elf,
+                    seccomp: false,
                 },
                 Arc::new(RunControl::default()),
                 ExitSender::new(tx),
