@@ -360,10 +360,29 @@ fn build_pci(
     Ok((pci, window, disks))
 }
 
+/// The kinds of threads `cfg`'s VM runs, whose filters are compiled ahead.
+fn thread_kinds(cfg: &ValidConfig) -> Vec<ThreadKind> {
+    let c = &cfg.config;
+    let mut kinds = vec![ThreadKind::Main, ThreadKind::Vcpu];
+    if c.serial == SerialOutput::Stdout {
+        kinds.push(ThreadKind::ConsoleIn);
+    }
+    if c.api_socket.is_some() {
+        kinds.push(ThreadKind::Api);
+    }
+    if !c.disks.is_empty() {
+        kinds.push(ThreadKind::BlockQueue);
+    }
+    if c.display.is_some() {
+        kinds.extend([ThreadKind::Display, ThreadKind::Tablet]);
+    }
+    kinds
+}
+
 /// Builds and starts the VM.
 pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> {
     let sandbox = if cfg.config.seccomp {
-        Sandbox::on()
+        Sandbox::on(&thread_kinds(&cfg))
     } else {
         tracing::warn!("seccomp filters are off (seccomp = false)");
         Sandbox::off()

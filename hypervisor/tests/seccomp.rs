@@ -92,7 +92,7 @@ fn filtered_child() {
         .open(dir.join("disk.raw"))
         .unwrap();
     IMAGE.with(|f| *f.borrow_mut() = Some(image));
-    let sandbox = Sandbox::on();
+    let sandbox = Sandbox::on(&[kind]);
     sandbox.enter(kind).unwrap();
     allowed_work(kind, &dir);
     println!("worked");

@@ -8,8 +8,7 @@
 //! appending, kill only with SIGKILL.
 
 use kvm_bindings::{
-    kvm_dirty_log, kvm_ioeventfd, kvm_irq_routing, kvm_irqfd, kvm_msi, kvm_regs,
-    kvm_userspace_memory_region, KVMIO,
+    kvm_dirty_log, kvm_ioeventfd, kvm_irq_routing, kvm_regs, kvm_userspace_memory_region, KVMIO,
 };
 use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
 use tessera_seccomp::{allow_any, allow_when, allowlist, equals, BpfProgram, Rules, SeccompError};
@@ -28,9 +27,7 @@ ioctl_iow_nr!(
 );
 ioctl_iow_nr!(KVM_GET_DIRTY_LOG, KVMIO, 0x42, kvm_dirty_log);
 ioctl_iow_nr!(KVM_SET_GSI_ROUTING, KVMIO, 0x6a, kvm_irq_routing);
-ioctl_iow_nr!(KVM_IRQFD, KVMIO, 0x76, kvm_irqfd);
 ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_ioeventfd);
-ioctl_iow_nr!(KVM_SIGNAL_MSI, KVMIO, 0xa5, kvm_msi);
 
 /// What every thread does (with [`tessera_seccomp::TIME`]): memory, locks, its own signals,
 /// logging to stderr, closing what it drops, and ending.
@@ -204,8 +201,6 @@ pub fn rules(kind: ThreadKind) -> Result<Rules, SeccompError> {
                     KVM_SET_USER_MEMORY_REGION(),
                     KVM_SET_GSI_ROUTING(),
                     KVM_IOEVENTFD(),
-                    KVM_IRQFD(),
-                    KVM_SIGNAL_MSI(),
                 ],
             )?;
             // A device being activated: its queues' stop eventfds.
@@ -312,7 +307,7 @@ mod tests {
     fn a_vcpu_may_not_create_a_vm_or_map_code() {
         let r = rules(ThreadKind::Vcpu).unwrap();
         // KVM_CREATE_VM is _IO(KVMIO, 0x01): not among the vCPU's requests.
-        assert_eq!(r[&libc::SYS_ioctl].len(), 7);
+        assert_eq!(r[&libc::SYS_ioctl].len(), 5);
         assert!(!r[&libc::SYS_mmap].is_empty(), "mmap is conditional");
         assert!(!r.contains_key(&libc::SYS_clone3), "vCPUs start no threads");
     }

@@ -55,17 +55,9 @@ impl ThreadKind {
         Self::Display,
     ];
 
-    /// Its place in [`ThreadKind::ALL`].
+    /// Its place in [`ThreadKind::ALL`] (declared in that order).
     fn index(self) -> usize {
-        match self {
-            Self::Main => 0,
-            Self::Vcpu => 1,
-            Self::Api => 2,
-            Self::BlockQueue => 3,
-            Self::Tablet => 4,
-            Self::ConsoleIn => 5,
-            Self::Display => 6,
-        }
+        self as usize
     }
 
     /// The name reports use.
@@ -105,8 +97,8 @@ struct Filters {
     compiled: [OnceLock<Result<BpfProgram, Arc<SeccompError>>>; ThreadKind::ALL.len()],
 }
 
-/// The order the compiling thread takes: the vCPU's (on the way to the first instruction)
-/// first.
+/// The order the compiling thread takes the kinds a VM runs: the vCPU's (on the way to the
+/// first instruction) first.
 const COMPILE_ORDER: [ThreadKind; ThreadKind::ALL.len()] = [
     ThreadKind::Vcpu,
     ThreadKind::Main,
@@ -133,16 +125,21 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Filters on every thread; compiling them starts now, on a thread of its own that ends
-    /// when they are done (it holds no filter, and serves no input: nothing reaches it).
-    pub fn on() -> Self {
+    /// Filters on every thread; compiling those of `kinds` (the threads this VM will run)
+    /// starts now, on a thread of its own that ends when they are done (it holds no filter,
+    /// and serves no input: nothing reaches it). Any other kind's is compiled when needed.
+    pub fn on(kinds: &[ThreadKind]) -> Self {
         tessera_seccomp::report_violations("tessera-vmm");
         let filters = Arc::new(Filters::default());
         let compiling = filters.clone();
+        let order: Vec<ThreadKind> = COMPILE_ORDER
+            .into_iter()
+            .filter(|k| kinds.contains(k))
+            .collect();
         let started = std::thread::Builder::new()
             .name("seccomp-compile".into())
             .spawn(move || {
-                for kind in COMPILE_ORDER {
+                for kind in order {
                     // An error stays in its slot for the thread that needs the filter.
                     let _ = compiling.of(kind);
                 }

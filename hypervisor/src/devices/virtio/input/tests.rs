@@ -25,7 +25,7 @@ fn cfg(t: &mut Tablet, select: u8, subsel: u8) -> (u8, Vec<u8>) {
 
 #[test]
 fn configuration_window() {
-    let (mut t, _) = Tablet::new(&Sandbox::on()).unwrap();
+    let (mut t, _) = Tablet::new(&Sandbox::on(&[ThreadKind::Tablet])).unwrap();
     assert_eq!(cfg(&mut t, CFG_ID_NAME, 0).1, NAME);
     let (_, keys) = cfg(&mut t, CFG_EV_BITS, EV_KEY as u8);
     assert_eq!(keys.len(), 35);
@@ -60,7 +60,7 @@ fn decode(e: &Event) -> (u16, u16, u32) {
 
 #[test]
 fn pointer_events_scale_and_stay_bounded() {
-    let (t, h) = Tablet::new(&Sandbox::on()).unwrap();
+    let (t, h) = Tablet::new(&Sandbox::on(&[ThreadKind::Tablet])).unwrap();
     h.move_to(639, 0, 640, 480, 1);
     h.move_to(-5, 10_000, 640, 480, 0);
     h.wheel(3);
@@ -115,7 +115,7 @@ fn events_fill_buffers_and_wait_for_more() {
     ];
     mq.add_desc_chains(&descs, 0).unwrap();
     let queue: Queue = mq.create_queue().unwrap();
-    let (tablet, h) = Tablet::new(&Sandbox::on()).unwrap();
+    let (tablet, h) = Tablet::new(&Sandbox::on(&[ThreadKind::Tablet])).unwrap();
     h.move_to(320, 240, 640, 480, 0);
     let irqs = Arc::new(Irqs::default());
     let mut worker = InputWorker {
