@@ -26,7 +26,7 @@ use tessera_broker::store::pools::{Assignment, CloneKind, Pool, PoolSpec, PowerP
 use tessera_broker::store::Store;
 
 use crate::peer_libvirt::{Job, Libvirt};
-use crate::stats::{median, ratio, rotated, MIN_ROUNDS};
+use crate::stats::{check_rounds, median, ratio, rotated};
 
 /// Each bench desktop's memory, on both sides of the provisioning comparison.
 const DESKTOP_MIB: i64 = 64;
@@ -42,10 +42,7 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 /// Runs provisioning (`rounds` rounds against libvirt) and the storms with `n` desktops and
 /// users; prints the table rows.
 pub fn run(repo: &Path, n: usize, connections: usize, rounds: usize) -> Result<()> {
-    anyhow::ensure!(
-        rounds >= MIN_ROUNDS,
-        "--rounds {rounds}: at least {MIN_ROUNDS} rounds are needed for a median"
-    );
+    check_rounds(rounds)?;
     crate::build_release(repo, &["tessera-vmm", "tessera-display"])?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

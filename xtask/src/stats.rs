@@ -37,7 +37,7 @@ pub const MIN_ROUNDS: usize = 3;
 pub fn check_rounds(runs: usize) -> anyhow::Result<()> {
     anyhow::ensure!(
         runs >= MIN_ROUNDS,
-        "--runs {runs}: at least {MIN_ROUNDS} rounds are needed for a median"
+        "{runs} rounds asked for: at least {MIN_ROUNDS} are needed for a median"
     );
     Ok(())
 }
