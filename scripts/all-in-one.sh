@@ -46,9 +46,10 @@ check=false
 
 ensure_packages "${TESSERA_PACKAGES[@]}"
 log "building tessera-broker, tessera-agent, tessera-vmm, tessera-display, tessera-img (release)"
-cargo build -q --release -p tessera-broker -p tessera-agent -p tessera-vmm -p tessera-display \
+cargo build -q --release -p tessera-broker -p tessera-agent -p tessera-display \
     -p tessera-storage -p tessera-demo-guest --bin tessera-broker --bin tessera-agent \
-    --bin tessera-vmm --bin tessera-display --bin tessera-img --bin tessera-demo-guest
+    --bin tessera-display --bin tessera-img --bin tessera-demo-guest
+scripts/build-vmm.sh
 stop_all
 mkdir -p "$D"/{broker,agent,ds1,library}
 

@@ -16,7 +16,7 @@ cache=${TESSERA_CACHE:-$repo/.cache}
 if has_hardware_kvm; then
     exit_mode=reboot
     [ "${1:-}" = "--shell" ] && exit_mode=shell
-    cargo build -q --release -p tessera-vmm
+    scripts/build-vmm.sh
     echo "[tessera] booting the test guest on this machine's KVM (console below)" >&2
     exec target/release/tessera-vmm --kernel "$cache/guest/vmlinuz" \
         --initrd "$cache/guest/initramfs.cpio.gz" \

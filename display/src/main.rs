@@ -4,6 +4,10 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 const ABOUT: &str = "\
 One VM's SPICE display, in a process of its own. tessera-vmm starts it for a VM with a
@@ -22,7 +26,8 @@ struct Cli {
         long,
         value_name = "FILTER",
         default_value = "warn",
-        env = "TESSERA_LOG"
+        env = "TESSERA_LOG",
+        value_parser = log_filter
     )]
     log: String,
 }
@@ -30,12 +35,21 @@ struct Cli {
 fn main() -> ExitCode {
     tessera_display::sandbox::close_inherited();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+    // `Targets` rather than `EnvFilter`: the same `target=level` directives without the
+    // regex engine behind EnvFilter's span filters, 250 KiB of text that every start would
+    // map (BENCHMARKS.md, bench-vmm (c)). `--log` was checked when parsed.
+    let filter = cli
+        .log
+        .parse::<Targets>()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::WARN));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(
+                    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+                )
+                .with_filter(filter),
         )
         .init();
     match tessera_display::serve::run() {
@@ -45,4 +59,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Checks a `--log` filter: a default level and `target=level` directives, comma-separated
+/// (tracing-subscriber's `Targets`), so that a typo is an error rather than silence.
+fn log_filter(s: &str) -> Result<String, tracing_subscriber::filter::ParseError> {
+    s.parse::<Targets>().map(|_| s.to_owned())
 }

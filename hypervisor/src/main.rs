@@ -10,6 +10,10 @@ use tessera_vmm::config::{DiskConfig, DisplayConfig, MemorySize, SerialOutput, V
 use tessera_vmm::exit::{status, ExitReason};
 use tessera_vmm::sandbox::ThreadKind;
 use tessera_vmm::{api, builder};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -121,7 +125,8 @@ struct Cli {
         long,
         value_name = "FILTER",
         default_value = "warn",
-        env = "TESSERA_LOG"
+        env = "TESSERA_LOG",
+        value_parser = log_filter
     )]
     log: String,
 }
@@ -185,12 +190,21 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitReason> {
 fn main() -> ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+    // `Targets` rather than `EnvFilter`: the same `target=level` directives without the
+    // regex engine behind EnvFilter's span filters, 250 KiB of text that every start would
+    // map (BENCHMARKS.md, bench-vmm (c)). `--log` was checked when parsed.
+    let filter = cli
+        .log
+        .parse::<Targets>()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::WARN));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(
+                    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+                )
+                .with_filter(filter),
         )
         .init();
     // Display processes log as this process does.
@@ -214,4 +228,10 @@ fn main() -> ExitCode {
     // Exit without unwinding the vCPU threads: they are stopped, and guest memory goes with
     // the process.
     std::process::exit(code)
+}
+
+/// Checks a `--log` filter: a default level and `target=level` directives, comma-separated
+/// (tracing-subscriber's `Targets`), so that a typo is an error rather than silence.
+fn log_filter(s: &str) -> Result<String, tracing_subscriber::filter::ParseError> {
+    s.parse::<Targets>().map(|_| s.to_owned())
 }

@@ -28,11 +28,11 @@ command -v qemu-system-x86_64 >/dev/null || {
 "$repo/tests/guest/build-guest.sh"
 
 target=x86_64-unknown-linux-gnu
+# tessera-vmm goes in as the hosts run it, statically linked (scripts/build-vmm.sh);
 # tessera-display links libspice-server (and through it glib, OpenSSL, ...), which has no
-# static build: it and tessera-vmm go in dynamically linked, with their libraries, as the
-# hosts run them.
-(cd "$repo" && cargo build -q --release -p tessera-vmm -p tessera-display \
-    --bin tessera-vmm --bin tessera-display)
+# static build: it goes in dynamically linked, with its libraries.
+(cd "$repo" && cargo build -q --release -p tessera-display --bin tessera-display &&
+    scripts/build-vmm.sh)
 (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build -q --release --target "$target" -p tessera-storage -p tessera-e2e \
         --bin tessera-img --bin boot-timer --bin guest-io-bench --bin vmm-api)

@@ -111,16 +111,32 @@ enum Task {
 }
 
 /// Builds `packages` in release mode (what every benchmark measures); their binaries land in
-/// `target/release/`.
+/// `target/release/`. tessera-vmm is built as it ships, statically linked, by
+/// `scripts/build-vmm.sh`.
 pub(crate) fn build_release(repo: &std::path::Path, packages: &[&str]) -> anyhow::Result<()> {
-    let mut cmd = std::process::Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "--release"])
-        .current_dir(repo);
-    for p in packages {
-        cmd.args(["-p", p]);
+    let others: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| *p != "tessera-vmm")
+        .collect();
+    if !others.is_empty() {
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "--release"])
+            .current_dir(repo);
+        for p in &others {
+            cmd.args(["-p", p]);
+        }
+        if !cmd.status()?.success() {
+            anyhow::bail!("cargo build --release of {} failed", others.join(", "));
+        }
     }
-    if !cmd.status()?.success() {
-        anyhow::bail!("cargo build --release of {} failed", packages.join(", "));
+    if packages.contains(&"tessera-vmm")
+        && !std::process::Command::new(repo.join("scripts/build-vmm.sh"))
+            .current_dir(repo)
+            .status()?
+            .success()
+    {
+        anyhow::bail!("scripts/build-vmm.sh failed");
     }
     Ok(())
 }
