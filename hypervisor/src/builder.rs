@@ -10,11 +10,13 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::{
-    DISPLAY_MMIO_BAR, DISPLAY_VRAM_BAR, MMIO_HOLE_START, PCI_MMIO32_END, PCI_MMIO32_START,
+    DISPLAY_MMIO_BAR, DISPLAY_VRAM_BAR, MMIO_HOLE_START, PCIE_ECAM_SIZE, PCIE_ECAM_START,
+    PCI_MMIO32_END, PCI_MMIO32_START,
 };
-use crate::arch::x86_64::{boot, cpuid, mptable, regs};
+use crate::arch::x86_64::{acpi, boot, cpuid, mptable, regs};
 use crate::config::{DiskConfig, SerialOutput, ValidConfig};
 use crate::controller::{Controller, VmFacts};
+use crate::devices::acpi::pm::{PowerManagement, PM_BASE, PM_LEN, SCI_IRQ};
 use crate::devices::bus::{lock, Bus, BusError};
 use crate::devices::display::bochs::{
     BochsDisplay, DispiPorts, DISPI_PORT, DISPI_PORT_LEN, VRAM_SIZE,
@@ -31,7 +33,7 @@ use crate::devices::legacy::serial::{
 use crate::devices::pci::host_bridge::HostBridge;
 use crate::devices::pci::msix::{Msix, MsixVector};
 use crate::devices::pci::root::PciError;
-use crate::devices::pci::{PciMmioWindow, PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
+use crate::devices::pci::{PciEcam, PciMmioWindow, PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
 use crate::devices::virtio::block::request::BlockBackend;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::input::{Tablet, TabletError, TabletHandle};
@@ -63,6 +65,9 @@ pub enum BuildError {
     /// MP table.
     #[error(transparent)]
     Mptable(#[from] mptable::MptableError),
+    /// ACPI tables.
+    #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
     /// vCPUs.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
@@ -179,6 +184,18 @@ struct PioDevices {
     pio: Bus,
     i8042: Arc<Mutex<I8042>>,
     serial: Arc<Mutex<SerialDevice>>,
+    power: Arc<Mutex<PowerManagement>>,
+}
+
+/// ACPI's fixed hardware, its SCI a level-triggered line into KVM's interrupt controllers.
+fn power_management(vm: &Vm, exit: &ExitSender) -> Arc<Mutex<PowerManagement>> {
+    let fd = vm.shared_fd();
+    let sci = Box::new(move |level: bool| {
+        if let Err(e) = fd.set_irq_line(SCI_IRQ, level) {
+            tracing::warn!(error = %e, level, "cannot drive the ACPI SCI");
+        }
+    });
+    Arc::new(Mutex::new(PowerManagement::new(sci, exit.clone())))
 }
 
 /// Builds the port bus with the legacy devices and the PCI root.
@@ -189,7 +206,7 @@ fn build_pio_bus(
     boot_times: Arc<Mutex<BootTimes>>,
     exit: &ExitSender,
     memory: &GuestMemoryMmap,
-    pci: PciRoot,
+    pci: Arc<Mutex<PciRoot>>,
 ) -> Result<PioDevices, BuildError> {
     let mut pio = Bus::new("port");
     let serial = Arc::new(Mutex::new(SerialDevice::new(
@@ -223,12 +240,15 @@ fn build_pio_bus(
         1,
     )?;
 
-    pio.insert(
-        Arc::new(Mutex::new(pci)),
-        PCI_CONFIG_IO_BASE,
-        PCI_CONFIG_IO_LEN,
-    )?;
-    Ok(PioDevices { pio, i8042, serial })
+    pio.insert(pci, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN)?;
+    let power = power_management(vm, exit);
+    pio.insert(power.clone(), u64::from(PM_BASE), u64::from(PM_LEN))?;
+    Ok(PioDevices {
+        pio,
+        i8042,
+        serial,
+        power,
+    })
 }
 
 /// The display adapter's state, shared by its PCI function, its ports and the display thread,
@@ -398,10 +418,12 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
     let boot_times = Arc::new(Mutex::new(BootTimes::default()));
     let display = display_hardware(&cfg, &vm, &memory, &sandbox)?;
     let (pci, window, disks) = build_pci(&cfg, &vm, &memory, display.as_ref(), &sandbox)?;
+    let pci = Arc::new(Mutex::new(pci.with_reset(exit_tx.clone())));
     let PioDevices {
         mut pio,
         i8042,
         serial,
+        power,
     } = build_pio_bus(
         &vm,
         &cfg,
@@ -409,7 +431,7 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
         boot_times.clone(),
         &exit_tx,
         &memory,
-        pci,
+        pci.clone(),
     )?;
     if let Some(d) = &display {
         pio.insert(
@@ -423,6 +445,11 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
     }
     let pio = Arc::new(pio);
     let mut mmio = Bus::new("MMIO");
+    mmio.insert(
+        Arc::new(Mutex::new(PciEcam::new(pci))),
+        PCIE_ECAM_START,
+        PCIE_ECAM_SIZE,
+    )?;
     mmio.insert(
         Arc::new(Mutex::new(window)),
         PCI_MMIO32_START,
@@ -439,6 +466,13 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
     regs::write_page_tables(&memory)?;
     regs::write_descriptor_tables(&memory)?;
     mptable::write(&memory, cfg.vcpus)?;
+    acpi::write(
+        &memory,
+        &acpi::Platform {
+            vcpus: cfg.vcpus,
+            ram_end: memory.last_addr().0 + 1,
+        },
+    )?;
     tracing::info!(
         format = ?entry.format,
         entry = format_args!("{:#x}", entry.entry),
@@ -490,6 +524,7 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
         .map(|v| v.spawn(&sandbox))
         .collect::<Result<Vec<_>, _>>()?;
     controller.set_vcpus(handles);
+    controller.set_power(power);
     // After the vCPUs: the guest's first instruction need not wait for this thread.
     if cfg.config.serial == SerialOutput::Stdout {
         spawn_console_input(serial, &sandbox)?;

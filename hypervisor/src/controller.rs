@@ -6,6 +6,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::arch::x86_64::boot::KernelFormat;
+use crate::devices::acpi::pm::PowerManagement;
 use crate::devices::bus::lock;
 use crate::devices::display::service::DisplayService;
 use crate::devices::legacy::debug_port::{BootTimes, Milestone};
@@ -62,6 +63,9 @@ pub enum ControlError {
     /// vCPUs did not park in time.
     #[error("the vCPUs did not pause within 2 s")]
     PauseTimeout,
+    /// The machine has no ACPI power button (not built yet).
+    #[error("this VM has no ACPI power button")]
+    NoPowerButton,
 }
 
 /// Static facts about the VM.
@@ -87,6 +91,7 @@ pub struct Controller {
     exit: Mutex<ExitSender>,
     boot_times: Arc<Mutex<BootTimes>>,
     display: std::sync::OnceLock<Arc<DisplayService>>,
+    power: std::sync::OnceLock<Arc<Mutex<PowerManagement>>>,
 }
 
 impl Controller {
@@ -107,6 +112,7 @@ impl Controller {
             exit: Mutex::new(exit),
             boot_times,
             display: std::sync::OnceLock::new(),
+            power: std::sync::OnceLock::new(),
         }
     }
 
@@ -118,6 +124,24 @@ impl Controller {
     /// The display, if the VM has one.
     pub fn display(&self) -> Option<&Arc<DisplayService>> {
         self.display.get()
+    }
+
+    /// Hands over ACPI's fixed hardware, where the power button is.
+    pub fn set_power(&self, power: Arc<Mutex<PowerManagement>>) {
+        let _ = self.power.set(power);
+    }
+
+    /// Presses the ACPI power button: the guest decides what to do (an ACPI-aware OS shuts
+    /// down). Returns whether the guest had enabled the button's event, i.e. whether anything
+    /// listens; a paused VM sees the press when it resumes.
+    pub fn power_button(&self) -> Result<bool, ControlError> {
+        if *lock(&self.state) == VmState::Stopping {
+            return Err(ControlError::Stopping);
+        }
+        let power = self.power.get().ok_or(ControlError::NoPowerButton)?;
+        let mut power = lock(power);
+        power.press_power_button();
+        Ok(power.power_button_enabled())
     }
 
     /// Hands over the running vCPU threads.

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 /// Process exit statuses of tessera-vmm; stable, documented in `--help` and the README.
 pub mod status {
-    /// The guest shut down (i8042 reset line) or the API asked for a clean shutdown.
+    /// The guest shut down (ACPI power-off, or the i8042 or chipset reset line) or the API
+    /// asked for a clean shutdown.
     pub const GUEST_SHUTDOWN: i32 = 0;
     /// A VMM error: bad configuration, unreadable files, a device or I/O failure.
     pub const VMM_ERROR: i32 = 1;
@@ -23,8 +24,11 @@ pub mod status {
 /// Why the VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitReason {
-    /// The guest pulsed the reset line through the i8042 (Linux `reboot=k`).
+    /// The guest pulsed the reset line through the i8042 (Linux `reboot=k`) or the chipset's
+    /// reset register (ACPI's reset).
     GuestReset,
+    /// The guest entered ACPI's soft-off state (S5): `poweroff`, a Windows shutdown.
+    GuestPowerOff,
     /// The API requested a clean shutdown.
     ApiShutdown,
     /// The API requested an immediate stop.
@@ -49,7 +53,7 @@ impl ExitReason {
     /// The process exit status for this reason.
     pub fn status(&self) -> i32 {
         match self {
-            Self::GuestReset | Self::ApiShutdown => status::GUEST_SHUTDOWN,
+            Self::GuestReset | Self::GuestPowerOff | Self::ApiShutdown => status::GUEST_SHUTDOWN,
             Self::ApiKill => status::KILLED,
             Self::TripleFault { .. } => status::TRIPLE_FAULT,
             Self::KvmError { .. } => status::KVM_ERROR,
@@ -62,6 +66,7 @@ impl std::fmt::Display for ExitReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::GuestReset => write!(f, "the guest shut down (reset line)"),
+            Self::GuestPowerOff => write!(f, "the guest powered off (ACPI S5)"),
             Self::ApiShutdown => write!(f, "shut down through the control API"),
             Self::ApiKill => write!(f, "killed through the control API"),
             Self::TripleFault { vcpu } => write!(f, "vCPU {vcpu} triple-faulted"),

@@ -40,6 +40,7 @@ Examples:
   Control a running VM:
     curl --unix-socket /run/tessera/vm1.sock http://localhost/vm
     curl --unix-socket /run/tessera/vm1.sock -X PUT http://localhost/vm/pause
+    curl --unix-socket /run/tessera/vm1.sock -X PUT http://localhost/vm/power-button
 
 Config file keys (all optional except kernel):
   kernel = \"PATH\"          bzImage or ELF
@@ -66,11 +67,14 @@ Config file keys (all optional except kernel):
                            display, console, main); a call outside it ends the VMM with SIGSYS
                            after naming it on stderr (false: --no-seccomp)
 
-The guest powers the VM off by rebooting through the i8042 reset line (Linux: reboot=k).
+The machine has ACPI (tables in the BIOS area, a power button, the PM timer, PCI Express
+configuration space): the guest ends the VM by powering off (ACPI S5: Linux's poweroff) or by
+a reset (ACPI's reset register, or the i8042 reset line: Linux's reboot=k). PUT
+/vm/power-button presses the power button; an ACPI-aware guest then shuts down.
 Boot milestones: the guest writes a byte to I/O port 0x80; GET /vm lists each with its time.
 
 Exit status:
-  0  the guest shut down, or PUT /vm/shutdown
+  0  the guest powered off or reset, or PUT /vm/shutdown
   1  VMM error (configuration, files, devices)
   2  command-line usage error
   3  a vCPU triple-faulted

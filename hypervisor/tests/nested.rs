@@ -1,7 +1,10 @@
 //! The whole-system suite in the nested harness (tessera_e2e::nested): one L1 runs three
 //! independent scenarios in turn, each checked on its own and all reported together.
 //! - boot: the Debian test guest on tessera-vmm to its userspace marker, 2 vCPUs, the host
-//!   bridge, the CMOS date, timed by boot-timer.
+//!   bridge, the CMOS date, timed by boot-timer; ACPI as the guest found it (every table, the
+//!   DSDT's devices, MCFG's ECAM, the PM timer), and power-off through ACPI's S5.
+//! - power: the ACPI power button pressed through the control API reaches the guest, which
+//!   powers off.
 //! - disk: virtio-blk on a qcow2 linked clone made by tessera-storage over a base written by
 //!   qemu-io; the guest checks the base's data through the clone, writes, discards and
 //!   flushes; qemu-img and qemu-io check both images on the host afterwards.
@@ -28,6 +31,7 @@ use tessera_storage::Datastore;
 /// disk ~1 min, display ~3 min), with room for a loaded machine.
 const BOOT_BUDGET: Duration = Duration::from_secs(300);
 const DISK_BUDGET: Duration = Duration::from_secs(300);
+const POWER_BUDGET: Duration = Duration::from_secs(300);
 const DISPLAY_READY_BUDGET: Duration = Duration::from_secs(480);
 const RUN_BUDGET: Duration = Duration::from_secs(1500);
 
@@ -121,6 +125,71 @@ fn check_boot(l1: &mut L1) {
         timer.contains("status=0") && !timer.contains("marker_ms=none"),
         "{timer}"
     );
+    let line = |prefix: &str| {
+        boot.log
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no '{prefix}' line:\n{}", boot.log))
+    };
+    let tables = line("tg: acpi tables=");
+    for t in ["APIC", "DSDT", "FACP", "FACS", "MCFG", "SSDT"] {
+        assert!(
+            tables.split_whitespace().any(|x| x == t),
+            "no {t}: {tables}"
+        );
+    }
+    let devices = line("tg: acpi devices=");
+    for d in [
+        "PNP0A08:00",
+        "PNP0501:00",
+        "PNP0303:00",
+        "PNP0F13:00",
+        "PNP0B00:00",
+        "PNP0C02:00",
+        "LNXPWRBN:00",
+        "ACPI0007:00",
+        "ACPI0007:01",
+    ] {
+        assert!(
+            devices.split_whitespace().any(|x| x == d),
+            "no {d}: {devices}"
+        );
+    }
+    let mmconfig = line("tg: mmconfig ");
+    assert!(mmconfig.contains("b0000000-bfffffff"), "{mmconfig}");
+    let clocks = line("tg: clocksources=");
+    assert!(clocks.contains("acpi_pm"), "{clocks}");
+    // The quiet kernel still prints errors: ACPICA found nothing wrong with the tables or the
+    // hardware they describe.
+    assert!(
+        !boot.log.contains("ACPI Error") && !boot.log.contains("ACPI BIOS Error"),
+        "{}",
+        boot.log
+    );
+    assert!(
+        boot.log.contains("the guest powered off (ACPI S5)"),
+        "the guest did not power off through ACPI:\n{}",
+        boot.log
+    );
+}
+
+fn check_power(l1: &mut L1) {
+    let power = l1
+        .scenario("power", POWER_BUDGET)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(power.rc, 0, "the power scenario failed:\n{}", power.log);
+    for expected in [
+        r#"NEST: power-button reply {"listening":true}"#,
+        "tg: power button pressed",
+        "the guest powered off (ACPI S5)",
+        "NEST: power vmm rc=0",
+    ] {
+        assert!(
+            power.log.contains(expected),
+            "no '{expected}':\n{}",
+            power.log
+        );
+    }
 }
 
 fn check_disk(l1: &mut L1) {
@@ -313,7 +382,7 @@ fn boot_disk_and_display_in_the_nested_harness() {
     let scratch = Scratch::new("nested-suite");
     let xfer = make_transfer_disk(&scratch);
     let port = free_port();
-    let mut spec = Spec::new("suite", &["boot", "disk", "display"]);
+    let mut spec = Spec::new("suite", &["boot", "power", "disk", "display"]);
     spec.disk = Some(xfer.clone());
     spec.hostfwd = Some(port);
     spec.budget = RUN_BUDGET;
@@ -330,6 +399,7 @@ fn boot_disk_and_display_in_the_nested_harness() {
 
     let mut failures: Vec<String> = Vec::new();
     failures.extend(checked("boot", || check_boot(&mut l1)));
+    failures.extend(checked("power", || check_power(&mut l1)));
     failures.extend(checked("disk", || check_disk(&mut l1)));
     failures.extend(checked("display", || {
         check_display(&mut l1, &scratch.0, port)

@@ -22,6 +22,8 @@ L1_MODULES="irqbypass kvm ccp kvm-amd virtio_pci virtio_blk virtio_net"
 GUEST_MODULES="virtio_pci virtio_blk"
 # Loaded only when the command line has tg.display (fbcon is built into Debian's kernel).
 DISPLAY_MODULES="bochs"
+# Loaded only for tg.exit=button: the ACPI power button's input device, read by busybox acpid.
+ACPI_MODULES="button evdev"
 export LC_ALL=C SOURCE_DATE_EPOCH=0
 
 log() { printf '[build-guest] %s\n' "$*" >&2; }
@@ -102,19 +104,23 @@ mkdir -p "$stage"/{bin,dev,proc,sys,tmp,etc,lib/modules}
 cp "$BX/bin/busybox" "$stage/bin/busybox"
 cp "$here/init" "$stage/init"
 chmod 0755 "$stage/init" "$stage/bin/busybox"
-: > "$stage/etc/modules.load"
-for m in $GUEST_MODULES $MODULES; do add_mod "$m"; done
-for f in "${ORDER[@]}"; do
-    cp "$f" "$stage/lib/modules/"
-    echo "${f##*/}" >> "$stage/etc/modules.load"
-done
-ORDER=()
-: > "$stage/etc/modules.display"
-for m in $DISPLAY_MODULES; do add_mod "$m"; done
-for f in "${ORDER[@]}"; do
-    cp "$f" "$stage/lib/modules/"
-    echo "${f##*/}" >> "$stage/etc/modules.display"
-done
+# Stages modules $2... with their dependencies in load order, listed in etc/$1. A module
+# already staged for an earlier list is not listed again: the optional lists (display, ACPI)
+# share no dependency with each other.
+stage_modules() {
+    local list=$1 m f
+    shift
+    ORDER=()
+    : > "$stage/etc/$list"
+    for m in "$@"; do add_mod "$m"; done
+    for f in "${ORDER[@]}"; do
+        cp "$f" "$stage/lib/modules/"
+        echo "${f##*/}" >> "$stage/etc/$list"
+    done
+}
+stage_modules modules.load $GUEST_MODULES $MODULES
+stage_modules modules.display $DISPLAY_MODULES
+stage_modules modules.acpi $ACPI_MODULES
 find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 (cd "$stage" && find . -print0 | sort -z | cpio --null -o -H newc --reproducible -R 0:0 --quiet) \
     | gzip -n -9 > "$OUT/initramfs.cpio.gz.tmp"

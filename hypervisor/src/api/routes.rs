@@ -63,6 +63,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/vm/resume"),
     ("PUT", "/vm/shutdown"),
     ("PUT", "/vm/kill"),
+    ("PUT", "/vm/power-button"),
     ("GET", "/display"),
     ("PUT", "/display/ticket"),
     ("DELETE", "/display/ticket"),
@@ -199,6 +200,15 @@ pub fn route(ctl: &Controller, method: &Method, path: &str, body: &[u8]) -> Repl
         ("PUT", "/vm/kill") => {
             from_control(ctl.request_exit(ExitReason::ApiKill), StatusCode::ACCEPTED)
         }
+        // 202: the guest was told; whether it shuts down is its decision. `listening` says
+        // whether it had enabled the button (an ACPI-aware OS is up).
+        ("PUT", "/vm/power-button") => match ctl.power_button() {
+            Ok(listening) => Reply::json(
+                StatusCode::ACCEPTED,
+                serde_json::json!({ "listening": listening }),
+            ),
+            Err(e) => from_control(Err(e), StatusCode::ACCEPTED),
+        },
         (m, p) if ROUTES.iter().any(|(_, rp)| *rp == p) => Reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{m} is not allowed on {p}"),
@@ -308,6 +318,6 @@ mod tests {
         );
         let long = "/".to_string() + &"a".repeat(10_000);
         let r = route(&c, &Method::GET, &long, b"");
-        assert!(r.body.unwrap()["error"].as_str().unwrap().len() < 300);
+        assert!(r.body.unwrap()["error"].as_str().unwrap().len() < 400);
     }
 }

@@ -1,5 +1,6 @@
 //! Device models and the buses they sit on.
 
+pub mod acpi;
 pub mod bus;
 pub mod display;
 pub mod legacy;

@@ -8,7 +8,8 @@
 //! appending, kill only with SIGKILL.
 
 use kvm_bindings::{
-    kvm_dirty_log, kvm_ioeventfd, kvm_irq_routing, kvm_regs, kvm_userspace_memory_region, KVMIO,
+    kvm_dirty_log, kvm_ioeventfd, kvm_irq_level, kvm_irq_routing, kvm_regs,
+    kvm_userspace_memory_region, KVMIO,
 };
 use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
 use tessera_seccomp::{allow_any, allow_when, allowlist, equals, BpfProgram, Rules, SeccompError};
@@ -28,6 +29,7 @@ ioctl_iow_nr!(
 ioctl_iow_nr!(KVM_GET_DIRTY_LOG, KVMIO, 0x42, kvm_dirty_log);
 ioctl_iow_nr!(KVM_SET_GSI_ROUTING, KVMIO, 0x6a, kvm_irq_routing);
 ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_ioeventfd);
+ioctl_iow_nr!(KVM_IRQ_LINE, KVMIO, 0x61, kvm_irq_level);
 
 /// What every thread does (with [`tessera_seccomp::TIME`]): memory, locks, its own signals,
 /// logging to stderr, closing what it drops, and ending.
@@ -201,6 +203,8 @@ pub fn rules(kind: ThreadKind) -> Result<Rules, SeccompError> {
                     KVM_SET_USER_MEMORY_REGION(),
                     KVM_SET_GSI_ROUTING(),
                     KVM_IOEVENTFD(),
+                    // The ACPI SCI follows the events the guest enables and clears.
+                    KVM_IRQ_LINE(),
                 ],
             )?;
             // A device being activated: its queues' stop eventfds.
@@ -232,7 +236,8 @@ pub fn rules(kind: ThreadKind) -> Result<Rules, SeccompError> {
                 1,
                 [libc::F_GETFL, libc::F_SETFL, libc::F_DUPFD_CLOEXEC].map(|c| c as u64),
             )?;
-            ioctls(&mut r, &[libc::FIONBIO])?;
+            // The power button raises the ACPI SCI.
+            ioctls(&mut r, &[libc::FIONBIO, KVM_IRQ_LINE()])?;
         }
         ThreadKind::BlockQueue => {
             allow_any(&mut r, WAITING);
@@ -307,7 +312,7 @@ mod tests {
     fn a_vcpu_may_not_create_a_vm_or_map_code() {
         let r = rules(ThreadKind::Vcpu).unwrap();
         // KVM_CREATE_VM is _IO(KVMIO, 0x01): not among the vCPU's requests.
-        assert_eq!(r[&libc::SYS_ioctl].len(), 5);
+        assert_eq!(r[&libc::SYS_ioctl].len(), 6);
         assert!(!r[&libc::SYS_mmap].is_empty(), "mmap is conditional");
         assert!(!r.contains_key(&libc::SYS_clone3), "vCPUs start no threads");
     }

@@ -14,7 +14,7 @@ use vm_memory::{
 
 use super::layout::{
     CMDLINE_MAX_SIZE, CMDLINE_START, EBDA_START, HIMEM_START, MMIO_HOLE_END, MMIO_HOLE_START,
-    ZERO_PAGE_START,
+    PCIE_ECAM_SIZE, PCIE_ECAM_START, ZERO_PAGE_START,
 };
 
 const ELF_MAGIC: [u8; 4] = [0x7f, b'E', b'L', b'F'];
@@ -25,6 +25,8 @@ const BOOT_FLAG_MAGIC: u16 = 0xaa55;
 const LOADER_TYPE_UNDEFINED: u8 = 0xff;
 const XLF_KERNEL_64: u16 = 1 << 0;
 const E820_RAM: u32 = 1;
+/// e820 type of reserved ranges.
+const E820_RESERVED: u32 = 2;
 /// The bzImage's 64-bit entry point sits 0x200 bytes past its load address.
 const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
 /// Default 16 MiB alignment Linux expects of an ELF kernel loaded without a setup header.
@@ -110,7 +112,8 @@ pub fn detect_format(kernel: &mut File) -> Result<KernelFormat, BootError> {
     Err(BootError::NotAKernel)
 }
 
-/// The e820 map for `mem`: low RAM below the EBDA, then every region from 1 MiB up.
+/// The e820 map for `mem`: low RAM below the EBDA, then every region from 1 MiB up, and the
+/// ECAM window reserved (Linux uses MCFG's area only once e820 or ACPI reserves it).
 pub fn e820_map(mem: &GuestMemoryMmap) -> Vec<boot_e820_entry> {
     let mut map = vec![boot_e820_entry {
         addr: 0,
@@ -128,6 +131,12 @@ pub fn e820_map(mem: &GuestMemoryMmap) -> Vec<boot_e820_entry> {
             });
         }
     }
+    map.push(boot_e820_entry {
+        addr: PCIE_ECAM_START,
+        size: PCIE_ECAM_SIZE,
+        r#type: E820_RESERVED,
+    });
+    map.sort_by_key(|e| e.addr);
     map
 }
 
@@ -321,18 +330,22 @@ mod tests {
     }
 
     #[test]
-    fn e820_skips_the_legacy_hole() {
+    fn e820_skips_the_legacy_hole_and_reserves_ecam() {
         let m = GuestMemoryMmap::from_ranges(&[
             (GuestAddress(0), MMIO_HOLE_START as usize),
             (GuestAddress(MMIO_HOLE_END), 1 << 30),
         ])
         .unwrap();
         let map = e820_map(&m);
-        assert_eq!(map.len(), 3);
+        assert_eq!(map.len(), 4);
         assert_eq!({ map[0].size }, EBDA_START);
         assert_eq!({ map[1].addr }, HIMEM_START);
         assert_eq!({ map[1].size }, MMIO_HOLE_START - HIMEM_START);
-        assert_eq!({ map[2].addr }, MMIO_HOLE_END);
+        assert_eq!(
+            ({ map[2].addr }, { map[2].size }, { map[2].r#type }),
+            (PCIE_ECAM_START, PCIE_ECAM_SIZE, E820_RESERVED)
+        );
+        assert_eq!({ map[3].addr }, MMIO_HOLE_END);
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! x86_64 platform code: the memory map, Linux boot, CPUID, MSRs, registers and the MP table.
+//! x86_64 platform code: the memory map, Linux boot, CPUID, MSRs, registers, the MP table and
+//! the ACPI tables.
 
+pub mod acpi;
 pub mod boot;
 pub mod cpuid;
 pub mod gdt;

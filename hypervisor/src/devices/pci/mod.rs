@@ -1,12 +1,14 @@
-//! The PCI root bus: configuration mechanism #1 (ports 0xCF8/0xCFC) over a bus of functions,
-//! with the host bridge at 00:00.0. virtio-pci and VFIO devices plug in as [`PciFunction`]s.
+//! The PCI root bus: configuration mechanism #1 (ports 0xCF8/0xCFC) and ECAM over a bus of
+//! functions, with the host bridge at 00:00.0. virtio-pci and VFIO devices plug in as [`PciFunction`]s.
 
 pub mod config;
+pub mod ecam;
 pub mod host_bridge;
 pub mod mmio_window;
 pub mod msix;
 pub mod root;
 
+pub use ecam::PciEcam;
 pub use mmio_window::PciMmioWindow;
 pub use root::{PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
 

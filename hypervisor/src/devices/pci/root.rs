@@ -1,10 +1,13 @@
-//! Bus 0 and its configuration access through I/O ports 0xCF8 (address) and 0xCFC (data).
+//! Bus 0 and its configuration access through I/O ports 0xCF8 (address) and 0xCFC (data),
+//! and the chipset's reset control register that shares those ports (0xCF9, byte access), the
+//! reset register ACPI's FADT names.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::PciFunction;
 use crate::devices::bus::{lock, BusDevice};
+use crate::exit::{ExitReason, ExitSender};
 
 /// The configuration address and data ports.
 pub const PCI_CONFIG_IO_BASE: u64 = 0xcf8;
@@ -14,6 +17,12 @@ pub const PCI_CONFIG_IO_LEN: u64 = 8;
 pub const SLOTS: u8 = 32;
 
 const ENABLE: u32 = 1 << 31;
+
+/// The reset control register's value that resets the machine (ACPI's FADT writes it):
+/// RST_CPU with SYS_RST, as on Intel's ICH9.
+pub const RESET_VALUE: u8 = 0x06;
+/// RST_CPU: a write with this bit set resets.
+const RST_CPU: u8 = 1 << 2;
 
 /// Errors while populating the bus.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -30,6 +39,10 @@ pub enum PciError {
 pub struct PciRoot {
     address: u32,
     slots: BTreeMap<u8, Arc<Mutex<dyn PciFunction>>>,
+    /// Where a write to the reset control register goes; None: ignored.
+    reset: Option<ExitSender>,
+    /// The reset control register's SYS_RST and FULL_RST bits, read back as written.
+    reset_control: u8,
 }
 
 impl PciRoot {
@@ -38,6 +51,23 @@ impl PciRoot {
         Self {
             address: 0,
             slots: BTreeMap::new(),
+            reset: None,
+            reset_control: 0,
+        }
+    }
+
+    /// Resets go to `exit` (the VM ends as for the i8042's reset line).
+    pub fn with_reset(mut self, exit: ExitSender) -> Self {
+        self.reset = Some(exit);
+        self
+    }
+
+    fn write_reset_control(&mut self, value: u8) {
+        self.reset_control = value & 0x0a;
+        if value & RST_CPU != 0 {
+            if let Some(exit) = &self.reset {
+                exit.send(ExitReason::GuestReset);
+            }
         }
     }
 
@@ -63,21 +93,53 @@ impl PciRoot {
         Ok(slot)
     }
 
-    /// The function addressed by a configuration address, if any.
-    fn target(&self, address: u32) -> Option<(&Arc<Mutex<dyn PciFunction>>, usize)> {
-        let bus = (address >> 16) & 0xff;
-        let slot = ((address >> 11) & 0x1f) as u8;
-        let function = (address >> 8) & 0x7;
-        let reg = ((address >> 2) & 0x3f) as usize;
-        if address & ENABLE == 0 || bus != 0 || function != 0 {
+    /// The function at `bus`:`slot`.`function`, if any (bus 0, function 0 only).
+    fn function(&self, bus: u32, slot: u32, function: u32) -> Option<&Arc<Mutex<dyn PciFunction>>> {
+        if bus != 0 || function != 0 {
             return None;
         }
-        self.slots.get(&slot).map(|f| (f, reg))
+        u8::try_from(slot).ok().and_then(|s| self.slots.get(&s))
+    }
+
+    /// Reads dword `reg` of a function's configuration space; all ones where no function is.
+    pub fn config_read(&self, bus: u32, slot: u32, function: u32, reg: usize) -> u32 {
+        match self.function(bus, slot, function) {
+            Some(f) => lock(f).config_read(reg),
+            None => u32::MAX,
+        }
+    }
+
+    /// Writes `data` at byte `offset` of dword `reg`; dropped where no function is.
+    pub fn config_write(
+        &self,
+        bus: u32,
+        slot: u32,
+        function: u32,
+        reg: usize,
+        offset: usize,
+        data: &[u8],
+    ) {
+        if let Some(f) = self.function(bus, slot, function) {
+            lock(f).config_write(reg, offset, data);
+        }
+    }
+
+    /// The function and dword a mechanism-#1 address selects, unless disabled.
+    fn decode(address: u32) -> Option<(u32, u32, u32, usize)> {
+        if address & ENABLE == 0 {
+            return None;
+        }
+        Some((
+            (address >> 16) & 0xff,
+            (address >> 11) & 0x1f,
+            (address >> 8) & 0x7,
+            ((address >> 2) & 0x3f) as usize,
+        ))
     }
 
     fn read_data(&self, offset: usize, data: &mut [u8]) {
-        let value = match self.target(self.address) {
-            Some((f, reg)) => lock(f).config_read(reg),
+        let value = match Self::decode(self.address) {
+            Some((bus, slot, function, reg)) => self.config_read(bus, slot, function, reg),
             None => u32::MAX,
         };
         let bytes = value.to_le_bytes();
@@ -85,8 +147,8 @@ impl PciRoot {
     }
 
     fn write_data(&self, offset: usize, data: &[u8]) {
-        if let Some((f, reg)) = self.target(self.address) {
-            lock(f).config_write(reg, offset, data);
+        if let Some((bus, slot, function, reg)) = Self::decode(self.address) {
+            self.config_write(bus, slot, function, reg, offset, data);
         }
     }
 }
@@ -101,6 +163,7 @@ impl BusDevice for PciRoot {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let offset = offset as usize;
         match offset {
+            1 if data.len() == 1 => data[0] = self.reset_control,
             // The address register reads back whole; partial reads see its bytes.
             0..=3 if offset + data.len() <= 4 => {
                 let bytes = self.address.to_le_bytes();
@@ -120,6 +183,7 @@ impl BusDevice for PciRoot {
                 let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
                 self.address = v & 0x80ff_fffc;
             }
+            (1, 1) => self.write_reset_control(data[0]),
             (4..=7, n) if n > 0 && offset + n <= 8 => self.write_data(offset - 4, data),
             _ => {}
         }
@@ -203,6 +267,22 @@ mod tests {
             }
         }
         assert_eq!(read32(&mut r, 0, 0), 0x0008_1b36);
+    }
+
+    #[test]
+    fn reset_control_register_resets_on_rst_cpu() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut r = PciRoot::new().with_reset(ExitSender::new(tx));
+        r.write(1, &[0x02]);
+        let mut b = [0u8; 1];
+        r.read(1, &mut b);
+        assert_eq!(b[0], 0x02);
+        assert!(rx.try_recv().is_err());
+        // A word or dword write there is the address register's, not a reset.
+        r.write(0, &(ENABLE | (u32::from(RST_CPU) << 8)).to_le_bytes());
+        assert!(rx.try_recv().is_err());
+        r.write(1, &[RESET_VALUE]);
+        assert_eq!(rx.try_recv(), Ok(ExitReason::GuestReset));
     }
 
     #[test]
