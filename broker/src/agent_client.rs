@@ -11,7 +11,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tessera_agent::capacity::Capacity;
-use tessera_agent::vms::VmSpec;
+use tessera_agent::vms::{StopOutcome, StopRequest, VmSpec};
+
+/// How long a guest gets to shut down after the ACPI power button when the broker stops its
+/// VM gracefully (a restart) and names no other limit.
+pub const GUEST_SHUTDOWN_SECS: u64 = 60;
+/// Beyond the guest's time, what a stop request may take: the power-off and the answer.
+const STOP_SLACK_SECS: u64 = 30;
 
 use crate::host_trust::HostTrust;
 
@@ -233,13 +239,27 @@ impl AgentClient {
         .await
     }
 
-    /// Stops a VM.
-    pub async fn stop(&self, name: &str) -> Result<VmStatusLite, AgentError> {
-        self.send(
-            self.http
-                .post(format!("{}/api/v1/vms/{name}/stop", self.url)),
-        )
-        .await
+    /// Stops a VM as `how` says and returns how it ended. The request may wait for the
+    /// guest's own shutdown: its time limit is that wait plus room for the power-off.
+    pub async fn stop(&self, name: &str, how: &StopRequest) -> Result<StopOutcome, AgentError> {
+        #[derive(serde::Deserialize)]
+        struct Stopped {
+            outcome: StopOutcome,
+        }
+        let wait = if how.force {
+            0
+        } else {
+            how.timeout_secs.unwrap_or(GUEST_SHUTDOWN_SECS)
+        };
+        let stopped: Stopped = self
+            .send(
+                self.http
+                    .post(format!("{}/api/v1/vms/{name}/stop", self.url))
+                    .timeout(Duration::from_secs(wait + STOP_SLACK_SECS))
+                    .json(how),
+            )
+            .await?;
+        Ok(stopped.outcome)
     }
 
     /// Removes a stopped VM's definition; a missing one counts as removed.

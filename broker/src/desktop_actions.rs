@@ -4,7 +4,9 @@
 //! shared sign-in state; a restart from inside a session uses the session's token instead.
 
 use serde::Serialize;
+use tessera_agent::vms::{StopOutcome, StopRequest};
 
+use crate::agent_client::GUEST_SHUTDOWN_SECS;
 use crate::logon::{Logon, LogonError, Principal};
 use crate::store::desktops::{Desktop, DesktopState};
 use crate::store::events::Event;
@@ -71,8 +73,7 @@ impl Logon {
         let who = self.checked_authenticate(user, password).await?;
         let d = self.held(&who, pool).await?;
         let r = self.restart(&d).await;
-        self.record(&who.key, "restart", &d.name, &r).await;
-        r
+        self.record_restart(&who.key, &d.name, r).await
     }
 
     /// Restarts session `session_id`'s desktop (the session's own toolbar).
@@ -80,8 +81,7 @@ impl Logon {
         let s = self.store().session(session_id).await?;
         let d = self.store().desktop(&s.desktop_id).await?;
         let r = self.restart(&d).await;
-        self.record(&s.user_key, "restart", &d.name, &r).await;
-        r
+        self.record_restart(&s.user_key, &d.name, r).await
     }
 
     /// Logs the user off the desktop they hold in `pool`: its session ends and the desktop
@@ -123,7 +123,25 @@ impl Logon {
             .ok_or_else(|| LogonError::NotHeld(pool.to_string()))
     }
 
-    async fn restart(&self, d: &Desktop) -> Result<(), LogonError> {
+    /// Audits a restart with how its VM stopped.
+    async fn record_restart(
+        &self,
+        who: &str,
+        desktop: &str,
+        r: Result<StopOutcome, LogonError>,
+    ) -> Result<(), LogonError> {
+        let outcome = match &r {
+            Ok(stopped) => format!("ok ({})", stopped.describe()),
+            Err(e) => e.to_string(),
+        };
+        self.audit(Event::new(who, "restart", desktop, &outcome))
+            .await;
+        r.map(|_| ())
+    }
+
+    /// Restarts the desktop's VM: the guest is asked to shut down (the ACPI power button)
+    /// and powered off if it does not within `GUEST_SHUTDOWN_SECS`, then started again.
+    async fn restart(&self, d: &Desktop) -> Result<StopOutcome, LogonError> {
         if !RESTARTABLE.contains(&d.state) {
             return Err(LogonError::Busy(format!(
                 "desktop {} is {} and cannot be restarted now",
@@ -132,9 +150,13 @@ impl Logon {
             )));
         }
         let agent = self.agent_of(d).await?;
-        agent.stop(&d.name).await?;
+        let how = StopRequest {
+            force: false,
+            timeout_secs: Some(GUEST_SHUTDOWN_SECS),
+        };
+        let stopped = agent.stop(&d.name, &how).await?;
         agent.start(&d.name).await?;
-        Ok(())
+        Ok(stopped)
     }
 
     async fn record(&self, who: &str, action: &str, desktop: &str, r: &Result<(), LogonError>) {

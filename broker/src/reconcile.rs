@@ -11,13 +11,20 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tessera_agent::vms::{VmDisk, VmSpec};
+use tessera_agent::vms::{StopRequest, VmDisk, VmSpec};
 
 use crate::agent_client::{AgentClient, AgentError};
 use crate::store::desktops::{Desktop, DesktopState};
 use crate::store::events::Event;
 use crate::store::pools::{ImageVersion, Pool, PowerPolicy};
 use crate::store::{now_ms, Store, StoreError};
+
+/// Refreshes and deletions power the VM off at once: its disk is about to be thrown away, so
+/// there is nothing for the guest to save.
+const FORCED: StopRequest = StopRequest {
+    force: true,
+    timeout_secs: None,
+};
 
 /// Errors of a reconcile pass.
 #[derive(Debug, thiserror::Error)]
@@ -351,7 +358,7 @@ impl Reconciler {
         let (ds, file) = disk.split_once('/').unwrap_or(("", &disk));
         let agent = self.agent(&host_id).await?;
         if agent.vm(&d.name).await?.is_some() {
-            agent.stop(&d.name).await?;
+            agent.stop(&d.name, &FORCED).await?;
         }
         agent.delete_disk(ds, file).await?;
         let present = agent.disks(ds).await?;
@@ -391,7 +398,7 @@ impl Reconciler {
             let (ds, file) = disk.split_once('/').unwrap_or(("", &disk));
             let agent = self.agent(&host_id).await?;
             if agent.vm(&d.name).await?.is_some() {
-                agent.stop(&d.name).await?;
+                agent.stop(&d.name, &FORCED).await?;
                 agent.delete_vm(&d.name).await?;
             }
             agent.delete_disk(ds, file).await?;

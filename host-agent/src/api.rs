@@ -11,7 +11,8 @@
 //! | GET | /api/v1/vms | every VM with its state |
 //! | PUT | /api/v1/vms/{name} | define (or redefine a stopped) VM |
 //! | GET | /api/v1/vms/{name} | one VM |
-//! | POST | /api/v1/vms/{name}/start, /stop | power |
+//! | POST | /api/v1/vms/{name}/start | power on |
+//! | POST | /api/v1/vms/{name}/stop | `{"force", "timeout_secs"}`, both optional: the ACPI power button, the guest's shutdown awaited, then power-off; answers the status with `outcome` |
 //! | PUT | /api/v1/vms/{name}/display/ticket | `{"ticket", "lifetime_secs"}`: the one-time SPICE ticket |
 //! | POST | /api/v1/vms/{name}/display/disconnect | clears the ticket and cuts the connected client off (its session ended) |
 //! | DELETE | /api/v1/vms/{name} | remove a stopped VM's definition |
@@ -31,10 +32,7 @@ use serde_json::json;
 
 use crate::capacity;
 use crate::disks::{self, DiskError};
-use crate::vms::{Supervisor, VmError, VmSpec};
-
-/// How long a stop waits for the VMM before killing it.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
+use crate::vms::{StopReply, StopRequest, Supervisor, VmError, VmSpec};
 
 /// An error as the API answers it: a status and `{"error": "..."}`.
 pub struct ApiError(StatusCode, String);
@@ -173,9 +171,23 @@ async fn start_vm(State(s): State<Shared>, Path(name): Path<String>) -> Reply<im
     Ok(Json(s.start(&name).await?))
 }
 
-async fn stop_vm(State(s): State<Shared>, Path(name): Path<String>) -> Reply<impl IntoResponse> {
-    s.stop(&name, STOP_GRACE).await?;
-    Ok(Json(s.status(&name).await?))
+/// Stops a VM: the body (optional) is a [`StopRequest`]; the answer says how it stopped.
+async fn stop_vm(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Reply<impl IntoResponse> {
+    let how: StopRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StopRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad stop request: {e}")))?
+    };
+    let outcome = s.stop(&name, &how).await?;
+    Ok(Json(StopReply {
+        outcome,
+        status: s.status(&name).await?,
+    }))
 }
 
 async fn delete_vm(State(s): State<Shared>, Path(name): Path<String>) -> Reply<impl IntoResponse> {

@@ -7,6 +7,8 @@
 //! state_dir = "/var/lib/tessera-agent"  # VM definitions, sockets, console logs
 //! vmm = "/usr/bin/tessera-vmm"          # default: next to tessera-agent, else on PATH
 //! console_log_max_mib = 16             # each VM's console.log, rotated (one old part kept)
+//! guest_shutdown_timeout_secs = 60      # a stop presses the ACPI power button, then waits
+//!                                       # this long for the guest OS before powering off
 //! library = "/var/lib/tessera/library"  # golden images, kernels, initrds: the only place the
 //!                                       # broker may name them from (default shown)
 //! [[datastore]]
@@ -65,6 +67,10 @@ fn default_console_log_max_mib() -> u64 {
     16
 }
 
+fn default_guest_shutdown_timeout_secs() -> u64 {
+    60
+}
+
 fn default_library() -> PathBuf {
     PathBuf::from("/var/lib/tessera/library")
 }
@@ -95,6 +101,10 @@ pub struct AgentConfig {
     /// previous part kept as console.log.1: a guest fills at most twice it of the disk.
     #[serde(default = "default_console_log_max_mib")]
     pub console_log_max_mib: u64,
+    /// A stop presses the VM's ACPI power button and gives the guest OS this long (seconds) to
+    /// shut down before the VM is powered off; a stop request may name another timeout.
+    #[serde(default = "default_guest_shutdown_timeout_secs")]
+    pub guest_shutdown_timeout_secs: u64,
     /// The image library: the only place kernels, initrds and images to import are taken
     /// from (paths are canonicalised, symlinks resolved, and must stay inside it).
     #[serde(default = "default_library")]

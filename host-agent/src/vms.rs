@@ -109,6 +109,62 @@ pub struct VmStatus {
     pub display: Option<DisplayEndpoint>,
 }
 
+/// How to stop a VM (the body of `POST /api/v1/vms/NAME/stop`; empty means the defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    /// Power off at once, without asking the guest.
+    #[serde(default)]
+    pub force: bool,
+    /// How long the guest gets after the power button; default: the agent's
+    /// `guest_shutdown_timeout_secs`.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// The answer to a stop request: how it ended, and the VM's status after it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StopReply {
+    /// How it ended.
+    pub outcome: StopOutcome,
+    /// The VM now.
+    #[serde(flatten)]
+    pub status: VmStatus,
+}
+
+/// How a stop ended (in the answer to a stop request; the broker records it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopOutcome {
+    /// The VM was not running.
+    NotRunning,
+    /// The guest shut down after the ACPI power button.
+    GuestShutDown,
+    /// The guest did not shut down within the timeout after the button: powered off.
+    GuestTimedOut,
+    /// No guest listened for the button (no ACPI-aware OS up): powered off at once.
+    GuestNotListening,
+    /// Powered off, as the request said.
+    Forced,
+}
+
+impl StopOutcome {
+    /// In words, for events and logs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::NotRunning => "it was not running",
+            Self::GuestShutDown => "the guest shut down after the power button",
+            Self::GuestTimedOut => {
+                "the guest did not shut down in time after the power button; powered off"
+            }
+            Self::GuestNotListening => {
+                "the guest was not listening for the power button; powered off"
+            }
+            Self::Forced => "powered off",
+        }
+    }
+}
+
 /// The VMs of this host.
 pub struct Supervisor {
     cfg: AgentConfig,
@@ -120,6 +176,8 @@ pub struct Supervisor {
 }
 
 const API_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a power-off waits for the VMM to exit before killing it.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> VmError + '_ {
     move |e| VmError::Io(path.display().to_string(), e)
@@ -365,32 +423,86 @@ impl Supervisor {
         self.status(name).await
     }
 
-    /// Stops the VM: a clean stop through its API, then a kill if it does not end in time.
-    pub async fn stop(&self, name: &str, grace: Duration) -> Result<(), VmError> {
+    /// Stops the VM as `how` says: unless forced, the ACPI power button first and the guest's
+    /// own shutdown awaited (the request's timeout, or `guest_shutdown_timeout_secs`); then,
+    /// if the VM still runs, a power-off ([`Supervisor::power_off`]). Returns which happened.
+    pub async fn stop(&self, name: &str, how: &StopRequest) -> Result<StopOutcome, VmError> {
         self.spec(name).await?;
         let Some(pid) = self.live_pid(name) else {
-            return Ok(());
+            return Ok(StopOutcome::NotRunning);
         };
-        let sock = self.socket(name);
-        let _ = vmm_client::call(&sock, Method::PUT, "/vm/shutdown", API_TIMEOUT).await;
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
+        let outcome = if how.force {
+            StopOutcome::Forced
+        } else {
+            let timeout = Duration::from_secs(
+                how.timeout_secs
+                    .unwrap_or(self.cfg.guest_shutdown_timeout_secs),
+            );
+            let pressed = vmm_client::call(
+                &self.socket(name),
+                Method::PUT,
+                "/vm/power-button",
+                API_TIMEOUT,
+            )
+            .await;
+            match pressed {
+                Ok(answer) if answer["listening"] == true => {
+                    tracing::info!(
+                        vm = name,
+                        ?timeout,
+                        "ACPI power button pressed; waiting for the guest to shut down"
+                    );
+                    if self.wait_gone(name, timeout).await {
+                        tracing::info!(vm = name, pid, "the guest shut down");
+                        self.release_display(name);
+                        return Ok(StopOutcome::GuestShutDown);
+                    }
+                    StopOutcome::GuestTimedOut
+                }
+                // No ACPI-aware OS is up (still booting, or none), or the VMM does not answer.
+                _ => StopOutcome::GuestNotListening,
+            }
+        };
+        tracing::warn!(
+            vm = name,
+            pid,
+            outcome = outcome.describe(),
+            "powering the VM off"
+        );
+        self.power_off(name, pid).await?;
+        Ok(outcome)
+    }
+
+    /// Whether the VM's process is gone within `limit`.
+    async fn wait_gone(&self, name: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
             if self.live_pid(name).is_none() {
-                self.release_display(name);
-                return Ok(());
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Powers the VM off: the VMM ends it at once through its API (flushing its disks), and
+    /// is killed if it has not exited within `STOP_GRACE`.
+    async fn power_off(&self, name: &str, pid: u32) -> Result<(), VmError> {
+        let sock = self.socket(name);
+        let _ = vmm_client::call(&sock, Method::PUT, "/vm/shutdown", API_TIMEOUT).await;
+        if self.wait_gone(name, STOP_GRACE).await {
+            self.release_display(name);
+            return Ok(());
         }
         tracing::warn!(vm = name, pid, "VM did not stop in time; killing it");
         if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
             let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
         }
-        for _ in 0..100 {
-            if self.live_pid(name).is_none() {
-                self.release_display(name);
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if self.wait_gone(name, Duration::from_secs(2)).await {
+            self.release_display(name);
+            return Ok(());
         }
         Err(VmError::Vmm(format!("{name} (pid {pid}) survived SIGKILL")))
     }

@@ -142,6 +142,7 @@ fn rig(name: &str) -> Rig {
         name: Some("test-host".into()),
         library: dir.join("library"),
         console_log_max_mib: 16,
+        guest_shutdown_timeout_secs: 60,
         listen: "127.0.0.1:0".into(),
         state_dir: dir.join("state"),
         vmm: Some(vmm_binary()),
@@ -661,4 +662,106 @@ fn configuration_is_checked() {
     let e = write("state_dir = 3\n").unwrap_err().to_string();
     assert!(e.contains("agent.toml"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Defines and starts `name` on `kernel` (a tiny guest in the library); waits for the guest
+/// to print `line` on its console when given.
+async fn run_tiny(r: &Rig, url: &str, name: &str, kernel: &str, line: Option<&str>) {
+    let spec = json!({"name": name, "vcpus": 1, "memory_mib": 64, "kernel": kernel, "disks": []});
+    let resp = r
+        .client
+        .put(format!("{url}/api/v1/vms/{name}"))
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    let started: Value = r
+        .client
+        .post(format!("{url}/api/v1/vms/{name}/start"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(started["state"], "running", "{started}");
+    if let Some(line) = line {
+        let console = r.cfg.state_dir.join(format!("vms/{name}/console.log"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&console).is_ok_and(|c| c.contains(line)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never printed {line}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Stops `name` with `body` (None: no body); returns the answer and how long it took.
+async fn stop(r: &Rig, url: &str, name: &str, body: Option<Value>) -> (Value, Duration) {
+    let t = std::time::Instant::now();
+    let mut req = r.client.post(format!("{url}/api/v1/vms/{name}/stop"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    (resp.json().await.unwrap(), t.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_asks_the_guest_first_and_powers_off_whoever_does_not_answer() {
+    if !kvm() {
+        return;
+    }
+    let r = rig("stop");
+    let lib = r.dir.join("library");
+    let tg = tessera_vmm::tiny_guest::acpi_power_button;
+    std::fs::write(lib.join("obey.elf"), tg(true)).unwrap();
+    std::fs::write(lib.join("ignore.elf"), tg(false)).unwrap();
+    std::fs::write(
+        lib.join("idle.elf"),
+        tessera_vmm::tiny_guest::milestones_then_idle(&[]),
+    )
+    .unwrap();
+    let (url, _task) = start(&r.cfg).await;
+
+    // A guest that listens for the ACPI power button and shuts down.
+    run_tiny(&r, &url, "obey", "obey.elf", Some("button armed")).await;
+    let (s, _) = stop(&r, &url, "obey", None).await;
+    assert_eq!(s["outcome"], "guest_shut_down", "{s}");
+    assert_eq!(s["state"], "stopped", "{s}");
+    let console = std::fs::read_to_string(r.cfg.state_dir.join("vms/obey/console.log")).unwrap();
+    assert!(console.contains("button pressed"), "{console}");
+
+    // One that listens but does nothing: powered off once the request's timeout passes.
+    run_tiny(&r, &url, "ignore", "ignore.elf", Some("button armed")).await;
+    let (s, took) = stop(&r, &url, "ignore", Some(json!({"timeout_secs": 1}))).await;
+    assert_eq!(s["outcome"], "guest_timed_out", "{s}");
+    assert_eq!(s["state"], "stopped", "{s}");
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+
+    // One that never enabled the button: powered off at once, without waiting.
+    run_tiny(&r, &url, "idle", "idle.elf", None).await;
+    let (s, took) = stop(&r, &url, "idle", None).await;
+    assert_eq!(s["outcome"], "guest_not_listening", "{s}");
+    assert_eq!(s["state"], "stopped", "{s}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+
+    // Forced, and a stop of a stopped VM; a malformed request is refused.
+    run_tiny(&r, &url, "obey", "obey.elf", Some("button armed")).await;
+    let (s, _) = stop(&r, &url, "obey", Some(json!({"force": true}))).await;
+    assert_eq!(s["outcome"], "forced", "{s}");
+    let (s, _) = stop(&r, &url, "obey", None).await;
+    assert_eq!(s["outcome"], "not_running", "{s}");
+    let resp = r
+        .client
+        .post(format!("{url}/api/v1/vms/obey/stop"))
+        .json(&json!({"forse": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }

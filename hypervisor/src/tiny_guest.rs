@@ -128,6 +128,17 @@ impl Asm {
         self.bytes(&[0x75, rel as i8 as u8])
     }
 
+    /// `jz` back to `target` (within 128 bytes).
+    pub fn jz_back(&mut self, target: usize) -> &mut Self {
+        let rel = target as isize - (self.here() as isize + 2);
+        self.bytes(&[0x74, rel as i8 as u8])
+    }
+
+    /// `test eax, imm32`.
+    pub fn test_eax(&mut self, v: u32) -> &mut Self {
+        self.op32().bytes(&[0xa9]).bytes(&v.to_le_bytes())
+    }
+
     /// `mov dword [eax/rax + disp32], imm32`: a memory or MMIO write through a register,
     /// since 64-bit absolute displacements sign-extend.
     pub fn store_rax_disp(&mut self, disp: u32, v: u32) -> &mut Self {
@@ -575,6 +586,31 @@ pub fn poke_unknown(count: u32) -> Vec<u8> {
         .load_eax_from_rax();
     a.dec_ecx().jnz_back(top);
     a.print(b"still alive\n").reset().halt_forever();
+    elf(a.code())
+}
+
+/// An ACPI-aware guest in miniature: enables the power button event (PM1 enable, port
+/// 0x602), prints `button armed`, and polls PM1 status (0x600) until the button is pressed.
+/// Then, if `obey`, prints `button pressed` and powers off through ACPI's S5 (SLP_EN with
+/// SLP_TYP 0 in PM1 control, 0x604), as an OS's shutdown ends; otherwise prints `button
+/// ignored` and sleeps with interrupts off, as a hung or unwilling guest would.
+pub fn acpi_power_button(obey: bool) -> Vec<u8> {
+    let mut a = Asm::new();
+    // One dword at 0x600: PM1 status (clear nothing) and PM1 enable (PWRBTN_EN).
+    a.mov_dx(0x600).mov_eax(0x0100_0000).out_dx_eax();
+    a.print(b"button armed\n");
+    let top = a.here();
+    a.mov_dx(0x600).in_eax_dx().test_eax(0x0100).jz_back(top);
+    if obey {
+        // PM1 control: SCI_EN kept, SLP_TYP 0 (S5), SLP_EN.
+        a.print(b"button pressed\n")
+            .mov_dx(0x604)
+            .mov_eax(0x2001)
+            .out_dx_eax();
+    } else {
+        a.print(b"button ignored\n");
+    }
+    a.halt_forever();
     elf(a.code())
 }
 

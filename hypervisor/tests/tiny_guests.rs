@@ -338,3 +338,74 @@ fn serial_console_to_a_file_or_off() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout(&out), "");
 }
+
+/// Starts `kernel` with a control API and `--log info`; returns the child, its socket, and
+/// its standard output as lines.
+fn start_with_api(
+    dir: &Scratch,
+    kernel: &std::path::Path,
+) -> (
+    std::process::Child,
+    std::path::PathBuf,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let sock = dir.0.join("vm.sock");
+    let mut child = Command::new(VMM)
+        .die_with_parent()
+        .args(["--kernel", kernel.to_str().unwrap(), "--memory", "64M"])
+        .args(["--api-socket", sock.to_str().unwrap(), "--log", "info"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_socket(&sock, LIMIT);
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, sock, lines)
+}
+
+#[test]
+fn the_acpi_power_button_reaches_a_listening_guest_which_decides() {
+    if !kvm_or_skip("acpi_power_button") {
+        return;
+    }
+    let dir = Scratch::new("button");
+    // A guest that never enabled the button: the press is answered, nobody listens.
+    let idle = dir.file("idle.elf", &tg::milestones_then_idle(&[]));
+    let (child, sock, _out) = start_with_api(&dir, &idle);
+    let (code, body) = http(&sock, "PUT", "/vm/power-button");
+    assert_eq!(code, 202, "{body}");
+    assert!(body.contains("\"listening\":false"), "{body}");
+    assert_eq!(http(&sock, "PUT", "/vm/kill").0, 202);
+    wait_with_timeout(child, LIMIT);
+
+    // A guest that obeys: it sees the press and powers off through S5; the VMM exits 0.
+    let obey = dir.file("obey.elf", &tg::acpi_power_button(true));
+    let (child, sock, mut out) = start_with_api(&dir, &obey);
+    assert_eq!(out.next().unwrap().unwrap(), "button armed");
+    let (code, body) = http(&sock, "PUT", "/vm/power-button");
+    assert_eq!(code, 202, "{body}");
+    assert!(body.contains("\"listening\":true"), "{body}");
+    let out = wait_with_timeout(child, LIMIT);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the guest powered off (ACPI S5)"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A guest that ignores it keeps running until told otherwise.
+    let ignore = dir.file("ignore.elf", &tg::acpi_power_button(false));
+    let (child, sock, mut out) = start_with_api(&dir, &ignore);
+    assert_eq!(out.next().unwrap().unwrap(), "button armed");
+    let (_, body) = http(&sock, "PUT", "/vm/power-button");
+    assert!(body.contains("\"listening\":true"), "{body}");
+    assert_eq!(out.next().unwrap().unwrap(), "button ignored");
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, body) = http(&sock, "GET", "/vm");
+    assert_eq!(code, 200);
+    assert!(body.contains("\"state\":\"running\""), "{body}");
+    assert_eq!(http(&sock, "PUT", "/vm/shutdown").0, 202);
+    let out = wait_with_timeout(child, LIMIT);
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -130,6 +130,7 @@ async fn measure(
         name: Some("bench-host".into()),
         library: lib.clone(),
         console_log_max_mib: 16,
+        guest_shutdown_timeout_secs: 60,
         listen: "127.0.0.1:0".into(),
         state_dir: dir.join("agent"),
         vmm: Some(repo.join("target/release/tessera-vmm")),

@@ -246,6 +246,7 @@ pub async fn start_agent(state: &Path, ds: &Path, cert_key: (&Path, &Path), ca: 
         name: Some("host-1".into()),
         library: ds.with_file_name("library"),
         console_log_max_mib: 16,
+        guest_shutdown_timeout_secs: 60,
         listen: "127.0.0.1:0".into(),
         state_dir: state.to_path_buf(),
         vmm: Some(vmm_binary()),
