@@ -488,7 +488,8 @@ async fn users_list_restart_and_log_off_their_desktops() {
         .collect();
     assert_eq!(ok.len(), 2, "{ok:?}");
     assert!(
-        ok.iter().all(|o| o.contains("not listening for the power button")),
+        ok.iter()
+            .all(|o| o.contains("not listening for the power button")),
         "{ok:?}"
     );
 }

@@ -322,6 +322,8 @@ impl Supervisor {
             "serial_log_max".into(),
             toml::Value::String(format!("{}M", self.cfg.console_log_max_mib.max(1))),
         );
+        // A desktop that reboots (Windows Update, an installer) boots again in its VMM.
+        t.insert("on_reboot".into(), toml::Value::String("restart".into()));
         let mut disks = Vec::new();
         for d in &spec.disks {
             let (_, dir) = disks::datastore(&self.cfg, &d.datastore)?;

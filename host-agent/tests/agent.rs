@@ -518,6 +518,7 @@ async fn vms_survive_an_agent_restart() {
     let vm_toml = std::fs::read_to_string(r.cfg.state_dir.join("vms/desk-01/vm.toml")).unwrap();
     assert!(vm_toml.contains("format = \"qcow2\""), "{vm_toml}");
     assert!(vm_toml.contains("serial_log_max = \"16M\""), "{vm_toml}");
+    assert!(vm_toml.contains("on_reboot = \"restart\""), "{vm_toml}");
     // The disk of a running VM cannot be deleted.
     let resp = c
         .delete(format!("{url}/api/v1/datastores/ds1/disks/desk-01.qcow2"))

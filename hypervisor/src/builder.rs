@@ -14,7 +14,7 @@ use crate::arch::x86_64::layout::{
     PCI_MMIO32_END, PCI_MMIO32_START,
 };
 use crate::arch::x86_64::{acpi, boot, cpuid, mptable, regs};
-use crate::config::{DiskConfig, SerialOutput, ValidConfig};
+use crate::config::{DiskConfig, OnReboot, SerialOutput, ValidConfig};
 use crate::controller::{Controller, VmFacts};
 use crate::devices::acpi::pm::{PowerManagement, PM_BASE, PM_LEN, SCI_IRQ};
 use crate::devices::bus::{lock, Bus, BusError};
@@ -45,7 +45,8 @@ use crate::vstate::framebuffer::Framebuffer;
 use crate::vstate::irq_routing::{IrqRouting, RoutingError};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
 use crate::vstate::vcpu::{self, BootRegs, RunControl, Vcpu, VcpuError};
-use crate::vstate::vm::{Vm, VmError};
+use crate::vstate::vcpu_reset::ResetState;
+use crate::vstate::vm::{IrqchipState, Vm, VmError};
 
 /// Errors while building the VM.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +108,48 @@ pub enum BuildError {
     /// The tablet.
     #[error(transparent)]
     Tablet(#[from] TabletError),
+    /// A reset could not park the vCPUs, or the VM was stopping.
+    #[error(transparent)]
+    Control(#[from] crate::controller::ControlError),
+}
+
+/// What the guest boots: loaded when the VM is built, and again at each reset.
+struct BootImage {
+    kernel: std::fs::File,
+    initrd: Option<std::fs::File>,
+    cmdline: String,
+    vcpus: u8,
+}
+
+impl BootImage {
+    /// Loads the kernel, initrd and command line, and writes the boot structures the kernel
+    /// finds: page tables, GDT, MP table and ACPI tables.
+    fn load(&mut self, memory: &GuestMemoryMmap) -> Result<boot::BootEntry, BuildError> {
+        let entry = boot::load(
+            memory,
+            &mut self.kernel,
+            self.initrd.as_mut(),
+            &self.cmdline,
+        )?;
+        regs::write_page_tables(memory)?;
+        regs::write_descriptor_tables(memory)?;
+        mptable::write(memory, self.vcpus)?;
+        acpi::write(
+            memory,
+            &acpi::Platform {
+                vcpus: self.vcpus,
+                ram_end: memory.last_addr().0 + 1,
+            },
+        )?;
+        Ok(entry)
+    }
+}
+
+/// What a reset of the machine in place needs (`on_reboot = "restart"`).
+struct Resettable {
+    boot: BootImage,
+    irqchip: IrqchipState,
+    mmio: Arc<Bus>,
 }
 
 /// A built, running VM.
@@ -118,25 +161,74 @@ pub struct Machine {
     exit_rx: Receiver<ExitReason>,
     // Kept alive for as long as the vCPUs may touch them.
     disks: Vec<(String, Arc<BlockBackend>)>,
-    _vm: Vm,
-    _memory: GuestMemoryMmap,
-    _pio: Arc<Bus>,
+    reset: Option<Resettable>,
+    vm: Vm,
+    memory: GuestMemoryMmap,
+    pio: Arc<Bus>,
 }
 
 impl Machine {
-    /// Blocks until the VM must end, stops the vCPUs and returns why.
-    pub fn wait(self) -> ExitReason {
-        let reason = self
-            .exit_rx
-            .recv()
-            .unwrap_or_else(|_| ExitReason::VmmError("every exit reporter is gone".into()));
+    /// Blocks until the VM must end, stops the vCPUs and returns why. With `on_reboot =
+    /// "restart"`, a guest's reboot resets the machine in place and the wait goes on.
+    pub fn wait(mut self) -> ExitReason {
+        let reason = loop {
+            let reason = self
+                .exit_rx
+                .recv()
+                .unwrap_or_else(|_| ExitReason::VmmError("every exit reporter is gone".into()));
+            if reason != ExitReason::GuestReset || self.reset.is_none() {
+                break reason;
+            }
+            match self.reboot() {
+                Ok(None) => continue,
+                Ok(Some(other)) => break other,
+                Err(e) => break ExitReason::VmmError(format!("cannot restart the VM: {e}")),
+            }
+        };
         self.controller.stop_vcpus();
-        // What the guest wrote and did not flush still reaches the images, as QEMU does when
-        // it closes its block devices.
+        self.flush_disks();
+        reason
+    }
+
+    /// What the guest wrote and did not flush reaches the images, as QEMU does when it
+    /// closes its block devices.
+    fn flush_disks(&self) {
         for (name, disk) in &self.disks {
             disk.flush(name);
         }
-        reason
+    }
+
+    /// Resets the machine in place after the guest's reboot: vCPUs parked, devices, the
+    /// interrupt controllers and the PIT back as built, the kernel loaded again, then each
+    /// vCPU restores its first state and runs. Returns a reason that ends the VM instead,
+    /// if one came in meanwhile.
+    fn reboot(&mut self) -> Result<Option<ExitReason>, BuildError> {
+        tracing::info!("the guest rebooted; restarting the VM in place");
+        let Some(parts) = self.reset.as_mut() else {
+            return Ok(Some(ExitReason::GuestReset));
+        };
+        let (pio, memory, vm, disks) = (&self.pio, &self.memory, &self.vm, &self.disks);
+        let rx = &self.exit_rx;
+        let mut ended = None;
+        self.controller.reset_vm(|| -> Result<bool, BuildError> {
+            // The same reset reported twice (two vCPUs, or two reset methods in a row) is one
+            // reset; anything else ends the VM.
+            while let Ok(r) = rx.try_recv() {
+                if r != ExitReason::GuestReset {
+                    ended = Some(r);
+                    return Ok(false);
+                }
+            }
+            for (name, disk) in disks {
+                disk.flush(name);
+            }
+            pio.reset();
+            parts.mmio.reset();
+            vm.restore_irqchip(&parts.irqchip)?;
+            parts.boot.load(memory)?;
+            Ok(true)
+        })?;
+        Ok(ended)
     }
 }
 
@@ -400,9 +492,12 @@ fn thread_kinds(cfg: &ValidConfig) -> Vec<ThreadKind> {
 }
 
 /// Builds and starts the VM.
-pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> {
+pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> {
     let sandbox = if cfg.config.seccomp {
-        Sandbox::on(&thread_kinds(&cfg))
+        Sandbox::with_reboots(
+            &thread_kinds(&cfg),
+            cfg.config.on_reboot == OnReboot::Restart,
+        )
     } else {
         tracing::warn!("seccomp filters are off (seccomp = false)");
         Sandbox::off()
@@ -412,6 +507,9 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
     vm.check_vcpus(cfg.vcpus)?;
     vm.register_memory(&memory)?;
     vm.setup_irqchip()?;
+    let restart = cfg.config.on_reboot == OnReboot::Restart;
+    // Their power-on state, which a reset restores.
+    let irqchip = restart.then(|| vm.irqchip_state()).transpose()?;
 
     let (tx, exit_rx) = channel();
     let exit_tx = ExitSender::new(tx);
@@ -457,22 +555,13 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
     )?;
     let mmio = Arc::new(mmio);
 
-    let entry = boot::load(
-        &memory,
-        &mut cfg.kernel_file,
-        cfg.initrd_file.as_mut(),
-        &cfg.config.cmdline,
-    )?;
-    regs::write_page_tables(&memory)?;
-    regs::write_descriptor_tables(&memory)?;
-    mptable::write(&memory, cfg.vcpus)?;
-    acpi::write(
-        &memory,
-        &acpi::Platform {
-            vcpus: cfg.vcpus,
-            ram_end: memory.last_addr().0 + 1,
-        },
-    )?;
+    let mut boot_image = BootImage {
+        kernel: cfg.kernel_file,
+        initrd: cfg.initrd_file,
+        cmdline: cfg.config.cmdline.clone(),
+        vcpus: cfg.vcpus,
+    };
+    let entry = boot_image.load(&memory)?;
     tracing::info!(
         format = ?entry.format,
         entry = format_args!("{:#x}", entry.entry),
@@ -510,6 +599,9 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
         });
         let table = cpuid::vcpu_cpuid(&supported_cpuid, id, cfg.vcpus);
         vcpu::configure(&fd, id, &table, &supported_msrs, boot)?;
+        let reset = restart
+            .then(|| ResetState::capture(&fd, id, &supported_msrs))
+            .transpose()?;
         vcpus.push(Vcpu {
             id,
             fd,
@@ -517,6 +609,7 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
             mmio: mmio.clone(),
             exit: exit_tx.clone(),
             control: run.clone(),
+            reset,
         });
     }
     let handles = vcpus
@@ -544,14 +637,20 @@ pub fn build(mut cfg: ValidConfig, started: Instant) -> Result<Machine, BuildErr
         controller.set_display(service);
     }
 
+    let reset = irqchip.map(|irqchip| Resettable {
+        boot: boot_image,
+        irqchip,
+        mmio,
+    });
     Ok(Machine {
         controller,
         sandbox,
         exit_rx,
         disks,
-        _vm: vm,
-        _memory: memory,
-        _pio: pio,
+        reset,
+        vm,
+        memory,
+        pio,
     })
 }
 

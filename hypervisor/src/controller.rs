@@ -46,6 +46,9 @@ pub struct VmInfo {
     pub debug_port_writes: u64,
     /// Whether every thread runs under its seccomp filter.
     pub seccomp: bool,
+    /// Times the guest rebooted and the VM restarted in this process (`on_reboot =
+    /// "restart"`).
+    pub reboots: u32,
 }
 
 /// Errors from control requests; each maps to an HTTP status in the API.
@@ -92,6 +95,7 @@ pub struct Controller {
     boot_times: Arc<Mutex<BootTimes>>,
     display: std::sync::OnceLock<Arc<DisplayService>>,
     power: std::sync::OnceLock<Arc<Mutex<PowerManagement>>>,
+    reboots: std::sync::atomic::AtomicU32,
 }
 
 impl Controller {
@@ -113,6 +117,7 @@ impl Controller {
             boot_times,
             display: std::sync::OnceLock::new(),
             power: std::sync::OnceLock::new(),
+            reboots: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -159,6 +164,7 @@ impl Controller {
             memory_mib: self.facts.memory >> 20,
             kernel_format: self.facts.kernel_format,
             seccomp: self.facts.seccomp,
+            reboots: self.reboots.load(std::sync::atomic::Ordering::Relaxed),
             pid: std::process::id(),
             boot_milestones: times.milestones().to_vec(),
             debug_port_writes: times.writes(),
@@ -203,6 +209,33 @@ impl Controller {
         *state = VmState::Stopping;
         // The receiver lives as long as the main thread; if it is gone the VM is ending anyway.
         lock(&self.exit).send(reason);
+        Ok(())
+    }
+
+    /// Resets the machine after the guest's reboot: parks the vCPUs, runs `reset` (the
+    /// devices, interrupt controllers and boot image; false when the VM must end instead),
+    /// then lets each vCPU restore its first state and run (or stay parked, if the API had
+    /// paused the VM). API requests wait meanwhile.
+    pub fn reset_vm<E: From<ControlError>>(
+        &self,
+        reset: impl FnOnce() -> Result<bool, E>,
+    ) -> Result<(), E> {
+        let state = lock(&self.state);
+        if *state == VmState::Stopping {
+            return Err(ControlError::Stopping.into());
+        }
+        let vcpus = lock(&self.vcpus);
+        if !self.run.pause(&vcpus) {
+            return Err(ControlError::PauseTimeout.into());
+        }
+        if !reset()? {
+            return Ok(());
+        }
+        lock(&self.exit).clear_stopping();
+        self.reboots
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.run
+            .resume_after_reset(&vcpus, *state == VmState::Paused);
         Ok(())
     }
 

@@ -107,6 +107,11 @@ impl ExitSender {
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
+
+    /// The machine was reset instead of ending: vCPUs may enter the guest again.
+    pub fn clear_stopping(&self) {
+        self.stopping.store(false, Ordering::Release);
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use tessera_vmm::config::{DiskConfig, DisplayConfig, MemorySize, SerialOutput, VmConfig};
+use tessera_vmm::config::{
+    DiskConfig, DisplayConfig, MemorySize, OnReboot, SerialOutput, VmConfig,
+};
 use tessera_vmm::exit::{status, ExitReason};
 use tessera_vmm::sandbox::ThreadKind;
 use tessera_vmm::{api, builder};
@@ -66,6 +68,8 @@ Config file keys (all optional except kernel):
   seccomp = true           a seccomp filter on every thread, per kind (vCPU, API, device I/O,
                            display, console, main); a call outside it ends the VMM with SIGSYS
                            after naming it on stderr (false: --no-seccomp)
+  on_reboot = \"exit\"       what a guest's reboot does: exit (status 0), or restart (the VM
+                           boots again in this process, the display's clients connected)
 
 The machine has ACPI (tables in the BIOS area, a power button, the PM timer, PCI Express
 configuration space): the guest ends the VM by powering off (ACPI S5: Linux's poweroff) or by
@@ -124,6 +128,10 @@ struct Cli {
     /// seccomp); they are on by default.
     #[arg(long)]
     no_seccomp: bool,
+    /// What a guest's reboot does: exit (the VMM ends with status 0) or restart (the VM
+    /// boots again in this process) [default: exit].
+    #[arg(long, value_name = "WHAT")]
+    on_reboot: Option<OnReboot>,
     /// Log filter for the VMM's own messages on stderr (e.g. info, debug, tessera_vmm=trace).
     #[arg(
         long,
@@ -165,6 +173,9 @@ impl Cli {
         }
         if self.no_seccomp {
             c.seccomp = false;
+        }
+        if let Some(v) = self.on_reboot {
+            c.on_reboot = v;
         }
         Ok(c)
     }

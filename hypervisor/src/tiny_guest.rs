@@ -614,6 +614,33 @@ pub fn acpi_power_button(obey: bool) -> Vec<u8> {
     elf(a.code())
 }
 
+/// Counts its boots in CMOS NVRAM byte 0x40 (kept across resets, as on a PC), prints `boot
+/// N`, and reboots through ACPI's reset register (0xCF9) until the count reaches `boots`,
+/// then powers off through ACPI's S5.
+pub fn reboot_counter(boots: u8) -> Vec<u8> {
+    let mut a = Asm::new();
+    // BL = ++NVRAM[0x40].
+    a.mov_al(0x40).out_imm_al(0x70).bytes(&[0xe4, 0x71]); // in al, 0x71
+    a.bytes(&[0xfe, 0xc0, 0x88, 0xc3]); // inc al; mov bl, al
+    a.mov_al(0x40)
+        .out_imm_al(0x70)
+        .bytes(&[0x88, 0xd8])
+        .out_imm_al(0x71); // mov al, bl
+    a.print(b"boot ");
+    a.bytes(&[0x88, 0xd8, 0x04, b'0']); // mov al, bl; add al, '0'
+    a.mov_dx(COM1).out_dx_al().mov_al(b'\n').out_dx_al();
+    let mut off = Asm::new();
+    off.mov_dx(0x604)
+        .mov_eax(0x2001)
+        .out_dx_eax()
+        .halt_forever();
+    // cmp bl, boots; jb over the power-off to the reset.
+    a.bytes(&[0x80, 0xfb, boots, 0x72, off.code().len() as u8]);
+    a.bytes(off.code());
+    a.mov_dx(0xcf9).mov_al(0x06).out_dx_al().halt_forever();
+    elf(a.code())
+}
+
 /// Executes `ud2` with no usable IDT: #UD, #GP, #DF, then a triple fault.
 pub fn triple_fault() -> Vec<u8> {
     let mut a = Asm::new();

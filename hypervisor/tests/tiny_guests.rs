@@ -409,3 +409,39 @@ fn the_acpi_power_button_reaches_a_listening_guest_which_decides() {
     let out = wait_with_timeout(child, LIMIT);
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn a_guest_reboot_restarts_the_vm_in_place_or_ends_it() {
+    if !kvm_or_skip("reboot") {
+        return;
+    }
+    let dir = Scratch::new("reboot");
+    let k = dir.file("reboot.elf", &tg::reboot_counter(3));
+    for vcpus in ["1", "2"] {
+        let out = run_vmm(
+            &[
+                "--kernel",
+                k.to_str().unwrap(),
+                "--memory",
+                "64M",
+                "--vcpus",
+                vcpus,
+                "--on-reboot",
+                "restart",
+                "--log",
+                "info",
+            ],
+            LIMIT,
+        );
+        // Three boots: the count in CMOS outlives each reset; the third powers off.
+        assert_eq!(stdout(&out), "boot 1\nboot 2\nboot 3\n", "{}", stderr(&out));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.matches("the guest rebooted").count(), 2, "{err}");
+        assert!(err.contains("the guest powered off (ACPI S5)"), "{err}");
+    }
+    // By default a reboot ends the VMM, as it always did.
+    let out = run_vmm(&["--kernel", k.to_str().unwrap(), "--memory", "64M"], LIMIT);
+    assert_eq!(stdout(&out), "boot 1\n");
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -410,9 +410,15 @@ impl L1 {
 
 /// The output and status of `scenario` in a console log, once it has ended.
 pub fn scenario_outcome(text: &str, scenario: &str) -> Option<Outcome> {
-    let begin = format!("NEST-BEGIN {scenario}\n");
+    let begin = format!("NEST-BEGIN {scenario}");
     let end = format!("NEST-END {scenario} rc=");
-    let start = text.find(&begin).map_or(0, |i| i + begin.len());
+    // The marker's own line, whatever ends it (the serial console may send "\r\n"); not a
+    // longer scenario name that starts the same.
+    let start = text
+        .match_indices(&begin)
+        .map(|(i, _)| i + begin.len())
+        .find(|&i| matches!(text.as_bytes().get(i), Some(b'\r' | b'\n')))
+        .map_or(0, |i| i + text[i..].find('\n').map_or(0, |n| n + 1));
     let stop = start + text[start..].find(&end)?;
     let rc = text[stop + end.len()..]
         .split(|c: char| !c.is_ascii_digit())
@@ -502,6 +508,15 @@ mod tests {
         assert_eq!((disk.log.as_str(), disk.rc), ("b\n", 3));
         assert!(scenario_outcome(log, "display").is_none());
         assert!(scenario_outcome("NEST-BEGIN x\nhalf", "x").is_none());
+    }
+
+    #[test]
+    fn a_scenario_starts_at_its_own_marker_whatever_ends_the_line() {
+        // A serial console's "\r\n", and a longer name that starts the same before it.
+        let log = "a\r\nNEST-BEGIN boot-verbose\r\nv\r\nNEST-END boot-verbose rc=0\r\n\
+                   NEST-BEGIN boot\r\nmine\r\nNEST-END boot rc=0\r\n";
+        let boot = scenario_outcome(log, "boot").unwrap();
+        assert_eq!((boot.log.as_str(), boot.rc), ("mine\r\n", 0));
     }
 
     #[test]

@@ -213,6 +213,22 @@ pub struct VmConfig {
     /// or on a kernel without seccomp.
     #[serde(default = "default_seccomp")]
     pub seccomp: bool,
+    /// What a guest's reboot does: end the VMM (exit status 0), or restart the VM in this
+    /// process, the display's clients staying connected.
+    #[serde(default)]
+    pub on_reboot: OnReboot,
+}
+
+/// What a guest's reboot (a reset through ACPI's reset register or the i8042) does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnReboot {
+    /// The VMM exits with status 0 (what scripts and tests that end a VM by a reset expect).
+    #[default]
+    Exit,
+    /// The machine is reset in place and boots again: devices and vCPUs as built, the kernel
+    /// loaded afresh; memory, disks and the display's clients stay.
+    Restart,
 }
 
 impl Default for VmConfig {
@@ -229,6 +245,7 @@ impl Default for VmConfig {
             disks: Vec::new(),
             display: None,
             seccomp: default_seccomp(),
+            on_reboot: OnReboot::default(),
         }
     }
 }

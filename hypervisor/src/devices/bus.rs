@@ -13,6 +13,10 @@ pub trait BusDevice: Send {
     fn read(&mut self, offset: u64, data: &mut [u8]);
     /// Guest write of `data` at `offset`.
     fn write(&mut self, offset: u64, data: &[u8]);
+    /// The machine's reset: back to the state the device had when the VM was built. Devices
+    /// whose state outlives a reset on a real machine (the RTC and its NVRAM, the UART a
+    /// guest programs anew) keep it.
+    fn reset(&mut self) {}
 }
 
 /// A device shared between the buses and the threads that feed it.
@@ -97,6 +101,18 @@ impl Bus {
         Ok(())
     }
 
+    /// Resets every device on the bus once (a device mapped at several ranges included).
+    pub fn reset(&self) {
+        let mut done: Vec<*const ()> = Vec::new();
+        for e in self.ranges.values() {
+            let id = Arc::as_ptr(&e.device) as *const ();
+            if !done.contains(&id) {
+                done.push(id);
+                lock(&e.device).reset();
+            }
+        }
+    }
+
     fn find(&self, addr: u64, size: usize) -> Option<(u64, &SharedDevice)> {
         let (base, entry) = self.ranges.range(..=addr).next_back()?;
         let offset = addr - base;
@@ -165,6 +181,27 @@ mod tests {
         assert_eq!(b, [2]);
         bus.write(0x3ff, &[9]);
         assert_eq!(lock(&dev).0, vec![(7, vec![9])]);
+    }
+
+    #[test]
+    fn reset_reaches_each_device_once() {
+        struct Counter(Arc<Mutex<u32>>);
+        impl BusDevice for Counter {
+            fn read(&mut self, _: u64, _: &mut [u8]) {}
+            fn write(&mut self, _: u64, _: &[u8]) {}
+            fn reset(&mut self) {
+                *lock(&self.0) += 1;
+            }
+        }
+        let resets = Arc::new(Mutex::new(0));
+        let dev: SharedDevice = Arc::new(Mutex::new(Counter(resets.clone())));
+        let mut bus = Bus::new("test");
+        bus.insert(dev.clone(), 0x10, 2).unwrap();
+        bus.insert(dev, 0x20, 2).unwrap();
+        bus.insert(Arc::new(Mutex::new(Counter(resets.clone()))), 0x30, 2)
+            .unwrap();
+        bus.reset();
+        assert_eq!(*lock(&resets), 2);
     }
 
     #[test]

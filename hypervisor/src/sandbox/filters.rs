@@ -8,8 +8,9 @@
 //! appending, kill only with SIGKILL.
 
 use kvm_bindings::{
-    kvm_dirty_log, kvm_ioeventfd, kvm_irq_level, kvm_irq_routing, kvm_regs,
-    kvm_userspace_memory_region, KVMIO,
+    kvm_debugregs, kvm_dirty_log, kvm_fpu, kvm_ioeventfd, kvm_irq_level, kvm_irq_routing,
+    kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs,
+    kvm_userspace_memory_region, kvm_vcpu_events, kvm_xcrs, KVMIO,
 };
 use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
 use tessera_seccomp::{allow_any, allow_when, allowlist, equals, BpfProgram, Rules, SeccompError};
@@ -30,6 +31,18 @@ ioctl_iow_nr!(KVM_GET_DIRTY_LOG, KVMIO, 0x42, kvm_dirty_log);
 ioctl_iow_nr!(KVM_SET_GSI_ROUTING, KVMIO, 0x6a, kvm_irq_routing);
 ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_ioeventfd);
 ioctl_iow_nr!(KVM_IRQ_LINE, KVMIO, 0x61, kvm_irq_level);
+// What a reset in place sets again: a vCPU's own state, and the VM's interrupt controllers.
+ioctl_iow_nr!(KVM_SET_REGS, KVMIO, 0x82, kvm_regs);
+ioctl_iow_nr!(KVM_SET_SREGS, KVMIO, 0x84, kvm_sregs);
+ioctl_iow_nr!(KVM_SET_MSRS, KVMIO, 0x89, kvm_msrs);
+ioctl_iow_nr!(KVM_SET_FPU, KVMIO, 0x8d, kvm_fpu);
+ioctl_iow_nr!(KVM_SET_LAPIC, KVMIO, 0x8f, kvm_lapic_state);
+ioctl_iow_nr!(KVM_SET_MP_STATE, KVMIO, 0x99, kvm_mp_state);
+ioctl_iow_nr!(KVM_SET_VCPU_EVENTS, KVMIO, 0xa0, kvm_vcpu_events);
+ioctl_iow_nr!(KVM_SET_DEBUGREGS, KVMIO, 0xa2, kvm_debugregs);
+ioctl_iow_nr!(KVM_SET_XCRS, KVMIO, 0xa7, kvm_xcrs);
+ioctl_ior_nr!(KVM_SET_IRQCHIP, KVMIO, 0x63, kvm_irqchip);
+ioctl_iow_nr!(KVM_SET_PIT2, KVMIO, 0xa0, kvm_pit_state2);
 
 /// What every thread does (with [`tessera_seccomp::TIME`]): memory, locks, its own signals,
 /// logging to stderr, closing what it drops, and ending.
@@ -175,8 +188,8 @@ fn ioctls(rules: &mut Rules, requests: &[u64]) -> Result<(), SeccompError> {
     allow_when(rules, libc::SYS_ioctl, 1, requests.iter().copied())
 }
 
-/// The rules for `kind`.
-pub fn rules(kind: ThreadKind) -> Result<Rules, SeccompError> {
+/// The rules for `kind`; `reboots`: the VM resets in place at a guest's reboot.
+pub fn rules(kind: ThreadKind, reboots: bool) -> Result<Rules, SeccompError> {
     let mut r = Rules::new();
     allow_any(&mut r, EVERY_THREAD);
     allow_any(&mut r, tessera_seccomp::TIME);
@@ -192,21 +205,50 @@ pub fn rules(kind: ThreadKind) -> Result<Rules, SeccompError> {
             // Stopping: the API socket's file goes; the disks are flushed.
             allow_any(&mut r, IMAGE_IO);
             allow_any(&mut r, &[libc::SYS_unlink, libc::SYS_shutdown]);
+            if reboots {
+                // A reset in place: the kernel and initrd read again, the interrupt
+                // controllers restored, and the devices' KVM resources (MSI routes, queue
+                // ioeventfds, video memory's slot, the SCI) put back as built.
+                allow_any(&mut r, &[libc::SYS_read]);
+                ioctls(
+                    &mut r,
+                    &[
+                        KVM_SET_IRQCHIP(),
+                        KVM_SET_PIT2(),
+                        KVM_SET_GSI_ROUTING(),
+                        KVM_IOEVENTFD(),
+                        KVM_SET_USER_MEMORY_REGION(),
+                        KVM_IRQ_LINE(),
+                    ],
+                )?;
+            }
         }
         ThreadKind::Vcpu => {
-            ioctls(
-                &mut r,
-                &[
-                    KVM_RUN(),
-                    KVM_GET_REGS(),
-                    // The guest moves the display's BAR, or programs MSI-X and virtio BARs.
-                    KVM_SET_USER_MEMORY_REGION(),
-                    KVM_SET_GSI_ROUTING(),
-                    KVM_IOEVENTFD(),
-                    // The ACPI SCI follows the events the guest enables and clears.
-                    KVM_IRQ_LINE(),
-                ],
-            )?;
+            let mut requests = vec![
+                KVM_RUN(),
+                KVM_GET_REGS(),
+                // The guest moves the display's BAR, or programs MSI-X and virtio BARs.
+                KVM_SET_USER_MEMORY_REGION(),
+                KVM_SET_GSI_ROUTING(),
+                KVM_IOEVENTFD(),
+                // The ACPI SCI follows the events the guest enables and clears.
+                KVM_IRQ_LINE(),
+            ];
+            if reboots {
+                // After a reset, each vCPU restores its own first state.
+                requests.extend([
+                    KVM_SET_SREGS(),
+                    KVM_SET_REGS(),
+                    KVM_SET_FPU(),
+                    KVM_SET_XCRS(),
+                    KVM_SET_DEBUGREGS(),
+                    KVM_SET_LAPIC(),
+                    KVM_SET_MSRS(),
+                    KVM_SET_VCPU_EVENTS(),
+                    KVM_SET_MP_STATE(),
+                ]);
+            }
+            ioctls(&mut r, &requests)?;
             // A device being activated: its queues' stop eventfds.
             allow_any(&mut r, &[libc::SYS_eventfd2]);
             allow_when(&mut r, libc::SYS_fcntl, 1, [libc::F_DUPFD_CLOEXEC as u64])?;
@@ -276,9 +318,9 @@ pub fn rules(kind: ThreadKind) -> Result<Rules, SeccompError> {
     Ok(r)
 }
 
-/// `kind`'s compiled filter.
-pub fn program(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
-    allowlist(rules(kind)?)
+/// `kind`'s compiled filter (`reboots`: see [`rules`]).
+pub fn program(kind: ThreadKind, reboots: bool) -> Result<BpfProgram, SeccompError> {
+    allowlist(rules(kind, reboots)?)
 }
 
 #[cfg(test)]
@@ -288,7 +330,7 @@ mod tests {
     #[test]
     fn every_kind_compiles() {
         for kind in ThreadKind::ALL {
-            let program = program(kind).unwrap();
+            let program = program(kind, true).unwrap();
             assert!(
                 program.len() > 30,
                 "{kind:?}: {} instructions",
@@ -300,7 +342,7 @@ mod tests {
     #[test]
     fn only_the_display_thread_may_start_programs_or_open_sockets() {
         for kind in ThreadKind::ALL {
-            let r = rules(kind).unwrap();
+            let r = rules(kind, true).unwrap();
             let display = kind == ThreadKind::Display;
             for nr in [libc::SYS_execve, libc::SYS_socket, libc::SYS_connect] {
                 assert_eq!(r.contains_key(&nr), display, "{kind:?} and call {nr}");
@@ -310,9 +352,14 @@ mod tests {
 
     #[test]
     fn a_vcpu_may_not_create_a_vm_or_map_code() {
-        let r = rules(ThreadKind::Vcpu).unwrap();
+        let r = rules(ThreadKind::Vcpu, false).unwrap();
         // KVM_CREATE_VM is _IO(KVMIO, 0x01): not among the vCPU's requests.
         assert_eq!(r[&libc::SYS_ioctl].len(), 6);
+        // A VM that restarts in place lets it restore its own state, nothing more.
+        let r = rules(ThreadKind::Vcpu, true).unwrap();
+        assert_eq!(r[&libc::SYS_ioctl].len(), 15);
+        let main = rules(ThreadKind::Main, false).unwrap();
+        assert!(!main.contains_key(&libc::SYS_ioctl) && !main.contains_key(&libc::SYS_read));
         assert!(!r[&libc::SYS_mmap].is_empty(), "mmap is conditional");
         assert!(!r.contains_key(&libc::SYS_clone3), "vCPUs start no threads");
     }

@@ -95,6 +95,9 @@ pub enum SandboxError {
 #[derive(Default)]
 struct Filters {
     compiled: [OnceLock<Result<BpfProgram, Arc<SeccompError>>>; ThreadKind::ALL.len()],
+    /// The VM resets in place at a guest's reboot (the filters then let the main thread and
+    /// the vCPUs put the machine back as built).
+    reboots: bool,
 }
 
 /// The order the compiling thread takes the kinds a VM runs: the vCPU's (on the way to the
@@ -112,7 +115,7 @@ const COMPILE_ORDER: [ThreadKind; ThreadKind::ALL.len()] = [
 impl Filters {
     fn of(&self, kind: ThreadKind) -> Result<&BpfProgram, SandboxError> {
         self.compiled[kind.index()]
-            .get_or_init(|| filters::program(kind).map_err(Arc::new))
+            .get_or_init(|| filters::program(kind, self.reboots).map_err(Arc::new))
             .as_ref()
             .map_err(|e| SandboxError::Compile(kind.label(), e.clone()))
     }
@@ -129,8 +132,16 @@ impl Sandbox {
     /// starts now, on a thread of its own that ends when they are done (it holds no filter,
     /// and serves no input: nothing reaches it). Any other kind's is compiled when needed.
     pub fn on(kinds: &[ThreadKind]) -> Self {
+        Self::with_reboots(kinds, false)
+    }
+
+    /// [`Sandbox::on`] for a VM that restarts in place at a guest's reboot (`reboots`).
+    pub fn with_reboots(kinds: &[ThreadKind], reboots: bool) -> Self {
         tessera_seccomp::report_violations("tessera-vmm");
-        let filters = Arc::new(Filters::default());
+        let filters = Arc::new(Filters {
+            reboots,
+            ..Filters::default()
+        });
         let compiling = filters.clone();
         let order: Vec<ThreadKind> = COMPILE_ORDER
             .into_iter()

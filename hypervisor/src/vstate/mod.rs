@@ -4,4 +4,5 @@ pub mod framebuffer;
 pub mod irq_routing;
 pub mod memory;
 pub mod vcpu;
+pub mod vcpu_reset;
 pub mod vm;

@@ -1,5 +1,6 @@
 //! A vCPU and its thread: KVM_RUN in a loop, port and MMIO exits dispatched synchronously to
-//! the buses, pause and stop through [`RunControl`], and a signal to kick it out of KVM_RUN.
+//! the buses, pause, stop and reset through [`RunControl`], and a signal to kick it out of
+//! KVM_RUN.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -12,6 +13,7 @@ use kvm_bindings::{
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use super::vcpu_reset::ResetState;
 use crate::arch::x86_64::{msr, regs};
 use crate::devices::bus::{lock, Bus};
 use crate::exit::{ExitReason, ExitSender};
@@ -32,6 +34,9 @@ pub enum VcpuError {
     /// The thread could not be started in its sandbox.
     #[error("vCPU {0}: {1}")]
     Spawn(u8, crate::sandbox::SandboxError),
+    /// A reset reached a vCPU that kept no state to restore (a VMM bug).
+    #[error("vCPU {0}: reset without a saved reset state")]
+    NoResetState(u8),
 }
 
 /// The signal that kicks a vCPU thread out of KVM_RUN.
@@ -84,9 +89,28 @@ struct RunState {
     pause: bool,
     stop: bool,
     parked: usize,
+    /// Bumped by each reset of the machine; a vCPU that sees it change restores its state.
+    generation: u64,
+    /// vCPUs that have not yet restored their state for the current generation.
+    resetting: usize,
 }
 
-/// Shared pause/stop state for all vCPU threads of a VM.
+impl RunState {
+    /// Whether the exit path must look at the state at all.
+    fn attention(&self) -> bool {
+        self.pause || self.stop || self.resetting > 0
+    }
+}
+
+/// What a vCPU thread does at a checkpoint.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Run,
+    Reset,
+    Stop,
+}
+
+/// Shared pause/stop/reset state for all vCPU threads of a VM.
 #[derive(Debug, Default)]
 pub struct RunControl {
     /// Set while a pause or stop is pending, so the exit path checks one atomic instead of
@@ -109,10 +133,11 @@ impl VcpuHandle {
 }
 
 impl RunControl {
-    /// Waits at a safe point while paused; returns false when the thread must end.
-    fn checkpoint(&self) -> bool {
+    /// Waits at a safe point while paused; says whether to run on, restore the reset state
+    /// first (the machine was reset since `seen`), or end.
+    fn checkpoint(&self, seen: &mut u64) -> Step {
         if !self.attention.load(Ordering::Acquire) {
-            return true;
+            return Step::Run;
         }
         let mut s = lock(&self.state);
         if s.pause && !s.stop {
@@ -126,7 +151,31 @@ impl RunControl {
             }
             s.parked -= 1;
         }
-        !s.stop
+        if s.stop {
+            return Step::Stop;
+        }
+        if s.generation == *seen {
+            return Step::Run;
+        }
+        *seen = s.generation;
+        s.resetting = s.resetting.saturating_sub(1);
+        self.attention.store(s.attention(), Ordering::Release);
+        Step::Reset
+    }
+
+    /// Parks a vCPU whose VM is ending or resetting (an exit was reported) until the main
+    /// thread stops the vCPUs or resets the machine.
+    fn hold(&self, seen: u64) {
+        let mut s = lock(&self.state);
+        s.parked += 1;
+        self.changed.notify_all();
+        while !s.stop && s.generation == seen {
+            s = self
+                .changed
+                .wait(s)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        s.parked -= 1;
     }
 
     fn kick_until(
@@ -170,7 +219,20 @@ impl RunControl {
     pub fn resume(&self) {
         let mut s = lock(&self.state);
         s.pause = false;
-        self.attention.store(s.stop, Ordering::Release);
+        self.attention.store(s.attention(), Ordering::Release);
+        drop(s);
+        self.changed.notify_all();
+    }
+
+    /// Lets the vCPUs, parked by [`RunControl::pause`] while the machine was reset, run again,
+    /// each restoring its reset state first; or, `paused`, only once [`RunControl::resume`]
+    /// is called.
+    pub fn resume_after_reset(&self, vcpus: &[VcpuHandle], paused: bool) {
+        let mut s = lock(&self.state);
+        s.generation += 1;
+        s.resetting = vcpus.iter().filter(|v| !v.thread.is_finished()).count();
+        s.pause = paused;
+        self.attention.store(s.attention(), Ordering::Release);
         drop(s);
         self.changed.notify_all();
     }
@@ -200,6 +262,8 @@ pub struct Vcpu {
     pub exit: ExitSender,
     /// Pause/stop control.
     pub control: Arc<RunControl>,
+    /// The state a reset restores; None when the VM ends at a reset instead.
+    pub reset: Option<ResetState>,
 }
 
 impl Vcpu {
@@ -213,15 +277,36 @@ impl Vcpu {
     }
 
     fn run(mut self) {
-        while self.control.checkpoint() {
-            if let Some(reason) = self.run_once() {
-                self.exit.send(reason);
-                return;
+        let mut seen = 0;
+        loop {
+            match self.control.checkpoint(&mut seen) {
+                Step::Stop => return,
+                Step::Reset => {
+                    if let Err(e) = self.restore() {
+                        self.exit.send(ExitReason::VmmError(e.to_string()));
+                    }
+                }
+                Step::Run => {}
             }
-            // Some device (or another vCPU) ended the VM: do not run the guest again.
+            if !self.exit.stopping() {
+                if let Some(reason) = self.run_once() {
+                    self.exit.send(reason);
+                }
+            }
+            // Some device (or another vCPU) ended or reset the VM: do not run the guest
+            // again until the main thread has decided which.
             if self.exit.stopping() {
-                return;
+                self.control.hold(seen);
             }
+        }
+    }
+
+    /// Restores the state the vCPU had before it first ran (after a reset of the machine).
+    fn restore(&mut self) -> Result<(), VcpuError> {
+        self.fd.set_kvm_immediate_exit(0);
+        match &self.reset {
+            Some(state) => state.restore(&self.fd, self.id),
+            None => Err(VcpuError::NoResetState(self.id)),
         }
     }
 

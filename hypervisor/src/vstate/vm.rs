@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kvm_bindings::{
-    kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES,
+    kvm_irqchip, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region, CpuId,
+    KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES,
     KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Cap, Kvm, VmFd};
@@ -13,6 +14,12 @@ use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion}
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::{KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS};
+
+/// The in-kernel interrupt controllers' and PIT's state, for a reset.
+pub struct IrqchipState {
+    chips: [kvm_irqchip; 3],
+    pit: kvm_pit_state2,
+}
 
 /// The device node.
 pub const KVM_PATH: &str = "/dev/kvm";
@@ -183,6 +190,42 @@ impl Vm {
         self.fd
             .create_pit2(pit)
             .map_err(|e| VmError::Ioctl("CREATE_PIT2", e))
+    }
+
+    /// The in-kernel PICs', I/O APIC's and PIT's state now (taken right after
+    /// [`Vm::setup_irqchip`]: their state at power-on, which a reset restores).
+    pub fn irqchip_state(&self) -> Result<IrqchipState, VmError> {
+        let mut chips = [
+            KVM_IRQCHIP_PIC_MASTER,
+            KVM_IRQCHIP_PIC_SLAVE,
+            KVM_IRQCHIP_IOAPIC,
+        ]
+        .map(|chip_id| kvm_irqchip {
+            chip_id,
+            ..Default::default()
+        });
+        for chip in &mut chips {
+            self.fd
+                .get_irqchip(chip)
+                .map_err(|e| VmError::Ioctl("GET_IRQCHIP", e))?;
+        }
+        let pit = self
+            .fd
+            .get_pit2()
+            .map_err(|e| VmError::Ioctl("GET_PIT2", e))?;
+        Ok(IrqchipState { chips, pit })
+    }
+
+    /// Puts the in-kernel interrupt controllers and PIT back in `state`.
+    pub fn restore_irqchip(&self, state: &IrqchipState) -> Result<(), VmError> {
+        for chip in &state.chips {
+            self.fd
+                .set_irqchip(chip)
+                .map_err(|e| VmError::Ioctl("SET_IRQCHIP", e))?;
+        }
+        self.fd
+            .set_pit2(&state.pit)
+            .map_err(|e| VmError::Ioctl("SET_PIT2", e))
     }
 
     /// Routes writes to `evt` to interrupt line `gsi`.

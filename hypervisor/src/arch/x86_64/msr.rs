@@ -14,25 +14,59 @@ const MSR_CSTAR: u32 = 0xc000_0083;
 const MSR_SYSCALL_MASK: u32 = 0xc000_0084;
 const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 
+/// KVM's paravirtual MSRs: a guest that enabled them (kvmclock, async page faults, steal
+/// time, PV EOI, poll control) has KVM write into its memory until they are switched off.
+const MSR_KVM_WALL_CLOCK: u32 = 0x11;
+const MSR_KVM_SYSTEM_TIME: u32 = 0x12;
+const MSR_KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
+const MSR_KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
+const MSR_KVM_ASYNC_PF_EN: u32 = 0x4b56_4d02;
+const MSR_KVM_STEAL_TIME: u32 = 0x4b56_4d03;
+const MSR_KVM_PV_EOI_EN: u32 = 0x4b56_4d04;
+const MSR_KVM_POLL_CONTROL: u32 = 0x4b56_4d05;
+const MSR_KVM_ASYNC_PF_INT: u32 = 0x4b56_4d06;
 const MISC_ENABLE_FAST_STRING: u64 = 1;
 const MTRR_ENABLE: u64 = 1 << 11;
 const MTRR_TYPE_WRITE_BACK: u64 = 6;
 
 /// The boot MSRs, filtered to `supported` (KVM_GET_MSR_INDEX_LIST).
 pub fn boot_msrs(supported: &[u32]) -> Msrs {
-    let wanted = [
-        (MSR_IA32_SYSENTER_CS, 0),
-        (MSR_IA32_SYSENTER_ESP, 0),
-        (MSR_IA32_SYSENTER_EIP, 0),
-        (MSR_STAR, 0),
-        (MSR_CSTAR, 0),
-        (MSR_KERNEL_GS_BASE, 0),
-        (MSR_SYSCALL_MASK, 0),
-        (MSR_LSTAR, 0),
-        (MSR_IA32_TSC, 0),
-        (MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING),
-        (MSR_MTRR_DEF_TYPE, MTRR_ENABLE | MTRR_TYPE_WRITE_BACK),
-    ];
+    msr_list(supported, &BOOT)
+}
+
+/// What a reset writes: the boot MSRs, and KVM's paravirtual ones switched off.
+pub fn reset_msrs(supported: &[u32]) -> Msrs {
+    let all: Vec<(u32, u64)> = BOOT.iter().chain(PARAVIRT_OFF.iter()).copied().collect();
+    msr_list(supported, &all)
+}
+
+const BOOT: [(u32, u64); 11] = [
+    (MSR_IA32_SYSENTER_CS, 0),
+    (MSR_IA32_SYSENTER_ESP, 0),
+    (MSR_IA32_SYSENTER_EIP, 0),
+    (MSR_STAR, 0),
+    (MSR_CSTAR, 0),
+    (MSR_KERNEL_GS_BASE, 0),
+    (MSR_SYSCALL_MASK, 0),
+    (MSR_LSTAR, 0),
+    (MSR_IA32_TSC, 0),
+    (MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING),
+    (MSR_MTRR_DEF_TYPE, MTRR_ENABLE | MTRR_TYPE_WRITE_BACK),
+];
+
+const PARAVIRT_OFF: [(u32, u64); 9] = [
+    (MSR_KVM_WALL_CLOCK, 0),
+    (MSR_KVM_SYSTEM_TIME, 0),
+    (MSR_KVM_WALL_CLOCK_NEW, 0),
+    (MSR_KVM_SYSTEM_TIME_NEW, 0),
+    (MSR_KVM_ASYNC_PF_EN, 0),
+    (MSR_KVM_STEAL_TIME, 0),
+    (MSR_KVM_PV_EOI_EN, 0),
+    (MSR_KVM_POLL_CONTROL, 1),
+    (MSR_KVM_ASYNC_PF_INT, 0),
+];
+
+fn msr_list(supported: &[u32], wanted: &[(u32, u64)]) -> Msrs {
     let entries: Vec<kvm_msr_entry> = wanted
         .iter()
         .filter(|(index, _)| supported.contains(index))
@@ -59,6 +93,21 @@ mod tests {
         let idx: Vec<u32> = msrs.as_slice().iter().map(|e| e.index).collect();
         assert_eq!(idx, vec![MSR_IA32_TSC, MSR_IA32_MISC_ENABLE]);
         assert_eq!(msrs.as_slice()[1].data, 1);
+    }
+
+    #[test]
+    fn a_reset_switches_kvms_paravirtual_msrs_off() {
+        let msrs = reset_msrs(&[MSR_IA32_TSC, MSR_KVM_SYSTEM_TIME_NEW, MSR_KVM_POLL_CONTROL]);
+        let got: Vec<(u32, u64)> = msrs.as_slice().iter().map(|e| (e.index, e.data)).collect();
+        // Poll control's reset value is 1 (host-side polling allowed), as KVM's own reset.
+        assert_eq!(
+            got,
+            vec![
+                (MSR_IA32_TSC, 0),
+                (MSR_KVM_SYSTEM_TIME_NEW, 0),
+                (MSR_KVM_POLL_CONTROL, 1)
+            ]
+        );
     }
 
     #[test]

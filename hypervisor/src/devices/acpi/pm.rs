@@ -219,6 +219,17 @@ impl BusDevice for PowerManagement {
         self.pm1_sts &= !WAK_STS;
         self.update_sci();
     }
+
+    fn reset(&mut self) {
+        self.pm1_sts = 0;
+        self.pm1_en = 0;
+        self.pm1_cnt = SCI_EN;
+        self.gpe0_sts = [0; 8];
+        self.gpe0_en = [0; 8];
+        self.timer_start = Instant::now();
+        self.timer_msb = false;
+        self.update_sci();
+    }
 }
 
 #[cfg(test)]
@@ -336,6 +347,19 @@ mod tests {
         pm.read(0x20, &mut b);
         assert_eq!(b[0], 0);
         assert_eq!(*levels.lock().unwrap(), vec![true, false]);
+    }
+
+    #[test]
+    fn a_reset_drops_the_sci_and_the_enables() {
+        let (mut pm, levels, _rx) = pm();
+        pm.write(2, &PWRBTN_STS.to_le_bytes());
+        pm.press_power_button();
+        assert_eq!(*levels.lock().unwrap(), vec![true]);
+        pm.reset();
+        assert_eq!(*levels.lock().unwrap(), vec![true, false]);
+        assert_eq!(read16(&mut pm, 0) & PWRBTN_STS, 0);
+        assert!(!pm.power_button_enabled());
+        assert_eq!(read16(&mut pm, 4), SCI_EN);
     }
 
     #[test]

@@ -34,6 +34,8 @@ const QEXT_LITTLE_ENDIAN: u32 = 0x1e1e_1e1e;
 /// The adapter's PCI function.
 pub struct BochsDisplay {
     config: PciConfig,
+    /// The configuration space as built, which a reset restores.
+    initial: PciConfig,
     dispi: Arc<Mutex<Dispi>>,
     fb: Arc<Framebuffer>,
 }
@@ -63,7 +65,12 @@ impl BochsDisplay {
         config.set_bar32(0, vram_bar, VRAM_SIZE)?;
         config.set_prefetchable(0);
         config.set_bar32(2, mmio_bar, MMIO_SIZE)?;
-        Ok(Self { config, dispi, fb })
+        Ok(Self {
+            initial: config.clone(),
+            config,
+            dispi,
+            fb,
+        })
     }
 
     /// Keeps the video memory slot where BAR 0 is now (or unmapped while decoding is off).
@@ -95,6 +102,12 @@ impl PciFunction for BochsDisplay {
         if reg == REG_COMMAND || reg == REG_BAR0 {
             self.sync_vram();
         }
+    }
+
+    fn reset(&mut self) {
+        self.config = self.initial.clone();
+        lock(&self.dispi).reset();
+        self.sync_vram();
     }
 
     fn mmio_read(&mut self, addr: u64, data: &mut [u8]) -> bool {

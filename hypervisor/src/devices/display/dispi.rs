@@ -66,6 +66,14 @@ pub struct Dispi {
 }
 
 impl Dispi {
+    /// Back to the state after power-on: display off (the machine's reset). The generation
+    /// moves on, so the display notices.
+    pub fn reset(&mut self) {
+        let generation = self.generation.wrapping_add(1);
+        *self = Self::new(self.vram);
+        self.generation = generation;
+    }
+
     /// Registers for `vram` bytes of video memory, display off.
     pub fn new(vram: usize) -> Self {
         let mut regs = [0u16; index::COUNT];

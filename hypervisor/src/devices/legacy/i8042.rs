@@ -291,6 +291,16 @@ impl BusDevice for I8042 {
             _ => {}
         }
     }
+
+    fn reset(&mut self) {
+        self.ctr = CTR_KBD_INT | CTR_SYSTEM | CTR_XLATE | CTR_AUX_DISABLE;
+        self.status = SB_SYSTEM | SB_KBD_ENABLED;
+        self.out.clear();
+        self.pending = None;
+        self.kbd_pending = None;
+        self.scancode_set = 2;
+        self.mouse = Ps2Mouse::default();
+    }
 }
 
 #[cfg(test)]

@@ -46,4 +46,8 @@ impl PciFunction for HostBridge {
     fn config_write(&mut self, reg: usize, offset: usize, data: &[u8]) {
         self.config.write(reg, offset, data);
     }
+
+    fn reset(&mut self) {
+        *self = Self::new();
+    }
 }

@@ -27,4 +27,6 @@ pub trait PciFunction: Send {
     fn mmio_write(&mut self, _addr: u64, _data: &[u8]) -> bool {
         false
     }
+    /// The machine's reset: configuration space (BARs included) and device state as built.
+    fn reset(&mut self);
 }

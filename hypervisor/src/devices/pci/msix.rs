@@ -113,6 +113,22 @@ impl Msix {
         }
     }
 
+    /// Back to the state after power-on: disabled, every vector masked with no message and
+    /// nothing pending, and no MSI route left in KVM.
+    pub fn reset(&mut self) {
+        self.entries.fill(Entry::default());
+        self.pending.fill(false);
+        self.enabled = false;
+        self.function_masked = false;
+        if let Some(r) = &self.routing {
+            for (v, vector) in self.vectors.iter().enumerate() {
+                if let Err(e) = r.set_msi(vector.gsi, None) {
+                    tracing::warn!(vector = v, error = %e, "MSI-X: cannot remove the route");
+                }
+            }
+        }
+    }
+
     /// Whether MSI-X is enabled (the function then uses no INTx).
     pub fn enabled(&self) -> bool {
         self.enabled

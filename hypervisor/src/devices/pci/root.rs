@@ -188,6 +188,14 @@ impl BusDevice for PciRoot {
             _ => {}
         }
     }
+
+    fn reset(&mut self) {
+        self.address = 0;
+        self.reset_control = 0;
+        for f in self.slots.values() {
+            lock(f).reset();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -72,6 +72,8 @@ impl VirtioInterrupt for PciInterrupt {
 /// A virtio device on the PCI bus.
 pub struct VirtioPci {
     config: PciConfig,
+    /// The configuration space as built, which the machine's reset restores.
+    initial_config: PciConfig,
     msix_cap: usize,
     device: Box<dyn VirtioDevice>,
     interrupt: Arc<PciInterrupt>,
@@ -167,6 +169,7 @@ impl VirtioPci {
             queue_vectors: (0..n).map(|_| AtomicU16::new(NO_VECTOR)).collect(),
         });
         let mut me = Self {
+            initial_config: config.clone(),
             config,
             msix_cap,
             device,
@@ -348,7 +351,7 @@ impl VirtioPci {
 
     fn write_status(&mut self, value: u8) {
         if value == 0 {
-            self.reset();
+            self.reset_device();
             return;
         }
         let newly = value & !self.status;
@@ -411,7 +414,8 @@ impl VirtioPci {
         self.interrupt.config();
     }
 
-    fn reset(&mut self) {
+    /// The device reset a driver asks for (status 0): queues, features and vectors.
+    fn reset_device(&mut self) {
         if self.active {
             self.device.reset();
             self.active = false;
@@ -491,6 +495,13 @@ impl PciFunction for VirtioPci {
             self.config.byte(self.msix_cap + 3),
         ]);
         lock(&self.interrupt.msix).set_control(control);
+        self.sync_notify();
+    }
+
+    fn reset(&mut self) {
+        self.reset_device();
+        self.config = self.initial_config.clone();
+        lock(&self.interrupt.msix).reset();
         self.sync_notify();
     }
 

@@ -1,0 +1,8 @@
+# A guest reboot with on_reboot = "restart": the Debian test guest (2 vCPUs) reboots through
+# ACPI's reset register, tessera-vmm resets the machine in place, the guest boots again (its
+# second boot counted in CMOS) and powers off; the VMM exits 0.
+echo "NEST: scenario reboot: the VM restarts in place"
+tessera-vmm --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz \
+    --cmdline "console=ttyS0 panic=-1 io_delay=none quiet tg.exit=reboot-once" \
+    --memory 512M --vcpus 2 --on-reboot restart --log info
+echo "NEST: reboot vmm rc=$?"
