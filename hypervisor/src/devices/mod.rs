@@ -3,6 +3,7 @@
 pub mod acpi;
 pub mod bus;
 pub mod display;
+pub mod fw_cfg;
 pub mod legacy;
 pub mod pci;
 pub mod virtio;
