@@ -13,7 +13,7 @@ use crate::arch::x86_64::layout::{
     DISPLAY_MMIO_BAR, DISPLAY_VRAM_BAR, MMIO_HOLE_START, PCIE_ECAM_SIZE, PCIE_ECAM_START,
     PCI_MMIO32_END, PCI_MMIO32_START,
 };
-use crate::arch::x86_64::{acpi, boot, cpuid, mptable, regs};
+use crate::arch::x86_64::{acpi, boot, cpuid, hyperv, mptable, regs};
 use crate::config::{DiskConfig, OnReboot, SerialOutput, ValidConfig};
 use crate::controller::{Controller, VmFacts};
 use crate::devices::acpi::pm::{PowerManagement, PM_BASE, PM_LEN, SCI_IRQ};
@@ -108,6 +108,9 @@ pub enum BuildError {
     /// The tablet.
     #[error(transparent)]
     Tablet(#[from] TabletError),
+    /// `hyperv = true` on a KVM that cannot say which Hyper-V features it emulates.
+    #[error("this KVM cannot report the Hyper-V features it emulates (no KVM_CAP_SYS_HYPERV_CPUID); run without hyperv")]
+    NoHyperv,
     /// A reset could not park the vCPUs, or the VM was stopping.
     #[error(transparent)]
     Control(#[from] crate::controller::ControlError),
@@ -573,6 +576,10 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
     vcpu::install_kick_handler()?;
     let supported_cpuid = vm.supported_cpuid()?;
     let supported_msrs = vm.supported_msrs()?;
+    let hv_cpuid = match cfg.config.hyperv {
+        true => Some(vm.supported_hv_cpuid()?.ok_or(BuildError::NoHyperv)?),
+        false => None,
+    };
     let run = Arc::new(RunControl::default());
     let controller = Arc::new(Controller::new(
         started,
@@ -597,7 +604,11 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
             entry: entry.entry,
             boot_params: entry.boot_params,
         });
-        let table = cpuid::vcpu_cpuid(&supported_cpuid, id, cfg.vcpus);
+        let mut table = cpuid::vcpu_cpuid(&supported_cpuid, id, cfg.vcpus);
+        if let Some(hv) = &hv_cpuid {
+            let synic = hyperv::offers_synic(hv) && vcpu::enable_hyperv_synic(&fd, id).is_ok();
+            table = hyperv::apply(&table, hv, synic);
+        }
         vcpu::configure(&fd, id, &table, &supported_msrs, boot)?;
         let reset = restart
             .then(|| ResetState::capture(&fd, id, &supported_msrs))

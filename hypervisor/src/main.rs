@@ -70,6 +70,7 @@ Config file keys (all optional except kernel):
                            after naming it on stderr (false: --no-seccomp)
   on_reboot = \"exit\"       what a guest's reboot does: exit (status 0), or restart (the VM
                            boots again in this process, the display's clients connected)
+  hyperv = false           Hyper-V enlightenments for Windows guests (--hyperv)
 
 The machine has ACPI (tables in the BIOS area, a power button, the PM timer, PCI Express
 configuration space): the guest ends the VM by powering off (ACPI S5: Linux's poweroff) or by
@@ -132,6 +133,11 @@ struct Cli {
     /// boots again in this process) [default: exit].
     #[arg(long, value_name = "WHAT")]
     on_reboot: Option<OnReboot>,
+    /// Hyper-V enlightenments, for Windows guests: the guest sees a Hyper-V partition
+    /// (SynIC and its timers, the reference TSC page, VP index and runtime, APIC assist,
+    /// spinlock notification, TLB-flush and IPI hypercalls), all emulated by KVM.
+    #[arg(long)]
+    hyperv: bool,
     /// Log filter for the VMM's own messages on stderr (e.g. info, debug, tessera_vmm=trace).
     #[arg(
         long,
@@ -176,6 +182,9 @@ impl Cli {
         }
         if let Some(v) = self.on_reboot {
             c.on_reboot = v;
+        }
+        if self.hyperv {
+            c.hyperv = true;
         }
         Ok(c)
     }

@@ -7,6 +7,8 @@
 //!   powers off.
 //! - reboot: with `--on-reboot restart` the guest's reboot (ACPI's reset register) resets the
 //!   machine in place; the guest boots again on both vCPUs and powers off.
+//! - hyperv: with `--hyperv` the guest detects Hyper-V and keeps time with its reference TSC
+//!   page.
 //! - disk: virtio-blk on a qcow2 linked clone made by tessera-storage over a base written by
 //!   qemu-io; the guest checks the base's data through the clone, writes, discards and
 //!   flushes; qemu-img and qemu-io check both images on the host afterwards.
@@ -195,6 +197,29 @@ fn check_reboot(l1: &mut L1) {
         assert!(log.contains(expected), "no '{expected}':\n{log}");
     }
     assert_eq!(log.matches("the guest rebooted").count(), 1, "{log}");
+}
+
+fn check_hyperv(l1: &mut L1) {
+    let hv = l1
+        .scenario("hyperv", REBOOT_BUDGET)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = &hv.log;
+    assert_eq!(hv.rc, 0, "the hyperv scenario failed:\n{log}");
+    for expected in [
+        "tg: cpus=2 online=0-1",
+        "tg: hypervisor Microsoft Hyper-V",
+        "tg: clocksource current=hyperv_clocksource_tsc_page",
+        "the guest powered off (ACPI S5)",
+        "NEST: hyperv vmm rc=0",
+    ] {
+        assert!(log.contains(expected), "no '{expected}':\n{log}");
+    }
+    // Without it the guest runs on KVM's own interfaces.
+    let boot = l1.console();
+    assert!(
+        boot.contains("tg: hypervisor KVM"),
+        "the plain boot did not see KVM"
+    );
 }
 
 fn check_power(l1: &mut L1) {
@@ -406,7 +431,10 @@ fn boot_disk_and_display_in_the_nested_harness() {
     let scratch = Scratch::new("nested-suite");
     let xfer = make_transfer_disk(&scratch);
     let port = free_port();
-    let mut spec = Spec::new("suite", &["boot", "power", "reboot", "disk", "display"]);
+    let mut spec = Spec::new(
+        "suite",
+        &["boot", "power", "reboot", "hyperv", "disk", "display"],
+    );
     spec.disk = Some(xfer.clone());
     spec.hostfwd = Some(port);
     spec.budget = RUN_BUDGET;
@@ -425,6 +453,7 @@ fn boot_disk_and_display_in_the_nested_harness() {
     failures.extend(checked("boot", || check_boot(&mut l1)));
     failures.extend(checked("power", || check_power(&mut l1)));
     failures.extend(checked("reboot", || check_reboot(&mut l1)));
+    failures.extend(checked("hyperv", || check_hyperv(&mut l1)));
     failures.extend(checked("disk", || check_disk(&mut l1)));
     failures.extend(checked("display", || {
         check_display(&mut l1, &scratch.0, port)

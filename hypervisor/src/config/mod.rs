@@ -217,6 +217,9 @@ pub struct VmConfig {
     /// process, the display's clients staying connected.
     #[serde(default)]
     pub on_reboot: OnReboot,
+    /// Hyper-V enlightenments (see [`crate::arch::x86_64::hyperv`]): for Windows guests.
+    #[serde(default)]
+    pub hyperv: bool,
 }
 
 /// What a guest's reboot (a reset through ACPI's reset register or the i8042) does.
@@ -246,6 +249,7 @@ impl Default for VmConfig {
             display: None,
             seccomp: default_seccomp(),
             on_reboot: OnReboot::default(),
+            hyperv: false,
         }
     }
 }

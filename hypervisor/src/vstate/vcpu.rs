@@ -62,6 +62,17 @@ pub struct BootRegs {
     pub boot_params: u64,
 }
 
+/// Enables Hyper-V's synthetic interrupt controller on vCPU `id` (before its CPUID offers
+/// it).
+pub fn enable_hyperv_synic(fd: &VcpuFd, id: u8) -> Result<(), VcpuError> {
+    let cap = kvm_bindings::kvm_enable_cap {
+        cap: kvm_bindings::KVM_CAP_HYPERV_SYNIC2,
+        ..Default::default()
+    };
+    fd.enable_cap(&cap)
+        .map_err(|e| VcpuError::Ioctl(id, "ENABLE_CAP(HYPERV_SYNIC2)", e))
+}
+
 /// Sets CPUID, MSRs, FPU and LAPIC for vCPU `id`, and the 64-bit boot registers on the BSP.
 pub fn configure(
     fd: &VcpuFd,

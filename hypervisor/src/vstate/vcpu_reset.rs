@@ -4,8 +4,9 @@
 //! The snapshot is taken once the vCPU is configured; restoring it is the vCPU thread's own
 //! work, between its runs. MSRs are not snapshotted (KVM lists hundreds, not all readable):
 //! the boot MSRs are written again, and the paravirtual ones the old guest enabled (kvmclock,
-//! async page faults, steal time, PV EOI) are switched off, or KVM would go on writing into
-//! memory the next guest owns.
+//! async page faults, steal time, PV EOI, and Hyper-V's hypercall, TSC, assist and SynIC
+//! pages and timers) are switched off, or KVM would go on writing into memory the next guest
+//! owns.
 
 use kvm_bindings::{
     kvm_debugregs, kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_regs, kvm_sregs, kvm_vcpu_events,

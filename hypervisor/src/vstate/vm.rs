@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use kvm_bindings::{kvm_cpuid2, KVMIO, KVM_CAP_SYS_HYPERV_CPUID};
 use kvm_bindings::{
     kvm_irqchip, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region, CpuId,
     KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES,
@@ -12,6 +13,8 @@ use kvm_bindings::{
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::ioctl::ioctl_with_mut_ptr;
+use vmm_sys_util::ioctl_iowr_nr;
 
 use crate::arch::x86_64::layout::{KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS};
 
@@ -23,6 +26,11 @@ pub struct IrqchipState {
 
 /// The device node.
 pub const KVM_PATH: &str = "/dev/kvm";
+
+// kvm-ioctls has no wrapper for the system form of this ioctl.
+ioctl_iowr_nr!(KVM_GET_SUPPORTED_HV_CPUID, KVMIO, 0xc1, kvm_cpuid2);
+/// Room for KVM's Hyper-V leaves (it reports about a dozen).
+const HV_CPUID_ENTRIES: usize = 64;
 
 /// Capabilities tessera-vmm cannot run without.
 const REQUIRED_CAPS: [(Cap, &str); 8] = [
@@ -132,6 +140,41 @@ impl Vm {
         self.kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| VmError::Ioctl("GET_SUPPORTED_CPUID", e))
+    }
+
+    /// The Hyper-V CPUID leaves KVM can emulate (KVM_GET_SUPPORTED_HV_CPUID on /dev/kvm);
+    /// None where this KVM cannot report them.
+    pub fn supported_hv_cpuid(&self) -> Result<Option<CpuId>, VmError> {
+        if self
+            .kvm
+            .check_extension_raw(u64::from(KVM_CAP_SYS_HYPERV_CPUID) as _)
+            <= 0
+        {
+            return Ok(None);
+        }
+        let mut cpuid = CpuId::new(HV_CPUID_ENTRIES).map_err(|_| {
+            VmError::Ioctl(
+                "GET_SUPPORTED_HV_CPUID",
+                kvm_ioctls::Error::new(libc::ENOMEM),
+            )
+        })?;
+        // SAFETY: the ioctl fills at most `nent` entries of the kvm_cpuid2 we own (CpuId
+        // sized it for HV_CPUID_ENTRIES and set `nent`), and lowers `nent` to what it wrote;
+        // the return value is checked.
+        let ret = unsafe {
+            ioctl_with_mut_ptr(
+                &self.kvm,
+                KVM_GET_SUPPORTED_HV_CPUID(),
+                cpuid.as_mut_fam_struct_ptr(),
+            )
+        };
+        if ret < 0 {
+            return Err(VmError::Ioctl(
+                "GET_SUPPORTED_HV_CPUID",
+                kvm_ioctls::Error::last(),
+            ));
+        }
+        Ok(Some(cpuid))
     }
 
     /// MSR indices KVM saves and restores.

@@ -5,6 +5,7 @@ pub mod acpi;
 pub mod boot;
 pub mod cpuid;
 pub mod gdt;
+pub mod hyperv;
 pub mod layout;
 pub mod mptable;
 pub mod msr;

@@ -25,6 +25,16 @@ const MSR_KVM_STEAL_TIME: u32 = 0x4b56_4d03;
 const MSR_KVM_PV_EOI_EN: u32 = 0x4b56_4d04;
 const MSR_KVM_POLL_CONTROL: u32 = 0x4b56_4d05;
 const MSR_KVM_ASYNC_PF_INT: u32 = 0x4b56_4d06;
+/// Hyper-V's MSRs that make KVM write into guest memory or deliver interrupts (hypercall
+/// page, reference TSC page, VP assist page, SynIC pages and timers), off at a reset.
+const HV_GUEST_OS_ID: u32 = 0x4000_0000;
+const HV_HYPERCALL: u32 = 0x4000_0001;
+const HV_REFERENCE_TSC: u32 = 0x4000_0021;
+const HV_VP_ASSIST_PAGE: u32 = 0x4000_0073;
+const HV_SCONTROL: u32 = 0x4000_0080;
+const HV_SIEFP: u32 = 0x4000_0082;
+const HV_SIMP: u32 = 0x4000_0083;
+const HV_STIMER0_CONFIG: u32 = 0x4000_00b0;
 const MISC_ENABLE_FAST_STRING: u64 = 1;
 const MTRR_ENABLE: u64 = 1 << 11;
 const MTRR_TYPE_WRITE_BACK: u64 = 6;
@@ -54,7 +64,18 @@ const BOOT: [(u32, u64); 11] = [
     (MSR_MTRR_DEF_TYPE, MTRR_ENABLE | MTRR_TYPE_WRITE_BACK),
 ];
 
-const PARAVIRT_OFF: [(u32, u64); 9] = [
+const PARAVIRT_OFF: [(u32, u64); 20] = [
+    (HV_GUEST_OS_ID, 0),
+    (HV_HYPERCALL, 0),
+    (HV_REFERENCE_TSC, 0),
+    (HV_VP_ASSIST_PAGE, 0),
+    (HV_SCONTROL, 0),
+    (HV_SIEFP, 0),
+    (HV_SIMP, 0),
+    (HV_STIMER0_CONFIG, 0),
+    (HV_STIMER0_CONFIG + 2, 0),
+    (HV_STIMER0_CONFIG + 4, 0),
+    (HV_STIMER0_CONFIG + 6, 0),
     (MSR_KVM_WALL_CLOCK, 0),
     (MSR_KVM_SYSTEM_TIME, 0),
     (MSR_KVM_WALL_CLOCK_NEW, 0),
