@@ -1,8 +1,9 @@
 //! Fuzzes the chipset registers a guest or its firmware programs: ACPI's fixed hardware (PM1
 //! status, enable and control with its sleep states, the PM timer, GPE0), PCI configuration
 //! through ports 0xCF8-0xCFF (with the reset control register at 0xCF9) and through the ECAM
-//! window, and power-button presses from the API between them. Nothing may panic; only a
-//! write of S5 may end the VM, and only as a power-off.
+//! window, power-button presses from the API between them, and the fw_cfg device (selector,
+//! data, and DMA transfers described in guest memory). Nothing may panic; only a write of S5
+//! or a reset may end the VM.
 #![no_main]
 
 use std::sync::mpsc;
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use libfuzzer_sys::fuzz_target;
 use tessera_vmm::devices::acpi::pm::{PowerManagement, PM_LEN};
 use tessera_vmm::devices::bus::BusDevice;
+use tessera_vmm::devices::fw_cfg::FwCfg;
 use tessera_vmm::devices::pci::host_bridge::HostBridge;
 use tessera_vmm::devices::pci::{PciEcam, PciRoot};
 use tessera_vmm::exit::{ExitReason, ExitSender};
@@ -25,19 +27,30 @@ fuzz_target!(|data: &[u8]| {
     }
     let root = Arc::new(Mutex::new(root));
     let mut ecam = PciEcam::new(root.clone());
+    let Ok(memory) =
+        vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(vm_memory::GuestAddress(0), 64 << 10)])
+    else {
+        return;
+    };
+    let mut fw_cfg = FwCfg::new(memory, 2);
+    if fw_cfg.add_file("etc/e820", vec![0x5a; 40]).is_err() {
+        return;
+    }
     // Each operation is 8 bytes: [op][len][offset: 2][value: 4].
     for op in data.chunks_exact(8) {
         let len = usize::from(op[1] % 8) + 1;
         let offset = u64::from(u16::from_le_bytes([op[2], op[3]]));
         let value = [op[4], op[5], op[6], op[7], op[4], op[5], op[6], op[7]];
         let mut buf = [0u8; 8];
-        match op[0] % 7 {
+        match op[0] % 9 {
             0 => pm.write(offset % (u64::from(PM_LEN) + 8), &value[..len]),
             1 => pm.read(offset % (u64::from(PM_LEN) + 8), &mut buf[..len]),
             2 => pm.press_power_button(),
             3 => root.lock().unwrap().write(offset % 10, &value[..len]),
             4 => root.lock().unwrap().read(offset % 10, &mut buf[..len]),
             // ECAM: the offset's bits spread over bus, device, function and register.
+            7 => fw_cfg.write(offset % 14, &value[..len]),
+            8 => fw_cfg.read(offset % 14, &mut buf[..len]),
             5 => ecam.write(
                 u64::from(u32::from_le_bytes([op[4], op[5], op[2], op[3]])) % (256 << 20),
                 &value[..len],
