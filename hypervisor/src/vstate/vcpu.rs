@@ -34,6 +34,9 @@ pub enum VcpuError {
     /// The thread could not be started in its sandbox.
     #[error("vCPU {0}: {1}")]
     Spawn(u8, crate::sandbox::SandboxError),
+    /// An MSR list could not be built (a VMM bug).
+    #[error("vCPU {0}: cannot build the MSR list for {1:#x}")]
+    Msr(u8, u32),
     /// A reset reached a vCPU that kept no state to restore (a VMM bug).
     #[error("vCPU {0}: reset without a saved reset state")]
     NoResetState(u8),

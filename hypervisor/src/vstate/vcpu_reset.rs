@@ -10,7 +10,7 @@
 
 use kvm_bindings::{
     kvm_debugregs, kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_regs, kvm_sregs, kvm_vcpu_events,
-    kvm_xcrs,
+    kvm_xcrs, Msrs,
 };
 use kvm_ioctls::VcpuFd;
 
@@ -63,8 +63,18 @@ impl ResetState {
         fd.set_debug_regs(&self.debugregs)
             .map_err(e("SET_DEBUGREGS"))?;
         fd.set_lapic(&self.lapic).map_err(e("SET_LAPIC"))?;
-        let msrs = msr::reset_msrs(&self.supported_msrs);
-        fd.set_msrs(&msrs).map_err(e("SET_MSRS"))?;
+        // One at a time: KVM stops a batch at the first MSR it refuses, and every later one
+        // (kvmclock among them) must still be switched off.
+        for entry in msr::reset_msrs(&self.supported_msrs).as_slice() {
+            let one = Msrs::from_entries(&[*entry]).map_err(|_| VcpuError::Msr(id, entry.index))?;
+            if fd.set_msrs(&one).map_err(e("SET_MSRS"))? != 1 {
+                tracing::warn!(
+                    vcpu = id,
+                    msr = format_args!("{:#x}", entry.index),
+                    "reset: KVM refused an MSR; left as it was"
+                );
+            }
+        }
         // No exception, interrupt or NMI of the old guest's is left pending.
         fd.set_vcpu_events(&self.events)
             .map_err(e("SET_VCPU_EVENTS"))?;
