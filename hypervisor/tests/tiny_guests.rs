@@ -202,17 +202,7 @@ fn kill_through_the_api_has_its_own_exit_status() {
     }
     let dir = Scratch::new("kill");
     let k = dir.file("idle.elf", &tg::milestones_then_idle(&[]));
-    let sock = dir.0.join("vm.sock");
-    let child = Command::new(VMM)
-        .die_with_parent()
-        .args(["--kernel", k.to_str().unwrap(), "--memory", "64M"])
-        .args(["--api-socket", sock.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_socket(&sock, LIMIT);
+    let (child, sock, _out) = start_with_api(&dir, &k);
     assert_eq!(http(&sock, "PUT", "/vm/kill").0, 202);
     let out = wait_with_timeout(child, LIMIT);
     assert_eq!(out.status.code(), Some(5));

@@ -9,8 +9,8 @@
 //! owns.
 
 use kvm_bindings::{
-    kvm_debugregs, kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_regs, kvm_sregs, kvm_vcpu_events,
-    kvm_xcrs, Msrs,
+    kvm_debugregs, kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs,
+    kvm_vcpu_events, kvm_xcrs, Msrs,
 };
 use kvm_ioctls::VcpuFd;
 
@@ -28,8 +28,8 @@ pub struct ResetState {
     lapic: kvm_lapic_state,
     events: kvm_vcpu_events,
     mp_state: kvm_mp_state,
-    /// The MSRs KVM supports (KVM_GET_MSR_INDEX_LIST), to pick the ones to write.
-    supported_msrs: Vec<u32>,
+    /// The MSRs a reset writes, those of [`msr::reset_msrs`] that this KVM supports.
+    msrs: Vec<kvm_msr_entry>,
 }
 
 impl ResetState {
@@ -46,7 +46,7 @@ impl ResetState {
             lapic: fd.get_lapic().map_err(e("GET_LAPIC"))?,
             events: fd.get_vcpu_events().map_err(e("GET_VCPU_EVENTS"))?,
             mp_state: fd.get_mp_state().map_err(e("GET_MP_STATE"))?,
-            supported_msrs: supported_msrs.to_vec(),
+            msrs: msr::reset_msrs(supported_msrs).as_slice().to_vec(),
         })
     }
 
@@ -65,7 +65,7 @@ impl ResetState {
         fd.set_lapic(&self.lapic).map_err(e("SET_LAPIC"))?;
         // One at a time: KVM stops a batch at the first MSR it refuses, and every later one
         // (kvmclock among them) must still be switched off.
-        for entry in msr::reset_msrs(&self.supported_msrs).as_slice() {
+        for entry in &self.msrs {
             let one = Msrs::from_entries(&[*entry]).map_err(|_| VcpuError::Msr(id, entry.index))?;
             if fd.set_msrs(&one).map_err(e("SET_MSRS"))? != 1 {
                 tracing::warn!(

@@ -81,10 +81,10 @@ impl PowerManagement {
     /// The block after reset: ACPI mode on (the FADT names no SMI command port, so the guest
     /// never switches modes), no events enabled.
     pub fn new(sci: SciLine, exit: ExitSender) -> Self {
-        Self {
+        let mut me = Self {
             pm1_sts: 0,
             pm1_en: 0,
-            pm1_cnt: SCI_EN,
+            pm1_cnt: 0,
             gpe0_sts: [0; 8],
             gpe0_en: [0; 8],
             timer_start: Instant::now(),
@@ -93,7 +93,20 @@ impl PowerManagement {
             sci_level: false,
             exit,
             sleep_warnings: RateLimiter::new(3, std::time::Duration::from_secs(5)),
-        }
+        };
+        me.power_on();
+        me
+    }
+
+    /// The registers as at power-on (and after a reset).
+    fn power_on(&mut self) {
+        self.pm1_sts = 0;
+        self.pm1_en = 0;
+        self.pm1_cnt = SCI_EN;
+        self.gpe0_sts = [0; 8];
+        self.gpe0_en = [0; 8];
+        self.timer_start = Instant::now();
+        self.timer_msb = false;
     }
 
     /// Presses the power button: the guest sees PWRBTN_STS, and an SCI if it enabled the event.
@@ -221,13 +234,7 @@ impl BusDevice for PowerManagement {
     }
 
     fn reset(&mut self) {
-        self.pm1_sts = 0;
-        self.pm1_en = 0;
-        self.pm1_cnt = SCI_EN;
-        self.gpe0_sts = [0; 8];
-        self.gpe0_en = [0; 8];
-        self.timer_start = Instant::now();
-        self.timer_msb = false;
+        self.power_on();
         self.update_sci();
     }
 }

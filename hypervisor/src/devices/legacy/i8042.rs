@@ -80,18 +80,20 @@ impl I8042 {
     /// A controller raising `irq` for keyboard data and `aux_irq` for mouse data, reporting
     /// resets on `exit`.
     pub fn new(irq: IrqLine, aux_irq: IrqLine, exit: ExitSender) -> Self {
-        Self {
-            ctr: CTR_KBD_INT | CTR_SYSTEM | CTR_XLATE | CTR_AUX_DISABLE,
-            status: SB_SYSTEM | SB_KBD_ENABLED,
+        let mut me = Self {
+            ctr: 0,
+            status: 0,
             out: VecDeque::with_capacity(OUT_CAPACITY),
             pending: None,
             kbd_pending: None,
-            scancode_set: 2,
+            scancode_set: 0,
             mouse: Ps2Mouse::default(),
             irq,
             aux_irq,
             exit,
-        }
+        };
+        me.reset();
+        me
     }
 
     fn push(&mut self, byte: u8) {
