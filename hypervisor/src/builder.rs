@@ -14,10 +14,12 @@ use crate::arch::x86_64::layout::{
     PCI_MMIO32_END, PCI_MMIO32_START,
 };
 use crate::arch::x86_64::{acpi, boot, cpuid, hyperv, mptable, regs};
-use crate::config::{DiskConfig, OnReboot, SerialOutput, ValidConfig};
+use crate::config::{BootFiles, DiskConfig, OnReboot, SerialOutput, ValidConfig, VmConfig};
 use crate::controller::{Controller, VmFacts};
 use crate::devices::acpi::pm::{PowerManagement, PM_BASE, PM_LEN, SCI_IRQ};
 use crate::devices::bus::{lock, Bus, BusError};
+use crate::devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORT_LEN};
+use crate::devices::pflash::{CodeFlash, Pflash};
 use crate::devices::display::bochs::{
     BochsDisplay, DispiPorts, DISPI_PORT, DISPI_PORT_LEN, VRAM_SIZE,
 };
@@ -31,6 +33,7 @@ use crate::devices::legacy::serial::{
     ConsoleOut, IrqLine, SerialDevice, COM1_BASE, COM1_IRQ, COM_LEN,
 };
 use crate::devices::pci::host_bridge::HostBridge;
+use crate::devices::pci::lpc::{Lpc, LPC_SLOT};
 use crate::devices::pci::msix::{Msix, MsixVector};
 use crate::devices::pci::root::PciError;
 use crate::devices::pci::{PciEcam, PciMmioWindow, PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
@@ -40,7 +43,9 @@ use crate::devices::virtio::input::{Tablet, TabletError, TabletHandle};
 use crate::devices::virtio::pci::{VirtioPci, VirtioPciError, BAR_SIZE};
 use crate::devices::virtio::VirtioDevice;
 use crate::exit::{ExitReason, ExitSender};
+use crate::firmware::{self, FirmwareError};
 use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
+use crate::vstate::flash_memory::FlashMemory;
 use crate::vstate::framebuffer::Framebuffer;
 use crate::vstate::irq_routing::{IrqRouting, RoutingError};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
@@ -111,6 +116,9 @@ pub enum BuildError {
     /// `hyperv = true` on a KVM that cannot say which Hyper-V features it emulates.
     #[error("this KVM cannot report the Hyper-V features it emulates (no KVM_CAP_SYS_HYPERV_CPUID); run without hyperv")]
     NoHyperv,
+    /// UEFI firmware.
+    #[error(transparent)]
+    Firmware(#[from] FirmwareError),
     /// A reset could not park the vCPUs, or the VM was stopping.
     #[error(transparent)]
     Control(#[from] crate::controller::ControlError),
@@ -148,9 +156,16 @@ impl BootImage {
     }
 }
 
+/// What boots: a kernel the VMM loads, or the firmware in flash (which needs nothing done at
+/// a reset but the flash's own).
+enum Boot {
+    Linux(BootImage),
+    Firmware,
+}
+
 /// What a reset of the machine in place needs (`on_reboot = "restart"`).
 struct Resettable {
-    boot: BootImage,
+    boot: Boot,
     irqchip: IrqchipState,
     mmio: Arc<Bus>,
 }
@@ -165,6 +180,10 @@ pub struct Machine {
     // Kept alive for as long as the vCPUs may touch them.
     disks: Vec<(String, Arc<BlockBackend>)>,
     reset: Option<Resettable>,
+    /// The firmware's variable store, flushed at each reset and at exit.
+    vars: Option<Arc<Mutex<Pflash<FlashMemory>>>>,
+    // The firmware's code slot lives as long as the VM.
+    _code: Option<FlashMemory>,
     vm: Vm,
     memory: GuestMemoryMmap,
     pio: Arc<Bus>,
@@ -199,6 +218,9 @@ impl Machine {
         for (name, disk) in &self.disks {
             disk.flush(name);
         }
+        if let Some(vars) = &self.vars {
+            firmware::flush_vars(&mut lock(vars));
+        }
     }
 
     /// Resets the machine in place after the guest's reboot: vCPUs parked, devices, the
@@ -211,6 +233,7 @@ impl Machine {
             return Ok(Some(ExitReason::GuestReset));
         };
         let (pio, memory, vm, disks) = (&self.pio, &self.memory, &self.vm, &self.disks);
+        let vars = &self.vars;
         let rx = &self.exit_rx;
         let mut ended = None;
         self.controller.reset_vm(|| -> Result<bool, BuildError> {
@@ -225,10 +248,15 @@ impl Machine {
             for (name, disk) in disks {
                 disk.flush(name);
             }
+            if let Some(vars) = vars {
+                firmware::flush_vars(&mut lock(vars));
+            }
             pio.reset();
             parts.mmio.reset();
             vm.restore_irqchip(&parts.irqchip)?;
-            parts.boot.load(memory)?;
+            if let Boot::Linux(image) = &mut parts.boot {
+                image.load(memory)?;
+            }
             Ok(true)
         })?;
         Ok(ended)
@@ -296,7 +324,7 @@ fn power_management(vm: &Vm, exit: &ExitSender) -> Arc<Mutex<PowerManagement>> {
 /// Builds the port bus with the legacy devices and the PCI root.
 fn build_pio_bus(
     vm: &Vm,
-    cfg: &ValidConfig,
+    cfg: &VmConfig,
     started: Instant,
     boot_times: Arc<Mutex<BootTimes>>,
     exit: &ExitSender,
@@ -306,7 +334,7 @@ fn build_pio_bus(
     let mut pio = Bus::new("port");
     let serial = Arc::new(Mutex::new(SerialDevice::new(
         irq_line(vm, COM1_IRQ)?,
-        console_out(&cfg.config.serial, cfg.config.serial_log_max.0)?,
+        console_out(&cfg.serial, cfg.serial_log_max.0)?,
     )));
     pio.insert(serial.clone(), COM1_BASE, COM_LEN)?;
     let i8042 = Arc::new(Mutex::new(I8042::new(
@@ -357,12 +385,12 @@ struct DisplayHardware {
 
 /// Video memory and registers, when the configuration has a display.
 fn display_hardware(
-    cfg: &ValidConfig,
+    cfg: &VmConfig,
     vm: &Vm,
     memory: &GuestMemoryMmap,
     sandbox: &Sandbox,
 ) -> Result<Option<DisplayHardware>, BuildError> {
-    if cfg.config.display.is_none() {
+    if cfg.display.is_none() {
         return Ok(None);
     }
     // The slot after guest RAM's.
@@ -430,7 +458,8 @@ type Disks = Vec<(String, Arc<BlockBackend>)>;
 /// The PCI bus: host bridge, then one virtio-blk function per disk with BAR 0 in the 32-bit
 /// window.
 fn build_pci(
-    cfg: &ValidConfig,
+    cfg: &VmConfig,
+    vcpus: u8,
     vm: &Vm,
     memory: &GuestMemoryMmap,
     display: Option<&DisplayHardware>,
@@ -439,15 +468,16 @@ fn build_pci(
     let routing = Arc::new(IrqRouting::new(vm.shared_fd()));
     let mut pci = PciRoot::new();
     pci.add_at(0, Arc::new(Mutex::new(HostBridge::new())))?;
+    pci.add_at(LPC_SLOT, Arc::new(Mutex::new(Lpc::new())))?;
     let mut window = PciMmioWindow::new(PCI_MMIO32_START);
     let mut disks = Vec::new();
-    for (i, disk) in cfg.config.disks.iter().enumerate() {
+    for (i, disk) in cfg.disks.iter().enumerate() {
         let bar = PCI_MMIO32_START + i as u64 * u64::from(BAR_SIZE);
         if bar + u64::from(BAR_SIZE) > PCI_MMIO32_END {
             return Err(BuildError::PciWindowFull);
         }
         let (dev, backend) =
-            attach_disk(disk, cfg.vcpus, bar as u32, (vm, &routing, memory), sandbox)?;
+            attach_disk(disk, vcpus, bar as u32, (vm, &routing, memory), sandbox)?;
         pci.add(dev.clone())?;
         window.add(dev);
         tracing::info!(disk = %disk.path.display(), bar = format_args!("{bar:#x}"), "virtio-blk attached");
@@ -464,7 +494,7 @@ fn build_pci(
         window.add(dev);
         tracing::info!(slot, "bochs display attached");
         if let Some(tablet) = lock(&d.tablet).take() {
-            let index = cfg.config.disks.len() as u64;
+            let index = cfg.disks.len() as u64;
             let bar = PCI_MMIO32_START + index * u64::from(BAR_SIZE);
             let dev = attach_virtio(Box::new(tablet), bar as u32, (vm, &routing, memory))?;
             let slot = pci.add(dev.clone())?;
@@ -476,8 +506,8 @@ fn build_pci(
 }
 
 /// The kinds of threads `cfg`'s VM runs, whose filters are compiled ahead.
-fn thread_kinds(cfg: &ValidConfig) -> Vec<ThreadKind> {
-    let c = &cfg.config;
+fn thread_kinds(cfg: &VmConfig) -> Vec<ThreadKind> {
+    let c = cfg;
     let mut kinds = vec![ThreadKind::Main, ThreadKind::Vcpu];
     if c.serial == SerialOutput::Stdout {
         kinds.push(ThreadKind::ConsoleIn);
@@ -496,21 +526,26 @@ fn thread_kinds(cfg: &ValidConfig) -> Vec<ThreadKind> {
 
 /// Builds and starts the VM.
 pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> {
-    let sandbox = if cfg.config.seccomp {
+    let ValidConfig {
+        config: cfg,
+        vcpus,
+        boot: boot_files,
+    } = cfg;
+    let sandbox = if cfg.seccomp {
         Sandbox::with_reboots(
             &thread_kinds(&cfg),
-            cfg.config.on_reboot == OnReboot::Restart,
+            cfg.on_reboot == OnReboot::Restart,
         )
     } else {
         tracing::warn!("seccomp filters are off (seccomp = false)");
         Sandbox::off()
     };
-    let memory = create_guest_memory(cfg.config.memory.0)?;
+    let memory = create_guest_memory(cfg.memory.0)?;
     let vm = Vm::new()?;
-    vm.check_vcpus(cfg.vcpus)?;
+    vm.check_vcpus(vcpus)?;
     vm.register_memory(&memory)?;
     vm.setup_irqchip()?;
-    let restart = cfg.config.on_reboot == OnReboot::Restart;
+    let restart = cfg.on_reboot == OnReboot::Restart;
     // Their power-on state, which a reset restores.
     let irqchip = restart.then(|| vm.irqchip_state()).transpose()?;
 
@@ -518,7 +553,29 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
     let exit_tx = ExitSender::new(tx);
     let boot_times = Arc::new(Mutex::new(BootTimes::default()));
     let display = display_hardware(&cfg, &vm, &memory, &sandbox)?;
-    let (pci, window, disks) = build_pci(&cfg, &vm, &memory, display.as_ref(), &sandbox)?;
+    let platform = acpi::Platform {
+        vcpus: vcpus,
+        ram_end: memory.last_addr().0 + 1,
+    };
+    // The firmware's slots come after RAM's and video memory's.
+    let (mut boot, flash) = match boot_files {
+        BootFiles::Kernel { kernel, initrd } => (
+            Boot::Linux(BootImage {
+                kernel,
+                initrd,
+                cmdline: cfg.cmdline.clone(),
+                vcpus: vcpus,
+            }),
+            None,
+        ),
+        BootFiles::Firmware { code, vars } => {
+            let slot = memory.num_regions() as u32 + 1;
+            let path = cfg.firmware.clone().unwrap_or_default();
+            let flash = firmware::map_flash(vm.shared_fd(), (slot, slot + 1), (&path, code), vars)?;
+            (Boot::Firmware, Some(flash))
+        }
+    };
+    let (pci, window, disks) = build_pci(&cfg, vcpus, &vm, &memory, display.as_ref(), &sandbox)?;
     let pci = Arc::new(Mutex::new(pci.with_reset(exit_tx.clone())));
     let PioDevices {
         mut pio,
@@ -534,6 +591,13 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
         &memory,
         pci.clone(),
     )?;
+    if flash.is_some() {
+        pio.insert(
+            Arc::new(Mutex::new(firmware::fw_cfg(&memory, &platform)?)),
+            FW_CFG_PORT,
+            FW_CFG_PORT_LEN,
+        )?;
+    }
     if let Some(d) = &display {
         pio.insert(
             Arc::new(Mutex::new(DispiPorts {
@@ -556,27 +620,47 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
         PCI_MMIO32_START,
         PCI_MMIO32_END - PCI_MMIO32_START,
     )?;
+    let (code, vars) = match flash {
+        Some(f) => {
+            let l = f.layout;
+            mmio.insert(Arc::new(Mutex::new(CodeFlash::new())), l.code_start, l.code_len)?;
+            let vars = f.vars.map(|v| Arc::new(Mutex::new(v)));
+            if let Some(v) = &vars {
+                mmio.insert(v.clone(), l.vars_start, l.vars_len)?;
+            }
+            tracing::info!(
+                code = format_args!("{:#x}+{:#x}", l.code_start, l.code_len),
+                vars = format_args!("{:#x}+{:#x}", l.vars_start, l.vars_len),
+                vcpus,
+                memory_mib = cfg.memory.0 >> 20,
+                "UEFI firmware mapped"
+            );
+            (Some(f.code), vars)
+        }
+        None => (None, None),
+    };
     let mmio = Arc::new(mmio);
 
-    let mut boot_image = BootImage {
-        kernel: cfg.kernel_file,
-        initrd: cfg.initrd_file,
-        cmdline: cfg.config.cmdline.clone(),
-        vcpus: cfg.vcpus,
+    let entry = match &mut boot {
+        Boot::Linux(image) => {
+            let entry = image.load(&memory)?;
+            tracing::info!(
+                format = ?entry.format,
+                entry = format_args!("{:#x}", entry.entry),
+                vcpus,
+                memory_mib = cfg.memory.0 >> 20,
+                "kernel loaded"
+            );
+            Some(entry)
+        }
+        // The boot vCPU starts where a fresh one does: the reset vector, in the firmware.
+        Boot::Firmware => None,
     };
-    let entry = boot_image.load(&memory)?;
-    tracing::info!(
-        format = ?entry.format,
-        entry = format_args!("{:#x}", entry.entry),
-        vcpus = cfg.vcpus,
-        memory_mib = cfg.config.memory.0 >> 20,
-        "kernel loaded"
-    );
 
     vcpu::install_kick_handler()?;
     let supported_cpuid = vm.supported_cpuid()?;
     let supported_msrs = vm.supported_msrs()?;
-    let hv_cpuid = match cfg.config.hyperv {
+    let hv_cpuid = match cfg.hyperv {
         true => Some(vm.supported_hv_cpuid()?.ok_or(BuildError::NoHyperv)?),
         false => None,
     };
@@ -584,9 +668,9 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
     let controller = Arc::new(Controller::new(
         started,
         VmFacts {
-            vcpus: cfg.vcpus,
-            memory: cfg.config.memory.0,
-            kernel_format: entry.format,
+            vcpus,
+            memory: cfg.memory.0,
+            kernel_format: entry.map(|e| e.format),
             seccomp: sandbox.is_on(),
         },
         run.clone(),
@@ -594,17 +678,18 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
         boot_times,
     ));
 
-    let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
-    for id in 0..cfg.vcpus {
+    let count = vcpus;
+    let mut vcpus = Vec::with_capacity(usize::from(count));
+    for id in 0..count {
         let fd = vm
             .fd()
             .create_vcpu(u64::from(id))
             .map_err(|e| VcpuError::Ioctl(id, "CREATE_VCPU", e))?;
-        let boot = (id == 0).then_some(BootRegs {
-            entry: entry.entry,
-            boot_params: entry.boot_params,
+        let boot = entry.filter(|_| id == 0).map(|e| BootRegs {
+            entry: e.entry,
+            boot_params: e.boot_params,
         });
-        let mut table = cpuid::vcpu_cpuid(&supported_cpuid, id, cfg.vcpus);
+        let mut table = cpuid::vcpu_cpuid(&supported_cpuid, id, count);
         if let Some(hv) = &hv_cpuid {
             let synic = hyperv::offers_synic(hv) && vcpu::enable_hyperv_synic(&fd, id).is_ok();
             table = hyperv::apply(&table, hv, synic);
@@ -630,10 +715,10 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
     controller.set_vcpus(handles);
     controller.set_power(power);
     // After the vCPUs: the guest's first instruction need not wait for this thread.
-    if cfg.config.serial == SerialOutput::Stdout {
+    if cfg.serial == SerialOutput::Stdout {
         spawn_console_input(serial, &sandbox)?;
     }
-    if let (Some(hw), Some(dcfg)) = (display, &cfg.config.display) {
+    if let (Some(hw), Some(dcfg)) = (display, &cfg.display) {
         let service = DisplayService::start(
             dcfg,
             "tessera desktop",
@@ -649,7 +734,7 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
     }
 
     let reset = irqchip.map(|irqchip| Resettable {
-        boot: boot_image,
+        boot,
         irqchip,
         mmio,
     });
@@ -659,6 +744,8 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
         exit_rx,
         disks,
         reset,
+        vars,
+        _code: code,
         vm,
         memory,
         pio,

@@ -36,8 +36,8 @@ pub struct VmInfo {
     pub vcpus: u8,
     /// Guest memory in MiB.
     pub memory_mib: u64,
-    /// Kernel image format.
-    pub kernel_format: KernelFormat,
+    /// Kernel image format; null when UEFI firmware boots the machine.
+    pub kernel_format: Option<KernelFormat>,
     /// VMM process ID.
     pub pid: u32,
     /// Boot milestones written to the debug port, in order.
@@ -78,8 +78,8 @@ pub struct VmFacts {
     pub vcpus: u8,
     /// Guest memory in bytes.
     pub memory: u64,
-    /// Kernel image format.
-    pub kernel_format: KernelFormat,
+    /// Kernel image format; None when UEFI firmware boots the machine.
+    pub kernel_format: Option<KernelFormat>,
     /// Whether threads get seccomp filters.
     pub seccomp: bool,
 }

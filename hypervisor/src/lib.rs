@@ -16,6 +16,7 @@ pub mod config;
 pub mod controller;
 pub mod devices;
 pub mod exit;
+pub mod firmware;
 pub mod rate_limit;
 pub mod sandbox;
 pub mod tiny_guest;

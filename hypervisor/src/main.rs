@@ -23,6 +23,12 @@ Examples:
     tessera-vmm --kernel bzImage --initrd initrd.cpio.gz \\
                 --cmdline \"console=ttyS0 reboot=k panic=-1\" --memory 512M --vcpus 2
 
+  Boot UEFI firmware (Debian's ovmf package) with the desktop's own variable store, which
+  keeps boot entries across boots; the firmware boots what the disks hold:
+    cp /usr/share/OVMF/OVMF_VARS_4M.fd desk-01.vars
+    tessera-vmm --firmware /usr/share/OVMF/OVMF_CODE_4M.fd --firmware-vars desk-01.vars \
+                --disk path=desk-01.qcow2 --memory 2G --vcpus 2
+
   The same from a config file (TOML, or JSON if the name ends in .json); flags override it:
     tessera-vmm --config vm.toml --api-socket /run/tessera/vm1.sock
 
@@ -44,8 +50,12 @@ Examples:
     curl --unix-socket /run/tessera/vm1.sock -X PUT http://localhost/vm/pause
     curl --unix-socket /run/tessera/vm1.sock -X PUT http://localhost/vm/power-button
 
-Config file keys (all optional except kernel):
+Config file keys (all optional except kernel or firmware):
   kernel = \"PATH\"          bzImage or ELF
+  firmware = \"PATH\"        UEFI firmware instead of a kernel: an OVMF build for QEMU's q35
+                           (Debian: /usr/share/OVMF/OVMF_CODE_4M.fd)
+  firmware_vars = \"PATH\"   the VM's UEFI variable store, written in place (start from a
+                           copy of OVMF_VARS_4M.fd); without it variables last one run
   initrd = \"PATH\"
   cmdline = \"...\"          default: console=ttyS0 reboot=k panic=-1 io_delay=none
   memory = \"512M\"          K, M or G suffix
@@ -72,9 +82,10 @@ Config file keys (all optional except kernel):
                            boots again in this process, the display's clients connected)
   hyperv = false           Hyper-V enlightenments for Windows guests (--hyperv)
 
-The machine has ACPI (tables in the BIOS area, a power button, the PM timer, PCI Express
-configuration space): the guest ends the VM by powering off (ACPI S5: Linux's poweroff) or by
-a reset (ACPI's reset register, or the i8042 reset line: Linux's reboot=k). PUT
+The machine is a q35 (Intel Q35 host bridge, ICH9 LPC bridge, PCI Express) with ACPI: the
+tables sit in the BIOS area for a kernel and come through fw_cfg for UEFI firmware; a power
+button, the PM timer, ECAM. The guest ends the VM by powering off (ACPI S5: Linux's poweroff)
+or by a reset (ACPI's reset register, or the i8042 reset line: Linux's reboot=k). PUT
 /vm/power-button presses the power button; an ACPI-aware guest then shuts down.
 Boot milestones: the guest writes a byte to I/O port 0x80; GET /vm lists each with its time.
 
@@ -96,6 +107,14 @@ struct Cli {
     /// Kernel image: a Linux bzImage or an ELF file.
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
+    /// UEFI firmware to boot instead of a kernel: OVMF built for QEMU's q35, such as
+    /// Debian's /usr/share/OVMF/OVMF_CODE_4M.fd.
+    #[arg(long, value_name = "PATH", conflicts_with = "kernel")]
+    firmware: Option<PathBuf>,
+    /// The VM's UEFI variable store, written in place by the firmware (start it as a copy of
+    /// the firmware's template, OVMF_VARS_4M.fd); without it variables last one run.
+    #[arg(long, value_name = "PATH")]
+    firmware_vars: Option<PathBuf>,
     /// Initial ramdisk (cpio archive, compressed or not).
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
@@ -157,6 +176,8 @@ impl Cli {
         };
         c.kernel = self.kernel.or(c.kernel);
         c.initrd = self.initrd.or(c.initrd);
+        c.firmware = self.firmware.or(c.firmware);
+        c.firmware_vars = self.firmware_vars.or(c.firmware_vars);
         c.api_socket = self.api_socket.or(c.api_socket);
         if let Some(v) = self.cmdline {
             c.cmdline = v;

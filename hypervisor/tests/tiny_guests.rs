@@ -58,8 +58,9 @@ fn guest_reads_the_host_bridge_through_config_mechanism_1() {
     let k = dir.file("pci.elf", &tg::pci_probe());
     let out = run_vmm(&["--kernel", k.to_str().unwrap(), "--memory", "64M"], LIMIT);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
-    // Vendor 1b36, device 0008; class 06/00/00, revision 0 (little-endian dwords).
-    assert_eq!(out.stdout, [0x36, 0x1b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x06]);
+    // Vendor 8086, device 29c0 (the Q35 MCH); class 06/00/00, revision 0 (little-endian
+    // dwords).
+    assert_eq!(out.stdout, [0x86, 0x80, 0xc0, 0x29, 0x00, 0x00, 0x00, 0x06]);
 }
 
 #[test]

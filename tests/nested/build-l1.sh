@@ -5,7 +5,8 @@
 #                                          tessera-vmm and tessera-display with their shared
 #                                          libraries, static
 #                                          tessera-img, boot-timer, guest-io-bench and vmm-api,
-#                                          and the test guest (tests/guest/build-guest.sh)
+#                                          and the test guest (tests/guest/build-guest.sh);
+#                                          Debian's OVMF (UEFI firmware) in /firmware
 #   $TESSERA_CACHE/nested/l1-qemu.cpio.gz  the same with QEMU, its libraries and firmware
 #                                          appended as a second archive, for the scenarios that
 #                                          compare against QEMU ("# nest: qemu")
@@ -43,7 +44,8 @@ qemu=$(command -v qemu-system-x86_64)
 inputs=("$repo/target/release/tessera-vmm" "$repo/target/release/tessera-display" "$bindir/boot-timer" "$bindir/tessera-img"
     "$bindir/vmm-api" "$bindir/guest-io-bench" "$CACHE/guest/vmlinuz"
     "$CACHE/guest/initramfs.cpio.gz" "$here/init" "$here/build-l1.sh" "$qemu"
-    "$here"/scenarios/*.sh "$CACHE/guest/modules/"*)
+    "$here"/scenarios/*.sh "$CACHE/guest/modules/"* /usr/share/OVMF/OVMF_CODE_4M.fd
+    /usr/share/OVMF/OVMF_VARS_4M.fd)
 stamp=$(stat -L -c '%n %s %Y' "${inputs[@]}" | sha256sum | cut -d' ' -f1)
 if [ -f "$out/l1-qemu.cpio.gz" ] && [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ]; then
     log "up to date: $out/l1.cpio.gz"
@@ -60,7 +62,8 @@ copy_libs() {
         [ -f "$lib" ] && mkdir -p "$1$(dirname "$lib")" && cp -L "$lib" "$1$lib"
     done
 }
-mkdir -p "$stage"/{bin,dev,proc,sys,tmp,guest,modules,scenarios}
+mkdir -p "$stage"/{bin,dev,proc,sys,tmp,guest,modules,scenarios,firmware}
+cp /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_VARS_4M.fd "$stage/firmware/"
 cp "$CACHE/debs"/x-busybox-static_*/bin/busybox "$stage/bin/busybox"
 for b in tessera-vmm tessera-display; do
     strip -o "$stage/bin/$b" "$repo/target/release/$b"

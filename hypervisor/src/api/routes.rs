@@ -242,7 +242,7 @@ mod tests {
             VmFacts {
                 vcpus: 2,
                 memory: 512 << 20,
-                kernel_format: KernelFormat::BzImage,
+                kernel_format: Some(KernelFormat::BzImage),
                 seccomp: true,
             },
             Arc::new(RunControl::default()),

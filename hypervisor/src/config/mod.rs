@@ -29,8 +29,14 @@ pub enum ConfigError {
     #[error("invalid config file {0}: {1}")]
     Parse(PathBuf, String),
     /// No kernel given.
-    #[error("no kernel given: pass --kernel PATH or set `kernel` in the config file")]
+    #[error("nothing to boot: pass --kernel PATH (a Linux kernel) or --firmware PATH (UEFI firmware such as /usr/share/OVMF/OVMF_CODE_4M.fd), or set `kernel` or `firmware` in the config file")]
     NoKernel,
+    /// A kernel and firmware both given.
+    #[error("give a kernel or UEFI firmware, not both (the firmware boots the kernel from the disks)")]
+    KernelAndFirmware,
+    /// A setting that needs another one.
+    #[error("`{0}` needs `{1}`")]
+    Needs(&'static str, &'static str),
     /// A size does not parse.
     #[error("invalid size {0:?}: use a number with an optional K, M or G suffix (e.g. 512M)")]
     Size(String),
@@ -49,7 +55,7 @@ pub enum ConfigError {
     /// A file named in the configuration is missing or unreadable.
     #[error("cannot open the {what} {path}: {source}")]
     File {
-        /// "kernel" or "initrd".
+        /// "kernel", "initrd", "firmware" or "firmware variable store".
         what: &'static str,
         /// The path.
         path: PathBuf,
@@ -220,6 +226,15 @@ pub struct VmConfig {
     /// Hyper-V enlightenments (see [`crate::arch::x86_64::hyperv`]): for Windows guests.
     #[serde(default)]
     pub hyperv: bool,
+    /// UEFI firmware to boot instead of a kernel: the code of an OVMF build for QEMU's q35
+    /// (Debian's `/usr/share/OVMF/OVMF_CODE_4M.fd`), mapped read-only below 4 GiB.
+    #[serde(default)]
+    pub firmware: Option<PathBuf>,
+    /// The VM's own UEFI variable store (boot entries, Secure Boot keys), written in place as
+    /// the firmware changes variables: start it as a copy of the firmware's template
+    /// (`OVMF_VARS_4M.fd`). Without it, variables last until the VMM exits.
+    #[serde(default)]
+    pub firmware_vars: Option<PathBuf>,
 }
 
 /// What a guest's reboot (a reset through ACPI's reset register or the i8042) does.
@@ -250,6 +265,8 @@ impl Default for VmConfig {
             seccomp: default_seccomp(),
             on_reboot: OnReboot::default(),
             hyperv: false,
+            firmware: None,
+            firmware_vars: None,
         }
     }
 }
@@ -275,42 +292,88 @@ impl VmConfig {
 
     /// Checks everything that can be checked before touching KVM.
     pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
-        let kernel = self.kernel.clone().ok_or(ConfigError::NoKernel)?;
         let vcpus = u8::try_from(self.vcpus)
             .ok()
             .filter(|n| (1..=MAX_CPUS).contains(n))
             .ok_or(ConfigError::Vcpus(self.vcpus))?;
-        let open = |what, path: &Path| {
-            std::fs::File::open(path)
-                .and_then(|f| {
-                    if f.metadata()?.is_dir() {
-                        Err(std::io::Error::other("it is a directory"))
-                    } else {
-                        Ok(f)
-                    }
-                })
-                .map_err(|source| ConfigError::File {
-                    what,
-                    path: path.to_path_buf(),
-                    source,
-                })
-        };
         if let Some(d) = &self.display {
             d.check()?;
         }
-        let kernel_file = open("kernel", &kernel)?;
-        let initrd_file = self
-            .initrd
-            .as_deref()
-            .map(|p| open("initrd", p))
-            .transpose()?;
+        let boot = match (&self.kernel, &self.firmware) {
+            (None, None) => return Err(ConfigError::NoKernel),
+            (Some(_), Some(_)) => return Err(ConfigError::KernelAndFirmware),
+            (Some(kernel), None) => {
+                if self.firmware_vars.is_some() {
+                    return Err(ConfigError::Needs("firmware_vars", "firmware"));
+                }
+                BootFiles::Kernel {
+                    kernel: open_file("kernel", kernel, false)?,
+                    initrd: self
+                        .initrd
+                        .as_deref()
+                        .map(|p| open_file("initrd", p, false))
+                        .transpose()?,
+                }
+            }
+            (None, Some(code)) => {
+                if self.initrd.is_some() {
+                    return Err(ConfigError::Needs("initrd", "kernel"));
+                }
+                BootFiles::Firmware {
+                    code: open_file("firmware", code, false)?,
+                    vars: self
+                        .firmware_vars
+                        .as_deref()
+                        .map(|p| open_file("firmware variable store", p, true).map(|f| (p.to_path_buf(), f)))
+                        .transpose()?,
+                }
+            }
+        };
         Ok(ValidConfig {
             config: self.clone(),
             vcpus,
-            kernel_file,
-            initrd_file,
+            boot,
         })
     }
+}
+
+/// Opens a file the configuration names (read-write when `write`), refusing directories.
+fn open_file(what: &'static str, path: &Path, write: bool) -> Result<std::fs::File, ConfigError> {
+    std::fs::File::options()
+        .read(true)
+        .write(write)
+        .open(path)
+        .and_then(|f| {
+            if f.metadata()?.is_dir() {
+                Err(std::io::Error::other("it is a directory"))
+            } else {
+                Ok(f)
+            }
+        })
+        .map_err(|source| ConfigError::File {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// What the machine boots, its files open.
+#[derive(Debug)]
+pub enum BootFiles {
+    /// A Linux kernel, loaded by the VMM.
+    Kernel {
+        /// The kernel image.
+        kernel: std::fs::File,
+        /// The initrd.
+        initrd: Option<std::fs::File>,
+    },
+    /// UEFI firmware, which boots what the disks hold.
+    Firmware {
+        /// The firmware's code.
+        code: std::fs::File,
+        /// The variable store (path, file open for writing), if the VM has its own.
+        vars: Option<(PathBuf, std::fs::File)>,
+    },
 }
 
 /// A checked configuration with its files open.
@@ -320,10 +383,8 @@ pub struct ValidConfig {
     pub config: VmConfig,
     /// vCPU count, in range.
     pub vcpus: u8,
-    /// The open kernel image.
-    pub kernel_file: std::fs::File,
-    /// The open initrd.
-    pub initrd_file: Option<std::fs::File>,
+    /// What the machine boots.
+    pub boot: BootFiles,
 }
 
 #[cfg(test)]

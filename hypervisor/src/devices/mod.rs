@@ -6,4 +6,5 @@ pub mod display;
 pub mod fw_cfg;
 pub mod legacy;
 pub mod pci;
+pub mod pflash;
 pub mod virtio;

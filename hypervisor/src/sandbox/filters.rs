@@ -202,9 +202,10 @@ pub fn rules(kind: ThreadKind, reboots: bool) -> Result<Rules, SeccompError> {
     r.insert(libc::SYS_fcntl, vec![equals(1, libc::F_GETFD as u64)?]);
     match kind {
         ThreadKind::Main => {
-            // Stopping: the API socket's file goes; the disks are flushed.
+            // Stopping: the API socket's file goes; the disks and the firmware's variable
+            // store (a shared mapping) are flushed.
             allow_any(&mut r, IMAGE_IO);
-            allow_any(&mut r, &[libc::SYS_unlink, libc::SYS_shutdown]);
+            allow_any(&mut r, &[libc::SYS_unlink, libc::SYS_shutdown, libc::SYS_msync]);
             if reboots {
                 // A reset in place: the kernel and initrd read again, the interrupt
                 // controllers restored, and the devices' KVM resources (MSI routes, queue

@@ -73,7 +73,15 @@ pub fn pci_mmio64_window(ram_end: u64) -> (u64, u64) {
     (start, start.saturating_add(PCI_MMIO64_SIZE))
 }
 
-/// Three pages KVM needs for the real-mode TSS on Intel; placed where no RAM or BAR goes.
-pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
+/// Top (exclusive) of the firmware flash: UEFI firmware maps down from 4 GiB, its reset vector
+/// at 0xFFFF_FFF0.
+pub const FIRMWARE_TOP: u64 = MMIO_HOLE_END;
+/// The most flash a machine maps (code and variables together): 8 MiB below 4 GiB, above the
+/// local APIC and the KVM pages below.
+pub const FIRMWARE_MAX_SIZE: u64 = 8 << 20;
+
+/// Three pages KVM needs for the real-mode TSS on Intel; placed where no RAM, BAR or firmware
+/// flash goes (QEMU's choice too).
+pub const KVM_TSS_ADDRESS: u64 = 0xfeff_d000;
 /// One page KVM needs for the EPT identity map on Intel.
-pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfeff_c000;

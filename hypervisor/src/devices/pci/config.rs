@@ -175,6 +175,15 @@ impl PciConfig {
         Ok(offset)
     }
 
+    /// A chipset register: dword `reg` reads `value` at reset, and the guest may change the
+    /// bits of `writable`.
+    pub fn set_register(&mut self, reg: usize, value: u32, writable: u32) {
+        if let (Some(r), Some(w)) = (self.regs.get_mut(reg), self.writable.get_mut(reg)) {
+            *r = value;
+            *w = writable;
+        }
+    }
+
     /// Reads the byte at `offset` (0..256).
     pub fn byte(&self, offset: usize) -> u8 {
         self.regs

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod ecam;
 pub mod host_bridge;
+pub mod lpc;
 pub mod mmio_window;
 pub mod msix;
 pub mod root;

@@ -8,6 +8,7 @@
 //! (0xE0000), where [`write`] puts the whole set; the MP table stays for `acpi=off`.
 
 mod dsdt;
+pub mod loader;
 
 use acpi_tables::facs::FACS;
 use acpi_tables::fadt::{FADTBuilder, Flags, PmProfile};
@@ -64,21 +65,117 @@ pub enum AcpiError {
 
 const ACPI_AREA: u64 = ACPI_TABLES_END - ACPI_TABLES_START;
 
-/// Tables laid out one after another from a base address.
-struct Image {
-    base: u64,
+/// The tables as one blob laid out from offset 0, with where its pointers and checksums sit:
+/// relocated to the BIOS area for a directly booted kernel ([`Tables::relocated`]), handed to
+/// UEFI firmware through fw_cfg with a script that places and patches it (`loader.rs`).
+#[derive(Debug, Clone)]
+pub struct Tables {
     bytes: Vec<u8>,
+    /// Fields (offset, width) that hold an offset into the blob, to which the blob's address
+    /// is added.
+    pointers: Vec<(usize, u8)>,
+    /// Checksums: the byte's offset, and the range it covers.
+    checksums: Vec<(usize, std::ops::Range<usize>)>,
 }
 
-impl Image {
-    /// Appends `table` at the next multiple of `align` and returns its address.
-    fn place(&mut self, table: &dyn Aml, align: usize) -> u64 {
+/// Offsets of the fields that point to other tables.
+const RSDP_XSDT: usize = 24;
+const FADT_X_FACS: usize = 132;
+const FADT_X_DSDT: usize = 140;
+const XSDT_ENTRIES: usize = 36;
+/// An SDT's checksum byte.
+const SDT_CHECKSUM: usize = 9;
+
+impl Tables {
+    /// Appends `table` at the next multiple of `align` and returns its offset.
+    fn place(&mut self, table: &dyn Aml, align: usize) -> usize {
         self.bytes
             .resize(self.bytes.len().next_multiple_of(align), 0);
-        let at = self.base + self.bytes.len() as u64;
+        let at = self.bytes.len();
         table.to_aml_bytes(&mut self.bytes);
         at
     }
+
+    /// Appends a table with a standard header, whose checksum is then recorded.
+    fn place_sdt(&mut self, table: &dyn Aml) -> usize {
+        let at = self.place(table, 16);
+        self.checksums
+            .push((at + SDT_CHECKSUM, at..self.bytes.len()));
+        at
+    }
+
+    /// The tables for `platform`.
+    pub fn new(platform: &Platform) -> Self {
+        let mut t = Self {
+            bytes: Vec::new(),
+            pointers: Vec::new(),
+            checksums: Vec::new(),
+        };
+        // The RSDP first, written last when the XSDT's offset is known.
+        t.bytes.resize(Rsdp::len(), 0);
+        let facs = t.place(&FACS::new(), 64);
+        let dsdt = t.place_sdt(&dsdt::dsdt(platform));
+        let fadt = t.place_sdt(&fadt(facs as u64, dsdt as u64));
+        t.pointers.extend([(fadt + FADT_X_FACS, 8), (fadt + FADT_X_DSDT, 8)]);
+        let entries = [
+            fadt,
+            t.place_sdt(&madt(platform.vcpus)),
+            t.place_sdt(&mcfg()),
+            t.place_sdt(&dsdt::cpus_ssdt(platform.vcpus)),
+        ];
+        let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+        for e in entries {
+            xsdt.add_entry(e as u64);
+        }
+        let at = t.place_sdt(&xsdt);
+        t.pointers
+            .extend((0..entries.len()).map(|i| (at + XSDT_ENTRIES + 8 * i, 8)));
+        let mut rsdp = Vec::new();
+        Rsdp::new(OEM_ID, at as u64).to_aml_bytes(&mut rsdp);
+        t.bytes[..rsdp.len()].copy_from_slice(&rsdp);
+        t.pointers.push((RSDP_XSDT, 8));
+        // ACPI 1.0's checksum over the first 20 bytes, the extended one over all 36.
+        t.checksums.extend([(8, 0..20), (32, 0..rsdp.len())]);
+        t
+    }
+
+    /// The blob with offsets as the loader leaves them: relative to its start.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The pointer fields (offset, width).
+    pub fn pointers(&self) -> &[(usize, u8)] {
+        &self.pointers
+    }
+
+    /// The checksums (byte, range covered).
+    pub fn checksums(&self) -> &[(usize, std::ops::Range<usize>)] {
+        &self.checksums
+    }
+
+    /// The tables as they read at guest address `base`: every pointer moved, every checksum
+    /// made again (the ones over pointers after them: the RSDP's last).
+    pub fn relocated(&self, base: u64) -> Vec<u8> {
+        let mut b = self.bytes.clone();
+        for &(at, width) in &self.pointers {
+            let w = usize::from(width);
+            let mut v = [0u8; 8];
+            v[..w].copy_from_slice(&b[at..at + w]);
+            let moved = u64::from_le_bytes(v).wrapping_add(base).to_le_bytes();
+            b[at..at + w].copy_from_slice(&moved[..w]);
+        }
+        for (at, range) in &self.checksums {
+            b[*at] = 0;
+            b[*at] = checksum(&b[range.clone()]);
+        }
+        b
+    }
+}
+
+/// The byte that makes `bytes` sum to zero.
+pub fn checksum(bytes: &[u8]) -> u8 {
+    0u8.wrapping_sub(bytes.iter().fold(0u8, |a, x| a.wrapping_add(*x)))
 }
 
 fn io_register(port: u16, bits: u8, access: AccessSize) -> GAS {
@@ -148,27 +245,9 @@ fn mcfg() -> MCFG {
     t
 }
 
-/// The tables for `platform`, laid out from `base` (where the RSDP goes), as bytes.
+/// The tables for `platform` as they read at guest address `base` (where the RSDP goes).
 pub fn build(platform: &Platform, base: u64) -> Vec<u8> {
-    let mut image = Image {
-        base,
-        bytes: Vec::new(),
-    };
-    // Room for the RSDP, written last when the XSDT's address is known.
-    image.bytes.resize(Rsdp::len(), 0);
-    let facs = image.place(&FACS::new(), 64);
-    let dsdt = image.place(&dsdt::dsdt(platform), 16);
-    let fadt = image.place(&fadt(facs, dsdt), 16);
-    let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-    xsdt.add_entry(fadt);
-    xsdt.add_entry(image.place(&madt(platform.vcpus), 16));
-    xsdt.add_entry(image.place(&mcfg(), 16));
-    xsdt.add_entry(image.place(&dsdt::cpus_ssdt(platform.vcpus), 16));
-    let xsdt = image.place(&xsdt, 16);
-    let mut rsdp = Vec::new();
-    Rsdp::new(OEM_ID, xsdt).to_aml_bytes(&mut rsdp);
-    image.bytes[..rsdp.len()].copy_from_slice(&rsdp);
-    image.bytes
+    Tables::new(platform).relocated(base)
 }
 
 /// Writes the tables to the BIOS area of `mem`, where a directly booted kernel finds them.

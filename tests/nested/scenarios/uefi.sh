@@ -1,0 +1,62 @@
+# UEFI firmware: Debian's OVMF (built for QEMU's q35) boots on tessera-vmm to the UEFI shell
+# on COM1, sets a non-volatile variable, and shuts the machine down through the firmware's
+# ResetSystem (ACPI S5: the VMM exits 0). A second boot with the same variable store reads
+# the variable back: the store is the desktop's own file, kept across boots.
+echo "NEST: scenario uefi: OVMF to the UEFI shell, a variable kept across boots"
+VARS=/tmp/uefi-vars.fd
+GUID=5c7d1f52-0e2b-4d6a-9b43-7e1a2f3c4d5e
+cp /firmware/OVMF_VARS_4M.fd "$VARS"
+
+# Boots the firmware with the shell commands in $1 (typed once the shell prompts), serial
+# output to $2; prints the VMM's status and how long the shell took.
+uefi_boot() {
+    cmds=$1 out=$2
+    rm -f /tmp/uefi.in "$out"
+    mkfifo /tmp/uefi.in
+    start=$(date +%s%N 2>/dev/null || echo 0)
+    tessera-vmm --firmware /firmware/OVMF_CODE_4M.fd --firmware-vars "$VARS" \
+        --memory 512M --vcpus 2 --log info < /tmp/uefi.in > "$out" 2> "$out.err" &
+    vmm=$!
+    exec 3> /tmp/uefi.in
+    i=0
+    until grep -q 'Shell>' "$out" 2>/dev/null; do
+        i=$((i + 1))
+        if [ $i -gt 600 ] || ! kill -0 $vmm 2>/dev/null; then
+            echo "NEST: uefi: no shell prompt (VMM alive: $(kill -0 $vmm 2>/dev/null && echo yes || echo no))"
+            tail -c 3000 "$out" | tr -d '\033' | sed 's/^/NEST: L2: /'
+            sed 's/^/NEST: vmm: /' "$out.err" | tail -20
+            kill -9 $vmm 2>/dev/null
+            exec 3>&-
+            return 1
+        fi
+        sleep 0.2
+    done
+    now=$(date +%s%N 2>/dev/null || echo 0)
+    echo "NEST: uefi shell prompt after $(((now - start) / 1000000)) ms"
+    # The shell reads a line at a time from the serial terminal.
+    printf '%s\r' "$cmds" >&3
+    sleep 1
+    printf 'reset -s\r' >&3
+    j=0
+    while kill -0 $vmm 2>/dev/null; do
+        j=$((j + 1))
+        [ $j -gt 300 ] && { echo "NEST: uefi: reset -s did not end the VMM"; kill -9 $vmm; break; }
+        sleep 0.2
+    done
+    wait $vmm
+    rc=$?
+    exec 3>&-
+    echo "NEST: uefi vmm rc=$rc"
+    grep -E 'ERROR|WARN' "$out.err" | head -5 | sed 's/^/NEST: vmm: /'
+    return $rc
+}
+
+uefi_boot "setvar TesseraProbe -guid $GUID -nv -bs =\"kept1234\"" /tmp/uefi-1.log || exit 1
+uefi_boot "setvar TesseraProbe -guid $GUID" /tmp/uefi-2.log || exit 1
+tr -d '\033' < /tmp/uefi-2.log | grep -a -A3 'TesseraProbe' | head -6 | sed 's/^/NEST: L2: /'
+if tr -d '\033' < /tmp/uefi-2.log | grep -aq 'kept1234'; then
+    echo "NEST: uefi variable kept across boots"
+else
+    echo "NEST: uefi variable NOT kept"
+    exit 1
+fi
