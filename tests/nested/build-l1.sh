@@ -27,6 +27,8 @@ command -v qemu-system-x86_64 >/dev/null || {
     apt-get install -y --no-install-recommends qemu-system-x86 >/dev/null
 }
 "$repo/tests/guest/build-guest.sh"
+# The QEMU that runs L1 (not the one inside it): tests/nested/l0-qemu.sh says why.
+"$here/l0-qemu.sh" >/dev/null
 
 target=x86_64-unknown-linux-gnu
 # tessera-vmm goes in as the hosts run it, statically linked (scripts/build-vmm.sh);

@@ -52,6 +52,20 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| repo().join(".cache"))
 }
 
+/// The QEMU that runs L1, fetched by tests/nested/l0-qemu.sh (which build-l1.sh runs): a
+/// newer one than the system's, whose SVM emulation UEFI guests abort.
+fn l0_qemu() -> Result<PathBuf, NestError> {
+    let path = cache_dir().join("qemu-l0/root/usr/bin/qemu-system-x86_64");
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(NestError::Start(std::io::Error::other(format!(
+            "{} is missing: run tests/nested/l0-qemu.sh (build-l1.sh does)",
+            path.display()
+        ))))
+    }
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -159,7 +173,7 @@ impl Spec {
             self.scenarios.join(","),
             self.args.join(" ")
         );
-        let mut cmd = Command::new("qemu-system-x86_64");
+        let mut cmd = Command::new(l0_qemu()?);
         if let Some(disk) = &self.disk {
             cmd.arg("-drive")
                 .arg(format!("file={},format=raw,if=virtio", disk.display()));

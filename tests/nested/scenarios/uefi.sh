@@ -6,6 +6,7 @@ echo "NEST: scenario uefi: OVMF to the UEFI shell, a variable kept across boots"
 VARS=/tmp/uefi-vars.fd
 GUID=5c7d1f52-0e2b-4d6a-9b43-7e1a2f3c4d5e
 cp /firmware/OVMF_VARS_4M.fd "$VARS"
+ms() { awk '{printf "%d", $1 * 1000}' /proc/uptime; }
 
 # Boots the firmware with the shell commands in $1 (typed once the shell prompts), serial
 # output to $2; prints the VMM's status and how long the shell took.
@@ -13,7 +14,7 @@ uefi_boot() {
     cmds=$1 out=$2
     rm -f /tmp/uefi.in "$out"
     mkfifo /tmp/uefi.in
-    start=$(date +%s%N 2>/dev/null || echo 0)
+    start=$(ms)
     tessera-vmm --firmware /firmware/OVMF_CODE_4M.fd --firmware-vars "$VARS" \
         --memory 512M --vcpus 2 --log info < /tmp/uefi.in > "$out" 2> "$out.err" &
     vmm=$!
@@ -31,8 +32,7 @@ uefi_boot() {
         fi
         sleep 0.2
     done
-    now=$(date +%s%N 2>/dev/null || echo 0)
-    echo "NEST: uefi shell prompt after $(((now - start) / 1000000)) ms"
+    echo "NEST: uefi shell prompt after $(($(ms) - start)) ms"
     # The shell reads a line at a time from the serial terminal.
     printf '%s\r' "$cmds" >&3
     sleep 1
@@ -53,8 +53,9 @@ uefi_boot() {
 
 uefi_boot "setvar TesseraProbe -guid $GUID -nv -bs =\"kept1234\"" /tmp/uefi-1.log || exit 1
 uefi_boot "setvar TesseraProbe -guid $GUID" /tmp/uefi-2.log || exit 1
-tr -d '\033' < /tmp/uefi-2.log | grep -a -A3 'TesseraProbe' | head -6 | sed 's/^/NEST: L2: /'
-if tr -d '\033' < /tmp/uefi-2.log | grep -aq 'kept1234'; then
+tr -d '\033' < /tmp/uefi-2.log | grep -a -A1 ' - TesseraProbe - ' | head -2 | sed 's/^/NEST: L2: /'
+# The shell dumps the value in hex: "kept1234".
+if tr -d '\033' < /tmp/uefi-2.log | grep -aq '6B 65 70 74 31 32 33 34'; then
     echo "NEST: uefi variable kept across boots"
 else
     echo "NEST: uefi variable NOT kept"
