@@ -28,7 +28,7 @@ fn rig() -> &'static Rig {
                 VmFacts {
                     vcpus: 1,
                     memory: 64 << 20,
-                    kernel_format: KernelFormat::Elf,
+                    kernel_format: Some(KernelFormat::Elf),
                     seccomp: false,
                 },
                 Arc::new(RunControl::default()),

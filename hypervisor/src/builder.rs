@@ -18,13 +18,12 @@ use crate::config::{BootFiles, DiskConfig, OnReboot, SerialOutput, ValidConfig, 
 use crate::controller::{Controller, VmFacts};
 use crate::devices::acpi::pm::{PowerManagement, PM_BASE, PM_LEN, SCI_IRQ};
 use crate::devices::bus::{lock, Bus, BusError};
-use crate::devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORT_LEN};
-use crate::devices::pflash::{CodeFlash, Pflash};
 use crate::devices::display::bochs::{
     BochsDisplay, DispiPorts, DISPI_PORT, DISPI_PORT_LEN, VRAM_SIZE,
 };
 use crate::devices::display::dispi::Dispi;
 use crate::devices::display::service::{DisplayError, DisplayParts, DisplayService};
+use crate::devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORT_LEN};
 use crate::devices::legacy::cmos::{Cmos, CMOS_BASE, CMOS_LEN};
 use crate::devices::legacy::console_log::RotatingLog;
 use crate::devices::legacy::debug_port::{BootTimes, DebugPort, DEBUG_PORT};
@@ -37,6 +36,7 @@ use crate::devices::pci::lpc::{Lpc, LPC_SLOT};
 use crate::devices::pci::msix::{Msix, MsixVector};
 use crate::devices::pci::root::PciError;
 use crate::devices::pci::{PciEcam, PciMmioWindow, PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
+use crate::devices::pflash::{CodeFlash, Pflash};
 use crate::devices::virtio::block::request::BlockBackend;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::input::{Tablet, TabletError, TabletHandle};
@@ -476,8 +476,7 @@ fn build_pci(
         if bar + u64::from(BAR_SIZE) > PCI_MMIO32_END {
             return Err(BuildError::PciWindowFull);
         }
-        let (dev, backend) =
-            attach_disk(disk, vcpus, bar as u32, (vm, &routing, memory), sandbox)?;
+        let (dev, backend) = attach_disk(disk, vcpus, bar as u32, (vm, &routing, memory), sandbox)?;
         pci.add(dev.clone())?;
         window.add(dev);
         tracing::info!(disk = %disk.path.display(), bar = format_args!("{bar:#x}"), "virtio-blk attached");
@@ -532,10 +531,7 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
         boot: boot_files,
     } = cfg;
     let sandbox = if cfg.seccomp {
-        Sandbox::with_reboots(
-            &thread_kinds(&cfg),
-            cfg.on_reboot == OnReboot::Restart,
-        )
+        Sandbox::with_reboots(&thread_kinds(&cfg), cfg.on_reboot == OnReboot::Restart)
     } else {
         tracing::warn!("seccomp filters are off (seccomp = false)");
         Sandbox::off()
@@ -554,7 +550,7 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
     let boot_times = Arc::new(Mutex::new(BootTimes::default()));
     let display = display_hardware(&cfg, &vm, &memory, &sandbox)?;
     let platform = acpi::Platform {
-        vcpus: vcpus,
+        vcpus,
         ram_end: memory.last_addr().0 + 1,
     };
     // The firmware's slots come after RAM's and video memory's.
@@ -564,7 +560,7 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
                 kernel,
                 initrd,
                 cmdline: cfg.cmdline.clone(),
-                vcpus: vcpus,
+                vcpus,
             }),
             None,
         ),
@@ -623,7 +619,11 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
     let (code, vars) = match flash {
         Some(f) => {
             let l = f.layout;
-            mmio.insert(Arc::new(Mutex::new(CodeFlash::new())), l.code_start, l.code_len)?;
+            mmio.insert(
+                Arc::new(Mutex::new(CodeFlash::new())),
+                l.code_start,
+                l.code_len,
+            )?;
             let vars = f.vars.map(|v| Arc::new(Mutex::new(v)));
             if let Some(v) = &vars {
                 mmio.insert(v.clone(), l.vars_start, l.vars_len)?;

@@ -101,7 +101,7 @@ pub struct FlashLayout {
 impl FlashLayout {
     /// The layout for a code file of `code_len` bytes.
     pub fn for_code(path: &std::path::Path, code_len: u64) -> Result<Self, FirmwareError> {
-        if !(MIN_CODE..=FIRMWARE_MAX_SIZE).contains(&code_len) || code_len % PAGE != 0 {
+        if !(MIN_CODE..=FIRMWARE_MAX_SIZE).contains(&code_len) || !code_len.is_multiple_of(PAGE) {
             return Err(FirmwareError::CodeSize {
                 path: path.to_path_buf(),
                 size: code_len,
@@ -138,7 +138,11 @@ pub struct Flash {
 /// OVMF needs: given a blank or damaged one, its variable driver erases the volume and then
 /// fails to start (no variables, no boot entries, an unbootable firmware).
 pub fn check_store(store: &[u8]) -> Result<(), &'static str> {
-    let u16_at = |at: usize| store.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u16_at = |at: usize| {
+        store
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     if store.get(FV_SIGNATURE..FV_SIGNATURE + 4) != Some(b"_FVH".as_slice()) {
         return Err("no firmware volume header");
     }
@@ -150,7 +154,7 @@ pub fn check_store(store: &[u8]) -> Result<(), &'static str> {
         return Err("the firmware volume's length is not the file's");
     }
     let header = usize::from(u16_at(FV_HEADER_LENGTH).unwrap_or(0));
-    if header < FV_HEADER_LENGTH + 2 || header % 2 != 0 || header + 16 > store.len() {
+    if header < FV_HEADER_LENGTH + 2 || !header.is_multiple_of(2) || header + 16 > store.len() {
         return Err("the firmware volume header's length is wrong");
     }
     let sum = (0..header)
@@ -217,7 +221,8 @@ pub fn map_flash(
             Some(f)
         }
         None if layout.vars_len > 0 => {
-            let template = template_for(path).unwrap_or_else(|| path.with_file_name("OVMF_VARS.fd"));
+            let template =
+                template_for(path).unwrap_or_else(|| path.with_file_name("OVMF_VARS.fd"));
             let bytes = std::fs::read(&template)
                 .map_err(|_| FirmwareError::NoVarsTemplate(template.clone()))?;
             if bytes.len() as u64 != layout.vars_len {
@@ -246,8 +251,15 @@ pub fn map_flash(
     )?;
     let vars = vars_file
         .map(|f| {
-            FlashMemory::new(vm, slots.1, layout.vars_start, f, layout.vars_len as usize, true)
-                .map(Pflash::new)
+            FlashMemory::new(
+                vm,
+                slots.1,
+                layout.vars_start,
+                f,
+                layout.vars_len as usize,
+                true,
+            )
+            .map(Pflash::new)
         })
         .transpose()?;
     Ok(Flash { layout, code, vars })

@@ -33,7 +33,49 @@ fn missing_kernel_file() {
 #[test]
 fn no_kernel_at_all() {
     let out = run_vmm(&["--memory", "64M"], LIMIT);
-    assert_clean_failure(&out, 1, "no kernel given");
+    assert_clean_failure(&out, 1, "nothing to boot");
+}
+
+/// Firmware that cannot be UEFI firmware, and variable stores that do not fit it or are
+/// damaged, are refused before the guest runs, each with its reason; the store is left as it
+/// was.
+#[test]
+fn bad_firmware_and_variable_stores() {
+    if !kvm_or_skip("bad_firmware") {
+        return;
+    }
+    let dir = Scratch::new("firmware");
+    let odd = dir.file("odd.fd", &[0; 5000]);
+    let out = run_vmm(&["--firmware", odd.to_str().unwrap()], LIMIT);
+    assert_clean_failure(&out, 1, "is 5000 bytes");
+    // A 4 MiB build's code size: its store must be 0x84000 bytes.
+    let code = dir.file("OVMF_CODE_4M.fd", &vec![0; 0x37_c000]);
+    let code = code.to_str().unwrap();
+    let small = dir.file("small.vars", &[0; 4096]);
+    let out = run_vmm(
+        &["--firmware", code, "--firmware-vars", small.to_str().unwrap()],
+        LIMIT,
+    );
+    assert_clean_failure(&out, 1, "needs a 540672-byte store");
+    let garbage = vec![0x42; 0x8_4000];
+    let corrupt = dir.file("corrupt.vars", &garbage);
+    let out = run_vmm(
+        &["--firmware", code, "--firmware-vars", corrupt.to_str().unwrap()],
+        LIMIT,
+    );
+    assert_clean_failure(&out, 1, "is corrupt (no firmware volume header)");
+    assert_eq!(std::fs::read(&corrupt).unwrap(), garbage);
+    // No store, and no template beside the firmware.
+    let out = run_vmm(&["--firmware", code], LIMIT);
+    assert_clean_failure(&out, 1, "OVMF_VARS_4M.fd");
+}
+
+#[test]
+fn kernel_and_firmware_together() {
+    let out = run_vmm(&["--kernel", VMM, "--firmware", VMM], LIMIT);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run_vmm(&["--firmware-vars", VMM, "--kernel", VMM], LIMIT);
+    assert_clean_failure(&out, 1, "`firmware_vars` needs `firmware`");
 }
 
 #[test]

@@ -215,8 +215,15 @@ fn check_uefi(l1: &mut L1) {
         2,
         "both firmware boots end by ACPI power-off:\n{log}"
     );
-    assert_eq!(log.matches("NEST: uefi shell prompt after").count(), 2, "{log}");
-    assert!(log.contains("NEST: uefi variable kept across boots"), "{log}");
+    assert_eq!(
+        log.matches("NEST: uefi shell prompt after").count(),
+        2,
+        "{log}"
+    );
+    assert!(
+        log.contains("NEST: uefi variable kept across boots"),
+        "{log}"
+    );
 }
 
 fn check_power(l1: &mut L1) {
@@ -428,7 +435,10 @@ fn boot_disk_and_display_in_the_nested_harness() {
     let scratch = Scratch::new("nested-suite");
     let xfer = make_transfer_disk(&scratch);
     let port = free_port();
-    let mut spec = Spec::new("suite", &["boot", "power", "hyperv", "uefi", "disk", "display"]);
+    let mut spec = Spec::new(
+        "suite",
+        &["boot", "power", "hyperv", "uefi", "disk", "display"],
+    );
     spec.disk = Some(xfer.clone());
     spec.hostfwd = Some(port);
     spec.budget = RUN_BUDGET;

@@ -32,7 +32,9 @@ pub enum ConfigError {
     #[error("nothing to boot: pass --kernel PATH (a Linux kernel) or --firmware PATH (UEFI firmware such as /usr/share/OVMF/OVMF_CODE_4M.fd), or set `kernel` or `firmware` in the config file")]
     NoKernel,
     /// A kernel and firmware both given.
-    #[error("give a kernel or UEFI firmware, not both (the firmware boots the kernel from the disks)")]
+    #[error(
+        "give a kernel or UEFI firmware, not both (the firmware boots the kernel from the disks)"
+    )]
     KernelAndFirmware,
     /// A setting that needs another one.
     #[error("`{0}` needs `{1}`")]
@@ -324,7 +326,10 @@ impl VmConfig {
                     vars: self
                         .firmware_vars
                         .as_deref()
-                        .map(|p| open_file("firmware variable store", p, true).map(|f| (p.to_path_buf(), f)))
+                        .map(|p| {
+                            open_file("firmware variable store", p, true)
+                                .map(|f| (p.to_path_buf(), f))
+                        })
                         .transpose()?,
                 }
             }

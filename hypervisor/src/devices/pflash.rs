@@ -327,7 +327,10 @@ mod tests {
         // An erase that is not confirmed erases nothing and sets the error bits.
         f.write(0, &[CMD_ERASE]);
         f.write(0, &[0x00]);
-        assert_eq!(read1(&mut f, 0) & STATUS_SEQUENCE_ERROR, STATUS_SEQUENCE_ERROR);
+        assert_eq!(
+            read1(&mut f, 0) & STATUS_SEQUENCE_ERROR,
+            STATUS_SEQUENCE_ERROR
+        );
         f.write(0, &[CMD_READ_ARRAY]);
         assert!(f.store.bytes.iter().all(|b| *b == 0x5a));
         // Unknown commands, writes and reads past the end, empty accesses.

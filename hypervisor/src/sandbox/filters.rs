@@ -205,7 +205,10 @@ pub fn rules(kind: ThreadKind, reboots: bool) -> Result<Rules, SeccompError> {
             // Stopping: the API socket's file goes; the disks and the firmware's variable
             // store (a shared mapping) are flushed.
             allow_any(&mut r, IMAGE_IO);
-            allow_any(&mut r, &[libc::SYS_unlink, libc::SYS_shutdown, libc::SYS_msync]);
+            allow_any(
+                &mut r,
+                &[libc::SYS_unlink, libc::SYS_shutdown, libc::SYS_msync],
+            );
             if reboots {
                 // A reset in place: the kernel and initrd read again, the interrupt
                 // controllers restored, and the devices' KVM resources (MSI routes, queue

@@ -55,8 +55,8 @@ impl FlashMemory {
             true => (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED),
             false => (libc::PROT_READ, libc::MAP_PRIVATE),
         };
-        let region = MmapRegion::build(Some(FileOffset::new(file, 0)), len, prot, flags)
-            .map_err(|e| {
+        let region =
+            MmapRegion::build(Some(FileOffset::new(file, 0)), len, prot, flags).map_err(|e| {
                 tracing::error!(error = %e, len, "cannot map the firmware flash");
                 VmError::Ioctl("mmap firmware flash", kvm_ioctls::Error::new(libc::ENOMEM))
             })?;

@@ -12,9 +12,14 @@ pub fn assert_guest_output(log: &str) {
         log.contains("tg: cpus=2 online=0-1"),
         "2 vCPUs not online:\n{log}"
     );
+    // The q35 chipset: Intel's Q35 host bridge and the ICH9 LPC (ISA) bridge.
     assert!(
-        log.contains("tg: pci 0000:00:00.0 0x1b36:0x0008 class=0x060000"),
+        log.contains("tg: pci 0000:00:00.0 0x8086:0x29c0 class=0x060000"),
         "host bridge not enumerated:\n{log}"
+    );
+    assert!(
+        log.contains("tg: pci 0000:00:1f.0 0x8086:0x2918 class=0x060100"),
+        "LPC bridge not enumerated:\n{log}"
     );
     assert!(
         log.contains("guest boot milestone code=0x60"),

@@ -108,8 +108,7 @@ mod tests {
         for e in script.chunks(ENTRY) {
             let file = |at: usize| {
                 let n = &e[at..at + NAME];
-                String::from_utf8_lossy(&n[..n.iter().position(|b| *b == 0).unwrap()])
-                    .into_owned()
+                String::from_utf8_lossy(&n[..n.iter().position(|b| *b == 0).unwrap()]).into_owned()
             };
             match u32_at(e, 0) {
                 ALLOCATE => {
@@ -119,7 +118,10 @@ mod tests {
                 }
                 ADD_POINTER => {
                     assert!(allocated);
-                    assert_eq!((file(4), file(60)), (TABLES_FILE.into(), TABLES_FILE.into()));
+                    assert_eq!(
+                        (file(4), file(60)),
+                        (TABLES_FILE.into(), TABLES_FILE.into())
+                    );
                     let (at, width) = (u32_at(e, 116) as usize, usize::from(e[120]));
                     assert!([1, 2, 4, 8].contains(&width));
                     let mut v = [0u8; 8];

@@ -116,7 +116,8 @@ impl Tables {
         let facs = t.place(&FACS::new(), 64);
         let dsdt = t.place_sdt(&dsdt::dsdt(platform));
         let fadt = t.place_sdt(&fadt(facs as u64, dsdt as u64));
-        t.pointers.extend([(fadt + FADT_X_FACS, 8), (fadt + FADT_X_DSDT, 8)]);
+        t.pointers
+            .extend([(fadt + FADT_X_FACS, 8), (fadt + FADT_X_DSDT, 8)]);
         let entries = [
             fadt,
             t.place_sdt(&madt(platform.vcpus)),
