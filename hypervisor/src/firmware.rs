@@ -283,7 +283,7 @@ pub fn fw_cfg(memory: &GuestMemoryMmap, platform: &acpi::Platform) -> Result<FwC
     let mut cfg = FwCfg::new(memory.clone(), u16::from(platform.vcpus));
     cfg.add_file("etc/e820", e820(memory))?;
     let tables = Tables::new(platform);
-    cfg.add_file(loader::TABLES_FILE, tables.bytes().to_vec())?;
+    cfg.add_file(loader::TABLES_FILE, loader::tables_file(&tables))?;
     cfg.add_file(loader::LOADER_FILE, loader::table_loader(&tables))?;
     Ok(cfg)
 }

@@ -53,14 +53,24 @@ fn bad_firmware_and_variable_stores() {
     let code = code.to_str().unwrap();
     let small = dir.file("small.vars", &[0; 4096]);
     let out = run_vmm(
-        &["--firmware", code, "--firmware-vars", small.to_str().unwrap()],
+        &[
+            "--firmware",
+            code,
+            "--firmware-vars",
+            small.to_str().unwrap(),
+        ],
         LIMIT,
     );
     assert_clean_failure(&out, 1, "needs a 540672-byte store");
     let garbage = vec![0x42; 0x8_4000];
     let corrupt = dir.file("corrupt.vars", &garbage);
     let out = run_vmm(
-        &["--firmware", code, "--firmware-vars", corrupt.to_str().unwrap()],
+        &[
+            "--firmware",
+            code,
+            "--firmware-vars",
+            corrupt.to_str().unwrap(),
+        ],
         LIMIT,
     );
     assert_clean_failure(&out, 1, "is corrupt (no firmware volume header)");

@@ -7,9 +7,6 @@
 //!   powers off.
 //! - hyperv: with `--hyperv` the guest detects Hyper-V and keeps time with its reference TSC
 //!   page.
-//! - uefi: Debian's OVMF (UEFI firmware for QEMU's q35) boots on tessera-vmm to the UEFI
-//!   shell on COM1; a non-volatile variable set there is read back at the next boot from the
-//!   same variable store; the shell's `reset -s` powers the machine off (ACPI S5, status 0).
 //! - disk: virtio-blk on a qcow2 linked clone made by tessera-storage over a base written by
 //!   qemu-io; the guest checks the base's data through the clone, writes, discards and
 //!   flushes; qemu-img and qemu-io check both images on the host afterwards.
@@ -38,10 +35,8 @@ const BOOT_BUDGET: Duration = Duration::from_secs(300);
 const DISK_BUDGET: Duration = Duration::from_secs(300);
 const POWER_BUDGET: Duration = Duration::from_secs(300);
 const HYPERV_BUDGET: Duration = Duration::from_secs(300);
-/// Two firmware boots to the shell: ~45 s measured alone.
-const UEFI_BUDGET: Duration = Duration::from_secs(300);
 const DISPLAY_READY_BUDGET: Duration = Duration::from_secs(480);
-const RUN_BUDGET: Duration = Duration::from_secs(1800);
+const RUN_BUDGET: Duration = Duration::from_secs(1500);
 
 fn sh(cmd: &str, args: &[&str], dir: &Path) -> String {
     let out = Command::new(cmd)
@@ -201,28 +196,6 @@ fn check_hyperv(l1: &mut L1) {
     assert!(
         boot.contains("tg: hypervisor KVM"),
         "the plain boot did not see KVM"
-    );
-}
-
-fn check_uefi(l1: &mut L1) {
-    let uefi = l1
-        .scenario("uefi", UEFI_BUDGET)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let log = &uefi.log;
-    assert_eq!(uefi.rc, 0, "the uefi scenario failed:\n{log}");
-    assert_eq!(
-        log.matches("NEST: uefi vmm rc=0").count(),
-        2,
-        "both firmware boots end by ACPI power-off:\n{log}"
-    );
-    assert_eq!(
-        log.matches("NEST: uefi shell prompt after").count(),
-        2,
-        "{log}"
-    );
-    assert!(
-        log.contains("NEST: uefi variable kept across boots"),
-        "{log}"
     );
 }
 
@@ -435,10 +408,7 @@ fn boot_disk_and_display_in_the_nested_harness() {
     let scratch = Scratch::new("nested-suite");
     let xfer = make_transfer_disk(&scratch);
     let port = free_port();
-    let mut spec = Spec::new(
-        "suite",
-        &["boot", "power", "hyperv", "uefi", "disk", "display"],
-    );
+    let mut spec = Spec::new("suite", &["boot", "power", "hyperv", "disk", "display"]);
     spec.disk = Some(xfer.clone());
     spec.hostfwd = Some(port);
     spec.budget = RUN_BUDGET;
@@ -457,7 +427,6 @@ fn boot_disk_and_display_in_the_nested_harness() {
     failures.extend(checked("boot", || check_boot(&mut l1)));
     failures.extend(checked("power", || check_power(&mut l1)));
     failures.extend(checked("hyperv", || check_hyperv(&mut l1)));
-    failures.extend(checked("uefi", || check_uefi(&mut l1)));
     failures.extend(checked("disk", || check_disk(&mut l1)));
     failures.extend(checked("display", || {
         check_display(&mut l1, &scratch.0, port)

@@ -6,7 +6,8 @@
 #                                          libraries, static
 #                                          tessera-img, boot-timer, guest-io-bench and vmm-api,
 #                                          and the test guest (tests/guest/build-guest.sh);
-#                                          Debian's OVMF (UEFI firmware) in /firmware
+#                                          Debian's OVMF (UEFI firmware) in /firmware, and
+#                                          /guest/esp.img (tests/nested/build-esp.sh)
 #   $TESSERA_CACHE/nested/l1-qemu.cpio.gz  the same with QEMU, its libraries and firmware
 #                                          appended as a second archive, for the scenarios that
 #                                          compare against QEMU ("# nest: qemu")
@@ -27,8 +28,6 @@ command -v qemu-system-x86_64 >/dev/null || {
     apt-get install -y --no-install-recommends qemu-system-x86 >/dev/null
 }
 "$repo/tests/guest/build-guest.sh"
-# The QEMU that runs L1 (not the one inside it): tests/nested/l0-qemu.sh says why.
-"$here/l0-qemu.sh" >/dev/null
 
 target=x86_64-unknown-linux-gnu
 # tessera-vmm goes in as the hosts run it, statically linked (scripts/build-vmm.sh);
@@ -47,7 +46,7 @@ inputs=("$repo/target/release/tessera-vmm" "$repo/target/release/tessera-display
     "$bindir/vmm-api" "$bindir/guest-io-bench" "$CACHE/guest/vmlinuz"
     "$CACHE/guest/initramfs.cpio.gz" "$here/init" "$here/build-l1.sh" "$qemu"
     "$here"/scenarios/*.sh "$CACHE/guest/modules/"* /usr/share/OVMF/OVMF_CODE_4M.fd
-    /usr/share/OVMF/OVMF_VARS_4M.fd)
+    /usr/share/OVMF/OVMF_VARS_4M.fd "$here/build-esp.sh" "$(command -v efibootmgr || echo /usr/bin/efibootmgr)")
 stamp=$(stat -L -c '%n %s %Y' "${inputs[@]}" | sha256sum | cut -d' ' -f1)
 if [ -f "$out/l1-qemu.cpio.gz" ] && [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ]; then
     log "up to date: $out/l1.cpio.gz"
@@ -73,6 +72,7 @@ for b in tessera-vmm tessera-display; do
 done
 for b in boot-timer tessera-img vmm-api; do strip -o "$stage/bin/$b" "$bindir/$b"; done
 cp "$CACHE/guest/vmlinuz" "$CACHE/guest/initramfs.cpio.gz" "$stage/guest/"
+"$here/build-esp.sh" "$stage/guest/esp.img"
 # The test guest plus guest-io-bench: Linux unpacks concatenated initramfs archives in order.
 extra=$(mktemp -d)
 mkdir -p "$extra/bin" && strip -o "$extra/bin/guest-io-bench" "$bindir/guest-io-bench"

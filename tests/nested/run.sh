@@ -25,5 +25,9 @@ for s in ${scenario//,/ }; do
     [ -f "$here/scenarios/$s.sh" ] || { echo "run.sh: no scenario $s" >&2; exit 2; }
 done
 "$here/build-l1.sh"
+# Scenarios marked "# nest: backports-l0" run L1 on a newer QEMU (l0-qemu.sh says why).
+for s in ${scenario//,/ }; do
+    if grep -qx '# nest: backports-l0' "$here/scenarios/$s.sh"; then "$here/l0-qemu.sh" >/dev/null; break; fi
+done
 (cd "$repo" && cargo build -q -p tessera-e2e --bin nest)
 exec "$repo/target/debug/nest" "$scenario"

@@ -52,17 +52,21 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| repo().join(".cache"))
 }
 
-/// The QEMU that runs L1, fetched by tests/nested/l0-qemu.sh (which build-l1.sh runs): a
-/// newer one than the system's, whose SVM emulation UEFI guests abort.
-fn l0_qemu() -> Result<PathBuf, NestError> {
+/// The QEMU that runs L1: the system's, or for scenarios that say `# nest: backports-l0`
+/// (UEFI guests, which abort the system's QEMU 7.2 at once) the newer one that
+/// tests/nested/l0-qemu.sh fetches (run.sh runs it for them).
+fn l0_qemu(backports: bool) -> std::io::Result<PathBuf> {
+    if !backports {
+        return Ok("qemu-system-x86_64".into());
+    }
     let path = cache_dir().join("qemu-l0/root/usr/bin/qemu-system-x86_64");
     if path.exists() {
         Ok(path)
     } else {
-        Err(NestError::Start(std::io::Error::other(format!(
-            "{} is missing: run tests/nested/l0-qemu.sh (build-l1.sh does)",
+        Err(std::io::Error::other(format!(
+            "{} is missing: run tests/nested/l0-qemu.sh",
             path.display()
-        ))))
+        )))
     }
 }
 
@@ -135,12 +139,18 @@ impl Spec {
         }
     }
 
-    /// Whether a scenario needs QEMU inside L1 (its script says `# nest: qemu`).
-    fn needs_qemu(&self) -> bool {
+    /// Whether a scenario's script has the line `# nest: WHAT`.
+    fn any_says(&self, what: &str) -> bool {
+        let line = format!("# nest: {what}");
         self.scenarios.iter().any(|s| {
             std::fs::read_to_string(repo().join(format!("tests/nested/scenarios/{s}.sh")))
-                .is_ok_and(|t| t.lines().any(|l| l.trim() == "# nest: qemu"))
+                .is_ok_and(|t| t.lines().any(|l| l.trim() == line))
         })
+    }
+
+    /// Whether a scenario needs QEMU inside L1 (`# nest: qemu`).
+    fn needs_qemu(&self) -> bool {
+        self.any_says("qemu")
     }
 
     /// Builds the image if needed and boots L1.
@@ -173,7 +183,8 @@ impl Spec {
             self.scenarios.join(","),
             self.args.join(" ")
         );
-        let mut cmd = Command::new(l0_qemu()?);
+        let mut cmd =
+            Command::new(l0_qemu(self.any_says("backports-l0")).map_err(NestError::Start)?);
         if let Some(disk) = &self.disk {
             cmd.arg("-drive")
                 .arg(format!("file={},format=raw,if=virtio", disk.display()));

@@ -21,6 +21,7 @@ use super::ThreadKind;
 // The KVM requests the running VM makes; kvm-ioctls keeps its own definitions private.
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
+ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
 ioctl_iow_nr!(
     KVM_SET_USER_MEMORY_REGION,
     KVMIO,
@@ -230,7 +231,9 @@ pub fn rules(kind: ThreadKind, reboots: bool) -> Result<Rules, SeccompError> {
         ThreadKind::Vcpu => {
             let mut requests = vec![
                 KVM_RUN(),
+                // What a vCPU that failed or triple-faulted was doing, for the log.
                 KVM_GET_REGS(),
+                KVM_GET_SREGS(),
                 // The guest moves the display's BAR, or programs MSI-X and virtio BARs.
                 KVM_SET_USER_MEMORY_REGION(),
                 KVM_SET_GSI_ROUTING(),

@@ -324,6 +324,31 @@ impl Vcpu {
         }
     }
 
+    /// Logs where the vCPU was when the guest died: what a guest's developer (or a Windows
+    /// crash's first responder) needs to tell a firmware, boot-loader or kernel fault apart.
+    fn log_state(&self, what: &str) {
+        let (Ok(r), Ok(s)) = (self.fd.get_regs(), self.fd.get_sregs()) else {
+            tracing::error!(vcpu = self.id, "{what}; its registers cannot be read");
+            return;
+        };
+        tracing::error!(
+            vcpu = self.id,
+            rip = format_args!("{:#x}", r.rip),
+            rsp = format_args!("{:#x}", r.rsp),
+            rflags = format_args!("{:#x}", r.rflags),
+            rax = format_args!("{:#x}", r.rax),
+            cs = format_args!("{:#x}/{:#x}", s.cs.selector, s.cs.base),
+            cr0 = format_args!("{:#x}", s.cr0),
+            cr2 = format_args!("{:#x}", s.cr2),
+            cr3 = format_args!("{:#x}", s.cr3),
+            cr4 = format_args!("{:#x}", s.cr4),
+            efer = format_args!("{:#x}", s.efer),
+            idt = format_args!("{:#x}+{:#x}", s.idt.base, s.idt.limit),
+            gdt = format_args!("{:#x}+{:#x}", s.gdt.base, s.gdt.limit),
+            "{what}: the vCPU's state"
+        );
+    }
+
     /// One KVM_RUN; returns why the VM must stop, if it must.
     fn run_once(&mut self) -> Option<ExitReason> {
         let id = self.id;
@@ -335,7 +360,10 @@ impl Vcpu {
             Ok(VcpuExit::MmioWrite(addr, data)) => self.mmio.write(addr, data),
             // With the in-kernel LAPIC, HLT is handled by KVM; a stray one just resumes.
             Ok(VcpuExit::Hlt | VcpuExit::Intr) => {}
-            Ok(VcpuExit::Shutdown) => return Some(ExitReason::TripleFault { vcpu: id }),
+            Ok(VcpuExit::Shutdown) => {
+                self.log_state("triple fault");
+                return Some(ExitReason::TripleFault { vcpu: id });
+            }
             Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
                 KVM_SYSTEM_EVENT_SHUTDOWN | KVM_SYSTEM_EVENT_RESET => {
                     return Some(ExitReason::GuestReset)
@@ -349,6 +377,7 @@ impl Vcpu {
                 ))
             }
             Ok(VcpuExit::InternalError) => {
+                self.log_state("KVM internal error");
                 let rip = self.fd.get_regs().map(|r| r.rip).unwrap_or(0);
                 return kvm_error(format!(
                     "KVM internal error (emulation failure?) at RIP {rip:#x}"
