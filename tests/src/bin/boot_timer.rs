@@ -1,4 +1,4 @@
-//! `boot-timer`: runs a VMM command, copies its output through, and reports when a marker line
+//! `boot-timer`: runs a VMM command, copies its output through, and reports when a marker
 //! appeared, when the process exited, its exit status and its peak RSS. Used inside the nested
 //! harness, where busybox has no clock with sub-second resolution, to time tessera-vmm and QEMU
 //! the same way.
@@ -7,7 +7,7 @@
 //! Prints: BOOT-TIMER marker_ms=<ms|none> exit_ms=<ms> status=<code> maxrss_kib=<kib>
 //! and exits with the command's status.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -40,22 +40,40 @@ fn main() {
         }
     };
     let mut marker_ms = None;
-    if let Some(out) = child.stdout.take() {
-        let mut reader = BufReader::new(out);
-        let mut line = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        // Read as the bytes come, not by lines: a marker such as a firmware shell's prompt
+        // ends no line. The tail of the last chunk is kept to match across chunks.
+        let needle = marker.as_bytes();
+        let mut buf = [0u8; 4096];
+        let mut window: Vec<u8> = Vec::new();
         let stdout = std::io::stdout();
-        while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
-            if marker_ms.is_none() && String::from_utf8_lossy(&line).contains(marker.as_str()) {
-                marker_ms = Some(start.elapsed().as_secs_f64() * 1000.0);
-            }
+        let mut last = b'\n';
+        loop {
+            let n = match out.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
             let mut lock = stdout.lock();
-            let _ = lock.write_all(&line);
+            let _ = lock.write_all(&buf[..n]);
             let _ = lock.flush();
-            line.clear();
+            last = buf[n - 1];
+            if marker_ms.is_none() {
+                window.extend_from_slice(&buf[..n]);
+                if window.windows(needle.len()).any(|w| w == needle) {
+                    marker_ms = Some(start.elapsed().as_secs_f64() * 1000.0);
+                } else {
+                    let keep = needle.len().saturating_sub(1).min(window.len());
+                    window.drain(..window.len() - keep);
+                }
+            }
             if kill_at_marker && marker_ms.is_some() {
                 let _ = child.kill();
                 break;
             }
+        }
+        // The report starts a line of its own, after output that ended mid-line.
+        if last != b'\n' {
+            println!();
         }
     }
     let status = child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
