@@ -238,14 +238,20 @@ impl Reconciler {
         ds: &str,
         disk: &str,
     ) -> Result<VmSpec, ReconcileError> {
-        let kernel = v.kernel.clone().ok_or_else(|| {
-            StoreError::Invalid(format!("image of pool {} has no kernel", pool.spec.name))
-        })?;
+        if v.kernel.is_none() && v.firmware.is_none() {
+            return Err(StoreError::Invalid(format!(
+                "image of pool {} has neither a kernel nor UEFI firmware",
+                pool.spec.name
+            ))
+            .into());
+        }
         Ok(VmSpec {
             name: d.name.clone(),
             vcpus: u16::try_from(pool.spec.vcpus).unwrap_or(1),
             memory_mib: u64::try_from(pool.spec.memory_mib).unwrap_or(512),
-            kernel: kernel.into(),
+            kernel: v.kernel.clone().map(Into::into),
+            firmware: v.firmware.clone().map(Into::into),
+            hyperv: false,
             initrd: v.initrd.clone().map(Into::into),
             cmdline: v.cmdline.as_ref().map(|c| c.replace("{desktop}", &d.name)),
             disks: vec![VmDisk {

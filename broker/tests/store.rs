@@ -75,6 +75,18 @@ async fn pools_images_and_entitlements() {
         let p = pool(&s, Assignment::Floating).await;
         let again = s.pool_by_name("fin").await.unwrap();
         assert_eq!(again, p);
+        // An image that boots UEFI firmware instead of a kernel.
+        let v = s.image_version(&p.image_id, 1).await.unwrap();
+        assert_eq!((v.kernel, v.firmware), (None, None));
+        s.set_image_firmware(&p.image_id, 1, "OVMF_CODE_4M.fd")
+            .await
+            .unwrap();
+        let v = s.image_version(&p.image_id, 1).await.unwrap();
+        assert_eq!(v.firmware.as_deref(), Some("OVMF_CODE_4M.fd"));
+        assert!(matches!(
+            s.set_image_firmware(&p.image_id, 9, "x.fd").await,
+            Err(StoreError::NotFound(_))
+        ));
         assert!(matches!(
             s.pool_by_name("nope").await,
             Err(StoreError::NotFound(_))

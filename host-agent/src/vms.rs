@@ -8,6 +8,8 @@
 //! process's command line (pid reuse), and by their socket answering GET /vm.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -76,8 +78,9 @@ pub struct VmSpec {
     pub vcpus: u16,
     /// Memory, MiB.
     pub memory_mib: u64,
-    /// Kernel to boot (until UEFI firmware lands).
-    pub kernel: PathBuf,
+    /// A Linux kernel to boot directly (a file in the image library); or give `firmware`.
+    #[serde(default)]
+    pub kernel: Option<PathBuf>,
     /// Initrd.
     #[serde(default)]
     pub initrd: Option<PathBuf>,
@@ -90,6 +93,35 @@ pub struct VmSpec {
     /// A display (the bochs adapter) served over SPICE on a port of the host's range.
     #[serde(default)]
     pub display: bool,
+    /// UEFI firmware to boot instead of a kernel (a file in the image library, such as
+    /// OVMF_CODE_4M.fd); it boots what the disks hold. The VM gets its own variable store
+    /// (`uefi-vars.fd` in its directory), made from the template beside the firmware
+    /// (OVMF_VARS_4M.fd) at its first start and kept across starts: its boot entries.
+    #[serde(default)]
+    pub firmware: Option<PathBuf>,
+    /// Hyper-V enlightenments (Windows guests).
+    #[serde(default)]
+    pub hyperv: bool,
+}
+
+/// The VM's own UEFI variable store, in its directory.
+const VARS_FILE: &str = "uefi-vars.fd";
+
+/// The variable store template that comes with `firmware` in the image library: edk2's and
+/// Debian's naming, OVMF_CODE_4M.fd beside OVMF_VARS_4M.fd.
+fn vars_template(cfg: &AgentConfig, firmware: &Path) -> Result<PathBuf, VmError> {
+    let name = firmware
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| n.contains("CODE"))
+        .ok_or_else(|| {
+            VmError::Invalid(format!(
+                "firmware {}: its name must contain CODE, with the VARS template beside it",
+                firmware.display()
+            ))
+        })?;
+    let template = firmware.with_file_name(name.replacen("CODE", "VARS", 1));
+    Ok(disks::library_file(cfg, &template)?)
 }
 
 /// A VM as listed.
@@ -255,7 +287,25 @@ impl Supervisor {
                 "vcpus 1-32 and memory 16 MiB-1 TiB".into(),
             ));
         }
-        disks::library_file(&self.cfg, &spec.kernel)?;
+        match (&spec.kernel, &spec.firmware) {
+            (Some(kernel), None) => {
+                disks::library_file(&self.cfg, kernel)?;
+            }
+            (None, Some(firmware)) => {
+                disks::library_file(&self.cfg, firmware)?;
+                vars_template(&self.cfg, firmware)?;
+                if spec.initrd.is_some() || spec.cmdline.is_some() {
+                    return Err(VmError::Invalid(
+                        "initrd and cmdline go with a kernel, not with firmware".into(),
+                    ));
+                }
+            }
+            _ => {
+                return Err(VmError::Invalid(
+                    "give a kernel or UEFI firmware (exactly one)".into(),
+                ))
+            }
+        }
         if let Some(initrd) = &spec.initrd {
             disks::library_file(&self.cfg, initrd)?;
         }
@@ -291,15 +341,53 @@ impl Supervisor {
         Ok(())
     }
 
+    /// The VM's variable store, made from the firmware's template at its first start: created
+    /// whole under a temporary name (0600, in one step) and renamed, so a crash leaves either
+    /// no store or a complete one, never half a template.
+    fn variable_store(&self, name: &str, firmware: &Path) -> Result<PathBuf, VmError> {
+        let path = self.dir(name).join(VARS_FILE);
+        if path.exists() {
+            return Ok(path);
+        }
+        let template = vars_template(&self.cfg, firmware)?;
+        let bytes = std::fs::read(&template).map_err(io(&template))?;
+        let tmp = self.dir(name).join(format!("{VARS_FILE}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        tracing::info!(vm = name, template = %template.display(), "UEFI variable store created");
+        Ok(path)
+    }
+
     /// The VMM's config file for `spec` (with its `[display]` table, if it has one).
     fn vmm_config(&self, spec: &VmSpec, display: Option<toml::Table>) -> Result<String, VmError> {
         let mut t = toml::Table::new();
         let s = |p: &Path| toml::Value::String(p.display().to_string());
         // Confined again at each start: the library may have changed since the definition.
-        t.insert(
-            "kernel".into(),
-            s(&disks::library_file(&self.cfg, &spec.kernel)?),
-        );
+        if let Some(kernel) = &spec.kernel {
+            t.insert("kernel".into(), s(&disks::library_file(&self.cfg, kernel)?));
+        }
+        if let Some(firmware) = &spec.firmware {
+            t.insert(
+                "firmware".into(),
+                s(&disks::library_file(&self.cfg, firmware)?),
+            );
+            t.insert(
+                "firmware_vars".into(),
+                s(&self.variable_store(&spec.name, firmware)?),
+            );
+        }
+        if spec.hyperv {
+            t.insert("hyperv".into(), toml::Value::Boolean(true));
+        }
         if let Some(i) = &spec.initrd {
             t.insert("initrd".into(), s(&disks::library_file(&self.cfg, i)?));
         }

@@ -402,6 +402,82 @@ async fn what_the_broker_names_is_confined_to_the_library() {
     assert_eq!(std::fs::read(&base).unwrap(), before);
 }
 
+/// A desktop that boots UEFI firmware gets its own variable store, made from the template
+/// beside the firmware at its first start (0600) and kept as the guest left it at the next;
+/// firmware without a template, or with a kernel or initrd, is refused at definition.
+#[tokio::test(flavor = "multi_thread")]
+async fn uefi_desktops_keep_their_own_variable_store() {
+    let r = rig("uefi");
+    let lib = r.dir.join("library");
+    // A 4 MiB OVMF build's sizes; the VMM may refuse or fail them, the agent's part is the
+    // same either way (its files are written before the VMM starts).
+    std::fs::write(lib.join("OVMF_CODE_4M.fd"), vec![0u8; 0x37_c000]).unwrap();
+    std::fs::write(lib.join("LONE_CODE.fd"), vec![0u8; 0x37_c000]).unwrap();
+    let template = vec![0x5a; 0x8_4000];
+    std::fs::write(lib.join("OVMF_VARS_4M.fd"), &template).unwrap();
+    let (url, _task) = start(&r.cfg).await;
+    let c = &r.client;
+    let put = |vm: Value| c.put(format!("{url}/api/v1/vms/w1")).json(&vm).send();
+    for bad in [
+        json!({"name": "w1", "vcpus": 1, "memory_mib": 256, "firmware": "LONE_CODE.fd"}),
+        json!({"name": "w1", "vcpus": 1, "memory_mib": 256}),
+        json!({"name": "w1", "vcpus": 1, "memory_mib": 256, "firmware": "OVMF_CODE_4M.fd",
+               "kernel": "OVMF_CODE_4M.fd"}),
+        json!({"name": "w1", "vcpus": 1, "memory_mib": 256, "firmware": "OVMF_CODE_4M.fd",
+               "initrd": "OVMF_VARS_4M.fd"}),
+    ] {
+        let resp = put(bad.clone()).await.unwrap();
+        assert!(resp.status().is_client_error(), "{bad}: {}", resp.status());
+    }
+    let vm = json!({"name": "w1", "vcpus": 1, "memory_mib": 256,
+                    "firmware": "OVMF_CODE_4M.fd", "hyperv": true});
+    let resp = put(vm).await.unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        resp.text().await
+    );
+    let start_vm = || c.post(format!("{url}/api/v1/vms/w1/start")).send();
+    // Whether this VMM can run the firmware does not matter here.
+    let _ = start_vm().await.unwrap();
+    let dir = r.cfg.state_dir.join("vms/w1");
+    let store = dir.join("uefi-vars.fd");
+    assert_eq!(std::fs::read(&store).unwrap(), template);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&store).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let toml = std::fs::read_to_string(dir.join("vm.toml")).unwrap();
+    assert!(
+        toml.contains("OVMF_CODE_4M.fd") && toml.contains("uefi-vars.fd"),
+        "{toml}"
+    );
+    assert!(
+        toml.contains("hyperv = true") && !toml.contains("kernel"),
+        "{toml}"
+    );
+    // What the guest wrote stays: the next start does not copy the template again.
+    let _ = c
+        .post(format!("{url}/api/v1/vms/w1/stop"))
+        .json(&json!({"force": true}))
+        .send()
+        .await
+        .unwrap();
+    let mut written = template.clone();
+    written[0x1000] = 0x42;
+    std::fs::write(&store, &written).unwrap();
+    let _ = start_vm().await.unwrap();
+    assert_eq!(std::fs::read(&store).unwrap(), written);
+    let _ = c
+        .post(format!("{url}/api/v1/vms/w1/stop"))
+        .json(&json!({"force": true}))
+        .send()
+        .await
+        .unwrap();
+}
+
 /// Without TLS the agent serves a Unix socket that only its user can reach (0600 in a 0700
 /// directory from the moment it exists), and nothing on TCP.
 #[tokio::test(flavor = "multi_thread")]

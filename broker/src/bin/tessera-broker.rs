@@ -99,8 +99,10 @@ enum Cmd {
         /// https://host:port of its agent.
         url: String,
     },
-    /// Add a golden image (version 1): a base disk, and a kernel and initrd for Linux direct
-    /// boot. Paths must be readable on the hosts (the agents import the disk).
+    /// Add a golden image (version 1): a base disk, and either a kernel and initrd for Linux
+    /// direct boot or UEFI firmware that boots the disk (OVMF_CODE_4M.fd, its OVMF_VARS_4M.fd
+    /// template beside it: each desktop gets its own copy). Paths must be readable on the
+    /// hosts (the agents import the disk; kernel and firmware come from their image library).
     AddImage {
         /// Image name.
         name: String,
@@ -108,8 +110,11 @@ enum Cmd {
         #[arg(long)]
         disk: PathBuf,
         /// Kernel.
-        #[arg(long)]
-        kernel: PathBuf,
+        #[arg(long, required_unless_present = "firmware")]
+        kernel: Option<PathBuf>,
+        /// UEFI firmware instead of a kernel.
+        #[arg(long, conflicts_with_all = ["kernel", "initrd", "cmdline"])]
+        firmware: Option<PathBuf>,
         /// Initrd.
         #[arg(long)]
         initrd: Option<PathBuf>,
@@ -203,6 +208,7 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             disk,
             kernel,
+            firmware,
             initrd,
             cmdline,
         } => {
@@ -217,16 +223,20 @@ async fn run(cli: Cli) -> Result<()> {
                     .to_string()
             };
             let init = initrd.as_ref().map(abs);
-            store
+            let kern = kernel.as_ref().map(abs);
+            let id = store
                 .create_image(
                     &name,
                     &abs(&disk),
                     size as i64,
-                    Some(&abs(&kernel)),
+                    kern.as_deref(),
                     init.as_deref(),
                     cmdline.as_deref(),
                 )
                 .await?;
+            if let Some(f) = &firmware {
+                store.set_image_firmware(&id, 1, &abs(f)).await?;
+            }
             println!("image {name} added");
         }
         Cmd::AddPool { spec } => {

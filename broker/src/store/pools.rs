@@ -86,6 +86,8 @@ pub struct ImageVersion {
     pub initrd: Option<String>,
     /// Kernel command line.
     pub cmdline: Option<String>,
+    /// UEFI firmware that boots the disk instead of a kernel.
+    pub firmware: Option<String>,
 }
 
 /// A stored pool.
@@ -225,14 +227,40 @@ impl Store {
         Ok(id)
     }
 
-    /// The files of an image version: (disk, kernel, initrd, cmdline).
+    /// Makes version `version` of image `image_id` boot through UEFI firmware `firmware` (a
+    /// file in the hosts' image library) instead of a kernel.
+    pub async fn set_image_firmware(
+        &self,
+        image_id: &str,
+        version: i64,
+        firmware: &str,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(&self.sql(
+            "UPDATE image_versions SET firmware = $1, kernel = NULL, initrd = NULL, cmdline = NULL \
+             WHERE image_id = $2 AND version = $3",
+        ))
+        .bind(firmware)
+        .bind(image_id)
+        .bind(version)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "image {image_id} version {version}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The files of an image version: (disk, kernel, initrd, cmdline, firmware).
     pub async fn image_version(
         &self,
         image_id: &str,
         version: i64,
     ) -> Result<ImageVersion, StoreError> {
         let r = sqlx::query(&self.sql(
-            "SELECT disk, kernel, initrd, cmdline FROM image_versions WHERE image_id = $1 AND version = $2",
+            "SELECT disk, kernel, initrd, cmdline, firmware FROM image_versions \
+             WHERE image_id = $1 AND version = $2",
         ))
         .bind(image_id)
         .bind(version)
@@ -244,6 +272,7 @@ impl Store {
             kernel: r.try_get(1)?,
             initrd: r.try_get(2)?,
             cmdline: r.try_get(3)?,
+            firmware: r.try_get(4)?,
         })
     }
 
