@@ -38,7 +38,11 @@ async fn demo_and_boss(name: &str, s: &PoolSpec) -> (Rig, Pool) {
         name: "demo".into(),
     };
     h.store.entitle(&pool.id, &demo).await.unwrap();
-    h.reconciler.pass().await.unwrap();
+    let report = h.reconciler.pass().await.unwrap();
+    if report.failures > 0 {
+        let desktops = h.store.desktops_of(&pool.id).await.unwrap();
+        panic!("provisioning failed: {desktops:#?}");
+    }
     (h, pool)
 }
 
@@ -64,8 +68,9 @@ async fn an_administrator_messages_and_logs_off_a_session() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
+    let status = resp.status();
     let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     let id = body["session"]["session_id"].as_str().unwrap().to_string();
     let user_token = body["session"]["session_token"]
         .as_str()
@@ -451,7 +456,10 @@ async fn a_forced_logoff_cuts_the_client_off_and_nothing_it_held_works() {
         .await
         .unwrap();
     let g = &body["session"];
-    let id = g["session_id"].as_str().unwrap().to_string();
+    let id = g["session_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session: {body}"))
+        .to_string();
     let token = g["session_token"].as_str().unwrap().to_string();
     let ticket = g["ticket"].as_str().unwrap().to_string();
     let port = g["display"]["port"]

@@ -459,23 +459,18 @@ async fn uefi_desktops_keep_their_own_variable_store() {
         "{toml}"
     );
     // What the guest wrote stays: the next start does not copy the template again.
-    let _ = c
-        .post(format!("{url}/api/v1/vms/w1/stop"))
-        .json(&json!({"force": true}))
-        .send()
-        .await
-        .unwrap();
+    let stop_vm = || {
+        c.post(format!("{url}/api/v1/vms/w1/stop"))
+            .json(&json!({"force": true}))
+            .send()
+    };
+    let _ = stop_vm().await.unwrap();
     let mut written = template.clone();
     written[0x1000] = 0x42;
     std::fs::write(&store, &written).unwrap();
     let _ = start_vm().await.unwrap();
     assert_eq!(std::fs::read(&store).unwrap(), written);
-    let _ = c
-        .post(format!("{url}/api/v1/vms/w1/stop"))
-        .json(&json!({"force": true}))
-        .send()
-        .await
-        .unwrap();
+    let _ = stop_vm().await.unwrap();
 }
 
 /// Without TLS the agent serves a Unix socket that only its user can reach (0600 in a 0700

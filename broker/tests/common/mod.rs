@@ -238,6 +238,19 @@ pub fn ad_directories(
     tessera_directory::Directories::new(tessera_directory::config::parse(&toml).unwrap()).unwrap()
 }
 
+/// A display port range of its own for each agent this process runs: the tests of a binary
+/// run at once, and two agents probing the same range can both find a port free and hand it
+/// to two displays, one of which then cannot bind it.
+fn own_display_ports() -> tessera_agent::display::DisplayConfig {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tessera_agent::display::DisplayConfig {
+        first_port: 5900 + 40 * (n % 50),
+        ports: 40,
+        ..Default::default()
+    }
+}
+
 /// Runs a tessera-agent in this process as host-1 (state in `state`, one datastore `ds1` at
 /// `ds`, its image library the `library` beside it, mutual TLS with `cert_key` and clients
 /// signed by `ca`); returns its URL.
@@ -259,7 +272,7 @@ pub async fn start_agent(state: &Path, ds: &Path, cert_key: (&Path, &Path), ca: 
             key: cert_key.1.to_path_buf(),
             client_ca: ca.to_path_buf(),
         }),
-        display: Default::default(),
+        display: own_display_ports(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
     tokio::spawn(async move { tessera_agent::serve(cfg, Some(tx)).await.unwrap() });
