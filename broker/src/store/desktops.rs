@@ -164,61 +164,47 @@ impl Store {
     }
 
     /// Adds a desktop in `provisioning`, named from the pool's pattern with the pool's next
-    /// index (taken with a compare-and-swap, so concurrent callers get distinct names).
+    /// index, taken by one atomic increment in the transaction that inserts the desktop: the
+    /// pool's row stays locked until it commits (SQLite: the write lock; PostgreSQL: the row
+    /// lock), so concurrent callers get distinct names in order and none gives up.
     pub async fn new_desktop(&self, pool: &Pool) -> Result<Desktop, StoreError> {
-        for _ in 0..16 {
-            let mut tx = self.pool().begin().await?;
-            let idx: i64 = sqlx::query(&self.sql("SELECT next_index FROM pools WHERE id = $1"))
-                .bind(&pool.id)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
-            let taken = sqlx::query(
-                &self.sql("UPDATE pools SET next_index = $1 WHERE id = $2 AND next_index = $3"),
-            )
-            .bind(idx + 1)
-            .bind(&pool.id)
-            .bind(idx)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if taken != 1 {
-                tx.rollback().await?;
-                continue;
-            }
-            let d = Desktop {
-                id: new_id(),
-                pool_id: pool.id.clone(),
-                name: desktop_name(&pool.spec.naming, idx)?,
-                host_id: None,
-                disk: None,
-                state: DesktopState::Provisioning,
-                assigned_user: None,
-                generation: 0,
-                error: None,
-                attempts: 0,
-                updated_at: now_ms(),
-            };
-            let now = d.updated_at;
-            sqlx::query(&self.sql(
-                "INSERT INTO desktops (id, pool_id, name, state, generation, attempts, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, 0, 0, $5, $6)",
-            ))
-            .bind(&d.id)
-            .bind(&d.pool_id)
-            .bind(&d.name)
-            .bind(d.state.as_str())
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(d);
-        }
-        Err(StoreError::Conflict(format!(
-            "pool {} naming index",
-            pool.spec.name
-        )))
+        let mut tx = self.pool().begin().await?;
+        let idx: i64 = sqlx::query(&self.sql(
+            "UPDATE pools SET next_index = next_index + 1 WHERE id = $1 RETURNING next_index - 1",
+        ))
+        .bind(&pool.id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("pool {}", pool.spec.name)))?
+        .try_get(0)?;
+        let d = Desktop {
+            id: new_id(),
+            pool_id: pool.id.clone(),
+            name: desktop_name(&pool.spec.naming, idx)?,
+            host_id: None,
+            disk: None,
+            state: DesktopState::Provisioning,
+            assigned_user: None,
+            generation: 0,
+            error: None,
+            attempts: 0,
+            updated_at: now_ms(),
+        };
+        let now = d.updated_at;
+        sqlx::query(&self.sql(
+            "INSERT INTO desktops (id, pool_id, name, state, generation, attempts, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 0, 0, $5, $6)",
+        ))
+        .bind(&d.id)
+        .bind(&d.pool_id)
+        .bind(&d.name)
+        .bind(d.state.as_str())
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(d)
     }
 
     /// Moves `d` to `to` if nobody changed it since it was read; returns the new row.
