@@ -219,7 +219,7 @@ impl Machine {
             disk.flush(name);
         }
         if let Some(vars) = &self.vars {
-            firmware::flush_vars(&mut lock(vars));
+            lock(vars).flush();
         }
     }
 
@@ -249,7 +249,7 @@ impl Machine {
                 disk.flush(name);
             }
             if let Some(vars) = vars {
-                firmware::flush_vars(&mut lock(vars));
+                lock(vars).flush();
             }
             pio.reset();
             parts.mmio.reset();

@@ -20,7 +20,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use crate::arch::x86_64::acpi::{self, loader, Tables};
 use crate::arch::x86_64::layout::{FIRMWARE_MAX_SIZE, FIRMWARE_TOP};
 use crate::devices::fw_cfg::{FwCfg, FwCfgError};
-use crate::devices::pflash::{FlashStore, Pflash};
+use crate::devices::pflash::Pflash;
 use crate::vstate::flash_memory::{memory_file, FlashMemory};
 use crate::vstate::vm::VmError;
 
@@ -108,13 +108,8 @@ impl FlashLayout {
             });
         }
         let vars_len = code_len.next_power_of_two() - code_len;
+        // At most FIRMWARE_MAX_SIZE in all: a power of two no smaller than the code.
         let code_start = FIRMWARE_TOP - code_len;
-        if code_len + vars_len > FIRMWARE_MAX_SIZE {
-            return Err(FirmwareError::CodeSize {
-                path: path.to_path_buf(),
-                size: code_len,
-            });
-        }
         Ok(Self {
             code_start,
             code_len,
@@ -286,11 +281,6 @@ pub fn fw_cfg(memory: &GuestMemoryMmap, platform: &acpi::Platform) -> Result<FwC
     cfg.add_file(loader::TABLES_FILE, loader::tables_file(&tables))?;
     cfg.add_file(loader::LOADER_FILE, loader::table_loader(&tables))?;
     Ok(cfg)
-}
-
-/// Flushes the variable store to its file (at exit and at each reset).
-pub fn flush_vars(vars: &mut Pflash<FlashMemory>) {
-    vars.store_mut().flush();
 }
 
 #[cfg(test)]

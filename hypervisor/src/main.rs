@@ -133,7 +133,7 @@ struct Cli {
     /// Rotate a file:PATH console to PATH.1 at this size [default: 16M].
     #[arg(long, value_name = "SIZE")]
     serial_log_max: Option<MemorySize>,
-    /// A virtio-blk disk: path=IMAGE[,readonly=on][,queues=N][,datastore=DIR][,serial=ID]
+    /// A virtio-blk disk: path=IMAGE[,format=qcow2|raw][,readonly=on][,queues=N][,datastore=DIR][,serial=ID]
     /// (repeat for more disks; adds to the config file's).
     #[arg(long, value_name = "DISK")]
     disk: Vec<DiskConfig>,

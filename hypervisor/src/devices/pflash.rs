@@ -91,9 +91,9 @@ impl<S: FlashStore> Pflash<S> {
         }
     }
 
-    /// The store (tests, and the VMM's flush at exit).
-    pub fn store_mut(&mut self) -> &mut S {
-        &mut self.store
+    /// What was programmed reaches stable storage (at each reset and at exit).
+    pub fn flush(&mut self) {
+        self.store.flush();
     }
 
     /// Bytes programmed since the VM was built.

@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::FromRawFd;
 use std::sync::Arc;
 
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
@@ -19,13 +18,7 @@ use crate::devices::pflash::FlashStore;
 
 /// An unnamed file holding `bytes`, for a variable store that lives as long as the VMM.
 pub fn memory_file(bytes: &[u8]) -> std::io::Result<File> {
-    // SAFETY: memfd_create reads the NUL-terminated name and returns a new descriptor or -1.
-    let fd = unsafe { libc::memfd_create(c"tessera-uefi-vars".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd was just created and is owned by nobody else.
-    let mut f = unsafe { File::from_raw_fd(fd) };
+    let mut f = super::memory::memfd(c"tessera-uefi-vars", 0)?;
     f.write_all(bytes)?;
     Ok(f)
 }
@@ -83,11 +76,11 @@ impl FlashMemory {
             memory_size: if on { self.region.size() as u64 } else { 0 },
             userspace_addr: self.region.as_ptr() as u64,
         };
-        // SAFETY: the mapping is owned by self, which the machine keeps until its vCPUs have
-        // stopped for good (the slot then goes with the VM's descriptor; no Drop deletes it,
-        // as the main thread's filter has no memory-slot ioctl); the slot number is reserved
-        // for this flash, and its range below 4 GiB is kept clear of RAM, BARs and the
-        // other slots by the machine's layout.
+        // The machine keeps self until its vCPUs have stopped for good; the slot then goes
+        // with the VM's descriptor (no Drop deletes it: the main thread's filter has no
+        // memory-slot ioctl).
+        // SAFETY: the mapping is owned by self and outlives the slot's use; the slot number
+        // is this flash's and its range is kept clear of RAM, BARs and other slots.
         unsafe { self.fd.set_user_memory_region(desc) }
             .map_err(|e| VmError::Ioctl("SET_USER_MEMORY_REGION (firmware flash)", e))?;
         self.mapped = on;

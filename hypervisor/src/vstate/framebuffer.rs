@@ -5,7 +5,7 @@
 //! memfd is sealed against shrinking, so that process cannot truncate it under the guest.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
@@ -145,19 +145,8 @@ impl Framebuffer {
 
 /// A memfd of `size` zero bytes that can neither shrink nor grow.
 fn sealed_memfd(size: usize) -> Result<File, VmError> {
-    // SAFETY: memfd_create reads the NUL-terminated name and returns a new descriptor or -1;
-    // nothing else is touched.
-    let fd = unsafe {
-        libc::memfd_create(
-            c"tessera-video-memory".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    if fd < 0 {
-        return Err(VmError::VideoMemory(std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd was just created and is owned by nobody else.
-    let file = unsafe { File::from_raw_fd(fd) };
+    let file = super::memory::memfd(c"tessera-video-memory", libc::MFD_ALLOW_SEALING)
+        .map_err(VmError::VideoMemory)?;
     file.set_len(size as u64).map_err(VmError::VideoMemory)?;
     let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
     // SAFETY: F_ADD_SEALS on a descriptor we own takes an int and changes only the file's seals.

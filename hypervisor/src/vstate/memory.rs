@@ -36,6 +36,20 @@ pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, usize)> {
     ranges
 }
 
+/// A new anonymous file (memfd) called `name`, close-on-exec, with `flags` added (e.g.
+/// `MFD_ALLOW_SEALING`): video memory and in-memory firmware variable stores live in one.
+pub fn memfd(name: &std::ffi::CStr, flags: libc::c_uint) -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create reads the NUL-terminated name and returns a new descriptor or -1;
+    // nothing else is touched.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just created and is owned by nobody else.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
 /// Total host RAM in bytes, from sysinfo(2).
 pub fn host_memory() -> u64 {
     // SAFETY: sysinfo writes only into the struct we pass, which is zero-initialised and sized
