@@ -64,7 +64,8 @@ phase "build the test guest and L1"
 
 # Every suite must run, not skip: each REQUIRE variable turns its suite's SKIP into a failure.
 export TESSERA_REQUIRE_NESTED=1 TESSERA_REQUIRE_QEMU_IMG=1 TESSERA_REQUIRE_DIRECTORY=1 \
-    TESSERA_REQUIRE_POSTGRES=1 TESSERA_REQUIRE_X=1 TESSERA_REQUIRE_ACPICA=1
+    TESSERA_REQUIRE_POSTGRES=1 TESSERA_REQUIRE_X=1 TESSERA_REQUIRE_ACPICA=1 \
+    TESSERA_REQUIRE_SWTPM=1
 [ "$(id -u)" -eq 0 ] && export TESSERA_REQUIRE_ROOT=1
 # Show what tests print (their SKIP lines above all) even when they pass.
 export RUST_TEST_NOCAPTURE=1

@@ -37,6 +37,7 @@ use crate::devices::pci::msix::{Msix, MsixVector};
 use crate::devices::pci::root::PciError;
 use crate::devices::pci::{PciEcam, PciMmioWindow, PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
 use crate::devices::pflash::{CodeFlash, Pflash};
+use crate::devices::tpm::{self, TpmError, TpmThread, CRB_BASE, CRB_SIZE};
 use crate::devices::virtio::block::request::BlockBackend;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::input::{Tablet, TabletError, TabletHandle};
@@ -119,6 +120,9 @@ pub enum BuildError {
     /// UEFI firmware.
     #[error(transparent)]
     Firmware(#[from] FirmwareError),
+    /// The TPM.
+    #[error(transparent)]
+    Tpm(#[from] TpmError),
     /// A reset could not park the vCPUs, or the VM was stopping.
     #[error(transparent)]
     Control(#[from] crate::controller::ControlError),
@@ -129,7 +133,8 @@ struct BootImage {
     kernel: std::fs::File,
     initrd: Option<std::fs::File>,
     cmdline: String,
-    vcpus: u8,
+    /// What the ACPI tables describe.
+    platform: acpi::Platform,
 }
 
 impl BootImage {
@@ -144,14 +149,8 @@ impl BootImage {
         )?;
         regs::write_page_tables(memory)?;
         regs::write_descriptor_tables(memory)?;
-        mptable::write(memory, self.vcpus)?;
-        acpi::write(
-            memory,
-            &acpi::Platform {
-                vcpus: self.vcpus,
-                ram_end: memory.last_addr().0 + 1,
-            },
-        )?;
+        mptable::write(memory, self.platform.vcpus)?;
+        acpi::write(memory, &self.platform)?;
         Ok(entry)
     }
 }
@@ -184,6 +183,8 @@ pub struct Machine {
     vars: Option<Arc<Mutex<Pflash<FlashMemory>>>>,
     // The firmware's code slot lives as long as the VM.
     _code: Option<FlashMemory>,
+    /// The TPM's thread, which closes swtpm at the end.
+    tpm: Option<TpmThread>,
     vm: Vm,
     memory: GuestMemoryMmap,
     pio: Arc<Bus>,
@@ -209,6 +210,9 @@ impl Machine {
         };
         self.controller.stop_vcpus();
         self.flush_disks();
+        if let Some(tpm) = &mut self.tpm {
+            tpm.stop();
+        }
         reason
     }
 
@@ -520,6 +524,9 @@ fn thread_kinds(cfg: &VmConfig) -> Vec<ThreadKind> {
     if c.display.is_some() {
         kinds.extend([ThreadKind::Display, ThreadKind::Tablet]);
     }
+    if c.tpm.is_some() {
+        kinds.push(ThreadKind::Tpm);
+    }
     kinds
 }
 
@@ -529,6 +536,7 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
         config: cfg,
         vcpus,
         boot: boot_files,
+        tpm: tpm_backend,
     } = cfg;
     let sandbox = if cfg.seccomp {
         Sandbox::with_reboots(&thread_kinds(&cfg), cfg.on_reboot == OnReboot::Restart)
@@ -552,6 +560,7 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
     let platform = acpi::Platform {
         vcpus,
         ram_end: memory.last_addr().0 + 1,
+        tpm: tpm_backend.is_some(),
     };
     // The firmware's slots come after RAM's and video memory's.
     let (mut boot, flash) = match boot_files {
@@ -560,7 +569,7 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
                 kernel,
                 initrd,
                 cmdline: cfg.cmdline.clone(),
-                vcpus,
+                platform,
             }),
             None,
         ),
@@ -638,6 +647,16 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
             (Some(f.code), vars)
         }
         None => (None, None),
+    };
+    // swtpm is started (or reached) before the guest runs: a TPM that cannot be had fails
+    // the VM's start, with swtpm's reason.
+    let tpm = match &tpm_backend {
+        Some(backend) => {
+            let (crb, thread) = tpm::start(backend, &sandbox)?;
+            mmio.insert(crb, CRB_BASE, CRB_SIZE)?;
+            Some(thread)
+        }
+        None => None,
     };
     let mmio = Arc::new(mmio);
 
@@ -746,6 +765,7 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
         reset,
         vars,
         _code: code,
+        tpm,
         vm,
         memory,
         pio,

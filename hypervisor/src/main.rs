@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use tessera_vmm::config::{
-    DiskConfig, DisplayConfig, MemorySize, OnReboot, SerialOutput, VmConfig,
+    DiskConfig, DisplayConfig, MemorySize, OnReboot, SerialOutput, TpmConfig, VmConfig,
 };
 use tessera_vmm::exit::{status, ExitReason};
 use tessera_vmm::sandbox::ThreadKind;
@@ -45,6 +45,11 @@ Examples:
   SPICE runs in tessera-display, a sandboxed process of its own that tessera-vmm starts (from
   its own directory, PATH, or TESSERA_DISPLAY) and restarts if it dies; the guest runs on.
 
+  A Windows 11 desktop: UEFI, Hyper-V enlightenments and a TPM 2.0, whose state (its keys,
+  BitLocker's) lives in the directory given; tessera-vmm starts swtpm (Debian: swtpm) on it:
+    tessera-vmm --firmware /usr/share/OVMF/OVMF_CODE_4M.fd --firmware-vars win11.vars \
+                --disk path=win11.qcow2 --memory 8G --vcpus 4 --hyperv --tpm state=win11-tpm
+
   Control a running VM:
     curl --unix-socket /run/tessera/vm1.sock http://localhost/vm
     curl --unix-socket /run/tessera/vm1.sock -X PUT http://localhost/vm/pause
@@ -81,6 +86,10 @@ Config file keys (all optional except kernel or firmware):
   on_reboot = \"exit\"       what a guest's reboot does: exit (status 0), or restart (the VM
                            boots again in this process, the display's clients connected)
   hyperv = false           Hyper-V enlightenments for Windows guests (--hyperv)
+  [tpm]                    a TPM 2.0 (CRB interface) backed by swtpm (--tpm)
+  state_dir = \"DIR\"        its state, kept with the VM; tessera-vmm starts swtpm on it
+  socket = \"PATH\"          instead: the control socket of a swtpm started by others
+  swtpm = \"swtpm\"          the program started for state_dir
 
 The machine is a q35 (Intel Q35 host bridge, ICH9 LPC bridge, PCI Express) with ACPI: the
 tables sit in the BIOS area for a kernel and come through fw_cfg for UEFI firmware; a power
@@ -157,6 +166,11 @@ struct Cli {
     /// spinlock notification, TLB-flush and IPI hypercalls), all emulated by KVM.
     #[arg(long)]
     hyperv: bool,
+    /// A TPM 2.0 for the guest (Windows 11 requires one), backed by swtpm:
+    /// state=DIR[,swtpm=PROGRAM] starts swtpm on DIR (created 0700; keep it with the VM);
+    /// socket=PATH reaches a swtpm someone else started.
+    #[arg(long, value_name = "SPEC")]
+    tpm: Option<TpmConfig>,
     /// Log filter for the VMM's own messages on stderr (e.g. info, debug, tessera_vmm=trace).
     #[arg(
         long,
@@ -206,6 +220,9 @@ impl Cli {
         }
         if self.hyperv {
             c.hyperv = true;
+        }
+        if let Some(t) = self.tpm {
+            c.tpm = Some(t);
         }
         Ok(c)
     }

@@ -619,16 +619,27 @@ pub fn acpi_power_button(obey: bool) -> Vec<u8> {
 /// then powers off through ACPI's S5.
 pub fn reboot_counter(boots: u8) -> Vec<u8> {
     let mut a = Asm::new();
-    // BL = ++NVRAM[0x40].
+    count_boot(&mut a);
+    a.print(b"boot ");
+    a.bytes(&[0x88, 0xd8, 0x04, b'0']); // mov al, bl; add al, '0'
+    a.mov_dx(COM1).out_dx_al().mov_al(b'\n').out_dx_al();
+    reboot_below(&mut a, boots);
+    elf(a.code())
+}
+
+/// BL = ++NVRAM[0x40]: this boot's number, kept in CMOS across resets.
+fn count_boot(a: &mut Asm) {
     a.mov_al(0x40).out_imm_al(0x70).bytes(&[0xe4, 0x71]); // in al, 0x71
     a.bytes(&[0xfe, 0xc0, 0x88, 0xc3]); // inc al; mov bl, al
     a.mov_al(0x40)
         .out_imm_al(0x70)
         .bytes(&[0x88, 0xd8])
         .out_imm_al(0x71); // mov al, bl
-    a.print(b"boot ");
-    a.bytes(&[0x88, 0xd8, 0x04, b'0']); // mov al, bl; add al, '0'
-    a.mov_dx(COM1).out_dx_al().mov_al(b'\n').out_dx_al();
+}
+
+/// Reboots through ACPI's reset register (0xCF9) while BL is below `boots`, else powers off
+/// through ACPI's S5.
+fn reboot_below(a: &mut Asm, boots: u8) {
     let mut off = Asm::new();
     off.mov_dx(0x604)
         .mov_eax(0x2001)
@@ -638,13 +649,59 @@ pub fn reboot_counter(boots: u8) -> Vec<u8> {
     a.bytes(&[0x80, 0xfb, boots, 0x72, off.code().len() as u8]);
     a.bytes(off.code());
     a.mov_dx(0xcf9).mov_al(0x06).out_dx_al().halt_forever();
-    elf(a.code())
 }
 
 /// Executes `ud2` with no usable IDT: #UD, #GP, #DF, then a triple fault.
 pub fn triple_fault() -> Vec<u8> {
     let mut a = Asm::new();
     a.print(b"faulting\n").ud2().halt_forever();
+    elf(a.code())
+}
+
+/// TPM 2.0 commands the TPM guest sends: Startup(CLEAR), GetRandom(8), ReadClock.
+pub const TPM_COMMANDS: [&[u8]; 3] = [
+    &[0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x44, 0, 0],
+    &[0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7b, 0, 8],
+    &[0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x81],
+];
+/// How many bytes of each response the TPM guest prints (whole dwords covering it).
+pub const TPM_RESPONSE_LENS: [usize; 3] = [12, 20, 36];
+
+/// A TPM driver in miniature, on the CRB at 0xFED4_0000: takes locality 0, sends each of
+/// [`TPM_COMMANDS`] (written into the buffer, START set, START polled until clear) and prints
+/// `tpm\n` and then the first [`TPM_RESPONSE_LENS`] bytes of each response, raw, on COM1.
+/// Counts its boots in CMOS NVRAM byte 0x40 and reboots (ACPI's reset register) until the
+/// count reaches `boots`, then powers off: each boot starts the TPM anew, which only works
+/// if the machine's reset reset the TPM too.
+pub fn tpm_exercise(boots: u8) -> Vec<u8> {
+    const CRB: u32 = 0xfed4_0000;
+    let mut a = Asm::new();
+    a.print(b"tpm\n");
+    // LOC_CTRL: request locality 0; CTRL_REQ: command ready.
+    a.mov_eax(CRB)
+        .store_rax_disp(0x08, 1)
+        .store_rax_disp(0x40, 1);
+    for (cmd, len) in TPM_COMMANDS.iter().zip(TPM_RESPONSE_LENS) {
+        a.mov_eax(CRB);
+        for (i, word) in cmd.chunks(4).enumerate() {
+            let mut w = [0u8; 4];
+            w[..word.len()].copy_from_slice(word);
+            a.store_rax_disp(0x80 + 4 * i as u32, u32::from_le_bytes(w));
+        }
+        a.store_rax_disp(0x4c, 1);
+        let poll = a.here();
+        a.mov_eax(CRB + 0x4c)
+            .load_eax_from_rax()
+            .test_eax(1)
+            .jnz_back(poll);
+        for i in 0..len / 4 {
+            a.mov_eax(CRB + 0x80 + 4 * i as u32)
+                .load_eax_from_rax()
+                .print_eax_bytes();
+        }
+    }
+    count_boot(&mut a);
+    reboot_below(&mut a, boots);
     elf(a.code())
 }
 

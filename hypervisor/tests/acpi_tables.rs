@@ -75,13 +75,14 @@ fn acpica_disassembles_every_table_and_recompiles_the_aml() {
         &Platform {
             vcpus: 4,
             ram_end: 2 << 30,
+            tpm: true,
         },
         BASE,
     );
     let names = split(&image, dir);
     assert_eq!(
         names,
-        ["xsdt", "facp", "apic", "mcfg", "ssdt", "dsdt", "facs"]
+        ["xsdt", "facp", "apic", "mcfg", "ssdt", "tpm2", "dsdt", "facs"]
     );
     for name in &names {
         let out = iasl(dir, &["-d", &format!("{name}.dat")]);
@@ -102,6 +103,9 @@ fn acpica_disassembles_every_table_and_recompiles_the_aml() {
         "0xB0000000",
         "QWordMemory (",
         "Name (\\_S5, Package (0x04)",
+        "Device (TPM)",
+        "\"MSFT0101\"",
+        "0xFED40000",
     ] {
         assert!(dsdt.contains(expected), "no {expected} in\n{dsdt}");
     }

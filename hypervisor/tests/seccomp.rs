@@ -65,12 +65,32 @@ fn allowed_work(kind: ThreadKind, dir: &std::path::Path) {
             let status = Command::new("/bin/true").status().unwrap();
             assert!(status.success());
         }
+        ThreadKind::Tpm => {
+            // swtpm's sockets and process were made before; commands go back and forth,
+            // then it is waited for and killed.
+            use std::io::Read;
+            let (mut ours, mut theirs, mut child) =
+                SWTPM.with(|s| s.borrow_mut().take()).unwrap();
+            ours.write_all(b"command").unwrap();
+            let mut got = [0u8; 7];
+            theirs.read_exact(&mut got).unwrap();
+            assert!(child.try_wait().unwrap().is_none());
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
         ThreadKind::Tablet | ThreadKind::ConsoleIn => {}
     }
 }
 
+type SwtpmParts = (
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixStream,
+    std::process::Child,
+);
+
 thread_local! {
     static IMAGE: std::cell::RefCell<Option<std::fs::File>> = const { std::cell::RefCell::new(None) };
+    static SWTPM: std::cell::RefCell<Option<SwtpmParts>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Not a test of its own: the filtered child. TESSERA_TEST_SECCOMP is KIND:CALL; it enters
@@ -92,6 +112,11 @@ fn filtered_child() {
         .open(dir.join("disk.raw"))
         .unwrap();
     IMAGE.with(|f| *f.borrow_mut() = Some(image));
+    if kind == ThreadKind::Tpm {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let child = Command::new("sleep").arg("60").spawn().unwrap();
+        SWTPM.with(|s| *s.borrow_mut() = Some((a, b, child)));
+    }
     let sandbox = Sandbox::on(&[kind]);
     sandbox.enter(kind).unwrap();
     allowed_work(kind, &dir);

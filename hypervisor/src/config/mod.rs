@@ -10,8 +10,10 @@ use crate::arch::x86_64::mptable::MAX_CPUS;
 
 mod disk;
 mod display;
+mod tpm;
 pub use disk::DiskConfig;
 pub use display::DisplayConfig;
+pub use tpm::{TpmBackend, TpmConfig};
 
 /// Kernel command line used when none is given: serial console, i8042 reset on reboot (there is
 /// no ACPI yet), reboot instead of hanging on panic, and no I/O-delay writes to the debug port.
@@ -54,6 +56,9 @@ pub enum ConfigError {
     /// A bad --display value.
     #[error("invalid display {0:?}: {1} (expected spice-port=N[,addr=IP][,tls-port=N,x509-dir=DIR][,fps=N][,compression=MODE])")]
     Display(String, String),
+    /// A bad --tpm value or `[tpm]` table.
+    #[error("invalid TPM setting {0:?}: {1} (expected state=DIR[,swtpm=PROGRAM] or socket=PATH)")]
+    Tpm(String, String),
     /// A file named in the configuration is missing or unreadable.
     #[error("cannot open the {what} {path}: {source}")]
     File {
@@ -237,6 +242,9 @@ pub struct VmConfig {
     /// (`OVMF_VARS_4M.fd`). Without it, variables last until the VMM exits.
     #[serde(default)]
     pub firmware_vars: Option<PathBuf>,
+    /// A TPM 2.0 (CRB interface, what Windows 11 requires) backed by swtpm; none when absent.
+    #[serde(default)]
+    pub tpm: Option<TpmConfig>,
 }
 
 /// What a guest's reboot (a reset through ACPI's reset register or the i8042) does.
@@ -269,6 +277,7 @@ impl Default for VmConfig {
             hyperv: false,
             firmware: None,
             firmware_vars: None,
+            tpm: None,
         }
     }
 }
@@ -334,10 +343,12 @@ impl VmConfig {
                 }
             }
         };
+        let tpm = self.tpm.as_ref().map(TpmConfig::backend).transpose()?;
         Ok(ValidConfig {
             config: self.clone(),
             vcpus,
             boot,
+            tpm,
         })
     }
 }
@@ -390,6 +401,8 @@ pub struct ValidConfig {
     pub vcpus: u8,
     /// What the machine boots.
     pub boot: BootFiles,
+    /// Where its TPM comes from, if it has one.
+    pub tpm: Option<TpmBackend>,
 }
 
 #[cfg(test)]

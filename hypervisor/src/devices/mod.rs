@@ -7,4 +7,5 @@ pub mod fw_cfg;
 pub mod legacy;
 pub mod pci;
 pub mod pflash;
+pub mod tpm;
 pub mod virtio;

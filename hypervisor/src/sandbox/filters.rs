@@ -294,6 +294,13 @@ pub fn rules(kind: ThreadKind, reboots: bool) -> Result<Rules, SeccompError> {
         }
         ThreadKind::Tablet => allow_any(&mut r, WAITING),
         ThreadKind::ConsoleIn => allow_any(&mut r, &[libc::SYS_read]),
+        ThreadKind::Tpm => {
+            // swtpm's two sockets, then its end: waited for, killed if it lingers.
+            allow_any(&mut r, WAITING);
+            allow_any(&mut r, CONNECTED_SOCKETS);
+            allow_any(&mut r, &[libc::SYS_wait4]);
+            r.insert(libc::SYS_kill, vec![equals(1, libc::SIGKILL as u64)?]);
+        }
         ThreadKind::Display => {
             allow_any(&mut r, NEW_THREADS);
             allow_any(&mut r, WAITING);

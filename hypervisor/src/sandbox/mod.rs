@@ -41,11 +41,13 @@ pub enum ThreadKind {
     /// The display supervisor: serves the display process's messages and starts it again
     /// when it dies (its filter holds the display process's start-up too).
     Display,
+    /// The TPM's: carries commands to swtpm and responses back, and closes it at the end.
+    Tpm,
 }
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 7] = [
+    pub const ALL: [ThreadKind; 8] = [
         Self::Main,
         Self::Vcpu,
         Self::Api,
@@ -53,6 +55,7 @@ impl ThreadKind {
         Self::Tablet,
         Self::ConsoleIn,
         Self::Display,
+        Self::Tpm,
     ];
 
     /// Its place in [`ThreadKind::ALL`] (declared in that order).
@@ -70,6 +73,7 @@ impl ThreadKind {
             Self::Tablet => "virtio-tablet",
             Self::ConsoleIn => "console input",
             Self::Display => "display",
+            Self::Tpm => "tpm",
         }
     }
 }
@@ -110,6 +114,7 @@ const COMPILE_ORDER: [ThreadKind; ThreadKind::ALL.len()] = [
     ThreadKind::Display,
     ThreadKind::Tablet,
     ThreadKind::BlockQueue,
+    ThreadKind::Tpm,
 ];
 
 impl Filters {

@@ -1,4 +1,4 @@
-//! The DSDT (the PCI root, the ISA devices, motherboard resources, `\_S5`) and the SSDT that
+//! The DSDT (the PCI root, the ISA devices, the TPM, motherboard resources, `\_S5`) and the SSDT that
 //! declares the processors, in AML built with `acpi_tables::aml`.
 
 use acpi_tables::aml::{
@@ -16,6 +16,7 @@ use crate::devices::acpi::pm::{PM_BASE, PM_LEN, SLP_TYP_S5};
 use crate::devices::legacy::cmos::{CMOS_BASE, CMOS_LEN};
 use crate::devices::legacy::i8042::{AUX_IRQ, I8042_BASE, KBD_IRQ};
 use crate::devices::legacy::serial::{COM1_BASE, COM1_IRQ, COM_LEN};
+use crate::devices::tpm::{CRB_BASE, CRB_SIZE};
 
 /// DSDT revision 2: 64-bit integers in AML.
 const DSDT_REVISION: u8 = 2;
@@ -130,6 +131,24 @@ fn isa_device(name: &str, hid: &str, uid: u8, resources: Vec<&dyn Aml>) -> Raw {
     Raw(aml)
 }
 
+/// The TPM 2.0 on the CRB interface: Microsoft's MSFT0101, which Windows and Linux's
+/// tpm_crb bind, with locality 0's page (the TPM2 table's control area lies in it).
+fn tpm_device() -> Raw {
+    let page = Memory32Fixed::new(true, CRB_BASE as u32, CRB_SIZE as u32);
+    let crs = ResourceTemplate::new(vec![&page]);
+    let mut aml = Vec::new();
+    Device::new(
+        Path::new("TPM_"),
+        vec![
+            &Name::new(Path::new("_HID"), &"MSFT0101"),
+            &Name::new(Path::new("_STA"), &0x0fu8),
+            &Name::new(Path::new("_CRS"), &crs),
+        ],
+    )
+    .to_aml_bytes(&mut aml);
+    Raw(aml)
+}
+
 /// The DSDT.
 pub(super) fn dsdt(platform: &Platform) -> Sdt {
     let pci = pci_root(platform);
@@ -156,7 +175,11 @@ pub(super) fn dsdt(platform: &Platform) -> Sdt {
     let ecam = Memory32Fixed::new(false, PCIE_ECAM_START as u32, PCIE_ECAM_SIZE as u32);
     let pm = io(u64::from(PM_BASE), u64::from(PM_LEN));
     let board = isa_device("MRES", "PNP0C02", 0, vec![&ecam, &pm]);
-    let devices: Vec<&dyn Aml> = vec![&pci, &com1, &kbd, &mouse, &rtc, &board];
+    let mut devices: Vec<&dyn Aml> = vec![&pci, &com1, &kbd, &mouse, &rtc, &board];
+    let tpm = tpm_device();
+    if platform.tpm {
+        devices.push(&tpm);
+    }
     let sb = Scope::new(Path::new("\\_SB_"), devices);
     // Soft-off: the SLP_TYP `devices::acpi::pm` powers off on.
     let s5 = SLP_TYP_S5 as u8;

@@ -111,6 +111,7 @@ mod tests {
         let tables = Tables::new(&Platform {
             vcpus: 2,
             ram_end: 1 << 30,
+            tpm: true,
         });
         let script = table_loader(&tables);
         assert_eq!(script.len() % ENTRY, 0);

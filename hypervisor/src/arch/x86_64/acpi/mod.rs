@@ -3,8 +3,8 @@
 //!
 //! They describe the machine as built: the CPUs and the I/O APIC (MADT), PCI Express
 //! configuration space (MCFG), the ACPI fixed hardware of `devices::acpi::pm` with the SCI
-//! (FADT), the chipset's reset register (0xCF9), and the PCI root with its windows, COM1, the
-//! i8042 and the RTC (DSDT). A directly booted kernel finds the RSDP in the BIOS area
+//! (FADT), the chipset's reset register (0xCF9), the PCI root with its windows, COM1, the
+//! i8042, the RTC and the TPM if there is one (DSDT), and the TPM's interface (TPM2). A directly booted kernel finds the RSDP in the BIOS area
 //! (0xE0000), where [`write`] puts the whole set; the MP table stays for `acpi=off`.
 
 mod dsdt;
@@ -17,6 +17,7 @@ use acpi_tables::madt::{EnabledStatus, IoApic, ProcessorLocalApic};
 use acpi_tables::mcfg::MCFG;
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
+use acpi_tables::tpm2::{PlatformClass, StartMethod, Tpm2};
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -26,6 +27,7 @@ use super::layout::{
 };
 use crate::devices::acpi::pm::{GPE0_BLK, GPE0_LEN, PM1_CNT, PM1_EVT, PM_TMR, SCI_IRQ};
 use crate::devices::pci::root::RESET_VALUE;
+use crate::devices::tpm::CRB_CONTROL_AREA;
 
 /// OEM ID and table ID in every header.
 const OEM_ID: [u8; 6] = *b"TSSERA";
@@ -50,6 +52,8 @@ pub struct Platform {
     pub vcpus: u8,
     /// End (exclusive) of guest RAM, for the 64-bit PCI window above it.
     pub ram_end: u64,
+    /// A TPM 2.0 on the CRB interface (`devices::tpm`): the TPM2 table and a device.
+    pub tpm: bool,
 }
 
 /// Errors while placing the tables.
@@ -118,14 +122,17 @@ impl Tables {
         let fadt = t.place_sdt(&fadt(facs as u64, dsdt as u64));
         t.pointers
             .extend([(fadt + FADT_X_FACS, 8), (fadt + FADT_X_DSDT, 8)]);
-        let entries = [
+        let mut entries = vec![
             fadt,
             t.place_sdt(&madt(platform.vcpus)),
             t.place_sdt(&mcfg()),
             t.place_sdt(&dsdt::cpus_ssdt(platform.vcpus)),
         ];
+        if platform.tpm {
+            entries.push(t.place_sdt(&tpm2()));
+        }
         let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-        for e in entries {
+        for &e in &entries {
             xsdt.add_entry(e as u64);
         }
         let at = t.place_sdt(&xsdt);
@@ -237,6 +244,20 @@ fn madt(vcpus: u8) -> Sdt {
     entries.extend_from_slice(&[4, 6, 0xff, 0, 0, 1]);
     t.append_slice(&entries);
     t
+}
+
+/// The TPM2 table: a client platform's TPM 2.0 whose CRB control area is at
+/// [`CRB_CONTROL_AREA`], started by writing the CRB's START register (start method 7). No log
+/// area: UEFI firmware hands its event log to the OS through its own tables.
+fn tpm2() -> Tpm2 {
+    Tpm2::new(
+        OEM_ID,
+        OEM_TABLE_ID,
+        OEM_REVISION,
+        PlatformClass::Client,
+        CRB_CONTROL_AREA,
+        StartMethod::Crb,
+    )
 }
 
 fn mcfg() -> MCFG {

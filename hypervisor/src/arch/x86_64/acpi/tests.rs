@@ -63,7 +63,34 @@ fn platform(vcpus: u8) -> Platform {
     Platform {
         vcpus,
         ram_end: 512 << 20,
+        tpm: false,
     }
+}
+
+#[test]
+fn a_tpm_gets_its_table_and_its_device() {
+    let image = build(
+        &Platform {
+            tpm: true,
+            ..platform(1)
+        },
+        BASE,
+    );
+    let all = tables(&image);
+    let tpm2 = find(&all, "TPM2");
+    assert_eq!(tpm2.len(), 52, "no log area");
+    assert_eq!(u16_at(tpm2, 36), 0, "client platform");
+    assert_eq!(u64_at(tpm2, 40), 0xfed4_0040, "the CRB's control area");
+    assert_eq!(u32_at(tpm2, 48), 7, "started through the CRB");
+    let fadt = find(&all, "FACP");
+    let dsdt = table(&image, u64_at(fadt, 140));
+    assert!(dsdt.windows(8).any(|w| w == b"MSFT0101"));
+    // Without a TPM, neither.
+    let image = build(&platform(1), BASE);
+    assert!(tables(&image).iter().all(|(s, _)| s != "TPM2"));
+    let fadt = find(&tables(&image), "FACP").to_vec();
+    let dsdt = table(&image, u64_at(&fadt, 140));
+    assert!(!dsdt.windows(8).any(|w| w == b"MSFT0101"));
 }
 
 #[test]

@@ -1,0 +1,98 @@
+//! A TPM 2.0 for the guest (Windows 11 requires one; BitLocker and measured boot use it): the
+//! CRB interface ([`crb`]) in the VMM, the TPM itself in swtpm ([`swtpm`]), and between them
+//! the TPM thread, which carries each command to swtpm and its response back, so that no vCPU
+//! waits on the TPM.
+
+pub mod crb;
+pub mod swtpm;
+
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+pub use crb::{Crb, Job, BUFFER_SIZE, CRB_BASE, CRB_CONTROL_AREA, CRB_SIZE};
+pub use swtpm::{Swtpm, SwtpmError};
+
+use crate::config::TpmBackend;
+use crate::devices::bus::lock;
+use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
+
+/// Errors while setting up the TPM.
+#[derive(Debug, thiserror::Error)]
+pub enum TpmError {
+    /// swtpm could not be started or reached, or refused to start its TPM.
+    #[error("TPM: {0}")]
+    Swtpm(#[from] SwtpmError),
+    /// The TPM thread's filter.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+}
+
+/// The running TPM thread.
+pub struct TpmThread {
+    jobs: Sender<Job>,
+    handle: Option<JoinHandle<Option<()>>>,
+}
+
+impl TpmThread {
+    /// Closes the TPM (a swtpm the VMM started ends, its state saved) and waits for the
+    /// thread.
+    pub fn stop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let _ = self.jobs.send(Job::Stop);
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for TpmThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts or reaches swtpm as `backend` says, and returns the CRB device with the thread that
+/// serves it.
+pub fn start(
+    backend: &TpmBackend,
+    sandbox: &Sandbox,
+) -> Result<(Arc<Mutex<Crb>>, TpmThread), TpmError> {
+    let buffer = BUFFER_SIZE as u32;
+    let tpm = match backend {
+        TpmBackend::Spawn { swtpm, state_dir } => Swtpm::spawn(swtpm, state_dir, buffer)?,
+        TpmBackend::Socket(socket) => Swtpm::connect(socket, buffer)?,
+    };
+    let (tx, rx) = channel();
+    let device = Arc::new(Mutex::new(Crb::new(tx.clone())));
+    let served = device.clone();
+    let handle = sandbox.spawn(ThreadKind::Tpm, "tpm".into(), move || {
+        serve(tpm, &rx, &served)
+    })?;
+    tracing::info!(%backend, "TPM 2.0 (CRB) attached");
+    Ok((
+        device,
+        TpmThread {
+            jobs: tx,
+            handle: Some(handle),
+        },
+    ))
+}
+
+/// The TPM thread: each job in turn, until told to stop.
+fn serve(mut tpm: Swtpm, jobs: &Receiver<Job>, device: &Mutex<Crb>) {
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Command { generation, bytes } => {
+                let response = tpm.execute(&bytes, BUFFER_SIZE);
+                lock(device).complete(generation, response);
+            }
+            Job::Reset => {
+                if let Err(e) = tpm.init() {
+                    lock(device).fail(&e.to_string());
+                }
+            }
+            Job::Stop => break,
+        }
+    }
+    tpm.close();
+}

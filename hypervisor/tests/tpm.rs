@@ -1,0 +1,223 @@
+//! The TPM 2.0: tessera-vmm's swtpm client against the real swtpm (Debian's), and a tiny
+//! guest driving the CRB device on this machine's /dev/kvm with swtpm behind it.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use tessera_vmm::devices::tpm::{Swtpm, SwtpmError, BUFFER_SIZE};
+use tessera_vmm::tiny_guest as tg;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Whether swtpm is installed. A loud SKIP when not, unless TESSERA_REQUIRE_SWTPM=1 (set by
+/// the project's test command), which fails the test instead.
+fn swtpm_or_skip(test: &str) -> bool {
+    if Command::new("swtpm").arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        !required("TESSERA_REQUIRE_SWTPM"),
+        "{test}: swtpm (Debian package swtpm) is required (TESSERA_REQUIRE_SWTPM=1) but missing"
+    );
+    eprintln!("\n*** SKIP {test}: swtpm is not installed; this test did NOT run ***\n");
+    false
+}
+
+const STARTUP_CLEAR: [u8; 12] = [0x80, 1, 0, 0, 0, 12, 0, 0, 1, 0x44, 0, 0];
+const GET_RANDOM_16: [u8; 12] = [0x80, 1, 0, 0, 0, 12, 0, 0, 1, 0x7b, 0, 16];
+const READ_CLOCK: [u8; 10] = [0x80, 1, 0, 0, 0, 10, 0, 0, 1, 0x81];
+/// TPM_RC_INITIALIZE: a TPM not yet started (or started twice).
+const RC_INITIALIZE: u32 = 0x100;
+
+fn rc(response: &[u8]) -> u32 {
+    u32::from_be_bytes(response[6..10].try_into().unwrap())
+}
+
+/// ReadClock's resetCount: how many times the TPM was reset since it was made (kept in its
+/// permanent state).
+fn reset_count(response: &[u8]) -> u32 {
+    assert_eq!(rc(response), 0, "ReadClock: {response:02x?}");
+    u32::from_be_bytes(response[26..30].try_into().unwrap())
+}
+
+fn run(tpm: &mut Swtpm, cmd: &[u8]) -> Vec<u8> {
+    tpm.execute(cmd, BUFFER_SIZE).unwrap()
+}
+
+#[test]
+fn swtpm_serves_commands_resets_and_keeps_its_state_across_starts() {
+    if !swtpm_or_skip("swtpm_serves_commands") {
+        return;
+    }
+    let dir = Scratch::new("tpm-state");
+    let state = dir.0.join("desk-01/tpm");
+    let mut tpm = Swtpm::spawn(Path::new("swtpm"), &state, BUFFER_SIZE as u32).unwrap();
+    assert_eq!(rc(&run(&mut tpm, &STARTUP_CLEAR)), 0);
+    let random = run(&mut tpm, &GET_RANDOM_16);
+    assert_eq!(rc(&random), 0);
+    assert_eq!(random.len(), 10 + 2 + 16, "{random:02x?}");
+    assert_eq!(&random[10..12], &[0, 16]);
+    let first = reset_count(&run(&mut tpm, &READ_CLOCK));
+    // Started twice: refused, as a real TPM does.
+    assert_eq!(rc(&run(&mut tpm, &STARTUP_CLEAR)), RC_INITIALIZE);
+    // A machine reset resets the TPM: it must be started again, and counts the reset.
+    tpm.init().unwrap();
+    assert_eq!(rc(&run(&mut tpm, &READ_CLOCK)), RC_INITIALIZE);
+    assert_eq!(rc(&run(&mut tpm, &STARTUP_CLEAR)), 0);
+    assert_eq!(reset_count(&run(&mut tpm, &READ_CLOCK)), first + 1);
+    tpm.close();
+    // The state directory is the VM's own: 0700, its files 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&state).unwrap().flatten().collect();
+    assert!(!files.is_empty());
+    for f in &files {
+        // The lock file holds nothing.
+        if f.file_type().unwrap().is_file() && f.file_name() != ".lock" {
+            assert_eq!(mode(&f.path()), 0o600, "{}", f.path().display());
+        }
+    }
+    // A new swtpm on the same state: the same TPM, reset once more.
+    let mut tpm = Swtpm::spawn(Path::new("swtpm"), &state, BUFFER_SIZE as u32).unwrap();
+    assert_eq!(rc(&run(&mut tpm, &STARTUP_CLEAR)), 0);
+    assert_eq!(reset_count(&run(&mut tpm, &READ_CLOCK)), first + 2);
+    tpm.close();
+    // A new state directory is a new TPM.
+    let mut other = Swtpm::spawn(Path::new("swtpm"), &dir.0.join("other"), 4096).unwrap();
+    assert_eq!(rc(&run(&mut other, &STARTUP_CLEAR)), 0);
+    assert_eq!(reset_count(&run(&mut other, &READ_CLOCK)), first);
+    other.close();
+    let _ = std::fs::remove_dir_all(&dir.0);
+}
+
+#[test]
+fn hostile_commands_get_tpm_errors_and_the_tpm_keeps_working() {
+    if !swtpm_or_skip("hostile_commands") {
+        return;
+    }
+    let dir = Scratch::new("tpm-hostile");
+    let mut tpm = Swtpm::spawn(Path::new("swtpm"), &dir.0, BUFFER_SIZE as u32).unwrap();
+    assert_eq!(rc(&run(&mut tpm, &STARTUP_CLEAR)), 0);
+    // A command code that does not exist, a bad tag, a body shorter than its parameters,
+    // and a whole buffer of garbage whose header says so.
+    let mut garbage = vec![0x5a; BUFFER_SIZE];
+    garbage[..6].copy_from_slice(&[0x80, 1, 0, 0, 0x0f, 0x80]);
+    for cmd in [
+        vec![0x80, 1, 0, 0, 0, 10, 0xde, 0xad, 0xbe, 0xef],
+        vec![0x12, 0x34, 0, 0, 0, 10, 0, 0, 1, 0x81],
+        vec![0x80, 1, 0, 0, 0, 11, 0, 0, 1, 0x7b, 0],
+        garbage,
+    ] {
+        let r = run(&mut tpm, &cmd);
+        assert_ne!(rc(&r), 0, "{cmd:02x?} -> {r:02x?}");
+    }
+    assert_eq!(rc(&run(&mut tpm, &GET_RANDOM_16)), 0, "still serving");
+    tpm.close();
+    let _ = std::fs::remove_dir_all(&dir.0);
+}
+
+#[test]
+fn swtpm_failures_are_named() {
+    if !swtpm_or_skip("swtpm_failures_are_named") {
+        return;
+    }
+    let dir = Scratch::new("tpm-failures");
+    let e = Swtpm::spawn(Path::new("/nonexistent/swtpm"), &dir.0.join("s"), 4096).unwrap_err();
+    assert!(matches!(e, SwtpmError::Spawn(..)), "{e}");
+    assert!(e.to_string().contains("/nonexistent/swtpm"), "{e}");
+    let file = dir.file("not-a-dir", b"x");
+    let e = Swtpm::spawn(Path::new("swtpm"), &file, 4096).unwrap_err();
+    assert!(matches!(e, SwtpmError::StateDir(..)), "{e}");
+    let e = Swtpm::connect(&dir.0.join("no.sock"), 4096).unwrap_err();
+    assert!(e.to_string().contains("no.sock"), "{e}");
+    // Two VMs on one TPM state: the second is refused, the first keeps its TPM.
+    let state = dir.0.join("shared");
+    let mut first = Swtpm::spawn(Path::new("swtpm"), &state, 4096).unwrap();
+    let e = Swtpm::spawn(Path::new("swtpm"), &state, 4096).unwrap_err();
+    assert!(e.to_string().contains("in use by another swtpm"), "{e}");
+    assert_eq!(rc(&run(&mut first, &STARTUP_CLEAR)), 0);
+    first.close();
+    let _ = std::fs::remove_dir_all(&dir.0);
+}
+
+/// The guest's output: `tpm\n` and the three responses, per boot.
+fn responses(out: &[u8], boots: usize) -> Vec<Vec<Vec<u8>>> {
+    let mut rest = out;
+    let mut all = Vec::new();
+    for _ in 0..boots {
+        assert!(rest.starts_with(b"tpm\n"), "{rest:02x?}");
+        rest = &rest[4..];
+        let mut boot = Vec::new();
+        for len in tg::TPM_RESPONSE_LENS {
+            boot.push(rest[..len].to_vec());
+            rest = &rest[len..];
+        }
+        all.push(boot);
+    }
+    assert!(rest.is_empty(), "left over: {rest:02x?}");
+    all
+}
+
+#[test]
+fn a_guest_drives_the_crb_with_swtpm_behind_it_across_resets_and_runs() {
+    if !kvm_or_skip("tpm guest") || !swtpm_or_skip("tpm guest") {
+        return;
+    }
+    let dir = Scratch::new("tpm-guest");
+    let kernel = dir.file("tpm.elf", &tg::tpm_exercise(2));
+    let state = dir.0.join("tpm");
+    let spec = format!("state={}", state.display());
+    let args = [
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "64M",
+        "--on-reboot",
+        "restart",
+        "--tpm",
+        &spec,
+        "--log",
+        "info",
+    ];
+    let mut counts = Vec::new();
+    for run in 0..2 {
+        let out = run_vmm(&args, LIMIT);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(err.contains("TPM 2.0 (CRB) attached"), "{err}");
+        // Two boots per run: the reset between them reset the TPM, so Startup succeeds
+        // again and the reset is counted.
+        for (boot, r) in responses(&out.stdout, 2).iter().enumerate() {
+            assert_eq!(rc(&r[0]), 0, "run {run} boot {boot}: Startup {:02x?}", r[0]);
+            assert_eq!(
+                rc(&r[1]),
+                0,
+                "run {run} boot {boot}: GetRandom {:02x?}",
+                r[1]
+            );
+            assert_eq!(&r[1][10..12], &[0, 8]);
+            counts.push(reset_count(&r[2]));
+        }
+    }
+    // The state outlived the VMM: each boot of each run counted one more reset.
+    assert_eq!(
+        counts.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>(),
+        [1, 1, 1],
+        "{counts:?}"
+    );
+    // Without swtpm, the VM does not start, and says why.
+    let bad = format!("state={},swtpm=/nonexistent/swtpm", state.display());
+    let out = run_vmm(
+        &["--kernel", kernel.to_str().unwrap(), "--tpm", &bad],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/swtpm"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir.0);
+}
