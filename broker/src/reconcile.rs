@@ -252,6 +252,7 @@ impl Reconciler {
             kernel: v.kernel.clone().map(Into::into),
             firmware: v.firmware.clone().map(Into::into),
             hyperv: false,
+            tpm: false,
             initrd: v.initrd.clone().map(Into::into),
             cmdline: v.cmdline.as_ref().map(|c| c.replace("{desktop}", &d.name)),
             disks: vec![VmDisk {

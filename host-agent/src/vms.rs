@@ -102,7 +102,15 @@ pub struct VmSpec {
     /// Hyper-V enlightenments (Windows guests).
     #[serde(default)]
     pub hyperv: bool,
+    /// A TPM 2.0 (Windows 11 requires one), backed by swtpm, which the VMM starts. Its state
+    /// (the TPM's identity, and the keys sealed to it: BitLocker's) lives in `tpm/` in the
+    /// VM's directory, kept across starts and deleted with the VM.
+    #[serde(default)]
+    pub tpm: bool,
 }
+
+/// The VM's TPM state directory, in its directory.
+const TPM_DIR: &str = "tpm";
 
 /// The VM's own UEFI variable store, in its directory.
 const VARS_FILE: &str = "uefi-vars.fd";
@@ -387,6 +395,11 @@ impl Supervisor {
         }
         if spec.hyperv {
             t.insert("hyperv".into(), toml::Value::Boolean(true));
+        }
+        if spec.tpm {
+            let mut tpm = toml::Table::new();
+            tpm.insert("state_dir".into(), s(&self.dir(&spec.name).join(TPM_DIR)));
+            t.insert("tpm".into(), toml::Value::Table(tpm));
         }
         if let Some(i) = &spec.initrd {
             t.insert("initrd".into(), s(&disks::library_file(&self.cfg, i)?));

@@ -310,6 +310,87 @@ async fn uefi_desktops_keep_their_own_variable_store() {
     let _ = stop_vm().await.unwrap();
 }
 
+/// A desktop with a TPM: the VMM starts swtpm on `tpm/` in the VM's directory (0700), the
+/// guest (a tiny TPM driver) starts the TPM and reads its clock, and the next start finds the
+/// same TPM (its reset count one higher); deleting the VM deletes the TPM.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_desktop_keeps_its_tpm_across_starts() {
+    if std::process::Command::new("swtpm")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("TESSERA_REQUIRE_SWTPM").as_deref() != Ok("1"),
+            "swtpm is required (TESSERA_REQUIRE_SWTPM=1) but missing"
+        );
+        eprintln!("\n*** SKIP a_desktop_keeps_its_tpm_across_starts: no swtpm ***\n");
+        return;
+    }
+    use tessera_vmm::tiny_guest as tg;
+    let r = rig("tpm");
+    let kernel = r.dir.join("library/tpm.elf");
+    std::fs::write(&kernel, tg::tpm_exercise(0)).unwrap();
+    let (url, _task) = start(&r.cfg).await;
+    let c = &r.client;
+    let vm = json!({"name": "t1", "vcpus": 1, "memory_mib": 64, "kernel": kernel, "tpm": true});
+    let resp = c
+        .put(format!("{url}/api/v1/vms/t1"))
+        .json(&vm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let dir = r.cfg.state_dir.join("vms/t1");
+    let console = dir.join("console.log");
+    // The guest's console: "tpm\n" and its three responses, ReadClock's last.
+    let want = 4 + tg::TPM_RESPONSE_LENS.iter().sum::<usize>();
+    let mut counts = Vec::new();
+    for _ in 0..2 {
+        let resp = c
+            .post(format!("{url}/api/v1/vms/t1/start"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.text().await);
+        let t0 = std::time::Instant::now();
+        let out = loop {
+            let out = std::fs::read(&console).unwrap_or_default();
+            if out.len() >= want || t0.elapsed().as_secs() > 30 {
+                break out;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(out.len(), want, "{out:02x?}");
+        let startup = &out[4..16];
+        assert_eq!(&startup[6..10], &[0, 0, 0, 0], "Startup: {startup:02x?}");
+        let clock = &out[want - 36..];
+        counts.push(u32::from_be_bytes(clock[26..30].try_into().unwrap()));
+        c.post(format!("{url}/api/v1/vms/t1/stop"))
+            .json(&json!({"force": true}))
+            .send()
+            .await
+            .unwrap();
+        std::fs::remove_file(&console).unwrap();
+    }
+    assert_eq!(counts[1], counts[0] + 1, "{counts:?}");
+    let toml = std::fs::read_to_string(dir.join("vm.toml")).unwrap();
+    assert!(toml.contains("[tpm]"), "{toml}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("tpm"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let resp = c
+        .delete(format!("{url}/api/v1/vms/t1"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert!(!dir.join("tpm").exists());
+}
+
 /// Without TLS the agent serves a Unix socket that only its user can reach (0600 in a 0700
 /// directory from the moment it exists), and nothing on TCP.
 #[tokio::test(flavor = "multi_thread")]

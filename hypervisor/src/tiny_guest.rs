@@ -672,7 +672,8 @@ pub const TPM_RESPONSE_LENS: [usize; 3] = [12, 20, 36];
 /// `tpm\n` and then the first [`TPM_RESPONSE_LENS`] bytes of each response, raw, on COM1.
 /// Counts its boots in CMOS NVRAM byte 0x40 and reboots (ACPI's reset register) until the
 /// count reaches `boots`, then powers off: each boot starts the TPM anew, which only works
-/// if the machine's reset reset the TPM too.
+/// if the machine's reset reset the TPM too. With `boots` 0 it sleeps instead, until
+/// stopped.
 pub fn tpm_exercise(boots: u8) -> Vec<u8> {
     const CRB: u32 = 0xfed4_0000;
     let mut a = Asm::new();
@@ -700,8 +701,12 @@ pub fn tpm_exercise(boots: u8) -> Vec<u8> {
                 .print_eax_bytes();
         }
     }
-    count_boot(&mut a);
-    reboot_below(&mut a, boots);
+    if boots == 0 {
+        a.halt_forever();
+    } else {
+        count_boot(&mut a);
+        reboot_below(&mut a, boots);
+    }
     elf(a.code())
 }
 

@@ -69,8 +69,7 @@ fn allowed_work(kind: ThreadKind, dir: &std::path::Path) {
             // swtpm's sockets and process were made before; commands go back and forth,
             // then it is waited for and killed.
             use std::io::Read;
-            let (mut ours, mut theirs, mut child) =
-                SWTPM.with(|s| s.borrow_mut().take()).unwrap();
+            let (mut ours, mut theirs, mut child) = SWTPM.with(|s| s.borrow_mut().take()).unwrap();
             ours.write_all(b"command").unwrap();
             let mut got = [0u8; 7];
             theirs.read_exact(&mut got).unwrap();

@@ -6,6 +6,7 @@
 #                                          libraries, static
 #                                          tessera-img, boot-timer, guest-io-bench and vmm-api,
 #                                          and the test guest (tests/guest/build-guest.sh);
+#                                          swtpm (the TPM emulator) with its libraries,
 #                                          Debian's OVMF (UEFI firmware) in /firmware, and
 #                                          /guest/esp.img (tests/nested/build-esp.sh)
 #   $TESSERA_CACHE/nested/l1-qemu.cpio.gz  the same with QEMU, its libraries and firmware
@@ -27,6 +28,10 @@ command -v qemu-system-x86_64 >/dev/null || {
     log "installing qemu-system-x86"
     apt-get install -y --no-install-recommends qemu-system-x86 >/dev/null
 }
+command -v swtpm >/dev/null || {
+    log "installing swtpm"
+    apt-get install -y --no-install-recommends swtpm >/dev/null
+}
 "$repo/tests/guest/build-guest.sh"
 
 target=x86_64-unknown-linux-gnu
@@ -46,7 +51,8 @@ inputs=("$repo/target/release/tessera-vmm" "$repo/target/release/tessera-display
     "$bindir/vmm-api" "$bindir/guest-io-bench" "$CACHE/guest/vmlinuz"
     "$CACHE/guest/initramfs.cpio.gz" "$here/init" "$here/build-l1.sh" "$qemu"
     "$here"/scenarios/*.sh "$CACHE/guest/modules/"* /usr/share/OVMF/OVMF_CODE_4M.fd
-    /usr/share/OVMF/OVMF_VARS_4M.fd "$here/build-esp.sh" "$(command -v efibootmgr || echo /usr/bin/efibootmgr)")
+    /usr/share/OVMF/OVMF_VARS_4M.fd "$here/build-esp.sh" "$(command -v efibootmgr || echo /usr/bin/efibootmgr)"
+    "$(command -v swtpm)")
 stamp=$(stat -L -c '%n %s %Y' "${inputs[@]}" | sha256sum | cut -d' ' -f1)
 if [ -f "$out/l1-qemu.cpio.gz" ] && [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ]; then
     log "up to date: $out/l1.cpio.gz"
@@ -71,6 +77,9 @@ for b in tessera-vmm tessera-display; do
     copy_libs "$stage" "$repo/target/release/$b"
 done
 for b in boot-timer tessera-img vmm-api; do strip -o "$stage/bin/$b" "$bindir/$b"; done
+# swtpm, which tessera-vmm --tpm starts, with its libraries (libtpms, OpenSSL's libcrypto).
+cp "$(command -v swtpm)" "$stage/bin/"
+copy_libs "$stage" "$(command -v swtpm)"
 cp "$CACHE/guest/vmlinuz" "$CACHE/guest/initramfs.cpio.gz" "$stage/guest/"
 "$here/build-esp.sh" "$stage/guest/esp.img"
 # The test guest plus guest-io-bench: Linux unpacks concatenated initramfs archives in order.
