@@ -3,8 +3,10 @@
 //! through ports 0xCF8-0xCFF (with the reset control register at 0xCF9) and through the ECAM
 //! window (the Q35 host bridge and the ICH9 LPC bridge behind them), power-button presses from
 //! the API between them, the fw_cfg device (selector, data, and DMA transfers described in
-//! guest memory), and the firmware's variable store (CFI flash commands and data). Nothing may
-//! panic; only a write of S5 or a reset may end the VM.
+//! guest memory), the firmware's variable store (CFI flash commands and data), and the TPM's
+//! CRB registers and buffer (with the TPM thread's answers, of any size, or failures, and
+//! machine resets, between them). Nothing may panic; only a write of S5 or a reset may end
+//! the VM.
 #![no_main]
 
 use std::sync::mpsc;
@@ -18,6 +20,7 @@ use tessera_vmm::devices::pci::host_bridge::HostBridge;
 use tessera_vmm::devices::pci::lpc::{Lpc, LPC_SLOT};
 use tessera_vmm::devices::pflash::{FlashStore, Pflash};
 use tessera_vmm::devices::pci::{PciEcam, PciRoot};
+use tessera_vmm::devices::tpm::{Crb, Job, SwtpmError, CRB_SIZE};
 use tessera_vmm::exit::{ExitReason, ExitSender};
 
 /// A variable store in memory.
@@ -60,13 +63,30 @@ fuzz_target!(|data: &[u8]| {
     if fw_cfg.add_file("etc/e820", vec![0x5a; 40]).is_err() {
         return;
     }
+    let (jobs_tx, jobs) = mpsc::channel();
+    let mut crb = Crb::new(jobs_tx);
     // Each operation is 8 bytes: [op][len][offset: 2][value: 4].
     for op in data.chunks_exact(8) {
         let len = usize::from(op[1] % 8) + 1;
         let offset = u64::from(u16::from_le_bytes([op[2], op[3]]));
         let value = [op[4], op[5], op[6], op[7], op[4], op[5], op[6], op[7]];
         let mut buf = [0u8; 8];
-        match op[0] % 11 {
+        match op[0] % 15 {
+            11 => crb.write(offset % (CRB_SIZE + 16), &value[..len]),
+            12 => crb.read(offset % (CRB_SIZE + 16), &mut buf[..len]),
+            // The TPM thread answers the oldest command: `offset` bytes of `value`'s first
+            // byte, or (odd first byte) a failure.
+            13 => {
+                if let Ok(Job::Command { generation, .. }) = jobs.try_recv() {
+                    let answer = if op[4] & 1 == 1 {
+                        Err(SwtpmError::Malformed("fuzzed".into()))
+                    } else {
+                        Ok(vec![op[4]; usize::from(u16::from_le_bytes([op[2], op[3]]))])
+                    };
+                    crb.complete(generation, answer);
+                }
+            }
+            14 => crb.reset(),
             0 => pm.write(offset % (u64::from(PM_LEN) + 8), &value[..len]),
             1 => pm.read(offset % (u64::from(PM_LEN) + 8), &mut buf[..len]),
             2 => pm.press_power_button(),
