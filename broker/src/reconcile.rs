@@ -251,8 +251,8 @@ impl Reconciler {
             memory_mib: u64::try_from(pool.spec.memory_mib).unwrap_or(512),
             kernel: v.kernel.clone().map(Into::into),
             firmware: v.firmware.clone().map(Into::into),
-            hyperv: false,
-            tpm: false,
+            hyperv: v.hyperv,
+            tpm: v.tpm,
             initrd: v.initrd.clone().map(Into::into),
             cmdline: v.cmdline.as_ref().map(|c| c.replace("{desktop}", &d.name)),
             disks: vec![VmDisk {

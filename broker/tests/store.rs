@@ -87,6 +87,22 @@ async fn pools_images_and_entitlements() {
             s.set_image_firmware(&p.image_id, 9, "x.fd").await,
             Err(StoreError::NotFound(_))
         ));
+        // A Windows 11 image: Hyper-V and a TPM for its desktops.
+        assert!(!v.hyperv && !v.tpm, "off by default");
+        s.set_image_devices(&p.image_id, 1, true, true)
+            .await
+            .unwrap();
+        let v = s.image_version(&p.image_id, 1).await.unwrap();
+        assert!(v.hyperv && v.tpm);
+        s.set_image_devices(&p.image_id, 1, false, true)
+            .await
+            .unwrap();
+        let v = s.image_version(&p.image_id, 1).await.unwrap();
+        assert!(!v.hyperv && v.tpm);
+        assert!(matches!(
+            s.set_image_devices(&p.image_id, 9, true, true).await,
+            Err(StoreError::NotFound(_))
+        ));
         assert!(matches!(
             s.pool_by_name("nope").await,
             Err(StoreError::NotFound(_))

@@ -122,6 +122,13 @@ enum Cmd {
         /// `hostname={desktop}`, or `name={desktop}` for the demo desktop guest).
         #[arg(long)]
         cmdline: Option<String>,
+        /// Hyper-V enlightenments for its desktops (Windows images).
+        #[arg(long)]
+        hyperv: bool,
+        /// A TPM 2.0 for each desktop (Windows 11 images; the hosts need swtpm), kept by
+        /// its host with the desktop.
+        #[arg(long)]
+        tpm: bool,
     },
     /// Add a desktop pool from a TOML file of its settings (see PoolSpec: name, display_name,
     /// image, image_version, assignment, clone_kind, naming, min/max/spare_desktops,
@@ -211,6 +218,8 @@ async fn run(cli: Cli) -> Result<()> {
             firmware,
             initrd,
             cmdline,
+            hyperv,
+            tpm,
         } => {
             let store = Store::open(&cfg.database_url()).await?;
             let size = std::fs::metadata(&disk)
@@ -236,6 +245,9 @@ async fn run(cli: Cli) -> Result<()> {
                 .await?;
             if let Some(f) = &firmware {
                 store.set_image_firmware(&id, 1, &abs(f)).await?;
+            }
+            if hyperv || tpm {
+                store.set_image_devices(&id, 1, hyperv, tpm).await?;
             }
             println!("image {name} added");
         }

@@ -88,6 +88,10 @@ pub struct ImageVersion {
     pub cmdline: Option<String>,
     /// UEFI firmware that boots the disk instead of a kernel.
     pub firmware: Option<String>,
+    /// Hyper-V enlightenments (Windows).
+    pub hyperv: bool,
+    /// A TPM 2.0 for each desktop (Windows 11).
+    pub tpm: bool,
 }
 
 /// A stored pool.
@@ -252,14 +256,40 @@ impl Store {
         Ok(())
     }
 
-    /// The files of an image version: (disk, kernel, initrd, cmdline, firmware).
+    /// Gives the desktops of version `version` of image `image_id` Hyper-V enlightenments
+    /// and a TPM 2.0, or takes them away (what a Windows image needs).
+    pub async fn set_image_devices(
+        &self,
+        image_id: &str,
+        version: i64,
+        hyperv: bool,
+        tpm: bool,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(&self.sql(
+            "UPDATE image_versions SET hyperv = $1, tpm = $2 WHERE image_id = $3 AND version = $4",
+        ))
+        .bind(i64::from(hyperv))
+        .bind(i64::from(tpm))
+        .bind(image_id)
+        .bind(version)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "image {image_id} version {version}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The files and devices of an image version.
     pub async fn image_version(
         &self,
         image_id: &str,
         version: i64,
     ) -> Result<ImageVersion, StoreError> {
         let r = sqlx::query(&self.sql(
-            "SELECT disk, kernel, initrd, cmdline, firmware FROM image_versions \
+            "SELECT disk, kernel, initrd, cmdline, firmware, hyperv, tpm FROM image_versions \
              WHERE image_id = $1 AND version = $2",
         ))
         .bind(image_id)
@@ -273,6 +303,8 @@ impl Store {
             initrd: r.try_get(2)?,
             cmdline: r.try_get(3)?,
             firmware: r.try_get(4)?,
+            hyperv: r.try_get::<i64, _>(5)? == 1,
+            tpm: r.try_get::<i64, _>(6)? == 1,
         })
     }
 
