@@ -3,10 +3,17 @@
 # on COM1, sets a non-volatile variable, and shuts the machine down through the firmware's
 # ResetSystem (ACPI S5: the VMM exits 0). A second boot with the same variable store reads
 # the variable back: the store is the desktop's own file, kept across boots.
+# With NEST_ARGS=UEFI_TPM=1, the VM has a TPM 2.0 and the firmware's commands to it are counted.
 # By hand (tests/nested/run.sh uefi), not in CI: L0's QEMU aborts now and then on UEFI guests
 # (tests/nested/l0-qemu.sh).
 echo "NEST: scenario uefi: OVMF to the UEFI shell, a variable kept across boots"
 VARS=/tmp/uefi-vars.fd
+# UEFI_TPM=1 (NEST_ARGS): with a TPM, whose commands from the firmware the VMM logs.
+tpm="--log info"
+if [ "${UEFI_TPM:-}" = 1 ]; then
+    rm -rf /tmp/uefi-tpm
+    tpm="--tpm state=/tmp/uefi-tpm --log info,tessera_vmm::devices::tpm=debug"
+fi
 GUID=5c7d1f52-0e2b-4d6a-9b43-7e1a2f3c4d5e
 cp /firmware/OVMF_VARS_4M.fd "$VARS"
 ms() { awk '{printf "%d", $1 * 1000}' /proc/uptime; }
@@ -19,7 +26,7 @@ uefi_boot() {
     mkfifo /tmp/uefi.in
     start=$(ms)
     tessera-vmm --firmware /firmware/OVMF_CODE_4M.fd --firmware-vars "$VARS" \
-        --memory 512M --vcpus 2 --log info < /tmp/uefi.in > "$out" 2> "$out.err" &
+        --memory 512M --vcpus 2 $tpm < /tmp/uefi.in > "$out" 2> "$out.err" &
     vmm=$!
     exec 3> /tmp/uefi.in
     i=0
@@ -50,6 +57,10 @@ uefi_boot() {
     rc=$?
     exec 3>&-
     echo "NEST: uefi vmm rc=$rc"
+    if [ -n "${UEFI_TPM:-}" ]; then
+        echo "NEST: uefi tpm commands $(grep -c 'TPM command' "$out.err"):" \
+            "$(sed -n 's/.*command="\{0,1\}\(0x[0-9a-f]*\).*response="\{0,1\}\([0-9a-fx]*\).*/\1:\2/p' "$out.err" | sort | uniq -c | tr -s ' \n' ' ')"
+    fi
     grep -E 'ERROR|WARN' "$out.err" | head -5 | sed 's/^/NEST: vmm: /'
     return $rc
 }

@@ -78,12 +78,30 @@ pub fn start(
     ))
 }
 
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
 /// The TPM thread: each job in turn, until told to stop.
 fn serve(mut tpm: Swtpm, jobs: &Receiver<Job>, device: &Mutex<Crb>) {
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Command { generation, bytes } => {
                 let response = tpm.execute(&bytes, BUFFER_SIZE);
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    // Command and response codes only: the parameters may be secrets.
+                    let code = |b: &[u8]| b.get(6..10).map(|c| format!("{:#x}", be32(c)));
+                    tracing::debug!(
+                        command = code(&bytes).as_deref().unwrap_or("?"),
+                        response = response
+                            .as_ref()
+                            .ok()
+                            .and_then(|r| code(r))
+                            .as_deref()
+                            .unwrap_or("failed"),
+                        "TPM command"
+                    );
+                }
                 lock(device).complete(generation, response);
             }
             Job::Reset => {
