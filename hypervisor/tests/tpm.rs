@@ -221,3 +221,70 @@ fn a_guest_drives_the_crb_with_swtpm_behind_it_across_resets_and_runs() {
     assert!(err.contains("/nonexistent/swtpm"), "{err}");
     let _ = std::fs::remove_dir_all(&dir.0);
 }
+
+/// Drives `crb` as a driver does: locality, ready, the command, START, then polls START
+/// (10 s at most) and returns the response's header.
+fn crb_command(crb: &std::sync::Mutex<tessera_vmm::devices::tpm::Crb>, cmd: &[u8]) -> [u8; 10] {
+    use tessera_vmm::devices::bus::BusDevice;
+    let w = |off: u64, v: u32| crb.lock().unwrap().write(off, &v.to_le_bytes());
+    w(0x08, 1);
+    w(0x40, 1);
+    crb.lock().unwrap().write(0x80, cmd);
+    w(0x4c, 1);
+    let t0 = std::time::Instant::now();
+    loop {
+        let mut start = [0u8; 4];
+        crb.lock().unwrap().read(0x4c, &mut start);
+        if start == [0; 4] {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "START never cleared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut header = [0u8; 10];
+    crb.lock().unwrap().read(0x80, &mut header);
+    header
+}
+
+#[test]
+fn a_swtpm_reached_by_socket_serves_the_device_and_its_death_fails_commands_not_the_vmm() {
+    if !swtpm_or_skip("swtpm by socket") {
+        return;
+    }
+    use tessera_vmm::config::TpmBackend;
+    use tessera_vmm::sandbox::Sandbox;
+    let dir = Scratch::new("tpm-socket");
+    let sock = dir.0.join("ctrl.sock");
+    let mut swtpm = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--tpmstate"])
+        .arg(format!("dir={}", dir.0.display()))
+        .arg("--ctrl")
+        .arg(format!("type=unixio,path={}", sock.display()))
+        .spawn()
+        .unwrap();
+    wait_for("swtpm's socket", Duration::from_secs(10), || sock.exists());
+    let (crb, mut thread) =
+        tessera_vmm::devices::tpm::start(&TpmBackend::Socket(sock.clone()), &Sandbox::off())
+            .unwrap();
+    assert_eq!(rc(&crb_command(&crb, &STARTUP_CLEAR)), 0);
+    assert_eq!(rc(&crb_command(&crb, &GET_RANDOM_16)), 0);
+    // swtpm dies: the next command fails (TPM_RC_FAILURE) and the CRB reports a fatal
+    // error; the device keeps answering.
+    swtpm.kill().unwrap();
+    swtpm.wait().unwrap();
+    assert_eq!(rc(&crb_command(&crb, &GET_RANDOM_16)), 0x101);
+    let mut sts = [0u8; 4];
+    {
+        use tessera_vmm::devices::bus::BusDevice;
+        crb.lock().unwrap().read(0x44, &mut sts);
+    }
+    assert_eq!(sts[0] & 1, 1, "the CRB's fatal error bit");
+    assert_eq!(rc(&crb_command(&crb, &READ_CLOCK)), 0x101);
+    let t0 = std::time::Instant::now();
+    thread.stop();
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let _ = std::fs::remove_dir_all(&dir.0);
+}

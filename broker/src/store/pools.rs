@@ -248,12 +248,7 @@ impl Store {
         .bind(version)
         .execute(self.pool())
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!(
-                "image {image_id} version {version}"
-            )));
-        }
-        Ok(())
+        version_found(done.rows_affected(), image_id, version)
     }
 
     /// Gives the desktops of version `version` of image `image_id` Hyper-V enlightenments
@@ -274,12 +269,7 @@ impl Store {
         .bind(version)
         .execute(self.pool())
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!(
-                "image {image_id} version {version}"
-            )));
-        }
-        Ok(())
+        version_found(done.rows_affected(), image_id, version)
     }
 
     /// The files and devices of an image version.
@@ -492,6 +482,17 @@ impl Store {
         };
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
+}
+
+/// An update of image version `version` of `image_id` that touched `rows` rows: none means
+/// there is no such version.
+fn version_found(rows: u64, image_id: &str, version: i64) -> Result<(), StoreError> {
+    if rows == 0 {
+        return Err(StoreError::NotFound(format!(
+            "image {image_id} version {version}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

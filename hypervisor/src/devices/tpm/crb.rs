@@ -9,7 +9,7 @@
 //! offered (the ACPI TPM2 table says "polled"), nor localities 1 to 4, nor idle bypass.
 
 use std::sync::mpsc::Sender;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::swtpm::{SwtpmError, HEADER_LEN};
 use crate::devices::bus::BusDevice;
@@ -147,8 +147,8 @@ impl Crb {
             LOC_CTRL if value & LOC_CTRL_RELINQUISH != 0 => self.assigned = false,
             CTRL_REQ if value & REQ_CMD_READY != 0 => self.idle = false,
             CTRL_REQ if value & REQ_GO_IDLE != 0 => self.idle = true,
-            // Not passed on: swtpm's cancel needs its control channel, which the TPM thread
-            // is blocked on while the command runs; the command completes normally.
+            // Not passed on: swtpm's cancel goes over its control channel, which belongs to
+            // the TPM thread, busy with the command itself; the command completes normally.
             CTRL_CANCEL if value & 1 != 0 => tracing::debug!("TPM: cancel requested, ignored"),
             CTRL_START if value & 1 != 0 && !self.started => self.start(),
             INT_ENABLE => self.int_enable = value,
@@ -219,7 +219,7 @@ impl Crb {
     }
 
     fn note_ignored(&mut self, what: &str) {
-        if let Verdict::Log { suppressed } = self.ignored.check(std::time::Instant::now()) {
+        if let Verdict::Log { suppressed } = self.ignored.check(Instant::now()) {
             tracing::debug!(what, suppressed, "TPM: guest access ignored");
         }
     }

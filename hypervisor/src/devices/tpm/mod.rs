@@ -6,6 +6,8 @@
 pub mod crb;
 pub mod swtpm;
 
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -31,6 +33,9 @@ pub enum TpmError {
 /// The running TPM thread.
 pub struct TpmThread {
     jobs: Sender<Job>,
+    /// The data channel, cut at the end so that a command swtpm is still on does not hold
+    /// the VMM's exit for its timeout.
+    data: UnixStream,
     handle: Option<JoinHandle<Option<()>>>,
 }
 
@@ -39,6 +44,7 @@ impl TpmThread {
     /// thread.
     pub fn stop(&mut self) {
         if let Some(handle) = self.handle.take() {
+            let _ = self.data.shutdown(Shutdown::Both);
             let _ = self.jobs.send(Job::Stop);
             let _ = handle.join();
         }
@@ -62,6 +68,7 @@ pub fn start(
         TpmBackend::Spawn { swtpm, state_dir } => Swtpm::spawn(swtpm, state_dir, buffer)?,
         TpmBackend::Socket(socket) => Swtpm::connect(socket, buffer)?,
     };
+    let data = tpm.data_handle()?;
     let (tx, rx) = channel();
     let device = Arc::new(Mutex::new(Crb::new(tx.clone())));
     let served = device.clone();
@@ -73,6 +80,7 @@ pub fn start(
         device,
         TpmThread {
             jobs: tx,
+            data,
             handle: Some(handle),
         },
     ))

@@ -197,6 +197,12 @@ impl Swtpm {
         Ok(response)
     }
 
+    /// A second handle on the data channel, through which another thread can cut it (a
+    /// command in flight then fails at once instead of at its timeout).
+    pub fn data_handle(&self) -> Result<UnixStream> {
+        self.data.try_clone().map_err(|e| SwtpmError::Io("data", e))
+    }
+
     /// Closes both channels, which ends a swtpm started with `--terminate`, and waits for a
     /// child to end (its state saved), killing it after a few seconds.
     pub fn close(self) {
