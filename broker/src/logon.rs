@@ -594,10 +594,10 @@ impl Logon {
         };
         lap("assign", &mut t);
         let agent = self.agent_of(&desktop).await?;
-        let vm = match agent.vm(&desktop.name).await? {
-            Some(v) if v.state == "running" => v,
-            _ => agent.start(&desktop.name).await?,
-        };
+        // Start, even when it runs: the agent answers at once for a running VM, and a VM the
+        // power policy is shutting down is booted again once it is down, instead of handed
+        // over while it goes.
+        let vm = agent.start(&desktop.name).await?;
         lap("power", &mut t);
         let opened = self
             .store

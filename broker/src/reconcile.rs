@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tessera_agent::vms::{StopRequest, VmDisk, VmSpec};
 
-use crate::agent_client::{AgentClient, AgentError};
+use crate::agent_client::{AgentClient, AgentError, GUEST_SHUTDOWN_SECS};
 use crate::store::desktops::{Desktop, DesktopState};
 use crate::store::events::Event;
 use crate::store::pools::{ImageVersion, Pool, PowerPolicy};
@@ -189,19 +189,70 @@ impl Reconciler {
                 excess -= 1;
             }
         }
-        // 3. Power: always-on pools start their ready desktops.
-        if s.power_policy == PowerPolicy::AlwaysOn {
-            for d in self.store.desktops_of(&pool.id).await? {
-                if d.state == DesktopState::Ready {
-                    if let Some(h) = d.host_id.clone() {
-                        self.agent(&h).await?.start(&d.name).await?;
-                        self.store.transition(&d, DesktopState::Running).await?;
-                        r.powered += 1;
-                    }
-                }
-            }
-        }
+        // 3. Power.
+        self.power(pool, &mut r).await?;
         Ok(r)
+    }
+
+    /// Powers the pool's free desktops by its policy: always-on keeps every one on,
+    /// off-when-idle keeps `spare_desktops` on (warm for the next logons), off-after-logoff
+    /// none. Those over the number are shut down through the guest (the ACPI power button,
+    /// powered off after `GUEST_SHUTDOWN_SECS` if the guest does not go); each shutdown is an
+    /// event saying how the VM stopped. A desktop becomes ready before its VM is stopped: a
+    /// logon may take it meanwhile, and its start then waits for the stop (the agent's power
+    /// lock) and boots the VM again.
+    async fn power(&mut self, pool: &Pool, r: &mut PassReport) -> Result<(), ReconcileError> {
+        let on = match pool.spec.power_policy {
+            PowerPolicy::AlwaysOn => usize::MAX,
+            PowerPolicy::OffWhenIdle => usize::try_from(pool.spec.spare_desktops).unwrap_or(0),
+            PowerPolicy::OffAfterLogoff => 0,
+        };
+        let desktops = self.store.desktops_of(&pool.id).await?;
+        let free = |state| {
+            desktops
+                .iter()
+                .filter(move |d| d.assigned_user.is_none() && d.state == state)
+        };
+        let running: Vec<&Desktop> = free(DesktopState::Running).collect();
+        for d in free(DesktopState::Ready).take(on.saturating_sub(running.len())) {
+            let Some(h) = d.host_id.clone() else { continue };
+            self.agent(&h).await?.start(&d.name).await?;
+            self.store.transition(d, DesktopState::Running).await?;
+            r.powered += 1;
+        }
+        for d in running.into_iter().skip(on) {
+            let Some(h) = d.host_id.clone() else { continue };
+            // Taken by a logon since the listing: it stays on.
+            let d = match self.store.transition(d, DesktopState::Ready).await {
+                Ok(d) => d,
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let how = StopRequest {
+                force: false,
+                timeout_secs: Some(GUEST_SHUTDOWN_SECS),
+            };
+            let outcome = match self.agent(&h).await?.stop(&d.name, &how).await {
+                Ok(stopped) => {
+                    r.powered += 1;
+                    format!("ok ({})", stopped.describe())
+                }
+                Err(e) => {
+                    r.failures += 1;
+                    tracing::warn!(desktop = %d.name, error = %e, "power-off failed; the next logon's start finds it running");
+                    e.to_string()
+                }
+            };
+            self.store
+                .record(&Event::new(
+                    "reconciler",
+                    "power-off",
+                    &d.name,
+                    &format!("{outcome}; policy {}", pool.spec.power_policy.as_str()),
+                ))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn record_failure(

@@ -3,14 +3,15 @@
 //! pool is provisioned to its minimum and spare, grows as users take desktops, stops at its
 //! maximum, and a desktop released with refresh-on-logoff comes back on a fresh overlay; a
 //! local user logs on, gets a running desktop and a one-time ticket, reconnects to the same
-//! desktop, and logs off; users list, restart and log off their desktops.
+//! desktop, and logs off; users list, restart and log off their desktops; power policies keep
+//! spares on and shut the other free desktops down through the guest.
 
 mod common;
 
 use common::*;
 use tessera_broker::logon::{Logon, LogonError, LogonOutcome};
 use tessera_broker::store::desktops::{AssignOutcome, DesktopState};
-use tessera_broker::store::pools::Principal;
+use tessera_broker::store::pools::{PowerPolicy, Principal};
 use tessera_broker::store::sessions::EndReason;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -123,6 +124,133 @@ async fn failures_are_recorded_and_retried() {
         r.store.desktop(&d.id).await.unwrap().state,
         DesktopState::Running
     );
+}
+
+/// How many of `pool`'s desktops are in each state, and how many VMs run.
+async fn power_states(r: &Rig, pool: &str) -> (usize, usize, usize) {
+    let desktops = r.store.desktops_of(pool).await.unwrap();
+    let count = |s| desktops.iter().filter(|d| d.state == s).count();
+    let mut on = 0;
+    for d in &desktops {
+        if r.agent.vm(&d.name).await.unwrap().unwrap().state == "running" {
+            on += 1;
+        }
+    }
+    (count(DesktopState::Ready), count(DesktopState::Running), on)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn off_when_idle_keeps_a_spare_on_and_shuts_free_desktops_down_through_the_guest() {
+    if !kvm() {
+        return;
+    }
+    let mut r = rig("power").await;
+    // The image's guest listens for the ACPI power button and shuts down when it is pressed.
+    std::fs::write(
+        r.dir.join("library/tiny.elf"),
+        tessera_vmm::tiny_guest::acpi_power_button(true),
+    )
+    .unwrap();
+    let mut s = spec();
+    s.power_policy = PowerPolicy::OffWhenIdle;
+    s.refresh_on_logoff = false;
+    s.min_desktops = 2;
+    s.spare_desktops = 1;
+    let pool = r.store.create_pool(&s).await.unwrap();
+    r.store
+        .create_local_account("demo", "Demo", "Demo!Passw0rd", false)
+        .await
+        .unwrap();
+    r.store
+        .entitle(
+            &pool.id,
+            &Principal::Local {
+                name: "demo".into(),
+            },
+        )
+        .await
+        .unwrap();
+    // Two desktops made off; the spare is started.
+    r.reconciler.pass().await.unwrap();
+    assert_eq!(power_states(&r, &pool.id).await, (1, 1, 1));
+    // A logon takes the running spare; the next pass starts the other as the new spare.
+    let logon = Logon::new(r.store.clone(), None, r.http.clone());
+    let LogonOutcome::Granted(g) = logon
+        .logon("demo", "Demo!Passw0rd", None, "test")
+        .await
+        .unwrap()
+    else {
+        panic!("expected a desktop")
+    };
+    r.reconciler.pass().await.unwrap();
+    assert_eq!(power_states(&r, &pool.id).await, (0, 1, 2));
+    // Logoff: two free desktops run, one is shut down, by its guest.
+    logon
+        .logoff(&g.session_id, EndReason::Logoff)
+        .await
+        .unwrap();
+    let report = r.reconciler.pass().await.unwrap();
+    assert_eq!((report.powered, report.failures), (1, 0), "{report:?}");
+    assert_eq!(power_states(&r, &pool.id).await, (1, 1, 1));
+    let events = r.store.events(Some("power-off"), 10).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events[0].outcome,
+        "ok (the guest shut down after the power button); policy off-when-idle"
+    );
+    // The next logon gets the running spare.
+    let LogonOutcome::Granted(g) = logon
+        .logon("demo", "Demo!Passw0rd", None, "test")
+        .await
+        .unwrap()
+    else {
+        panic!("expected a desktop")
+    };
+    assert_eq!(
+        r.agent.vm(&g.desktop).await.unwrap().unwrap().state,
+        "running"
+    );
+    logon
+        .logoff(&g.session_id, EndReason::Logoff)
+        .await
+        .unwrap();
+
+    // Off after logoff: no spare, and a desktop goes off once its user has logged off.
+    let mut s = spec();
+    s.name = "acc".into();
+    s.naming = "acc-{n:03}".into();
+    s.power_policy = PowerPolicy::OffAfterLogoff;
+    s.refresh_on_logoff = false;
+    s.min_desktops = 1;
+    s.spare_desktops = 0;
+    let acc = r.store.create_pool(&s).await.unwrap();
+    r.store
+        .entitle(
+            &acc.id,
+            &Principal::Local {
+                name: "demo".into(),
+            },
+        )
+        .await
+        .unwrap();
+    r.reconciler.pass().await.unwrap();
+    assert_eq!(power_states(&r, &acc.id).await, (1, 0, 0));
+    let LogonOutcome::Granted(g) = logon
+        .logon("demo", "Demo!Passw0rd", Some("acc"), "test")
+        .await
+        .unwrap()
+    else {
+        panic!("expected a desktop")
+    };
+    assert_eq!(power_states(&r, &acc.id).await, (0, 0, 1), "assigned, on");
+    logon
+        .logoff(&g.session_id, EndReason::Logoff)
+        .await
+        .unwrap();
+    r.reconciler.pass().await.unwrap();
+    assert_eq!(power_states(&r, &acc.id).await, (1, 0, 0));
+    // The first pool kept its spare on meanwhile.
+    assert_eq!(power_states(&r, &pool.id).await, (1, 1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -13,6 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::Method;
@@ -213,6 +214,10 @@ pub struct Supervisor {
     /// Display ports handed out in this agent's lifetime, by VM: a port is taken from the
     /// moment it is chosen, not only once its VMM is up (starts run concurrently).
     ports: std::sync::Mutex<BTreeMap<String, u16>>,
+    /// Each VM's power lock: a start, stop or deletion waits for the one under way, so that
+    /// a start asked for during a guest's shutdown boots the VM again once it is down,
+    /// instead of answering "running" for a VM about to go.
+    power: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 const API_TIMEOUT: Duration = Duration::from_secs(5);
@@ -251,6 +256,7 @@ impl Supervisor {
             cfg,
             specs: Mutex::new(specs),
             ports: std::sync::Mutex::new(BTreeMap::new()),
+            power: std::sync::Mutex::new(BTreeMap::new()),
         };
         // VMs still running from before a restart keep their display ports.
         let ports: BTreeMap<String, u16> = names
@@ -263,6 +269,18 @@ impl Supervisor {
             .collect();
         *sup.ports.lock().unwrap_or_else(|p| p.into_inner()) = ports;
         Ok(sup)
+    }
+
+    /// Waits for and takes `name`'s power lock.
+    async fn power_lock(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .power
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 
     fn dir(&self, name: &str) -> PathBuf {
@@ -452,6 +470,7 @@ impl Supervisor {
     /// Starts the VM's VMM and waits until its control API answers.
     pub async fn start(&self, name: &str) -> Result<VmStatus, VmError> {
         let spec = self.spec(name).await?;
+        let _power = self.power_lock(name).await;
         if self.live_pid(name).is_some() {
             return self.status(name).await;
         }
@@ -531,6 +550,7 @@ impl Supervisor {
     /// if the VM still runs, a power-off ([`Supervisor::power_off`]). Returns which happened.
     pub async fn stop(&self, name: &str, how: &StopRequest) -> Result<StopOutcome, VmError> {
         self.spec(name).await?;
+        let _power = self.power_lock(name).await;
         let Some(pid) = self.live_pid(name) else {
             return Ok(StopOutcome::NotRunning);
         };
@@ -612,6 +632,7 @@ impl Supervisor {
 
     /// Removes a stopped VM's definition (its disks stay: the broker deletes those).
     pub async fn delete(&self, name: &str) -> Result<(), VmError> {
+        let _power = self.power_lock(name).await;
         let mut specs = self.specs.lock().await;
         if !specs.contains_key(name) {
             return Err(VmError::NotFound(name.to_string()));
@@ -623,6 +644,10 @@ impl Supervisor {
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
         specs.remove(name);
         self.release_display(name);
+        self.power
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         Ok(())
     }
 

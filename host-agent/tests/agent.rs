@@ -733,6 +733,37 @@ async fn a_stop_asks_the_guest_first_and_powers_off_whoever_does_not_answer() {
     assert_eq!(s["state"], "stopped", "{s}");
     assert!(took >= Duration::from_secs(1), "{took:?}");
 
+    // A start asked for while the guest is being shut down waits for the stop, then boots
+    // the VM again (it does not answer "running" for a VM about to go).
+    run_tiny(&r, &url, "ignore", "ignore.elf", Some("button armed")).await;
+    let first = std::fs::read_to_string(r.cfg.state_dir.join("vms/ignore/pid")).unwrap();
+    let stopping = stop(&r, &url, "ignore", Some(json!({"timeout_secs": 2})));
+    let starting = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t = std::time::Instant::now();
+        let v: Value = r
+            .client
+            .post(format!("{url}/api/v1/vms/ignore/start"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (v, t.elapsed())
+    };
+    let ((s, _), (started, waited)) = tokio::join!(stopping, starting);
+    assert_eq!(s["outcome"], "guest_timed_out", "{s}");
+    assert_eq!(started["state"], "running", "{started}");
+    assert!(
+        waited >= Duration::from_secs(1),
+        "the start did not wait: {waited:?}"
+    );
+    let second = std::fs::read_to_string(r.cfg.state_dir.join("vms/ignore/pid")).unwrap();
+    assert_ne!(first, second, "the same VMM");
+    let (s, _) = stop(&r, &url, "ignore", Some(json!({"force": true}))).await;
+    assert_eq!(s["outcome"], "forced", "{s}");
+
     // One that never enabled the button: powered off at once, without waiting.
     run_tiny(&r, &url, "idle", "idle.elf", None).await;
     let (s, took) = stop(&r, &url, "idle", None).await;

@@ -3,7 +3,8 @@
 # on COM1, sets a non-volatile variable, and shuts the machine down through the firmware's
 # ResetSystem (ACPI S5: the VMM exits 0). A second boot with the same variable store reads
 # the variable back: the store is the desktop's own file, kept across boots.
-# With NEST_ARGS=UEFI_TPM=1, the VM has a TPM 2.0 and the firmware's commands to it are counted.
+# With NEST_ARGS=UEFI_TPM=1, the VM has a TPM 2.0 and the firmware's commands to it are counted;
+# with UEFI_DISPLAY=1, a screen, whose mode and picture at the shell prompt are printed.
 # By hand (tests/nested/run.sh uefi), not in CI: L0's QEMU aborts now and then on UEFI guests
 # (tests/nested/l0-qemu.sh).
 echo "NEST: scenario uefi: OVMF to the UEFI shell, a variable kept across boots"
@@ -13,6 +14,11 @@ tpm="--log info"
 if [ "${UEFI_TPM:-}" = 1 ]; then
     rm -rf /tmp/uefi-tpm
     tpm="--tpm state=/tmp/uefi-tpm --log info,tessera_vmm::devices::tpm=debug"
+fi
+# UEFI_DISPLAY=1: with the bochs display, whose mode (set by OVMF's QemuVideoDxe) and picture
+# at the shell prompt are printed (the PNG in base64 between NEST-SCREENSHOT markers).
+if [ "${UEFI_DISPLAY:-}" = 1 ]; then
+    tpm="$tpm --display spice-port=5930 --api-socket /tmp/uefi.sock"
 fi
 GUID=5c7d1f52-0e2b-4d6a-9b43-7e1a2f3c4d5e
 cp /firmware/OVMF_VARS_4M.fd "$VARS"
@@ -43,6 +49,12 @@ uefi_boot() {
         sleep 0.2
     done
     echo "NEST: uefi shell prompt after $(($(ms) - start)) ms"
+    if [ "${UEFI_DISPLAY:-}" = 1 ]; then
+        sleep 1
+        echo "NEST: uefi display $(vmm-api GET /tmp/uefi.sock /display)"
+        vmm-api GET /tmp/uefi.sock /display/screenshot > /tmp/uefi-shot.png &&
+            { echo "NEST-SCREENSHOT-BEGIN"; base64 /tmp/uefi-shot.png; echo "NEST-SCREENSHOT-END"; }
+    fi
     # The shell reads a line at a time from the serial terminal.
     printf '%s\r' "$cmds" >&3
     sleep 1
