@@ -97,7 +97,7 @@ impl Swtpm {
         let mut state = std::ffi::OsString::from("dir=");
         state.push(state_dir.as_os_str());
         state.push(",mode=0600");
-        let child = Command::new(program)
+        let mut child = Command::new(program)
             .args(["socket", "--tpm2", "--terminate", "--tpmstate"])
             .arg(state)
             .arg("--ctrl")
@@ -107,9 +107,18 @@ impl Swtpm {
             .spawn()
             .map_err(|e| SwtpmError::Spawn(program.to_path_buf(), e))?;
         drop(theirs);
-        let mut tpm = Self::attach(ctrl, Some(child))?;
-        tpm.prepare(buffer_size)?;
-        Ok(tpm)
+        match Self::attach(ctrl).and_then(|mut tpm| tpm.prepare(buffer_size).map(|()| tpm)) {
+            Ok(mut tpm) => {
+                tpm.child = Some(child);
+                Ok(tpm)
+            }
+            // A swtpm that cannot serve (its state held by another, say) is not left behind.
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
     }
 
     /// Connects to the control socket of a swtpm started by someone else (`swtpm socket
@@ -117,20 +126,24 @@ impl Swtpm {
     pub fn connect(socket: &Path, buffer_size: u32) -> Result<Self> {
         let ctrl =
             UnixStream::connect(socket).map_err(|e| SwtpmError::Connect(socket.into(), e))?;
-        let mut tpm = Self::attach(ctrl, None)?;
+        let mut tpm = Self::attach(ctrl)?;
         tpm.prepare(buffer_size)?;
         Ok(tpm)
     }
 
     /// Hands swtpm its data channel.
-    fn attach(ctrl: UnixStream, child: Option<Child>) -> Result<Self> {
+    fn attach(ctrl: UnixStream) -> Result<Self> {
         let ctrl_err = |e| SwtpmError::Io("control", e);
         ctrl.set_read_timeout(Some(CONTROL_TIMEOUT))
             .map_err(ctrl_err)?;
         let (data, theirs) = UnixStream::pair().map_err(|e| SwtpmError::Io("data", e))?;
         data.set_read_timeout(Some(COMMAND_TIMEOUT))
             .map_err(|e| SwtpmError::Io("data", e))?;
-        let mut tpm = Self { ctrl, data, child };
+        let mut tpm = Self {
+            ctrl,
+            data,
+            child: None,
+        };
         tpm.ctrl
             .send_with_fd(&CMD_SET_DATAFD.to_be_bytes()[..], theirs.as_raw_fd())
             .map_err(|e| ctrl_err(std::io::Error::from_raw_os_error(e.errno())))?;
