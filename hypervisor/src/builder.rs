@@ -37,7 +37,7 @@ use crate::devices::pci::msix::{Msix, MsixVector};
 use crate::devices::pci::root::PciError;
 use crate::devices::pci::{PciEcam, PciMmioWindow, PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
 use crate::devices::pflash::{CodeFlash, Pflash};
-use crate::devices::tpm::{self, TpmError, TpmThread, CRB_BASE, CRB_SIZE};
+use crate::devices::tpm::{self, TpmError, TpmStartup, TpmThread, CRB_BASE, CRB_SIZE};
 use crate::devices::virtio::block::request::BlockBackend;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::input::{Tablet, TabletError, TabletHandle};
@@ -652,7 +652,12 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
     // the VM's start, with swtpm's reason.
     let tpm = match &tpm_backend {
         Some(backend) => {
-            let (crb, thread) = tpm::start(backend, &sandbox)?;
+            // A kernel booted directly finds the TPM started, as firmware leaves it.
+            let startup = match boot {
+                Boot::Linux(_) => TpmStartup::Vmm,
+                Boot::Firmware => TpmStartup::Firmware,
+            };
+            let (crb, thread) = tpm::start(backend, startup, &sandbox)?;
             mmio.insert(crb, CRB_BASE, CRB_SIZE)?;
             Some(thread)
         }

@@ -671,9 +671,9 @@ pub const TPM_RESPONSE_LENS: [usize; 3] = [12, 20, 36];
 /// [`TPM_COMMANDS`] (written into the buffer, START set, START polled until clear) and prints
 /// `tpm\n` and then the first [`TPM_RESPONSE_LENS`] bytes of each response, raw, on COM1.
 /// Counts its boots in CMOS NVRAM byte 0x40 and reboots (ACPI's reset register) until the
-/// count reaches `boots`, then powers off: each boot starts the TPM anew, which only works
-/// if the machine's reset reset the TPM too. With `boots` 0 it sleeps instead, until
-/// stopped.
+/// count reaches `boots`, then powers off: the reset count ReadClock returns at each boot
+/// shows whether the machine's reset reset the TPM too. With `boots` 0 it sleeps instead,
+/// until stopped.
 pub fn tpm_exercise(boots: u8) -> Vec<u8> {
     const CRB: u32 = 0xfed4_0000;
     let mut a = Asm::new();

@@ -57,23 +57,36 @@ impl Drop for TpmThread {
     }
 }
 
+/// Who starts the TPM (TPM2_Startup) after power-on and each reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TpmStartup {
+    /// The guest's firmware (OVMF), as on a PC.
+    Firmware,
+    /// The VMM, which plays the firmware's part for a kernel it boots directly.
+    Vmm,
+}
+
 /// Starts or reaches swtpm as `backend` says, and returns the CRB device with the thread that
 /// serves it.
 pub fn start(
     backend: &TpmBackend,
+    startup: TpmStartup,
     sandbox: &Sandbox,
 ) -> Result<(Arc<Mutex<Crb>>, TpmThread), TpmError> {
     let buffer = BUFFER_SIZE as u32;
-    let tpm = match backend {
+    let mut tpm = match backend {
         TpmBackend::Spawn { swtpm, state_dir } => Swtpm::spawn(swtpm, state_dir, buffer)?,
         TpmBackend::Socket(socket) => Swtpm::connect(socket, buffer)?,
     };
+    if startup == TpmStartup::Vmm {
+        tpm.startup()?;
+    }
     let data = tpm.data_handle()?;
     let (tx, rx) = channel();
     let device = Arc::new(Mutex::new(Crb::new(tx.clone())));
     let served = device.clone();
     let handle = sandbox.spawn(ThreadKind::Tpm, "tpm".into(), move || {
-        serve(tpm, &rx, &served)
+        serve(tpm, startup, &rx, &served)
     })?;
     tracing::info!(%backend, "TPM 2.0 (CRB) attached");
     Ok((
@@ -91,7 +104,7 @@ fn be32(b: &[u8]) -> u32 {
 }
 
 /// The TPM thread: each job in turn, until told to stop.
-fn serve(mut tpm: Swtpm, jobs: &Receiver<Job>, device: &Mutex<Crb>) {
+fn serve(mut tpm: Swtpm, startup: TpmStartup, jobs: &Receiver<Job>, device: &Mutex<Crb>) {
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Command { generation, bytes } => {
@@ -113,7 +126,11 @@ fn serve(mut tpm: Swtpm, jobs: &Receiver<Job>, device: &Mutex<Crb>) {
                 lock(device).complete(generation, response);
             }
             Job::Reset => {
-                if let Err(e) = tpm.init() {
+                let reset = tpm.init().and_then(|()| match startup {
+                    TpmStartup::Vmm => tpm.startup(),
+                    TpmStartup::Firmware => Ok(()),
+                });
+                if let Err(e) = reset {
                     lock(device).fail(&e.to_string());
                 }
             }

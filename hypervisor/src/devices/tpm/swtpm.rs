@@ -189,6 +189,13 @@ impl Swtpm {
         self.result("CMD_INIT")
     }
 
+    /// Starts the TPM as a PC's firmware does before the OS runs: TPM2_Startup(CLEAR).
+    pub fn startup(&mut self) -> Result<()> {
+        const STARTUP_CLEAR: [u8; 12] = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x44, 0, 0];
+        let response = self.execute(&STARTUP_CLEAR, HEADER_LEN)?;
+        check("TPM2_Startup", be32(&response[6..10]))
+    }
+
     /// Runs one TPM command (its length as the caller found it, at most the buffer size) and
     /// returns the TPM's response, whose header's size is checked against `max`.
     pub fn execute(&mut self, command: &[u8], max: usize) -> Result<Vec<u8>> {
