@@ -177,3 +177,53 @@ fn a_disconnect_cuts_the_client_off_and_its_ticket_is_dead() {
     let (_next, rx) = connect(vmm.port, "session-2");
     expect(&rx, "Opened", long, |e| (*e == Event::Opened).then_some(()));
 }
+
+/// Only the departure of the client that spent the current ticket locks the server: a
+/// stranger's refused attempt leaves a live ticket for its user, and a client that leaves
+/// after a new ticket was set (a session handed to someone else) does not lock that one out,
+/// however late its end is noticed. The leaving spender still locks the server.
+#[test]
+fn only_the_tickets_own_client_leaving_locks_the_server() {
+    if !kvm_or_skip("SPICE ticket ownership") {
+        return;
+    }
+    let dir = Scratch::new("spice-client-owner");
+    let vmm = demo_vmm(&dir, "owner");
+    let long = Duration::from_secs(20);
+    let closed = |rx: &Receiver<Event>| {
+        expect(rx, "the end of the session", long, |e| match e {
+            Event::Closed(why) => Some(why.clone()),
+            _ => None,
+        })
+    };
+    vmm.set_ticket("first", 60);
+    for _ in 0..3 {
+        let (_s, rx) = connect(vmm.port, "guess");
+        assert_eq!(closed(&rx), Some(Failure::Auth));
+    }
+    let (a, rx) = connect(vmm.port, "first");
+    expect(&rx, "Opened", long, |e| (*e == Event::Opened).then_some(()));
+    // The server has the client (its inputs channel follows the main channel's start).
+    wait_for("the client's inputs channel", long, || {
+        vmm.display_info()["input_clients"] == 1
+    });
+    // The session goes to someone else: a new ticket, then the old client leaves.
+    vmm.set_ticket("second", 60);
+    a.disconnect();
+    wait_for("no input clients", long, || {
+        vmm.display_info()["input_clients"] == 0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (b, rx) = connect(vmm.port, "second");
+    expect(&rx, "Opened with the new ticket", long, |e| {
+        (*e == Event::Opened).then_some(())
+    });
+    // Its own client leaving locks the server: the grace period's ticket no longer works.
+    b.disconnect();
+    wait_for("no input clients", long, || {
+        vmm.display_info()["input_clients"] == 0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (_c, rx) = connect(vmm.port, "second");
+    assert_eq!(closed(&rx), Some(Failure::Auth));
+}

@@ -78,6 +78,10 @@ struct TicketState {
     secret: String,
     /// The one an admin or the broker set (not a random "locked" one).
     live: bool,
+    /// The client connection that spent this ticket: its departure locks the server. Another
+    /// main channel's end (a client that never got in, or one that spent an earlier ticket
+    /// and whose end is noticed only after a new ticket was set) leaves the ticket alone.
+    spent_by: Option<i32>,
 }
 
 /// libspice-server's handle, movable to the loop thread.
@@ -287,6 +291,7 @@ impl Server {
         let ticket = Arc::new(Mutex::new(TicketState {
             secret,
             live: false,
+            spent_by: None,
         }));
         let agent_ptr = Ptr(&raw mut agent.sin);
         core::set_event_hook(Some(channel_hook(srv, agent_ptr, ticket.clone(), events)));
@@ -381,6 +386,7 @@ impl Server {
         *self.ticket.lock().unwrap_or_else(|p| p.into_inner()) = TicketState {
             secret: secret.to_string(),
             live: true,
+            spent_by: None,
         };
         Ok(())
     }
@@ -402,6 +408,7 @@ impl Server {
         *self.ticket.lock().unwrap_or_else(|p| p.into_inner()) = TicketState {
             secret,
             live: false,
+            spent_by: None,
         };
         Ok(())
     }
@@ -426,7 +433,7 @@ impl<T> Ptr<T> {
 }
 
 /// When a client's main channel is in: spends its ticket and lets the stand-in agent greet
-/// it; when it leaves, locks the server.
+/// it; when the client that spent the current ticket leaves, locks the server.
 fn channel_hook(
     srv: Handle,
     agent: Ptr<sys::SpiceCharDeviceInstance>,
@@ -454,14 +461,16 @@ fn channel_hook(
                     }
                     if t.live {
                         t.live = false;
+                        t.spent_by = Some(e.connection_id);
                         let grace = TICKET_GRACE.as_secs() as i32;
                         if let Err(err) = apply_ticket(srv, &t.secret, grace, false) {
                             tracing::warn!(%err, "could not spend the ticket");
                         }
                     }
                 }
-                ChannelEventKind::Disconnected => {
+                ChannelEventKind::Disconnected if t.spent_by == Some(e.connection_id) => {
                     t.live = false;
+                    t.spent_by = None;
                     match lock_secret().and_then(|secret| {
                         apply_ticket(srv, &secret, 0, false)?;
                         Ok(secret)
