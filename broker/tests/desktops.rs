@@ -126,6 +126,18 @@ async fn failures_are_recorded_and_retried() {
     );
 }
 
+/// demo's logon (to `pool`), which must get a desktop.
+async fn granted(logon: &Logon, pool: Option<&str>) -> Box<tessera_broker::logon::Granted> {
+    match logon
+        .logon("demo", "Demo!Passw0rd", pool, "test")
+        .await
+        .unwrap()
+    {
+        LogonOutcome::Granted(g) => g,
+        other => panic!("expected a desktop, got {other:?}"),
+    }
+}
+
 /// How many of `pool`'s desktops are in each state, and how many VMs run.
 async fn power_states(r: &Rig, pool: &str) -> (usize, usize, usize) {
     let desktops = r.store.desktops_of(pool).await.unwrap();
@@ -175,13 +187,7 @@ async fn off_when_idle_keeps_a_spare_on_and_shuts_free_desktops_down_through_the
     assert_eq!(power_states(&r, &pool.id).await, (1, 1, 1));
     // A logon takes the running spare; the next pass starts the other as the new spare.
     let logon = Logon::new(r.store.clone(), None, r.http.clone());
-    let LogonOutcome::Granted(g) = logon
-        .logon("demo", "Demo!Passw0rd", None, "test")
-        .await
-        .unwrap()
-    else {
-        panic!("expected a desktop")
-    };
+    let g = granted(&logon, None).await;
     r.reconciler.pass().await.unwrap();
     assert_eq!(power_states(&r, &pool.id).await, (0, 1, 2));
     // Logoff: two free desktops run, one is shut down, by its guest.
@@ -199,13 +205,7 @@ async fn off_when_idle_keeps_a_spare_on_and_shuts_free_desktops_down_through_the
         "ok (the guest shut down after the power button); policy off-when-idle"
     );
     // The next logon gets the running spare.
-    let LogonOutcome::Granted(g) = logon
-        .logon("demo", "Demo!Passw0rd", None, "test")
-        .await
-        .unwrap()
-    else {
-        panic!("expected a desktop")
-    };
+    let g = granted(&logon, None).await;
     assert_eq!(
         r.agent.vm(&g.desktop).await.unwrap().unwrap().state,
         "running"
@@ -235,13 +235,7 @@ async fn off_when_idle_keeps_a_spare_on_and_shuts_free_desktops_down_through_the
         .unwrap();
     r.reconciler.pass().await.unwrap();
     assert_eq!(power_states(&r, &acc.id).await, (1, 0, 0));
-    let LogonOutcome::Granted(g) = logon
-        .logon("demo", "Demo!Passw0rd", Some("acc"), "test")
-        .await
-        .unwrap()
-    else {
-        panic!("expected a desktop")
-    };
+    let g = granted(&logon, Some("acc")).await;
     assert_eq!(power_states(&r, &acc.id).await, (0, 0, 1), "assigned, on");
     logon
         .logoff(&g.session_id, EndReason::Logoff)

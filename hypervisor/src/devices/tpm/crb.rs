@@ -11,7 +11,7 @@
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
-use super::swtpm::{SwtpmError, HEADER_LEN};
+use super::swtpm::{be32, SwtpmError, HEADER_LEN};
 use crate::devices::bus::BusDevice;
 use crate::rate_limit::{RateLimiter, Verdict};
 
@@ -162,12 +162,7 @@ impl Crb {
         if !self.assigned {
             return self.note_ignored("START without the locality assigned");
         }
-        let size = u32::from_be_bytes([
-            self.buffer[2],
-            self.buffer[3],
-            self.buffer[4],
-            self.buffer[5],
-        ]) as usize;
+        let size = be32(&self.buffer[2..6]) as usize;
         if self.failed {
             return self.answer(TPM_RC_FAILURE);
         }

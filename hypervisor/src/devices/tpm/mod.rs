@@ -15,6 +15,8 @@ use std::thread::JoinHandle;
 pub use crb::{Crb, Job, BUFFER_SIZE, CRB_BASE, CRB_CONTROL_AREA, CRB_SIZE};
 pub use swtpm::{Swtpm, SwtpmError};
 
+use swtpm::be32;
+
 use crate::config::TpmBackend;
 use crate::devices::bus::lock;
 use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
@@ -97,10 +99,6 @@ pub fn start(
             handle: Some(handle),
         },
     ))
-}
-
-fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
 /// The TPM thread: each job in turn, until told to stop.

@@ -274,8 +274,11 @@ impl Swtpm {
     }
 }
 
-fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes(b[..4].try_into().unwrap_or_default())
+/// The big-endian word at the start of `b` (0 if `b` is shorter), as TPM headers carry them.
+pub(super) fn be32(b: &[u8]) -> u32 {
+    b.get(..4)
+        .and_then(|w| w.try_into().ok())
+        .map_or(0, u32::from_be_bytes)
 }
 
 /// A control command's result code: 0 is success.
