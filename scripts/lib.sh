@@ -20,7 +20,7 @@ ensure_packages() {
 
 # Packages the build, the tests and the nested harness need.
 TESSERA_PACKAGES=(qemu-system-x86 qemu-utils cpio binutils util-linux gzip libspice-server-dev
-    libspice-client-glib-2.0-dev pkg-config acpica-tools ovmf swtpm)
+    libspice-client-glib-2.0-dev pkg-config acpica-tools ovmf swtpm xorriso)
 
 # What the SPICE tests drive a real client with: remote-viewer under Xvfb, xwd, xdotool; and
 # what tessera-client's window loads at run time (X11, xkbcommon, Mesa's GL with llvmpipe).

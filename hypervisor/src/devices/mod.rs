@@ -1,6 +1,7 @@
 //! Device models and the buses they sit on.
 
 pub mod acpi;
+pub mod ahci;
 pub mod bus;
 pub mod display;
 pub mod fw_cfg;

@@ -68,6 +68,11 @@ pub struct Outcome {
 }
 
 impl BlockBackend {
+    /// The image, for reads and writes (a discard takes it for itself meanwhile).
+    pub fn image(&self) -> std::sync::RwLockReadGuard<'_, Disk> {
+        read_disk(&self.disk)
+    }
+
     /// Writes what the guest wrote to stable storage (at reset and when the VM ends); failures
     /// are logged with the disk's `name`.
     pub fn flush(&self, name: &str) {

@@ -1,0 +1,205 @@
+//! What sits on a port: a SATA disk or a DVD-ROM drive, with its medium, and the step a
+//! command comes to (the data to move, the registers to end with) that the worker carries out.
+
+use std::sync::Arc;
+
+use tessera_storage::{Disk, StorageError};
+
+use super::ata::{self, AtaDisk};
+use super::atapi::Cdrom;
+use super::fis::{error, Registers, TaskFile};
+use crate::devices::virtio::block::request::BlockBackend;
+
+/// The data a command moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transfer {
+    /// None.
+    None,
+    /// These bytes to the host.
+    In(Vec<u8>),
+    /// `len` bytes of the medium at `offset` to the host.
+    Read {
+        /// Byte offset in the medium.
+        offset: u64,
+        /// Bytes.
+        len: u64,
+    },
+    /// `len` bytes from the host to the medium at `offset`, then to stable storage if `flush`.
+    Write {
+        /// Byte offset in the medium.
+        offset: u64,
+        /// Bytes.
+        len: u64,
+        /// Forced unit access, or the write cache is off.
+        flush: bool,
+    },
+    /// Up to `len` bytes from the host, taken and dropped (MODE SELECT).
+    Out(u64),
+    /// The medium's cache to stable storage.
+    Flush,
+}
+
+/// What a command comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The data to move.
+    pub transfer: Transfer,
+    /// The registers it ends with when the data moved (or at once, without data).
+    pub done: Registers,
+    /// A PIO data-in command: its ending status goes in a PIO Setup FIS.
+    pub pio: bool,
+}
+
+impl Step {
+    /// `transfer`, then `done`.
+    pub fn new(transfer: Transfer, done: Registers) -> Self {
+        Self {
+            transfer,
+            done,
+            pio: false,
+        }
+    }
+
+    /// No data; `done` at once.
+    pub fn done(done: Registers) -> Self {
+        Self::new(Transfer::None, done)
+    }
+
+    /// `data` to the host.
+    pub fn data_in(data: Vec<u8>, pio: bool, done: Registers) -> Self {
+        Self {
+            pio,
+            ..Self::new(Transfer::In(data), done)
+        }
+    }
+}
+
+/// A port's device.
+pub enum Drive {
+    /// A SATA disk on an image, shared with the VMM (which flushes it at the end).
+    Disk {
+        /// Identity and settings.
+        ata: AtaDisk,
+        /// The image.
+        backend: Arc<BlockBackend>,
+    },
+    /// A DVD-ROM drive, with its disc's image when there is one.
+    Cdrom {
+        /// The drive.
+        drive: Cdrom,
+        /// The disc.
+        disc: Option<Disk>,
+    },
+}
+
+/// Whether a port's device is a packet device: what the HBA puts in its signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriveKind {
+    /// An ATA disk.
+    Ata,
+    /// An ATAPI device.
+    Atapi,
+}
+
+impl DriveKind {
+    /// The registers a device reports after a reset: its signature (ATA8-ACS 9.12), which is
+    /// how the host tells a disk from a packet device.
+    pub fn signature(self) -> Registers {
+        match self {
+            Self::Ata => Registers {
+                status: ata::READY,
+                error: 1,
+                count: 1,
+                lba: 1,
+                device: 0,
+            },
+            Self::Atapi => Registers {
+                status: 0,
+                error: 1,
+                count: 1,
+                lba: ATAPI_SIGNATURE,
+                device: 0,
+            },
+        }
+    }
+}
+
+/// A packet device's signature in the LBA registers.
+pub const ATAPI_SIGNATURE: u64 = 0xeb_1401;
+
+impl Drive {
+    /// A disk over `backend`; `serial` is what IDENTIFY reports.
+    pub fn disk(backend: Arc<BlockBackend>, serial: &str) -> Self {
+        let size = backend.image().size();
+        Self::Disk {
+            ata: AtaDisk::new(size, serial, backend.read_only),
+            backend,
+        }
+    }
+
+    /// A DVD-ROM drive holding `disc` (None: empty).
+    pub fn cdrom(disc: Option<Disk>, serial: &str) -> Self {
+        Self::Cdrom {
+            drive: Cdrom::new(disc.as_ref().map(Disk::size), serial),
+            disc,
+        }
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> DriveKind {
+        match self {
+            Self::Disk { .. } => DriveKind::Ata,
+            Self::Cdrom { .. } => DriveKind::Atapi,
+        }
+    }
+
+    /// Back to power-on settings.
+    pub fn reset(&mut self) {
+        match self {
+            Self::Disk { ata, .. } => ata.reset(),
+            Self::Cdrom { drive, .. } => drive.reset(),
+        }
+    }
+
+    /// Decides what `tf` (and, for a packet device, `packet`) does.
+    pub fn command(&mut self, tf: &TaskFile, packet: &[u8; 16]) -> Step {
+        match self {
+            Self::Disk { ata, .. } => ata.command(tf),
+            Self::Cdrom { drive, .. } => drive.command(tf, packet),
+        }
+    }
+
+    /// The registers of a command whose medium access failed.
+    pub fn io_failed(&mut self, write: bool) -> Registers {
+        match self {
+            Self::Disk { .. } => ata::failed(if write { error::ABRT } else { error::UNC }),
+            Self::Cdrom { drive, .. } => drive.read_failed(),
+        }
+    }
+
+    /// Reads `buf.len()` bytes of the medium at `offset`.
+    pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<(), StorageError> {
+        match self {
+            Self::Disk { backend, .. } => backend.image().read(buf, offset),
+            Self::Cdrom { disc: Some(d), .. } => d.read(buf, offset),
+            // The drive refuses reads without a disc before they get here.
+            Self::Cdrom { disc: None, .. } => Err(StorageError::Invalid("no disc in the drive".into())),
+        }
+    }
+
+    /// Writes `buf` to the medium at `offset`.
+    pub fn write(&self, buf: &[u8], offset: u64) -> Result<(), StorageError> {
+        match self {
+            Self::Disk { backend, .. } => backend.image().write(buf, offset),
+            Self::Cdrom { .. } => Err(StorageError::Invalid("a DVD-ROM is read-only".into())),
+        }
+    }
+
+    /// The medium's writes to stable storage.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        match self {
+            Self::Disk { backend, .. } if !backend.read_only => backend.image().flush(),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! An AHCI SATA controller as Intel's ICH9 presents it (PCI 8086:2922, class 01 06 01, the
+//! registers in BAR 5), with SATA disks and DVD-ROM drives on its six ports: the storage every
+//! operating system drives without added drivers, which is how Windows is installed from its
+//! ISO before virtio-win's drivers are in.
+//!
+//! - [`hba`]: the registers, and commands handed to the I/O thread;
+//! - [`dma`]: command slots, tables and scatter-gather lists in guest memory;
+//! - [`fis`]: the frames a command comes in and ends with;
+//! - [`ata`], [`atapi`]: what a disk and a DVD-ROM drive do with a command;
+//! - [`drive`]: a port's device and its medium;
+//! - [`worker`]: the I/O thread.
+//!
+//! Interrupts are one MSI-X vector (the table in BAR 5 after the ports): Linux's ahci and
+//! Windows' storahci both take message interrupts; the firmware polls.
+
+pub mod ata;
+pub mod atapi;
+pub mod dma;
+pub mod drive;
+pub mod fis;
+pub mod hba;
+pub mod worker;
+
+use std::sync::{Arc, Mutex};
+
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use self::drive::Drive;
+use self::hba::{Hba, PORTS};
+use self::worker::Worker;
+use crate::devices::bus::lock;
+use crate::devices::pci::config::{ClassCode, ConfigSpaceError, PciConfig, PciId};
+use crate::devices::pci::msix::{Msix, MSIX_CAP_ID};
+use crate::devices::pci::PciFunction;
+use crate::devices::virtio::worker_thread::{WorkerError, WorkerThread};
+use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
+
+/// The BAR that holds the registers (ABAR).
+pub const ABAR: usize = 5;
+/// Its size: the registers, then the MSI-X table and pending bits.
+pub const BAR_SIZE: u32 = 0x1000;
+const MSIX_TABLE: u64 = 0x800;
+const MSIX_PBA: u64 = 0xc00;
+
+/// Errors while building the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum AhciError {
+    /// More drives than ports.
+    #[error("{0} SATA devices: the controller has {PORTS} ports")]
+    TooManyDrives(usize),
+    /// The configuration space's layout (a VMM bug).
+    #[error(transparent)]
+    Layout(#[from] ConfigSpaceError),
+    /// An eventfd could not be created.
+    #[error("cannot create an eventfd: {0}")]
+    EventFd(std::io::Error),
+    /// The I/O thread could not be started.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The I/O thread would not take its job.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+}
+
+/// The controller's PCI function.
+pub struct Ahci {
+    config: PciConfig,
+    /// The configuration space as built, which the machine's reset restores.
+    initial: PciConfig,
+    msix_cap: usize,
+    msix: Arc<Mutex<Msix>>,
+    hba: Arc<Mutex<Hba>>,
+    thread: WorkerThread,
+    stop: EventFd,
+}
+
+impl Ahci {
+    /// A controller with `drives` on its first ports, registers at `bar`, interrupts through
+    /// `msix`'s first vector; the I/O thread starts now.
+    pub fn new(
+        drives: Vec<Drive>,
+        msix: Msix,
+        bar: u32,
+        memory: GuestMemoryMmap,
+        sandbox: &Sandbox,
+    ) -> Result<Self, AhciError> {
+        if drives.len() > PORTS {
+            return Err(AhciError::TooManyDrives(drives.len()));
+        }
+        let mut config = PciConfig::new(PciId {
+            vendor: 0x8086,
+            device: 0x2922,
+            revision: 2,
+            class: ClassCode {
+                class: 0x01,
+                subclass: 0x06,
+                prog_if: 0x01,
+            },
+            subsystem_vendor: 0x1af4,
+            subsystem: 0x1100,
+        });
+        config.set_bar32(ABAR, bar, BAR_SIZE)?;
+        let (body, writable) = msix.capability(ABAR as u8, MSIX_TABLE as u32, MSIX_PBA as u32);
+        let msix_cap = config.add_capability(MSIX_CAP_ID, &body, &writable)?;
+        let msix = Arc::new(Mutex::new(msix));
+        let kick = EventFd::new(libc::EFD_NONBLOCK).map_err(AhciError::EventFd)?;
+        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(AhciError::EventFd)?;
+        let kinds: Vec<_> = drives.iter().map(Drive::kind).collect();
+        let irq = msix.clone();
+        let hba = Arc::new(Mutex::new(Hba::new(
+            &kinds,
+            memory.clone(),
+            kick.try_clone().map_err(AhciError::EventFd)?,
+            Box::new(move || lock(&irq).trigger(0)),
+        )));
+        let mut drives: Vec<Option<Drive>> = drives.into_iter().map(Some).collect();
+        drives.resize_with(PORTS, || None);
+        let worker = Worker {
+            hba: hba.clone(),
+            drives,
+            memory,
+            kick,
+            stop: stop.try_clone().map_err(AhciError::EventFd)?,
+        };
+        let mut thread = WorkerThread::spawn(sandbox, ThreadKind::BlockQueue, "ahci".into())?;
+        thread.start(move || worker.run())?;
+        Ok(Self {
+            initial: config.clone(),
+            config,
+            msix_cap,
+            msix,
+            hba,
+            thread,
+            stop,
+        })
+    }
+
+    /// The offset in BAR 5 of an access of `len` bytes at `addr`, if it lies there.
+    fn bar_offset(&self, addr: u64, len: usize) -> Option<u64> {
+        let base = self.config.bar32(ABAR)?;
+        let off = addr.checked_sub(base)?;
+        (off + len as u64 <= u64::from(BAR_SIZE)).then_some(off)
+    }
+}
+
+impl PciFunction for Ahci {
+    fn config_read(&mut self, reg: usize) -> u32 {
+        self.config.read(reg)
+    }
+
+    fn config_write(&mut self, reg: usize, offset: usize, data: &[u8]) {
+        self.config.write(reg, offset, data);
+        let control = u16::from_le_bytes([
+            self.config.byte(self.msix_cap + 2),
+            self.config.byte(self.msix_cap + 3),
+        ]);
+        lock(&self.msix).set_control(control);
+    }
+
+    fn mmio_read(&mut self, addr: u64, data: &mut [u8]) -> bool {
+        let Some(off) = self.bar_offset(addr, data.len()) else {
+            return false;
+        };
+        data.fill(0);
+        if off >= MSIX_PBA {
+            lock(&self.msix).pba_read(off - MSIX_PBA, data);
+        } else if off >= MSIX_TABLE {
+            lock(&self.msix).table_read(off - MSIX_TABLE, data);
+        } else {
+            // Registers are dwords; a narrower read takes its bytes of the dword.
+            let hba = lock(&self.hba);
+            for (i, b) in data.iter_mut().enumerate() {
+                let at = off + i as u64;
+                *b = (hba.read(at & !3) >> ((at % 4) * 8)) as u8;
+            }
+        }
+        true
+    }
+
+    fn mmio_write(&mut self, addr: u64, data: &[u8]) -> bool {
+        let Some(off) = self.bar_offset(addr, data.len()) else {
+            return false;
+        };
+        if off >= MSIX_PBA {
+            // Read-only.
+        } else if off >= MSIX_TABLE {
+            lock(&self.msix).table_write(off - MSIX_TABLE, data);
+        } else if off.is_multiple_of(4) && data.len().is_multiple_of(4) {
+            // Dword writes (a qword is two). Narrower writes are dropped: several registers
+            // clear bits written as 1, and a read-modify-write would clear what it did not
+            // mean to.
+            let mut hba = lock(&self.hba);
+            for (i, dword) in data.chunks_exact(4).enumerate() {
+                let v = u32::from_le_bytes([dword[0], dword[1], dword[2], dword[3]]);
+                hba.write(off + 4 * i as u64, v);
+            }
+        }
+        true
+    }
+
+    fn reset(&mut self) {
+        self.config = self.initial.clone();
+        lock(&self.msix).reset();
+        lock(&self.hba).reset();
+    }
+}
+
+impl Drop for Ahci {
+    fn drop(&mut self) {
+        let _ = self.stop.write(1);
+        self.thread.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests;
