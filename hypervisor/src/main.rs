@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use tessera_vmm::config::{
-    DiskConfig, DisplayConfig, MemorySize, OnReboot, SerialOutput, TpmConfig, VmConfig,
+    CdromConfig, DiskConfig, DisplayConfig, MemorySize, OnReboot, SerialOutput, TpmConfig, VmConfig,
 };
 use tessera_vmm::exit::{status, ExitReason};
 use tessera_vmm::sandbox::ThreadKind;
@@ -45,6 +45,12 @@ Examples:
   SPICE runs in tessera-display, a sandboxed process of its own that tessera-vmm starts (from
   its own directory, PATH, or TESSERA_DISPLAY) and restarts if it dies; the guest runs on.
 
+  Installing Windows from its ISO: the installer's DVD and a SATA disk on the AHCI controller
+  (Windows drives both in the box), virtio-win's drivers on a second DVD:
+    tessera-vmm --firmware /usr/share/OVMF/OVMF_CODE_4M.fd --firmware-vars win11.vars \
+                --disk path=win11.qcow2,bus=sata --cdrom Win11_24H2.iso --cdrom virtio-win.iso \
+                --memory 8G --vcpus 4 --hyperv --tpm state=win11-tpm --display spice-port=5930
+
   A Windows 11 desktop: UEFI, Hyper-V enlightenments and a TPM 2.0, whose state (its keys,
   BitLocker's) lives in the directory given; tessera-vmm starts swtpm (Debian: swtpm) on it:
     tessera-vmm --firmware /usr/share/OVMF/OVMF_CODE_4M.fd --firmware-vars win11.vars \
@@ -74,6 +80,9 @@ Config file keys (all optional except kernel or firmware):
   queues = N               default: one per vCPU, at most 16
   datastore = \"DIR\"        backing files must be inside; default: the image's directory
   serial = \"ID\"            up to 20 bytes, /sys/block/vda/serial in the guest
+  bus = \"virtio\"          or sata: a disk on the AHCI controller (ICH9)
+  [[cdroms]]               one table per DVD-ROM drive on the AHCI controller
+  path = \"PATH\"            the disc's image (ISO 9660/UDF); leave out for an empty drive
   [display]                a bochs display served over SPICE
   address = \"127.0.0.1\"   where SPICE listens
   port = 5930              plain-text port (leave out for TLS only)
@@ -142,10 +151,15 @@ struct Cli {
     /// Rotate a file:PATH console to PATH.1 at this size [default: 16M].
     #[arg(long, value_name = "SIZE")]
     serial_log_max: Option<MemorySize>,
-    /// A virtio-blk disk: path=IMAGE[,format=qcow2|raw][,readonly=on][,queues=N][,datastore=DIR][,serial=ID]
-    /// (repeat for more disks; adds to the config file's).
+    /// A disk: path=IMAGE[,format=qcow2|raw][,readonly=on][,queues=N][,datastore=DIR][,serial=ID]
+    /// [,bus=virtio|sata] (repeat for more disks; adds to the config file's). bus=sata puts it
+    /// on the AHCI controller, which guests drive without added drivers.
     #[arg(long, value_name = "DISK")]
     disk: Vec<DiskConfig>,
+    /// A DVD-ROM drive on the AHCI controller with this disc image (ISO 9660/UDF, read-only),
+    /// or `empty` (repeat for more drives; at most 6 SATA devices in all).
+    #[arg(long, value_name = "ISO")]
+    cdrom: Vec<CdromConfig>,
     /// A display served over SPICE:
     /// spice-port=N[,addr=IP][,tls-port=N,x509-dir=DIR][,fps=N][,compression=MODE].
     #[arg(long, value_name = "DISPLAY")]
@@ -209,6 +223,7 @@ impl Cli {
             c.serial_log_max = v;
         }
         c.disks.extend(self.disk);
+        c.cdroms.extend(self.cdrom);
         if let Some(d) = self.display {
             c.display = Some(d);
         }

@@ -68,6 +68,11 @@ fn expect_pattern(dir: &Path, image: &str, checks: &[(&str, &str, &str)]) {
     );
 }
 
+/// The AHCI scenario's disc's data file: 3 MiB that no two blocks of share.
+fn disc_data() -> Vec<u8> {
+    (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect()
+}
+
 /// The transfer disk: a tar of a datastore holding a linked clone (made by tessera-storage)
 /// over a base written by qemu-io, with room for the clone to grow.
 fn make_transfer_disk(scratch: &Scratch) -> std::path::PathBuf {
@@ -89,6 +94,25 @@ fn make_transfer_disk(scratch: &Scratch) -> std::path::PathBuf {
         ],
         &ds_dir,
     );
+    // The AHCI scenario's disk, and its disc: an ISO 9660 image made by xorriso.
+    sh(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", "sata.qcow2", "64M"],
+        &ds_dir,
+    );
+    let disc = scratch.0.join("disc");
+    std::fs::create_dir_all(&disc).unwrap();
+    std::fs::write(disc.join("hello.txt"), "hello-from-the-disc\n").unwrap();
+    std::fs::write(disc.join("data.bin"), disc_data()).unwrap();
+    sh(
+        "xorriso",
+        &[
+            "-as", "mkisofs", "-quiet", "-V", "TESSERA_TEST", "-J", "-R", "-o",
+            ds_dir.join("disc.iso").to_str().unwrap(),
+            disc.to_str().unwrap(),
+        ],
+        &ds_dir,
+    );
     let ds = Datastore::new(&ds_dir).unwrap();
     ops::linked_clone(
         &ds,
@@ -101,7 +125,14 @@ fn make_transfer_disk(scratch: &Scratch) -> std::path::PathBuf {
     let xfer = scratch.0.join("xfer.raw");
     sh(
         "tar",
-        &["-cf", xfer.to_str().unwrap(), "base.qcow2", "clone.qcow2"],
+        &[
+            "-cf",
+            xfer.to_str().unwrap(),
+            "base.qcow2",
+            "clone.qcow2",
+            "sata.qcow2",
+            "disc.iso",
+        ],
         &ds_dir,
     );
     std::fs::OpenOptions::new()
@@ -240,12 +271,34 @@ fn check_disk(l1: &mut L1) {
     }
 }
 
+fn check_ahci(l1: &mut L1, scratch: &Scratch) {
+    let run = l1
+        .scenario("ahci", DISK_BUDGET)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run.rc, 0, "the ahci scenario failed:\n{}", run.log);
+    let md5 = sh("md5sum", &["data.bin"], &scratch.0.join("disc"));
+    let want = md5.split_whitespace().next().unwrap_or_default().to_string();
+    for line in [
+        "tg: ahci 0x8086:0x2922 driver=ahci ports=6".to_string(),
+        "tg: ahci sda sectors=131072 model=Tessera_SATA_disk rotational=0".to_string(),
+        "tg: ahci sr0 model=Tessera_DVD-ROM sr1=present".to_string(),
+        "tg: ahci iso label=TESSERA_TEST hello=hello-from-the-disc".to_string(),
+        format!("tg: ahci iso data md5={want}"),
+        "tg: ahci sda write-check ok".to_string(),
+        "tg: ahci sr1 empty ok".to_string(),
+        "tg: ahci sr0 ejected ok".to_string(),
+        "TESSERA-GUEST-READY".to_string(),
+    ] {
+        assert!(run.log.contains(&line), "missing {line:?} in:\n{}", run.log);
+    }
+}
+
 /// The images the disk scenario left, once L1 wrote the datastore back.
 fn check_images(scratch: &Scratch, xfer: &Path) {
     let back = scratch.0.join("back");
     std::fs::create_dir_all(&back).unwrap();
     sh("tar", &["-xf", xfer.to_str().unwrap()], &back);
-    for image in ["clone.qcow2", "base.qcow2"] {
+    for image in ["clone.qcow2", "base.qcow2", "sata.qcow2"] {
         let check = sh("qemu-img", &["check", image], &back);
         assert!(check.contains("No errors were found"), "{image}: {check}");
         assert!(!check.contains("leaked"), "{image}: {check}");
@@ -259,6 +312,8 @@ fn check_images(scratch: &Scratch, xfer: &Path) {
             ("0", "8M", "1M"),
         ],
     );
+    // The AHCI scenario's SATA disk.
+    expect_pattern(&back, "sata.qcow2", &[("0", "0", "4M"), ("0xa5", "4M", "1M")]);
     // The base is untouched: the guest's writes and discards live in the clone only.
     expect_pattern(
         &back,
@@ -408,7 +463,10 @@ fn boot_disk_and_display_in_the_nested_harness() {
     let scratch = Scratch::new("nested-suite");
     let xfer = make_transfer_disk(&scratch);
     let port = free_port();
-    let mut spec = Spec::new("suite", &["boot", "power", "hyperv", "disk", "display"]);
+    let mut spec = Spec::new(
+        "suite",
+        &["boot", "power", "hyperv", "disk", "ahci", "display"],
+    );
     spec.disk = Some(xfer.clone());
     spec.hostfwd = Some(port);
     spec.budget = RUN_BUDGET;
@@ -428,6 +486,7 @@ fn boot_disk_and_display_in_the_nested_harness() {
     failures.extend(checked("power", || check_power(&mut l1)));
     failures.extend(checked("hyperv", || check_hyperv(&mut l1)));
     failures.extend(checked("disk", || check_disk(&mut l1)));
+    failures.extend(checked("ahci", || check_ahci(&mut l1, &scratch)));
     failures.extend(checked("display", || {
         check_display(&mut l1, &scratch.0, port)
     }));

@@ -24,6 +24,8 @@ GUEST_MODULES="virtio_pci virtio_blk"
 DISPLAY_MODULES="bochs"
 # Loaded only for tg.exit=button: the ACPI power button's input device, read by busybox acpid.
 ACPI_MODULES="button evdev"
+# Loaded only for tg.ahci: the AHCI driver, SCSI disks and CD-ROMs, and ISO 9660.
+AHCI_MODULES="ahci sd_mod sr_mod isofs"
 export LC_ALL=C SOURCE_DATE_EPOCH=0
 
 log() { printf '[build-guest] %s\n' "$*" >&2; }
@@ -121,6 +123,7 @@ stage_modules() {
 stage_modules modules.load $GUEST_MODULES $MODULES
 stage_modules modules.display $DISPLAY_MODULES
 stage_modules modules.acpi $ACPI_MODULES
+stage_modules modules.ahci $AHCI_MODULES
 find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 (cd "$stage" && find . -print0 | sort -z | cpio --null -o -H newc --reproducible -R 0:0 --quiet) \
     | gzip -n -9 > "$OUT/initramfs.cpio.gz.tmp"

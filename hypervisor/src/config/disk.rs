@@ -1,5 +1,6 @@
 //! Disk configuration: `--disk path=IMAGE[,format=qcow2|raw][,readonly=on][,queues=N]
-//! [,datastore=DIR][,serial=ID]` on the command line, `[[disks]]` tables in a config file.
+//! [,datastore=DIR][,serial=ID][,bus=virtio|sata]` on the command line, `[[disks]]` tables in
+//! a config file; and DVD-ROM drives, `--cdrom PATH|empty`, `[[cdroms]]` tables.
 //!
 //! The format is said, never guessed from the image's first bytes: a guest can write a qcow2
 //! header into its raw disk, and a VMM that probed would next time read it as an overlay of
@@ -16,7 +17,20 @@ use tessera_storage::Format;
 use super::ConfigError;
 use crate::devices::virtio::block::MAX_QUEUES;
 
-/// One virtio-blk disk.
+/// Where a disk is attached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBus {
+    /// virtio-blk: the fastest, for guests with virtio drivers (Linux; Windows with
+    /// virtio-win's).
+    #[default]
+    Virtio,
+    /// A SATA disk on the AHCI controller: what any guest drives without added drivers
+    /// (Windows' installer before virtio-win's drivers are loaded).
+    Sata,
+}
+
+/// One disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskConfig {
@@ -36,9 +50,49 @@ pub struct DiskConfig {
     /// directory. Backing paths that leave it are refused.
     #[serde(default)]
     pub datastore: Option<PathBuf>,
-    /// Serial number the guest reads (GET_ID, /sys/block/vdX/serial); at most 20 bytes.
+    /// Serial number the guest reads (GET_ID, /sys/block/vdX/serial; IDENTIFY on SATA); at
+    /// most 20 bytes.
     #[serde(default)]
     pub serial: Option<String>,
+    /// Where it is attached (default virtio); `queues` is virtio's alone.
+    #[serde(default)]
+    pub bus: DiskBus,
+}
+
+/// A DVD-ROM drive on the AHCI controller, with a disc image (ISO 9660 or UDF, read-only) or
+/// empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdromConfig {
+    /// The disc's image; none: an empty drive.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+impl FromStr for CdromConfig {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let path = s.strip_prefix("path=").unwrap_or(s);
+        match path {
+            "" => Err(ConfigError::Cdrom(
+                s.to_string(),
+                "give the disc's image, or empty".to_string(),
+            )),
+            "empty" => Ok(Self { path: None }),
+            p => Ok(Self {
+                path: Some(PathBuf::from(p)),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for CdromConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(p) => write!(f, "path={}", p.display()),
+            None => write!(f, "empty"),
+        }
+    }
 }
 
 fn qcow2() -> Format {
@@ -67,6 +121,7 @@ impl FromStr for DiskConfig {
             queues: None,
             datastore: None,
             serial: None,
+            bus: DiskBus::Virtio,
         };
         for (i, part) in s.split(',').enumerate() {
             let (key, value) = match part.split_once('=') {
@@ -92,6 +147,13 @@ impl FromStr for DiskConfig {
                 }
                 "datastore" => disk.datastore = Some(PathBuf::from(value)),
                 "serial" => disk.serial = Some(value.to_string()),
+                "bus" => {
+                    disk.bus = match value {
+                        "virtio" => DiskBus::Virtio,
+                        "sata" => DiskBus::Sata,
+                        _ => return Err(bad(s, "bus takes virtio or sata")),
+                    }
+                }
                 _ => return Err(bad(s, &format!("unknown key {key:?}"))),
             }
         }
@@ -122,6 +184,9 @@ impl fmt::Display for DiskConfig {
         if let Some(s) = &self.serial {
             write!(f, ",serial={s}")?;
         }
+        if self.bus == DiskBus::Sata {
+            write!(f, ",bus=sata")?;
+        }
         Ok(())
     }
 }
@@ -137,7 +202,7 @@ mod tests {
         assert!(!d.readonly);
         assert_eq!(d.format, Format::Qcow2, "the default");
         let d: DiskConfig =
-            "path=/vm/a.img,format=raw,readonly=on,queues=4,datastore=/vm,serial=X1"
+            "path=/vm/a.img,format=raw,readonly=on,queues=4,datastore=/vm,serial=X1,bus=sata"
                 .parse()
                 .unwrap();
         assert_eq!(d.format, Format::Raw);
@@ -145,6 +210,7 @@ mod tests {
         assert_eq!(d.queues, Some(4));
         assert_eq!(d.datastore, Some(PathBuf::from("/vm")));
         assert_eq!(d.serial.as_deref(), Some("X1"));
+        assert_eq!(d.bus, DiskBus::Sata);
         assert_eq!(d.to_string().parse::<DiskConfig>().unwrap(), d);
         for bad in [
             "",
@@ -155,8 +221,21 @@ mod tests {
             "/a,colour=red",
             "/a,ro",
             "/a,format=vmdk",
+            "/a,bus=ide",
         ] {
             assert!(bad.parse::<DiskConfig>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_cdrom_is_an_image_or_empty() {
+        let c: CdromConfig = "/iso/win11.iso".parse().unwrap();
+        assert_eq!(c.path, Some(PathBuf::from("/iso/win11.iso")));
+        assert_eq!(c.to_string().parse::<CdromConfig>().unwrap(), c);
+        let e: CdromConfig = "empty".parse().unwrap();
+        assert_eq!(e.path, None);
+        assert_eq!(e.to_string().parse::<CdromConfig>().unwrap(), e);
+        assert!("".parse::<CdromConfig>().is_err());
+        assert!("path=".parse::<CdromConfig>().is_err());
     }
 }

@@ -11,7 +11,7 @@ use crate::arch::x86_64::mptable::MAX_CPUS;
 mod disk;
 mod display;
 mod tpm;
-pub use disk::DiskConfig;
+pub use disk::{CdromConfig, DiskBus, DiskConfig};
 pub use display::DisplayConfig;
 pub use tpm::{TpmBackend, TpmConfig};
 
@@ -56,6 +56,12 @@ pub enum ConfigError {
     /// A bad --display value.
     #[error("invalid display {0:?}: {1} (expected spice-port=N[,addr=IP][,tls-port=N,x509-dir=DIR][,fps=N][,compression=MODE])")]
     Display(String, String),
+    /// A bad --cdrom value.
+    #[error("invalid DVD-ROM drive {0:?}: {1} (expected PATH or empty)")]
+    Cdrom(String, String),
+    /// More SATA devices than the controller has ports.
+    #[error("{0} SATA disks and DVD-ROM drives: the AHCI controller has 6 ports")]
+    TooManySata(usize),
     /// A bad --tpm value or `[tpm]` table.
     #[error("invalid TPM setting {0:?}: {1} (expected state=DIR[,swtpm=PROGRAM] or socket=PATH)")]
     Tpm(String, String),
@@ -216,9 +222,13 @@ pub struct VmConfig {
     /// Control API socket; no API when absent.
     #[serde(default)]
     pub api_socket: Option<PathBuf>,
-    /// virtio-blk disks, in PCI slot order (the first is /dev/vda in a Linux guest).
+    /// Disks: virtio-blk ones in PCI slot order (the first is /dev/vda in a Linux guest), SATA
+    /// ones on the AHCI controller's ports in this order.
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// DVD-ROM drives on the AHCI controller, after its SATA disks.
+    #[serde(default)]
+    pub cdroms: Vec<CdromConfig>,
     /// A display adapter served over SPICE; none when absent.
     #[serde(default)]
     pub display: Option<DisplayConfig>,
@@ -271,6 +281,7 @@ impl Default for VmConfig {
             serial_log_max: default_serial_log_max(),
             api_socket: None,
             disks: Vec::new(),
+            cdroms: Vec::new(),
             display: None,
             seccomp: default_seccomp(),
             on_reboot: OnReboot::default(),
@@ -299,6 +310,11 @@ impl VmConfig {
             })
         };
         parsed.map_err(|e| ConfigError::Parse(path.to_path_buf(), e))
+    }
+
+    /// SATA disks and DVD-ROM drives: the AHCI controller's devices.
+    pub fn sata_devices(&self) -> usize {
+        self.disks.iter().filter(|d| d.bus == DiskBus::Sata).count() + self.cdroms.len()
     }
 
     /// Checks everything that can be checked before touching KVM.
@@ -343,6 +359,10 @@ impl VmConfig {
                 }
             }
         };
+        let sata = self.sata_devices();
+        if sata > crate::devices::ahci::hba::PORTS {
+            return Err(ConfigError::TooManySata(sata));
+        }
         let tpm = self.tpm.as_ref().map(TpmConfig::backend).transpose()?;
         Ok(ValidConfig {
             config: self.clone(),

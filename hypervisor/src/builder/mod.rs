@@ -10,16 +10,15 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::{
-    DISPLAY_MMIO_BAR, DISPLAY_VRAM_BAR, MMIO_HOLE_START, PCIE_ECAM_SIZE, PCIE_ECAM_START,
-    PCI_MMIO32_END, PCI_MMIO32_START,
+    MMIO_HOLE_START, PCIE_ECAM_SIZE, PCIE_ECAM_START, PCI_MMIO32_END, PCI_MMIO32_START,
 };
 use crate::arch::x86_64::{acpi, boot, cpuid, hyperv, mptable, regs};
-use crate::config::{BootFiles, DiskConfig, OnReboot, SerialOutput, ValidConfig, VmConfig};
+use crate::config::{BootFiles, OnReboot, SerialOutput, ValidConfig, VmConfig};
 use crate::controller::{Controller, VmFacts};
 use crate::devices::acpi::pm::{PowerManagement, PM_BASE, PM_LEN, SCI_IRQ};
 use crate::devices::bus::{lock, Bus, BusError};
 use crate::devices::display::bochs::{
-    BochsDisplay, DispiPorts, DISPI_PORT, DISPI_PORT_LEN, VRAM_SIZE,
+    DispiPorts, DISPI_PORT, DISPI_PORT_LEN, VRAM_SIZE,
 };
 use crate::devices::display::dispi::Dispi;
 use crate::devices::display::service::{DisplayError, DisplayParts, DisplayService};
@@ -31,28 +30,27 @@ use crate::devices::legacy::i8042::{AUX_IRQ, I8042, I8042_BASE, I8042_LEN, KBD_I
 use crate::devices::legacy::serial::{
     ConsoleOut, IrqLine, SerialDevice, COM1_BASE, COM1_IRQ, COM_LEN,
 };
-use crate::devices::pci::host_bridge::HostBridge;
-use crate::devices::pci::lpc::{Lpc, LPC_SLOT};
-use crate::devices::pci::msix::{Msix, MsixVector};
 use crate::devices::pci::root::PciError;
-use crate::devices::pci::{PciEcam, PciMmioWindow, PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
+use crate::devices::pci::{PciEcam, PciRoot, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
 use crate::devices::pflash::{CodeFlash, Pflash};
 use crate::devices::tpm::{self, TpmError, TpmStartup, TpmThread, CRB_BASE, CRB_SIZE};
 use crate::devices::virtio::block::request::BlockBackend;
-use crate::devices::virtio::block::Block;
 use crate::devices::virtio::input::{Tablet, TabletError, TabletHandle};
-use crate::devices::virtio::pci::{VirtioPci, VirtioPciError, BAR_SIZE};
-use crate::devices::virtio::VirtioDevice;
+use crate::devices::virtio::pci::VirtioPciError;
 use crate::exit::{ExitReason, ExitSender};
 use crate::firmware::{self, FirmwareError};
 use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
 use crate::vstate::flash_memory::FlashMemory;
 use crate::vstate::framebuffer::Framebuffer;
-use crate::vstate::irq_routing::{IrqRouting, RoutingError};
+use crate::vstate::irq_routing::RoutingError;
 use crate::vstate::memory::{create_guest_memory, MemoryError};
 use crate::vstate::vcpu::{self, BootRegs, RunControl, Vcpu, VcpuError};
 use crate::vstate::vcpu_reset::ResetState;
 use crate::vstate::vm::{IrqchipState, Vm, VmError};
+
+mod pci;
+
+use self::pci::build_pci;
 
 /// Errors while building the VM.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +91,9 @@ pub enum BuildError {
     /// virtio transport set-up.
     #[error(transparent)]
     VirtioPci(#[from] VirtioPciError),
+    /// The AHCI controller.
+    #[error("AHCI controller: {0}")]
+    Ahci(#[from] crate::devices::ahci::AhciError),
     /// Interrupt routing.
     #[error(transparent)]
     Routing(#[from] RoutingError),
@@ -409,104 +410,6 @@ fn display_hardware(
     }))
 }
 
-/// Opens a disk and plugs it into the PCI bus as a virtio-blk device.
-fn attach_disk(
-    disk: &DiskConfig,
-    vcpus: u8,
-    bar: u32,
-    ctx: (&Vm, &Arc<IrqRouting>, &GuestMemoryMmap),
-    sandbox: &Sandbox,
-) -> Result<(Arc<Mutex<VirtioPci>>, Arc<BlockBackend>), BuildError> {
-    let err = |e| BuildError::Disk(disk.path.clone(), e);
-    let root = match &disk.datastore {
-        Some(d) => d.clone(),
-        None => disk
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| ".".into(), |p| p.to_path_buf()),
-    };
-    let ds = tessera_storage::Datastore::new(&root).map_err(err)?;
-    let image =
-        tessera_storage::Disk::open(&ds, &disk.path, disk.format, !disk.readonly).map_err(err)?;
-    let queues = disk.queues.unwrap_or(u16::from(vcpus));
-    let serial = disk.serial.clone().unwrap_or_default();
-    let block = Block::new(image, disk.readonly, queues, &serial, sandbox)?;
-    let backend = block.backend();
-    Ok((attach_virtio(Box::new(block), bar, ctx)?, backend))
-}
-
-/// Wraps a virtio device in the PCI transport with BAR 0 at `bar` and one MSI-X vector per
-/// queue plus one for configuration changes, as Linux asks for.
-fn attach_virtio(
-    device: Box<dyn VirtioDevice>,
-    bar: u32,
-    ctx: (&Vm, &Arc<IrqRouting>, &GuestMemoryMmap),
-) -> Result<Arc<Mutex<VirtioPci>>, BuildError> {
-    let (vm, routing, memory) = ctx;
-    let vectors = (0..=device.num_queues())
-        .map(|_| -> Result<MsixVector, BuildError> {
-            let gsi = routing.allocate()?;
-            let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(BuildError::EventFd)?;
-            vm.register_irqfd(&irqfd, gsi)?;
-            Ok(MsixVector { gsi, irqfd })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let msix = Msix::new(vectors, Some((*routing).clone()));
-    let dev = VirtioPci::new(device, msix, bar, memory.clone(), Some(vm.shared_fd()))?;
-    Ok(Arc::new(Mutex::new(dev)))
-}
-
-type Disks = Vec<(String, Arc<BlockBackend>)>;
-
-/// The PCI bus: host bridge, then one virtio-blk function per disk with BAR 0 in the 32-bit
-/// window.
-fn build_pci(
-    cfg: &VmConfig,
-    vcpus: u8,
-    vm: &Vm,
-    memory: &GuestMemoryMmap,
-    display: Option<&DisplayHardware>,
-    sandbox: &Sandbox,
-) -> Result<(PciRoot, PciMmioWindow, Disks), BuildError> {
-    let routing = Arc::new(IrqRouting::new(vm.shared_fd()));
-    let mut pci = PciRoot::new();
-    pci.add_at(0, Arc::new(Mutex::new(HostBridge::new())))?;
-    pci.add_at(LPC_SLOT, Arc::new(Mutex::new(Lpc::new())))?;
-    let mut window = PciMmioWindow::new(PCI_MMIO32_START);
-    let mut disks = Vec::new();
-    for (i, disk) in cfg.disks.iter().enumerate() {
-        let bar = PCI_MMIO32_START + i as u64 * u64::from(BAR_SIZE);
-        if bar + u64::from(BAR_SIZE) > PCI_MMIO32_END {
-            return Err(BuildError::PciWindowFull);
-        }
-        let (dev, backend) = attach_disk(disk, vcpus, bar as u32, (vm, &routing, memory), sandbox)?;
-        pci.add(dev.clone())?;
-        window.add(dev);
-        tracing::info!(disk = %disk.path.display(), bar = format_args!("{bar:#x}"), "virtio-blk attached");
-        disks.push((disk.path.display().to_string(), backend));
-    }
-    if let Some(d) = display {
-        let dev = Arc::new(Mutex::new(BochsDisplay::new(
-            d.dispi.clone(),
-            d.fb.clone(),
-            DISPLAY_VRAM_BAR,
-            DISPLAY_MMIO_BAR,
-        )?));
-        let slot = pci.add(dev.clone())?;
-        window.add(dev);
-        tracing::info!(slot, "bochs display attached");
-        if let Some(tablet) = lock(&d.tablet).take() {
-            let index = cfg.disks.len() as u64;
-            let bar = PCI_MMIO32_START + index * u64::from(BAR_SIZE);
-            let dev = attach_virtio(Box::new(tablet), bar as u32, (vm, &routing, memory))?;
-            let slot = pci.add(dev.clone())?;
-            window.add(dev);
-            tracing::info!(slot, "virtio tablet attached");
-        }
-    }
-    Ok((pci, window, disks))
-}
 
 /// The kinds of threads `cfg`'s VM runs, whose filters are compiled ahead.
 fn thread_kinds(cfg: &VmConfig) -> Vec<ThreadKind> {
@@ -518,7 +421,7 @@ fn thread_kinds(cfg: &VmConfig) -> Vec<ThreadKind> {
     if c.api_socket.is_some() {
         kinds.push(ThreadKind::Api);
     }
-    if !c.disks.is_empty() {
+    if !c.disks.is_empty() || !c.cdroms.is_empty() {
         kinds.push(ThreadKind::BlockQueue);
     }
     if c.display.is_some() {
