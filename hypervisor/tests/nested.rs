@@ -280,13 +280,14 @@ fn check_ahci(l1: &mut L1, scratch: &Scratch) {
     let want = md5.split_whitespace().next().unwrap_or_default().to_string();
     for line in [
         "tg: ahci 0x8086:0x2922 driver=ahci ports=6".to_string(),
-        "tg: ahci sda sectors=131072 model=Tessera_SATA_disk rotational=0".to_string(),
-        "tg: ahci sr0 model=Tessera_DVD-ROM sr1=present".to_string(),
+        "tg: ahci sda sectors=131072 model=Tessera_SATA_SSD rotational=0".to_string(),
+        "tg: ahci sr0 model=Tessera_DVD-ROM_ sr1=present".to_string(),
         "tg: ahci iso label=TESSERA_TEST hello=hello-from-the-disc".to_string(),
         format!("tg: ahci iso data md5={want}"),
         "tg: ahci sda write-check ok".to_string(),
         "tg: ahci sr1 empty ok".to_string(),
         "tg: ahci sr0 ejected ok".to_string(),
+        "tg: ahci sr0 reloaded ok".to_string(),
         "TESSERA-GUEST-READY".to_string(),
     ] {
         assert!(run.log.contains(&line), "missing {line:?} in:\n{}", run.log);

@@ -127,7 +127,8 @@ impl AtaDisk {
         Self {
             sectors: size / SECTOR,
             serial: serial.to_string(),
-            model: "Tessera SATA disk".to_string(),
+            // 16 characters: what SCSI INQUIRY (Linux's sd) shows of it.
+            model: "Tessera SATA SSD".to_string(),
             read_only,
             write_cache: true,
             look_ahead: true,
