@@ -4,7 +4,10 @@
 # ResetSystem (ACPI S5: the VMM exits 0). A second boot with the same variable store reads
 # the variable back: the store is the desktop's own file, kept across boots.
 # With NEST_ARGS=UEFI_TPM=1, the VM has a TPM 2.0 and the firmware's commands to it are counted;
-# with UEFI_DISPLAY=1, a screen, whose mode and picture at the shell prompt are printed.
+# with UEFI_DISPLAY=1, a screen, whose mode and picture at the shell prompt are printed;
+# with UEFI_AHCI=1 and a datastore holding efi.iso (an El Torito EFI disc whose FAT boot image
+# holds hello.txt) and uefi-sata.qcow2, a SATA disk and that disc on the AHCI controller: the
+# shell lists both (Sata(...) device paths) and prints the file read off the disc.
 # By hand (tests/nested/run.sh uefi), not in CI: L0's QEMU aborts now and then on UEFI guests
 # (tests/nested/l0-qemu.sh).
 echo "NEST: scenario uefi: OVMF to the UEFI shell, a variable kept across boots"
@@ -21,6 +24,12 @@ fi
 # it is for a host with hardware virtualisation.
 if [ "${UEFI_DISPLAY:-}" = 1 ]; then
     tpm="$tpm --display spice-port=5930 --api-socket /tmp/uefi.sock"
+fi
+# UEFI_AHCI=1: the Windows installer's path, the firmware reading a DVD on AHCI.
+ahci_cmds=""
+if [ "${UEFI_AHCI:-}" = 1 ]; then
+    tpm="$tpm --disk path=/ds/uefi-sata.qcow2,datastore=/ds,bus=sata --cdrom /ds/efi.iso"
+    ahci_cmds="map -r"
 fi
 GUID=5c7d1f52-0e2b-4d6a-9b43-7e1a2f3c4d5e
 cp /firmware/OVMF_VARS_4M.fd "$VARS"
@@ -59,6 +68,13 @@ uefi_boot() {
     fi
     # The shell reads a line at a time from the serial terminal.
     printf '%s\r' "$cmds" >&3
+    if [ -n "$ahci_cmds" ]; then
+        sleep 1
+        printf '%s\r' "$ahci_cmds" >&3
+        sleep 3
+        printf 'type fs0:\\hello.txt\r' >&3
+        sleep 1
+    fi
     sleep 1
     printf 'reset -s\r' >&3
     j=0
@@ -82,6 +98,12 @@ uefi_boot() {
 uefi_boot "setvar TesseraProbe -guid $GUID -nv -bs =\"kept1234\"" /tmp/uefi-1.log || exit 1
 uefi_boot "setvar TesseraProbe -guid $GUID" /tmp/uefi-2.log || exit 1
 tr -d '\033' < /tmp/uefi-2.log | grep -a -A1 ' - TesseraProbe - ' | head -2 | sed 's/^/NEST: L2: /'
+if [ -n "$ahci_cmds" ]; then
+    tr -d '\033' < /tmp/uefi-2.log | grep -a -E 'Sata|CDROM|hello-from' | sed 's/^/NEST: uefi ahci: /'
+    tr -d '\033' < /tmp/uefi-2.log | grep -aq 'hello-from-the-cd-through-uefi' &&
+        echo "NEST: uefi ahci: the firmware read the file off the DVD" ||
+        { echo "NEST: uefi ahci: the file was NOT read off the DVD"; exit 1; }
+fi
 # The shell dumps the value in hex: "kept1234".
 if tr -d '\033' < /tmp/uefi-2.log | grep -aq '6B 65 70 74 31 32 33 34'; then
     echo "NEST: uefi variable kept across boots"
