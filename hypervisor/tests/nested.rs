@@ -1,5 +1,9 @@
-//! The whole-system suite in the nested harness (tessera_e2e::nested): one L1 runs three
-//! independent scenarios in turn, each checked on its own and all reported together.
+//! The whole-system suite in the nested harness (tessera_e2e::nested): one L1 runs the
+//! independent scenarios below in turn, each checked on its own and all reported together.
+//! When L1 itself fails (it froze, which its silent heartbeat tells, or died) and no scenario
+//! had failed before, the whole suite runs again on a fresh L1, up to three runs in all, each
+//! retry announced on stderr: the harness's emulated AMD-V loses an interrupt now and then
+//! (ARCHITECTURE.md, "Testing"), and CI must not fail for that.
 //! - boot: the Debian test guest on tessera-vmm to its userspace marker, 2 vCPUs, the host
 //!   bridge, the CMOS date, timed by boot-timer; ACPI as the guest found it (every table, the
 //!   DSDT's devices, MCFG's ECAM, the PM timer), and power-off through ACPI's S5.
@@ -10,6 +14,9 @@
 //! - disk: virtio-blk on a qcow2 linked clone made by tessera-storage over a base written by
 //!   qemu-io; the guest checks the base's data through the clone, writes, discards and
 //!   flushes; qemu-img and qemu-io check both images on the host afterwards.
+//! - ahci: a SATA disk and two DVD-ROM drives on the AHCI controller: the guest mounts an ISO
+//!   9660 disc made by xorriso and reads it, writes the disk, finds the second drive empty,
+//!   and opens and closes the first drive's tray; qemu-io checks the disk's image afterwards.
 //! - display: the guest's screen (bochs-drm, fbcon on tty1) through tessera-vmm's SPICE
 //!   server, forwarded out of L1 to remote-viewer under Xvfb here: a typed line comes back on
 //!   the guest's serial console, and the client's picture equals the VMM's screenshot pixel
@@ -18,13 +25,14 @@
 mod common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::*;
-use tessera_e2e::nested::{tail_lines, Spec, L1};
+use tessera_e2e::nested::{tail_lines, NestError, Spec, L1};
 use tessera_e2e::x11::{free_port, vv_file, x_tools, Xvfb};
 use tessera_storage::ops::{self, Durability};
 use tessera_storage::Datastore;
@@ -37,6 +45,55 @@ const POWER_BUDGET: Duration = Duration::from_secs(300);
 const HYPERV_BUDGET: Duration = Duration::from_secs(300);
 const DISPLAY_READY_BUDGET: Duration = Duration::from_secs(480);
 const RUN_BUDGET: Duration = Duration::from_secs(1500);
+
+/// Runs of the suite: one, and again on a fresh L1 when the harness itself failed (L1 froze
+/// or died, or its KVM shut down an L2 vCPU that had not run) before any scenario failed.
+const ATTEMPTS: u32 = 3;
+
+/// Set when the harness itself failed during the current run of the suite: L1 froze or died,
+/// or L1's KVM shut down a vCPU of L2's that had not run (below).
+static L1_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// A scenario's VMM reporting a triple fault of a vCPU in the architectural INIT state
+/// (CS:IP F000:FFF0, CR0 0x10): a vCPU that never executed an instruction of its guest cannot
+/// have faulted. L1's KVM on L0's emulated AMD-V does this now and then to an AP between INIT
+/// and SIPI (seen 2026-12-05 and -06 in the disk, display benchmark and UEFI runs); on
+/// hardware the same VMM's guests boot. The harness's flake, like a frozen L1.
+fn l1_kvm_flake(log: &str) -> bool {
+    log.lines().any(|l| {
+        l.contains("triple fault: the vCPU's state")
+            && l.contains("rip=0xfff0 ")
+            && l.contains("cs=0xf000/0xffff0000 cr0=0x10 ")
+    })
+}
+
+/// Fails unless `scenario` ended with status 0, telling the harness's flake from the VMM's.
+fn expect_ok(scenario: &str, outcome: &tessera_e2e::nested::Outcome) {
+    if outcome.rc != 0 && l1_kvm_flake(&outcome.log) {
+        L1_FAILED.store(true, Ordering::SeqCst);
+    }
+    assert_eq!(
+        outcome.rc, 0,
+        "the {scenario} scenario failed:\n{}",
+        outcome.log
+    );
+}
+
+/// A harness step's result or a panic with its error, noting L1's own failures.
+trait OrFail<T> {
+    fn or_fail(self) -> T;
+}
+
+impl<T> OrFail<T> for Result<T, NestError> {
+    fn or_fail(self) -> T {
+        self.unwrap_or_else(|e| {
+            if e.is_l1_failure() {
+                L1_FAILED.store(true, Ordering::SeqCst);
+            }
+            panic!("{e}")
+        })
+    }
+}
 
 fn sh(cmd: &str, args: &[&str], dir: &Path) -> String {
     let out = Command::new(cmd)
@@ -147,8 +204,8 @@ fn make_transfer_disk(scratch: &Scratch) -> std::path::PathBuf {
 fn check_boot(l1: &mut L1) {
     let boot = l1
         .scenario("boot", BOOT_BUDGET)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(boot.rc, 0, "the boot scenario failed:\n{}", boot.log);
+        .or_fail();
+    expect_ok("boot", &boot);
     assert_guest_output(&boot.log);
     let timer = boot
         .log
@@ -210,9 +267,9 @@ fn check_boot(l1: &mut L1) {
 fn check_hyperv(l1: &mut L1) {
     let hv = l1
         .scenario("hyperv", HYPERV_BUDGET)
-        .unwrap_or_else(|e| panic!("{e}"));
+        .or_fail();
     let log = &hv.log;
-    assert_eq!(hv.rc, 0, "the hyperv scenario failed:\n{log}");
+    expect_ok("hyperv", &hv);
     for expected in [
         "tg: cpus=2 online=0-1",
         "tg: hypervisor Microsoft Hyper-V",
@@ -233,8 +290,8 @@ fn check_hyperv(l1: &mut L1) {
 fn check_power(l1: &mut L1) {
     let power = l1
         .scenario("power", POWER_BUDGET)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(power.rc, 0, "the power scenario failed:\n{}", power.log);
+        .or_fail();
+    expect_ok("power", &power);
     for expected in [
         r#"NEST: power-button reply {"listening":true}"#,
         "tg: power button pressed",
@@ -252,8 +309,8 @@ fn check_power(l1: &mut L1) {
 fn check_disk(l1: &mut L1) {
     let disk = l1
         .scenario("disk", DISK_BUDGET)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(disk.rc, 0, "the disk scenario failed:\n{}", disk.log);
+        .or_fail();
+    expect_ok("disk", &disk);
     for line in [
         "tg: pci 0000:00:01.0 0x1af4:0x1042 class=0x010000",
         "tg: vda sectors=131072 serial=tessera-disk-0 queues=2 ro=0",
@@ -274,8 +331,8 @@ fn check_disk(l1: &mut L1) {
 fn check_ahci(l1: &mut L1, scratch: &Scratch) {
     let run = l1
         .scenario("ahci", DISK_BUDGET)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(run.rc, 0, "the ahci scenario failed:\n{}", run.log);
+        .or_fail();
+    expect_ok("ahci", &run);
     let md5 = sh("md5sum", &["data.bin"], &scratch.0.join("disc"));
     let want = md5.split_whitespace().next().unwrap_or_default().to_string();
     for line in [
@@ -328,7 +385,7 @@ fn check_display(l1: &mut L1, dir: &Path, port: u16) {
         .wait_for("the nested guest's display", DISPLAY_READY_BUDGET, |t| {
             t.contains("NEST: display ready") || t.contains("NEST-END display")
         })
-        .unwrap_or_else(|e| panic!("{e}"));
+        .or_fail();
     assert!(
         !text.contains("NEST-END display"),
         "the display scenario ended early:\n{}",
@@ -359,7 +416,7 @@ fn check_display(l1: &mut L1, dir: &Path, port: u16) {
         Duration::from_secs(120),
         |t| t.contains("NEST: client inputs up"),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .or_fail();
     let echoed = |l1: &L1| l1.console().matches("NEST: tg: typed: ").count();
     let typed = (1..=4).any(|attempt| {
         let before = echoed(l1);
@@ -373,7 +430,7 @@ fn check_display(l1: &mut L1, dir: &Path, port: u16) {
             .poll("the typed line's echo", Duration::from_secs(60), |t| {
                 t.matches("NEST: tg: typed: ").count() > before
             })
-            .unwrap_or_else(|e| panic!("{e}"));
+            .or_fail();
         let ok = seen.is_some_and(|t| t.contains("NEST: tg: typed: hello from the client"));
         if !ok {
             eprintln!("[nested] attempt {attempt}: the guest did not echo the line whole");
@@ -389,7 +446,7 @@ fn check_display(l1: &mut L1, dir: &Path, port: u16) {
         .wait_for("the VMM's screenshot", Duration::from_secs(120), |t| {
             t.contains("NEST-SCREENSHOT-END")
         })
-        .unwrap_or_else(|e| panic!("{e}"));
+        .or_fail();
     let b64: String = text
         .split("NEST-SCREENSHOT-BEGIN")
         .nth(1)
@@ -433,12 +490,19 @@ fn check_display(l1: &mut L1, dir: &Path, port: u16) {
     x.run("xdotool", &["key", "Return"]);
     let end = l1
         .scenario("display", Duration::from_secs(180))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(end.rc, 0, "the display scenario failed:\n{}", end.log);
+        .or_fail();
+    expect_ok("display", &end);
 }
 
-/// Runs `check`, turning a panic into its message.
-fn checked(name: &str, check: impl FnOnce()) -> Option<String> {
+/// A scenario that failed: its message, and whether the harness itself had failed by then
+/// (every scenario after L1's failure fails with it).
+struct Failure {
+    message: String,
+    l1: bool,
+}
+
+/// Runs `check`, turning a panic into its failure.
+fn checked(name: &str, check: impl FnOnce()) -> Option<Failure> {
     let started = Instant::now();
     let r = catch_unwind(AssertUnwindSafe(check));
     eprintln!(
@@ -452,7 +516,10 @@ fn checked(name: &str, check: impl FnOnce()) -> Option<String> {
             .cloned()
             .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "(no message)".into());
-        format!("scenario {name}: {msg}")
+        Failure {
+            message: format!("scenario {name}: {msg}"),
+            l1: L1_FAILED.load(Ordering::SeqCst),
+        }
     })
 }
 
@@ -461,7 +528,38 @@ fn boot_disk_and_display_in_the_nested_harness() {
     if !nested_or_skip("the nested suite") || !x_tools() {
         return;
     }
-    let scratch = Scratch::new("nested-suite");
+    for attempt in 1..=ATTEMPTS {
+        L1_FAILED.store(false, Ordering::SeqCst);
+        let failures = run_suite(attempt);
+        if failures.is_empty() {
+            return;
+        }
+        let all = || {
+            failures
+                .iter()
+                .map(|f| f.message.as_str())
+                .collect::<Vec<_>>()
+                .join("\n\n")
+        };
+        // A scenario that failed before the harness did fails the test, whatever came after.
+        assert!(
+            failures.iter().all(|f| f.l1) && attempt < ATTEMPTS,
+            "{}",
+            all()
+        );
+        let why = failures[0].message.lines().next().unwrap_or_default();
+        eprintln!(
+            "*** [nested] attempt {attempt} of {ATTEMPTS}: the harness itself failed (L1 froze \
+             or died, or its KVM shut down a vCPU that had not run: {why}); its flake, not \
+             tessera-vmm's (ARCHITECTURE.md, Testing): the whole suite runs again on a fresh \
+             L1 ***"
+        );
+    }
+}
+
+/// One run of the suite on one L1, with a fresh transfer disk.
+fn run_suite(attempt: u32) -> Vec<Failure> {
+    let scratch = Scratch::new(&format!("nested-suite-{attempt}"));
     let xfer = make_transfer_disk(&scratch);
     let port = free_port();
     let mut spec = Spec::new(
@@ -471,18 +569,25 @@ fn boot_disk_and_display_in_the_nested_harness() {
     spec.disk = Some(xfer.clone());
     spec.hostfwd = Some(port);
     spec.budget = RUN_BUDGET;
-    let mut l1 = spec.start().unwrap_or_else(|e| panic!("{e}"));
-    l1.wait_for("L1's /dev/kvm", Duration::from_secs(120), |t| {
-        t.contains("NEST: /dev/kvm ready") || t.contains("NEST: no /dev/kvm")
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        l1.console().contains("NEST: /dev/kvm ready"),
-        "{}",
-        l1.console()
-    );
-
-    let mut failures: Vec<String> = Vec::new();
+    let mut failures: Vec<Failure> = Vec::new();
+    let mut l1 = None;
+    failures.extend(checked("L1's start", || {
+        let mut started = spec.start().or_fail();
+        started
+            .wait_for("L1's /dev/kvm", Duration::from_secs(120), |t| {
+                t.contains("NEST: /dev/kvm ready") || t.contains("NEST: no /dev/kvm")
+            })
+            .or_fail();
+        assert!(
+            started.console().contains("NEST: /dev/kvm ready"),
+            "{}",
+            started.console()
+        );
+        l1 = Some(started);
+    }));
+    let Some(mut l1) = l1 else {
+        return failures;
+    };
     failures.extend(checked("boot", || check_boot(&mut l1)));
     failures.extend(checked("power", || check_power(&mut l1)));
     failures.extend(checked("hyperv", || check_hyperv(&mut l1)));
@@ -494,7 +599,7 @@ fn boot_disk_and_display_in_the_nested_harness() {
     // The datastore goes back to the host after the last scenario.
     let done = l1.finish(Duration::from_secs(240));
     failures.extend(checked("disk images", || {
-        let text = done.unwrap_or_else(|e| panic!("{e}"));
+        let text = done.or_fail();
         assert!(
             text.contains("NEST: datastore written back"),
             "{}",
@@ -502,5 +607,5 @@ fn boot_disk_and_display_in_the_nested_harness() {
         );
         check_images(&scratch, &xfer);
     }));
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    failures
 }

@@ -43,7 +43,33 @@ pub enum NestError {
         status: String,
         tail: String,
     },
+    #[error(
+        "L1 (`{name}`) stalled while waiting for {what}: its console, heartbeat included, was \
+         silent for {silent} s ({secs} s in); diagnosis (also in {report_path}):\n{report}"
+    )]
+    Stalled {
+        name: String,
+        what: String,
+        secs: u64,
+        silent: u64,
+        report_path: String,
+        report: String,
+    },
 }
+
+impl NestError {
+    /// L1 itself failed (froze, or died), as opposed to a scenario failing or overrunning
+    /// while L1 ran on: the harness's own flake (TCG's emulated AMD-V under L1's KVM loses an
+    /// interrupt now and then, and L1's clock stops; ARCHITECTURE.md, "Testing"), which a
+    /// test may answer by running again on a fresh L1.
+    pub fn is_l1_failure(&self) -> bool {
+        matches!(self, Self::Stalled { .. } | Self::Exited { .. })
+    }
+}
+
+/// L1's init prints a heartbeat every 20 s of its own time: a console silent for this long
+/// means L1 no longer runs (its clock stopped), whatever its scenario does.
+const SILENCE: Duration = Duration::from_secs(75);
 
 /// The cache directory (TESSERA_CACHE, default `<repo>/.cache`).
 pub fn cache_dir() -> PathBuf {
@@ -328,10 +354,30 @@ impl L1 {
         mut done: impl FnMut(&str) -> bool,
     ) -> Result<Option<String>, NestError> {
         let deadline = self.deadline.min(Instant::now() + budget);
+        let (mut heard, mut last_len) = (Instant::now(), 0);
         loop {
             let text = self.console();
             if done(&text) {
                 return Ok(Some(text));
+            }
+            if text.len() != last_len {
+                (heard, last_len) = (Instant::now(), text.len());
+            } else if heard.elapsed() > SILENCE {
+                eprintln!(
+                    "[nested] {}: L1's console silent for {} s while waiting for {what}: \
+                     L1 stalled; diagnosing it",
+                    self.spec.name,
+                    heard.elapsed().as_secs()
+                );
+                let (report_path, report) = self.diagnose();
+                return Err(NestError::Stalled {
+                    name: self.spec.name.clone(),
+                    what: what.to_string(),
+                    secs: self.started.elapsed().as_secs(),
+                    silent: heard.elapsed().as_secs(),
+                    report_path,
+                    report,
+                });
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 // The last words may land between the read above and the exit.
@@ -377,13 +423,25 @@ impl L1 {
         self.started.elapsed()
     }
 
-    /// Gathers what L1 was doing, then stops it.
+    /// Diagnoses L1 after an overrun, then stops it.
     fn overrun(&mut self, what: &str) -> NestError {
         let secs = self.started.elapsed().as_secs();
         eprintln!(
             "[nested] {}: overran waiting for {what} after {secs} s: diagnosing L1",
             self.spec.name
         );
+        let (report_path, report) = self.diagnose();
+        NestError::Overrun {
+            name: self.spec.name.clone(),
+            what: what.to_string(),
+            secs,
+            report_path,
+            report,
+        }
+    }
+
+    /// Gathers what L1 was doing, then stops it: the report, and the file it is kept in.
+    fn diagnose(&mut self) -> (String, String) {
         let mut report = String::new();
         let before = self.console().len();
         match Qmp::connect(&self.qmp) {
@@ -423,13 +481,7 @@ impl L1 {
         ));
         let path = self.console.with_extension("diag");
         let _ = std::fs::write(&path, &report);
-        NestError::Overrun {
-            name: self.spec.name.clone(),
-            what: what.to_string(),
-            secs,
-            report_path: path.display().to_string(),
-            report,
-        }
+        (path.display().to_string(), report)
     }
 }
 
