@@ -25,9 +25,9 @@
 mod common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -127,7 +127,9 @@ fn expect_pattern(dir: &Path, image: &str, checks: &[(&str, &str, &str)]) {
 
 /// The AHCI scenario's disc's data file: 3 MiB that no two blocks of share.
 fn disc_data() -> Vec<u8> {
-    (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect()
+    (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
 }
 
 /// The transfer disk: a tar of a datastore holding a linked clone (made by tessera-storage)
@@ -164,7 +166,14 @@ fn make_transfer_disk(scratch: &Scratch) -> std::path::PathBuf {
     sh(
         "xorriso",
         &[
-            "-as", "mkisofs", "-quiet", "-V", "TESSERA_TEST", "-J", "-R", "-o",
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-V",
+            "TESSERA_TEST",
+            "-J",
+            "-R",
+            "-o",
             ds_dir.join("disc.iso").to_str().unwrap(),
             disc.to_str().unwrap(),
         ],
@@ -202,9 +211,7 @@ fn make_transfer_disk(scratch: &Scratch) -> std::path::PathBuf {
 }
 
 fn check_boot(l1: &mut L1) {
-    let boot = l1
-        .scenario("boot", BOOT_BUDGET)
-        .or_fail();
+    let boot = l1.scenario("boot", BOOT_BUDGET).or_fail();
     expect_ok("boot", &boot);
     assert_guest_output(&boot.log);
     let timer = boot
@@ -265,9 +272,7 @@ fn check_boot(l1: &mut L1) {
 }
 
 fn check_hyperv(l1: &mut L1) {
-    let hv = l1
-        .scenario("hyperv", HYPERV_BUDGET)
-        .or_fail();
+    let hv = l1.scenario("hyperv", HYPERV_BUDGET).or_fail();
     let log = &hv.log;
     expect_ok("hyperv", &hv);
     for expected in [
@@ -288,9 +293,7 @@ fn check_hyperv(l1: &mut L1) {
 }
 
 fn check_power(l1: &mut L1) {
-    let power = l1
-        .scenario("power", POWER_BUDGET)
-        .or_fail();
+    let power = l1.scenario("power", POWER_BUDGET).or_fail();
     expect_ok("power", &power);
     for expected in [
         r#"NEST: power-button reply {"listening":true}"#,
@@ -307,9 +310,7 @@ fn check_power(l1: &mut L1) {
 }
 
 fn check_disk(l1: &mut L1) {
-    let disk = l1
-        .scenario("disk", DISK_BUDGET)
-        .or_fail();
+    let disk = l1.scenario("disk", DISK_BUDGET).or_fail();
     expect_ok("disk", &disk);
     for line in [
         "tg: pci 0000:00:01.0 0x1af4:0x1042 class=0x010000",
@@ -329,12 +330,14 @@ fn check_disk(l1: &mut L1) {
 }
 
 fn check_ahci(l1: &mut L1, scratch: &Scratch) {
-    let run = l1
-        .scenario("ahci", DISK_BUDGET)
-        .or_fail();
+    let run = l1.scenario("ahci", DISK_BUDGET).or_fail();
     expect_ok("ahci", &run);
     let md5 = sh("md5sum", &["data.bin"], &scratch.0.join("disc"));
-    let want = md5.split_whitespace().next().unwrap_or_default().to_string();
+    let want = md5
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     for line in [
         "tg: ahci 0x8086:0x2922 driver=ahci ports=6".to_string(),
         "tg: ahci sda sectors=131072 model=Tessera_SATA_SSD rotational=0".to_string(),
@@ -371,7 +374,11 @@ fn check_images(scratch: &Scratch, xfer: &Path) {
         ],
     );
     // The AHCI scenario's SATA disk.
-    expect_pattern(&back, "sata.qcow2", &[("0", "0", "4M"), ("0xa5", "4M", "1M")]);
+    expect_pattern(
+        &back,
+        "sata.qcow2",
+        &[("0", "0", "4M"), ("0xa5", "4M", "1M")],
+    );
     // The base is untouched: the guest's writes and discards live in the clone only.
     expect_pattern(
         &back,
@@ -488,9 +495,7 @@ fn check_display(l1: &mut L1, dir: &Path, port: u16) {
     x.focus(&win);
     x.run("xdotool", &["type", "--delay", "100", "nest-done"]);
     x.run("xdotool", &["key", "Return"]);
-    let end = l1
-        .scenario("display", Duration::from_secs(180))
-        .or_fail();
+    let end = l1.scenario("display", Duration::from_secs(180)).or_fail();
     expect_ok("display", &end);
 }
 

@@ -17,9 +17,7 @@ use crate::config::{BootFiles, OnReboot, SerialOutput, ValidConfig, VmConfig};
 use crate::controller::{Controller, VmFacts};
 use crate::devices::acpi::pm::{PowerManagement, PM_BASE, PM_LEN, SCI_IRQ};
 use crate::devices::bus::{lock, Bus, BusError};
-use crate::devices::display::bochs::{
-    DispiPorts, DISPI_PORT, DISPI_PORT_LEN, VRAM_SIZE,
-};
+use crate::devices::display::bochs::{DispiPorts, DISPI_PORT, DISPI_PORT_LEN, VRAM_SIZE};
 use crate::devices::display::dispi::Dispi;
 use crate::devices::display::service::{DisplayError, DisplayParts, DisplayService};
 use crate::devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORT_LEN};
@@ -409,7 +407,6 @@ fn display_hardware(
         pointer,
     }))
 }
-
 
 /// The kinds of threads `cfg`'s VM runs, whose filters are compiled ahead.
 fn thread_kinds(cfg: &VmConfig) -> Vec<ThreadKind> {

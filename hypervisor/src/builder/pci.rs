@@ -107,7 +107,13 @@ fn attach_virtio(
     ctx: &Ctx<'_>,
 ) -> Result<Arc<Mutex<VirtioPci>>, BuildError> {
     let msix = vectors(device.num_queues() + 1, ctx)?;
-    let dev = VirtioPci::new(device, msix, bar, ctx.memory.clone(), Some(ctx.vm.shared_fd()))?;
+    let dev = VirtioPci::new(
+        device,
+        msix,
+        bar,
+        ctx.memory.clone(),
+        Some(ctx.vm.shared_fd()),
+    )?;
     Ok(Arc::new(Mutex::new(dev)))
 }
 
@@ -121,13 +127,21 @@ fn attach_ahci(
     disks: &mut Disks,
 ) -> Result<Arc<Mutex<Ahci>>, BuildError> {
     let mut drives = Vec::new();
-    for (i, disk) in cfg.disks.iter().filter(|d| d.bus == DiskBus::Sata).enumerate() {
+    for (i, disk) in cfg
+        .disks
+        .iter()
+        .filter(|d| d.bus == DiskBus::Sata)
+        .enumerate()
+    {
         let backend = Arc::new(BlockBackend {
             disk: RwLock::new(open_image(disk)?),
             read_only: disk.readonly,
             id: [0; ID_BYTES],
         });
-        let serial = disk.serial.clone().unwrap_or_else(|| format!("TS-SATA-{i}"));
+        let serial = disk
+            .serial
+            .clone()
+            .unwrap_or_else(|| format!("TS-SATA-{i}"));
         drives.push(Drive::disk(backend.clone(), &serial));
         disks.push((disk.path.display().to_string(), backend));
     }
@@ -184,7 +198,11 @@ pub(super) fn build_pci(
         let ahci = attach_ahci(cfg, bars.next()?, &ctx, sandbox, &mut disks)?;
         let slot = pci.add(ahci.clone())?;
         window.add(ahci);
-        tracing::info!(slot, devices = cfg.sata_devices(), "AHCI controller attached");
+        tracing::info!(
+            slot,
+            devices = cfg.sata_devices(),
+            "AHCI controller attached"
+        );
     }
     if let Some(d) = display {
         let dev = Arc::new(Mutex::new(BochsDisplay::new(

@@ -10,3 +10,4 @@ pub mod pci;
 pub mod pflash;
 pub mod tpm;
 pub mod virtio;
+pub mod worker_thread;

@@ -244,7 +244,12 @@ impl AtaDisk {
                 count: 0xff,
                 ..ok()
             }),
-            SEEK | INITIALIZE_PARAMETERS | STANDBY_IMMEDIATE | IDLE_IMMEDIATE | STANDBY | IDLE
+            SEEK
+            | INITIALIZE_PARAMETERS
+            | STANDBY_IMMEDIATE
+            | IDLE_IMMEDIATE
+            | STANDBY
+            | IDLE
             | SLEEP => Step::done(ok()),
             EXECUTE_DIAGNOSTIC => Step::done(Registers {
                 // "No error detected", and the ATA signature.
@@ -357,7 +362,11 @@ mod tests {
         let d = AtaDisk::new(200 << 30, "TS-0001", false);
         let id = d.identify();
         assert_eq!(id.len(), 512);
-        assert_eq!(id.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0, "checksum");
+        assert_eq!(
+            id.iter().fold(0u8, |a, b| a.wrapping_add(*b)),
+            0,
+            "checksum"
+        );
         assert_eq!(id[510], 0xa5);
         let word = |w: usize| u16::from_le_bytes([id[2 * w], id[2 * w + 1]]);
         assert_eq!(&id[20..28], b"ST0-00 1", "byte-swapped words");
@@ -381,28 +390,61 @@ mod tests {
         );
         assert!(!s.pio);
         let s = d.command(&tf(cmd::READ_DMA_EXT, 2041, 8));
-        assert_eq!((s.transfer, s.done.status & status::ERR), (Transfer::None, status::ERR));
+        assert_eq!(
+            (s.transfer, s.done.status & status::ERR),
+            (Transfer::None, status::ERR)
+        );
         let s = d.command(&tf(cmd::READ_DMA_EXT, u64::MAX, 1));
         assert_eq!(s.done.error, error::IDNF | error::ABRT);
         // 28-bit: LBA bits 27:24 in the device register, count 0 is 256 sectors.
         let mut t = tf(cmd::READ_SECTORS, 0, 0);
         t.device = 0x40;
         let s = d.command(&t);
-        assert_eq!(s.transfer, Transfer::Read { offset: 0, len: 256 * 512 });
+        assert_eq!(
+            s.transfer,
+            Transfer::Read {
+                offset: 0,
+                len: 256 * 512
+            }
+        );
         assert!(s.pio);
         let s = d.command(&tf(cmd::WRITE_DMA_FUA_EXT, 0, 1));
-        assert_eq!(s.transfer, Transfer::Write { offset: 0, len: 512, flush: true });
+        assert_eq!(
+            s.transfer,
+            Transfer::Write {
+                offset: 0,
+                len: 512,
+                flush: true
+            }
+        );
         let s = d.command(&tf(cmd::WRITE_DMA_EXT, 0, 1));
-        assert_eq!(s.transfer, Transfer::Write { offset: 0, len: 512, flush: false });
+        assert_eq!(
+            s.transfer,
+            Transfer::Write {
+                offset: 0,
+                len: 512,
+                flush: false
+            }
+        );
         // Write cache off: every write reaches the medium.
         let mut sf = tf(cmd::SET_FEATURES, 0, 0);
         sf.features = u16::from(feature::DISABLE_WRITE_CACHE);
         assert_eq!(d.command(&sf).done.status, READY);
         let s = d.command(&tf(cmd::WRITE_DMA_EXT, 0, 1));
-        assert_eq!(s.transfer, Transfer::Write { offset: 0, len: 512, flush: true });
+        assert_eq!(
+            s.transfer,
+            Transfer::Write {
+                offset: 0,
+                len: 512,
+                flush: true
+            }
+        );
         d.reset();
         let mut ro = AtaDisk::new(1 << 20, "s", true);
-        assert_eq!(ro.command(&tf(cmd::WRITE_DMA, 0, 1)).done.error, error::ABRT);
+        assert_eq!(
+            ro.command(&tf(cmd::WRITE_DMA, 0, 1)).done.error,
+            error::ABRT
+        );
     }
 
     #[test]
@@ -410,7 +452,11 @@ mod tests {
         let mut d = AtaDisk::new(1 << 20, "s", false);
         for c in [0x00, 0x06, 0x2f, 0xa0, 0xa1, 0xb0, 0xf5, 0xf8, 0xff] {
             let s = d.command(&tf(c, 0, 0));
-            assert_eq!((s.done.status, s.done.error), (READY | status::ERR, error::ABRT), "{c:#x}");
+            assert_eq!(
+                (s.done.status, s.done.error),
+                (READY | status::ERR, error::ABRT),
+                "{c:#x}"
+            );
         }
         let mut sf = tf(cmd::SET_FEATURES, 0, 0x45);
         sf.features = u16::from(feature::TRANSFER_MODE);
@@ -419,7 +465,10 @@ mod tests {
             sf.count = bad;
             assert_eq!(d.command(&sf).done.error, error::ABRT, "mode {bad:#x}");
         }
-        assert_eq!(d.command(&tf(cmd::SET_MULTIPLE, 0, 3)).done.error, error::ABRT);
+        assert_eq!(
+            d.command(&tf(cmd::SET_MULTIPLE, 0, 3)).done.error,
+            error::ABRT
+        );
         assert_eq!(d.command(&tf(cmd::CHECK_POWER_MODE, 0, 0)).done.count, 0xff);
     }
 }

@@ -135,7 +135,12 @@ fn be32(b: &[u8]) -> u64 {
 fn address(lba: u64, msf: bool) -> [u8; 4] {
     if msf {
         let f = lba + 150;
-        [0, (f / 4500).min(255) as u8, (f / 75 % 60) as u8, (f % 75) as u8]
+        [
+            0,
+            (f / 4500).min(255) as u8,
+            (f / 75 % 60) as u8,
+            (f % 75) as u8,
+        ]
     } else {
         u32_of(lba).to_be_bytes()
     }
@@ -487,7 +492,16 @@ impl Cdrom {
                 0x0000,
                 0x02,
                 true,
-                vec![0x00, 0x10, u8::from(dvd), 0, 0x00, 0x08, u8::from(present && !dvd), 0],
+                vec![
+                    0x00,
+                    0x10,
+                    u8::from(dvd),
+                    0,
+                    0x00,
+                    0x08,
+                    u8::from(present && !dvd),
+                    0,
+                ],
             ),
             // Core: the ATAPI interface, device busy events.
             (0x0001, 0x0a, true, vec![0, 0, 0, 2, 1, 0, 0, 0]),

@@ -47,10 +47,11 @@ fn read<const N: usize>(mem: &GuestMemoryMmap, addr: u64) -> Result<[u8; N], Dma
 
 /// Writes `data` at guest-physical `addr`.
 pub fn write(mem: &GuestMemoryMmap, addr: u64, data: &[u8]) -> Result<(), DmaError> {
-    mem.write_slice(data, GuestAddress(addr)).map_err(|_| DmaError {
-        addr,
-        len: data.len() as u64,
-    })
+    mem.write_slice(data, GuestAddress(addr))
+        .map_err(|_| DmaError {
+            addr,
+            len: data.len() as u64,
+        })
 }
 
 /// A command slot as fetched.
@@ -77,8 +78,8 @@ impl Command {
         let h: [u8; 16] = read(mem, at)?;
         let dw0 = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
         // The table is 128-byte aligned; its low bits are reserved.
-        let table = (u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]))
-            & !0x7f;
+        let table =
+            (u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]])) & !0x7f;
         Ok(Self {
             atapi: dw0 & HEADER_ATAPI != 0,
             write: dw0 & HEADER_WRITE != 0,
@@ -178,7 +179,9 @@ impl Cursor<'_> {
 
     /// Copies `data` into guest memory at the cursor; returns the bytes copied.
     pub fn write(&mut self, mem: &GuestMemoryMmap, data: &[u8]) -> Result<usize, DmaError> {
-        self.walk(data.len(), |addr, at, n| write(mem, addr, &data[at..at + n]))
+        self.walk(data.len(), |addr, at, n| {
+            write(mem, addr, &data[at..at + n])
+        })
     }
 
     /// Fills `buf` from guest memory at the cursor; returns the bytes read.
@@ -204,7 +207,8 @@ mod tests {
 
     fn prd(m: &GuestMemoryMmap, table: u64, i: u64, addr: u64, len: u32) {
         let at = table + PRDT_OFFSET + i * PRD_LEN;
-        m.write_slice(&addr.to_le_bytes(), GuestAddress(at)).unwrap();
+        m.write_slice(&addr.to_le_bytes(), GuestAddress(at))
+            .unwrap();
         m.write_slice(&(len - 1).to_le_bytes(), GuestAddress(at + 12))
             .unwrap();
     }
@@ -215,21 +219,34 @@ mod tests {
         let (list, table) = (0x1000u64, 0x2000u64);
         // Slot 2: CFL 5, ATAPI, 3 descriptors.
         let dw0: u32 = 5 | HEADER_ATAPI | 3 << 16;
-        m.write_slice(&dw0.to_le_bytes(), GuestAddress(list + 64)).unwrap();
+        m.write_slice(&dw0.to_le_bytes(), GuestAddress(list + 64))
+            .unwrap();
         m.write_slice(&(table | 0x7f).to_le_bytes(), GuestAddress(list + 64 + 8))
             .unwrap();
-        m.write_slice(&[0x27, 0x80, 0xa0], GuestAddress(table)).unwrap();
-        m.write_slice(&[0x28], GuestAddress(table + ACMD_OFFSET)).unwrap();
+        m.write_slice(&[0x27, 0x80, 0xa0], GuestAddress(table))
+            .unwrap();
+        m.write_slice(&[0x28], GuestAddress(table + ACMD_OFFSET))
+            .unwrap();
         prd(&m, table, 0, 0x8000, 6);
         prd(&m, table, 1, 0x9000, 4);
         prd(&m, table, 2, 0xa000, 0x1000);
         let c = Command::fetch(&m, list, 2).unwrap();
         assert!(c.atapi && !c.write);
-        assert_eq!((c.prdt_len, c.table, c.fis[2], c.packet[0]), (3, table, 0xa0, 0x28));
+        assert_eq!(
+            (c.prdt_len, c.table, c.fis[2], c.packet[0]),
+            (3, table, 0xa0, 0x28)
+        );
         let r = c.regions(&m, 8).unwrap();
-        assert_eq!(r.total(), 10, "only as many descriptors as the transfer needs");
+        assert_eq!(
+            r.total(),
+            10,
+            "only as many descriptors as the transfer needs"
+        );
         let mut cur = r.cursor();
-        assert_eq!(cur.write(&m, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]).unwrap(), 10);
+        assert_eq!(
+            cur.write(&m, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]).unwrap(),
+            10
+        );
         let mut got = [0u8; 6];
         m.read_slice(&mut got, GuestAddress(0x8000)).unwrap();
         assert_eq!(got, [1, 2, 3, 4, 5, 6]);
@@ -249,8 +266,10 @@ mod tests {
         let m = mem();
         assert!(Command::fetch(&m, 1 << 40, 31).is_err());
         let (list, table) = (0x1000u64, 0x2000u64);
-        m.write_slice(&(1u32 << 16).to_le_bytes(), GuestAddress(list)).unwrap();
-        m.write_slice(&table.to_le_bytes(), GuestAddress(list + 8)).unwrap();
+        m.write_slice(&(1u32 << 16).to_le_bytes(), GuestAddress(list))
+            .unwrap();
+        m.write_slice(&table.to_le_bytes(), GuestAddress(list + 8))
+            .unwrap();
         prd(&m, table, 0, 0xffff_0000_0000, 0x40_0000);
         let c = Command::fetch(&m, list, 0).unwrap();
         let r = c.regions(&m, u64::MAX).unwrap();

@@ -183,7 +183,9 @@ impl Drive {
             Self::Disk { backend, .. } => backend.image().read(buf, offset),
             Self::Cdrom { disc: Some(d), .. } => d.read(buf, offset),
             // The drive refuses reads without a disc before they get here.
-            Self::Cdrom { disc: None, .. } => Err(StorageError::Invalid("no disc in the drive".into())),
+            Self::Cdrom { disc: None, .. } => {
+                Err(StorageError::Invalid("no disc in the drive".into()))
+            }
         }
     }
 

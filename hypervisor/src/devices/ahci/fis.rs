@@ -186,10 +186,21 @@ mod tests {
             device: 0,
         };
         let d = r.d2h_fis();
-        assert_eq!((d[0], d[1], d[2], d[4], d[5], d[6], d[12]), (0x34, 0x40, 0x50, 1, 0x14, 0xeb, 1));
+        assert_eq!(
+            (d[0], d[1], d[2], d[4], d[5], d[6], d[12]),
+            (0x34, 0x40, 0x50, 1, 0x14, 0xeb, 1)
+        );
         let p = r.pio_setup_fis(512);
         assert_eq!((p[0], p[1], p[2], p[15]), (0x5f, 0x60, 0x58, 0x50));
         assert_eq!(u16::from_le_bytes([p[16], p[17]]), 512);
-        assert_eq!(Registers { status: 0x51, error: 0x04, ..r }.tfd(), 0x0451);
+        assert_eq!(
+            Registers {
+                status: 0x51,
+                error: 0x04,
+                ..r
+            }
+            .tfd(),
+            0x0451
+        );
     }
 }

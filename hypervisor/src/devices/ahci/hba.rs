@@ -391,7 +391,10 @@ impl Hba {
 
     /// Whether a port has an enabled interrupt now that it did not have `before`.
     fn new_events(&self, before: [u32; PORTS]) -> bool {
-        self.enabled_bits().iter().zip(before).any(|(a, b)| a & !b != 0)
+        self.enabled_bits()
+            .iter()
+            .zip(before)
+            .any(|(a, b)| a & !b != 0)
     }
 
     /// Recomputes IS and sends the interrupt when the condition newly holds, or holds with
@@ -415,7 +418,9 @@ impl Hba {
         let p = &mut self.ports[index];
         // Slot order, starting after the last one taken.
         let from = (u32::from(p.ccs) + 1) % 32;
-        let slot = (0..32).map(|i| (from + i) % 32).find(|s| p.ci & (1 << s) != 0)? as u8;
+        let slot = (0..32)
+            .map(|i| (from + i) % 32)
+            .find(|s| p.ci & (1 << s) != 0)? as u8;
         p.running = Some(slot);
         p.ccs = slot;
         Some(Issued {

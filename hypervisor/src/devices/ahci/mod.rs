@@ -33,7 +33,7 @@ use crate::devices::bus::lock;
 use crate::devices::pci::config::{ClassCode, ConfigSpaceError, PciConfig, PciId};
 use crate::devices::pci::msix::{Msix, MSIX_CAP_ID};
 use crate::devices::pci::PciFunction;
-use crate::devices::virtio::worker_thread::{WorkerError, WorkerThread};
+use crate::devices::worker_thread::{WorkerError, WorkerThread};
 use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
 
 /// The BAR that holds the registers (ABAR).
@@ -151,11 +151,7 @@ impl PciFunction for Ahci {
 
     fn config_write(&mut self, reg: usize, offset: usize, data: &[u8]) {
         self.config.write(reg, offset, data);
-        let control = u16::from_le_bytes([
-            self.config.byte(self.msix_cap + 2),
-            self.config.byte(self.msix_cap + 3),
-        ]);
-        lock(&self.msix).set_control(control);
+        lock(&self.msix).sync_control(&self.config, self.msix_cap);
     }
 
     fn mmio_read(&mut self, addr: u64, data: &mut [u8]) -> bool {

@@ -184,7 +184,8 @@ impl Rig {
         let h = list(port) + u64::from(slot) * 32;
         m.write_slice(&dw0.to_le_bytes(), GuestAddress(h)).unwrap();
         m.write_slice(&[0xff; 4], GuestAddress(h + 4)).unwrap();
-        m.write_slice(&t.to_le_bytes(), GuestAddress(h + 8)).unwrap();
+        m.write_slice(&t.to_le_bytes(), GuestAddress(h + 8))
+            .unwrap();
         m.write_slice(&cmd.fis, GuestAddress(t)).unwrap();
         m.write_slice(&cmd.packet, GuestAddress(t + 0x40)).unwrap();
         for (i, (addr, len)) in cmd.prdt.iter().enumerate() {
@@ -202,7 +203,10 @@ impl Rig {
                 self.set_port_reg(port, 0x10, is);
                 return (is, self.port_reg(port, 0x20));
             }
-            assert!(Instant::now() < deadline, "command never ended: IS {is:#x} CI {ci:#x}");
+            assert!(
+                Instant::now() < deadline,
+                "command never ended: IS {is:#x} CI {ci:#x}"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -223,7 +227,9 @@ impl Rig {
 
     fn data(&self, port: usize, len: usize) -> Vec<u8> {
         let mut v = vec![0u8; len];
-        self.mem.read_slice(&mut v, GuestAddress(data_at(port))).unwrap();
+        self.mem
+            .read_slice(&mut v, GuestAddress(data_at(port)))
+            .unwrap();
         v
     }
 
@@ -263,7 +269,11 @@ fn the_controller_presents_itself_as_ich9_with_its_devices_signed_in() {
     assert_eq!(r.ahci.config_read(REG_CLASS) >> 8, 0x01_0601);
     assert_eq!(r.ahci.config_read(REG_BAR0 + ABAR), BAR as u32);
     let cap = r.read(0x00);
-    assert_eq!((cap & 0x1f, (cap >> 8) & 0x1f), (5, 31), "6 ports, 32 slots");
+    assert_eq!(
+        (cap & 0x1f, (cap >> 8) & 0x1f),
+        (5, 31),
+        "6 ports, 32 slots"
+    );
     assert_ne!(cap & (1 << 31), 0, "64-bit");
     assert_eq!(cap & (1 << 30), 0, "no NCQ");
     assert_eq!(r.read(0x0c), 0x3f);
@@ -324,9 +334,15 @@ fn a_disk_is_identified_written_read_and_flushed() {
     // WRITE DMA EXT of 40 KiB at sector 100 through three descriptors, then read back
     // through one; the D2H FIS carries the end.
     let pattern: Vec<u8> = (0..40 * 1024).map(|i| (i * 7 % 251) as u8).collect();
-    r.mem.write_slice(&pattern[..4096], GuestAddress(0x80_0000)).unwrap();
-    r.mem.write_slice(&pattern[4096..8192], GuestAddress(0x90_0000)).unwrap();
-    r.mem.write_slice(&pattern[8192..], GuestAddress(0xa0_0000)).unwrap();
+    r.mem
+        .write_slice(&pattern[..4096], GuestAddress(0x80_0000))
+        .unwrap();
+    r.mem
+        .write_slice(&pattern[4096..8192], GuestAddress(0x90_0000))
+        .unwrap();
+    r.mem
+        .write_slice(&pattern[8192..], GuestAddress(0xa0_0000))
+        .unwrap();
     let write = Cmd {
         fis: ata(0x35, 100, 80),
         packet: [0; 16],
@@ -410,7 +426,9 @@ fn a_failed_command_halts_the_list_until_the_host_restarts_the_port() {
     r.restart(0);
     // A command table outside guest memory.
     let h = list(0);
-    r.mem.write_slice(&(0x7fff_0000_0000u64).to_le_bytes(), GuestAddress(h + 8)).unwrap();
+    r.mem
+        .write_slice(&(0x7fff_0000_0000u64).to_le_bytes(), GuestAddress(h + 8))
+        .unwrap();
     r.set_port_reg(0, 0x38, 1);
     let deadline = Instant::now() + Duration::from_secs(10);
     while r.port_reg(0, 0x10) & pxis::HBFS == 0 {
@@ -447,7 +465,14 @@ fn the_dvd_drive_reads_its_disc_and_reports_what_a_drive_reports() {
     let ident = r.data(1, 512);
     assert_eq!(u16::from_le_bytes([ident[0], ident[1]]), 0x85c0);
     // IDENTIFY DEVICE to a packet device: aborted, with the signature.
-    let (_, tfd) = r.issue(1, 0, &Cmd { fis: ata(0xec, 0, 0), ..id });
+    let (_, tfd) = r.issue(
+        1,
+        0,
+        &Cmd {
+            fis: ata(0xec, 0, 0),
+            ..id
+        },
+    );
     assert_eq!(tfd & 0x0401, 0x0401);
     let d2h = r.rx(1, 0x40);
     assert_eq!((d2h[4], d2h[5], d2h[6]), (0x01, 0x14, 0xeb));
@@ -474,7 +499,10 @@ fn the_dvd_drive_reads_its_disc_and_reports_what_a_drive_reports() {
     r.scsi(1, &[0x28, 0, 0, 0, 0, 9, 0, 0, 2, 0], 1024);
     assert_eq!(r.transferred(1, 0), 1024);
     // Past the end.
-    assert_eq!(r.scsi_fails(1, &[0x28, 0, 0, 0, 0, 63, 0, 0, 2, 0]), (5, 0x21, 0));
+    assert_eq!(
+        r.scsi_fails(1, &[0x28, 0, 0, 0, 0, 63, 0, 0, 2, 0]),
+        (5, 0x21, 0)
+    );
     // The TOC: track 1 at 0, lead-out at 64 (MSF: 00:02:64 after the lead-in).
     let toc = r.scsi(1, &[0x43, 0, 0, 0, 0, 0, 0, 0, 100, 0], 100);
     assert_eq!(toc.len(), 20);
@@ -498,7 +526,11 @@ fn the_dvd_drive_reads_its_disc_and_reports_what_a_drive_reports() {
     assert_eq!(r.scsi_fails(1, &[0x00; 6]), (6, 0x28, 0));
     r.scsi(1, &[0x00; 6], 0);
     let events = r.scsi(1, &[0x4a, 1, 0, 0, 0x10, 0, 0, 0, 8, 0], 8);
-    assert_eq!(&events[2..6], &[4, 0x10, 2, 2], "media class: new media, present");
+    assert_eq!(
+        &events[2..6],
+        &[4, 0x10, 2, 2],
+        "media class: new media, present"
+    );
     let events = r.scsi(1, &[0x4a, 1, 0, 0, 0x10, 0, 0, 0, 8, 0], 8);
     assert_eq!(&events[4..6], &[0, 2], "reported once");
 }
@@ -510,8 +542,14 @@ fn an_empty_drive_answers_not_ready() {
     let inquiry = r.scsi(2, &[0x12, 0, 0, 0, 36, 0], 36);
     assert_eq!(inquiry[0], 0x05);
     assert_eq!(r.scsi_fails(2, &[0x00; 6]), (2, 0x3a, 1));
-    assert_eq!(r.scsi_fails(2, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]), (2, 0x3a, 1));
-    assert_eq!(r.scsi_fails(2, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), (2, 0x3a, 1));
+    assert_eq!(
+        r.scsi_fails(2, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        (2, 0x3a, 1)
+    );
+    assert_eq!(
+        r.scsi_fails(2, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+        (2, 0x3a, 1)
+    );
     let conf = r.scsi(2, &[0x46, 0, 0, 0, 0, 0, 0, 0x01, 0, 0], 256);
     assert_eq!(&conf[6..8], &[0, 0], "no current profile");
     let events = r.scsi(2, &[0x4a, 1, 0, 0, 0x10, 0, 0, 0, 8, 0], 8);
@@ -524,7 +562,9 @@ fn completions_interrupt_only_when_the_host_enabled_them() {
     // MSI-X on, vector 0 unmasked.
     let cap = r.ahci.msix_cap;
     r.ahci.config_write(cap / 4, 2, &[0, 0x80]);
-    assert!(r.ahci.mmio_write(BAR + MSIX_TABLE + 12, &0u32.to_le_bytes()));
+    assert!(r
+        .ahci
+        .mmio_write(BAR + MSIX_TABLE + 12, &0u32.to_le_bytes()));
     r.start_port(0);
     let flush = Cmd {
         fis: ata(0xe7, 0, 0),
@@ -534,7 +574,10 @@ fn completions_interrupt_only_when_the_host_enabled_them() {
         prdt: vec![],
     };
     r.issue(0, 0, &flush);
-    assert!(r.irq.read().is_err(), "no interrupt: GHC.IE and PxIE are off");
+    assert!(
+        r.irq.read().is_err(),
+        "no interrupt: GHC.IE and PxIE are off"
+    );
     r.write(0x04, 1 << 1);
     r.set_port_reg(0, 0x14, pxis::DHRS);
     r.issue(0, 1, &flush);
@@ -553,7 +596,9 @@ fn comreset_soft_reset_and_hba_reset_bring_devices_back_with_their_signatures() 
     r.set_port_reg(1, 0x18, 1 << 4);
     // COMRESET: the link is down while asserted; released, the device signs in again and
     // its signature FIS lands in the receive area.
-    r.mem.write_slice(&[0u8; 20], GuestAddress(fis_area(1) + 0x40)).unwrap();
+    r.mem
+        .write_slice(&[0u8; 20], GuestAddress(fis_area(1) + 0x40))
+        .unwrap();
     r.set_port_reg(1, 0x2c, 1);
     assert_eq!(r.port_reg(1, 0x28), 0);
     assert_eq!(r.port_reg(1, 0x20) & 0x80, 0x80, "busy while in reset");
@@ -579,7 +624,14 @@ fn comreset_soft_reset_and_hba_reset_bring_devices_back_with_their_signatures() 
     assert_eq!(r.issue(1, 0, &control).1 & 0x80, 0x80);
     let mut release = srst;
     release[15] = 0;
-    let (_, tfd) = r.issue(1, 1, &Cmd { fis: release, ..control });
+    let (_, tfd) = r.issue(
+        1,
+        1,
+        &Cmd {
+            fis: release,
+            ..control
+        },
+    );
     assert_eq!(tfd, 0x0100);
     r.scsi(1, &[0x1b, 0, 0, 0, 2, 0], 0);
     // HBA reset: everything back, addresses kept.
@@ -590,7 +642,8 @@ fn comreset_soft_reset_and_hba_reset_bring_devices_back_with_their_signatures() 
     assert_eq!(r.port_reg(1, 0x00), list(1) as u32);
     // The machine's reset: the tray (opened above) is closed again with the disc in.
     r.ahci.reset();
-    r.ahci.config_write(REG_COMMAND, 0, &[COMMAND_MEMORY as u8 | 4]);
+    r.ahci
+        .config_write(REG_COMMAND, 0, &[COMMAND_MEMORY as u8 | 4]);
     r.start_port(1);
     r.scsi(1, &[0x00; 6], 0);
     drop(r.dir);

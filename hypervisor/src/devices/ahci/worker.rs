@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::dma::{Command, DmaError, Regions};
@@ -14,6 +14,7 @@ use super::drive::{Drive, Transfer};
 use super::fis::{self, Registers, TaskFile};
 use super::hba::{Ended, Hba, Issued, PORTS};
 use crate::devices::bus::lock;
+use crate::devices::worker_thread::epoll_on;
 use crate::rate_limit::{RateLimiter, Verdict};
 
 /// Bytes moved between a medium and guest memory per step.
@@ -84,15 +85,7 @@ impl Worker {
     }
 
     fn epoll(&self) -> std::io::Result<Epoll> {
-        let epoll = Epoll::new()?;
-        for (fd, token) in [(&self.kick, TOKEN_KICK), (&self.stop, TOKEN_STOP)] {
-            epoll.ctl(
-                ControlOperation::Add,
-                std::os::fd::AsRawFd::as_raw_fd(fd),
-                EpollEvent::new(EventSet::IN, token),
-            )?;
-        }
-        Ok(epoll)
+        epoll_on(&[(&self.kick, TOKEN_KICK), (&self.stop, TOKEN_STOP)])
     }
 
     /// Runs one command to its end.
@@ -130,7 +123,11 @@ impl Worker {
             Err(e) => return fatal(e, log),
         };
         let Some(tf) = TaskFile::from_fis(&command.fis) else {
-            warn(log, issued.port, &format!("command FIS of type {:#x}", command.fis[0]));
+            warn(
+                log,
+                issued.port,
+                &format!("command FIS of type {:#x}", command.fis[0]),
+            );
             return ended(super::ata::failed(fis::error::ABRT));
         };
         if !tf.is_command {
@@ -178,13 +175,17 @@ impl Worker {
             Err(Failure::Dma(e)) => fatal(e, log),
             Err(Failure::Medium(e, write)) => {
                 warn(log, issued.port, &e);
-                let regs = self.drive(issued.port).map_or_else(Registers::default, |d| {
-                    d.io_failed(write)
-                });
+                let regs = self
+                    .drive(issued.port)
+                    .map_or_else(Registers::default, |d| d.io_failed(write));
                 ended(regs)
             }
             Err(Failure::Short) => {
-                warn(log, issued.port, "a write with fewer bytes described than it moves");
+                warn(
+                    log,
+                    issued.port,
+                    "a write with fewer bytes described than it moves",
+                );
                 ended(super::ata::failed(fis::error::ABRT))
             }
         }

@@ -104,6 +104,15 @@ impl Msix {
         u64::from(self.len()).div_ceil(64) * 8
     }
 
+    /// Applies the Message Control of the capability at byte `cap` of `config`, after a
+    /// configuration write that may have changed it.
+    pub fn sync_control(&mut self, config: &super::config::PciConfig, cap: usize) {
+        self.set_control(u16::from_le_bytes([
+            config.byte(cap + 2),
+            config.byte(cap + 3),
+        ]));
+    }
+
     /// Applies the capability's Message Control as the guest last wrote it.
     pub fn set_control(&mut self, control: u16) {
         self.enabled = control & CONTROL_ENABLE != 0;

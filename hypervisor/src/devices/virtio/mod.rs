@@ -9,7 +9,6 @@
 pub mod block;
 pub mod input;
 pub mod pci;
-pub mod worker_thread;
 
 use std::sync::Arc;
 
@@ -81,7 +80,7 @@ pub enum ActivateError {
     EventFd(std::io::Error),
     /// The device's I/O thread is gone.
     #[error(transparent)]
-    Worker(#[from] worker_thread::WorkerError),
+    Worker(#[from] crate::devices::worker_thread::WorkerError),
     /// The driver enabled no queue.
     #[error("the driver enabled no queue")]
     NoQueue,

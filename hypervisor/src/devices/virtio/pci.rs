@@ -490,11 +490,7 @@ impl PciFunction for VirtioPci {
 
     fn config_write(&mut self, reg: usize, offset: usize, data: &[u8]) {
         self.config.write(reg, offset, data);
-        let control = u16::from_le_bytes([
-            self.config.byte(self.msix_cap + 2),
-            self.config.byte(self.msix_cap + 3),
-        ]);
-        lock(&self.interrupt.msix).set_control(control);
+        lock(&self.interrupt.msix).sync_control(&self.config, self.msix_cap);
         self.sync_notify();
     }
 

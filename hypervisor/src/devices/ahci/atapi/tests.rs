@@ -41,8 +41,14 @@ fn replies_are_cut_to_the_allocation_and_sense_is_reported_once() {
     assert_eq!(reply(&mut d, &[0x12, 0, 0, 0, 5, 0]).len(), 5);
     let vpd = reply(&mut d, &[0x12, 1, 0x80, 0, 255, 0]);
     assert_eq!(&vpd[4..], b"serial-1");
-    assert_eq!(d.packet(&cdb(&[0x12, 1, 0x83, 0, 255])), Err(senses::INVALID_FIELD));
-    assert_eq!(d.packet(&cdb(&[0x12, 0, 1, 0, 255])), Err(senses::INVALID_FIELD));
+    assert_eq!(
+        d.packet(&cdb(&[0x12, 1, 0x83, 0, 255])),
+        Err(senses::INVALID_FIELD)
+    );
+    assert_eq!(
+        d.packet(&cdb(&[0x12, 0, 1, 0, 255])),
+        Err(senses::INVALID_FIELD)
+    );
     // A failed command's sense, then nothing.
     let step = d.command(
         &TaskFile {
@@ -69,15 +75,27 @@ fn mode_pages_and_the_toc_in_their_forms() {
     let changeable = reply(&mut d, &[0x5a, 0, 0x6a, 0, 0, 0, 0, 1, 0, 0]);
     assert_eq!(&changeable[8..10], &[0x2a, 18]);
     assert!(changeable[10..].iter().all(|b| *b == 0));
-    assert_eq!(d.packet(&cdb(&[0x5a, 0, 0xea])), Err(senses::SAVING_NOT_SUPPORTED));
+    assert_eq!(
+        d.packet(&cdb(&[0x5a, 0, 0xea])),
+        Err(senses::SAVING_NOT_SUPPORTED)
+    );
     assert_eq!(d.packet(&cdb(&[0x5a, 0, 0x05])), Err(senses::INVALID_FIELD));
     // Session info, and the lead-out alone.
     let session = reply(&mut d, &[0x43, 0, 1, 0, 0, 0, 0, 0, 12, 0]);
     assert_eq!(session, [0, 10, 1, 1, 0, 0x14, 1, 0, 0, 0, 0, 0]);
     let leadout = reply(&mut d, &[0x43, 0, 0, 0, 0, 0, 0xaa, 0, 12, 0]);
     assert_eq!(&leadout[4..8], &[0, 0x14, 0xaa, 0]);
-    assert_eq!(d.packet(&cdb(&[0x43, 0, 0, 0, 0, 0, 2, 0, 12])), Err(senses::INVALID_FIELD));
-    assert_eq!(d.packet(&cdb(&[0x43, 0, 2, 0, 0, 0, 0, 0, 12])), Err(senses::INVALID_FIELD));
+    assert_eq!(
+        d.packet(&cdb(&[0x43, 0, 0, 0, 0, 0, 2, 0, 12])),
+        Err(senses::INVALID_FIELD)
+    );
+    assert_eq!(
+        d.packet(&cdb(&[0x43, 0, 2, 0, 0, 0, 0, 0, 12])),
+        Err(senses::INVALID_FIELD)
+    );
     assert_eq!(address(1000, true), [0, 0, 15, 25]);
-    assert_eq!(d.packet(&cdb(&[0x4a, 0, 0, 0, 0x10])), Err(senses::INVALID_FIELD));
+    assert_eq!(
+        d.packet(&cdb(&[0x4a, 0, 0, 0, 0x10])),
+        Err(senses::INVALID_FIELD)
+    );
 }

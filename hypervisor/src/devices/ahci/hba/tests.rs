@@ -68,7 +68,11 @@ fn a_stop_while_a_command_runs_drops_its_end_and_holds_cr_until_it_lets_go() {
     h.write(CI, 1);
     let a = h.take_issued().unwrap();
     h.write(CMD, pxcmd::FRE);
-    assert_ne!(h.read(CMD) & pxcmd::CR, 0, "the command still holds guest memory");
+    assert_ne!(
+        h.read(CMD) & pxcmd::CR,
+        0,
+        "the command still holds guest memory"
+    );
     h.write(CMD, pxcmd::FRE | pxcmd::ST);
     h.write(CI, 1 << 7);
     h.finish(&a, &ok());
@@ -101,7 +105,13 @@ fn an_error_halts_the_port_and_a_fatal_error_is_reported_as_such() {
     h.write(CMD, pxcmd::FRE | pxcmd::ST);
     h.write(CI, 1);
     let b = h.take_issued().unwrap();
-    h.finish(&b, &Ended { fatal: true, ..ok() });
+    h.finish(
+        &b,
+        &Ended {
+            fatal: true,
+            ..ok()
+        },
+    );
     assert_eq!(h.read(PORT_BASE + 0x10), pxis::HBFS);
     assert_eq!(h.take_issued(), None);
 }

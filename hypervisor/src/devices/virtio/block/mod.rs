@@ -21,8 +21,8 @@ use self::request::{
     BlockBackend, ID_BYTES, MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS, SECTOR_SIZE,
 };
 use self::worker::QueueWorker;
-use super::worker_thread::WorkerThread;
 use super::{read_config_bytes, ActivateError, Activation, VirtioDevice};
+use crate::devices::worker_thread::WorkerThread;
 use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
 
 /// virtio device ID of a block device.

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::request::{self, BlockBackend};
 use crate::devices::virtio::VirtioInterrupt;
+use crate::devices::worker_thread::epoll_on;
 use crate::rate_limit::{RateLimiter, Verdict};
 
 const TOKEN_KICK: u64 = 0;
@@ -76,15 +77,7 @@ impl QueueWorker {
     }
 
     fn epoll(&self) -> std::io::Result<Epoll> {
-        let epoll = Epoll::new()?;
-        for (fd, token) in [(&self.kick, TOKEN_KICK), (&self.stop, TOKEN_STOP)] {
-            epoll.ctl(
-                ControlOperation::Add,
-                std::os::fd::AsRawFd::as_raw_fd(fd),
-                EpollEvent::new(EventSet::IN, token),
-            )?;
-        }
-        Ok(epoll)
+        epoll_on(&[(&self.kick, TOKEN_KICK), (&self.stop, TOKEN_STOP)])
     }
 
     /// Serves every available chain; false if the ring itself is unusable.

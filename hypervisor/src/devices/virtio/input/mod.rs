@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
 use self::worker::InputWorker;
-use super::worker_thread::WorkerThread;
 use super::{read_config_bytes, ActivateError, Activation, VirtioDevice};
 use crate::devices::bus::lock;
+use crate::devices::worker_thread::WorkerThread;
 use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
 
 /// virtio device ID of an input device.

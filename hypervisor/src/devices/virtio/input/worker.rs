@@ -2,17 +2,17 @@
 //! events arrive or the driver adds buffers, and takes (and ignores) status-queue messages.
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use virtio_queue::{QueueOwnedT, QueueT, Writer};
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::EventQueue;
 use crate::devices::bus::lock;
 use crate::devices::virtio::{ActiveQueue, VirtioInterrupt};
+use crate::devices::worker_thread::epoll_on;
 
 const TOKEN_EVENTQ: u64 = 0;
 const TOKEN_STATUSQ: u64 = 1;
@@ -74,23 +74,15 @@ impl InputWorker {
     }
 
     fn epoll(&self) -> std::io::Result<Epoll> {
-        let epoll = Epoll::new()?;
         let mut fds = vec![
-            (self.eventq.kick.as_raw_fd(), TOKEN_EVENTQ),
-            (self.events.ready.as_raw_fd(), TOKEN_READY),
-            (self.stop.as_raw_fd(), TOKEN_STOP),
+            (&self.eventq.kick, TOKEN_EVENTQ),
+            (&self.events.ready, TOKEN_READY),
+            (&self.stop, TOKEN_STOP),
         ];
         if let Some(s) = &self.statusq {
-            fds.push((s.kick.as_raw_fd(), TOKEN_STATUSQ));
+            fds.push((&s.kick, TOKEN_STATUSQ));
         }
-        for (fd, token) in fds {
-            epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token),
-            )?;
-        }
-        Ok(epoll)
+        epoll_on(&fds)
     }
 
     /// Moves pending events into available buffers; false if the ring is unusable.

@@ -3,10 +3,28 @@
 //! unfiltered creator: a vCPU (which is where activation happens) holds a filter without the
 //! device's file I/O or thread creation, and a thread it created would hold that too.
 
+use std::os::fd::AsRawFd;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
 
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
 use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
+
+/// An epoll set over device eventfds (a queue's kick, a stop), each readable event tagged
+/// with its token: what every device thread's loop waits on.
+pub fn epoll_on(fds: &[(&EventFd, u64)]) -> std::io::Result<Epoll> {
+    let epoll = Epoll::new()?;
+    for (fd, token) in fds {
+        epoll.ctl(
+            ControlOperation::Add,
+            fd.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, *token),
+        )?;
+    }
+    Ok(epoll)
+}
 
 type Job = Box<dyn FnOnce() + Send>;
 
