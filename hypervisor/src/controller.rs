@@ -96,6 +96,7 @@ pub struct Controller {
     display: std::sync::OnceLock<Arc<DisplayService>>,
     power: std::sync::OnceLock<Arc<Mutex<PowerManagement>>>,
     reboots: std::sync::atomic::AtomicU32,
+    sata: std::sync::OnceLock<Vec<crate::devices::ahci::drive::DriveInfo>>,
 }
 
 impl Controller {
@@ -118,7 +119,18 @@ impl Controller {
             display: std::sync::OnceLock::new(),
             power: std::sync::OnceLock::new(),
             reboots: std::sync::atomic::AtomicU32::new(0),
+            sata: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The AHCI controller's devices, whose counters `/metrics` shows.
+    pub fn set_sata(&self, drives: Vec<crate::devices::ahci::drive::DriveInfo>) {
+        let _ = self.sata.set(drives);
+    }
+
+    /// The AHCI controller's devices (none without the controller).
+    pub fn sata(&self) -> &[crate::devices::ahci::drive::DriveInfo] {
+        self.sata.get().map_or(&[], Vec::as_slice)
     }
 
     /// Hands over the running display.

@@ -171,6 +171,41 @@ fn metrics(ctl: &Controller) -> String {
             u8::from(d.process_id.is_some())
         );
     }
+    let sata = ctl.sata();
+    if !sata.is_empty() {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (name, help) in [
+            (
+                "commands_total",
+                "Commands the AHCI controller's device ran.",
+            ),
+            ("errors_total", "Commands that ended in an error."),
+            ("read_bytes_total", "Bytes moved to the guest."),
+            (
+                "written_bytes_total",
+                "Bytes the guest wrote to the medium.",
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP tessera_vmm_sata_{name} {help}\n# TYPE tessera_vmm_sata_{name} counter"
+            );
+            for d in sata {
+                let s = &d.stats;
+                let v = match name {
+                    "commands_total" => s.commands.load(Relaxed),
+                    "errors_total" => s.errors.load(Relaxed),
+                    "read_bytes_total" => s.read_bytes.load(Relaxed),
+                    _ => s.written_bytes.load(Relaxed),
+                };
+                let _ = writeln!(
+                    out,
+                    "tessera_vmm_sata_{name}{{port=\"{}\",kind=\"{}\"}} {v}",
+                    d.port, d.kind
+                );
+            }
+        }
+    }
     out
 }
 
@@ -319,5 +354,41 @@ mod tests {
         let long = "/".to_string() + &"a".repeat(10_000);
         let r = route(&c, &Method::GET, &long, b"");
         assert!(r.body.unwrap()["error"].as_str().unwrap().len() < 400);
+    }
+
+    #[test]
+    fn metrics_show_each_sata_device_s_counters() {
+        use crate::devices::ahci::drive::{DriveInfo, DriveStats};
+        let (c, _rx) = ctl();
+        let plain = |c: &Controller| {
+            String::from_utf8(route(c, &Method::GET, "/metrics", b"").raw.unwrap().1).unwrap()
+        };
+        assert!(!plain(&c).contains("sata"), "no controller, no lines");
+        let dvd = Arc::new(DriveStats::default());
+        dvd.command(false);
+        dvd.command(true);
+        dvd.read(2048);
+        c.set_sata(vec![
+            DriveInfo {
+                port: 0,
+                kind: "disk",
+                stats: Arc::new(DriveStats::default()),
+            },
+            DriveInfo {
+                port: 1,
+                kind: "dvd",
+                stats: dvd,
+            },
+        ]);
+        let text = plain(&c);
+        for line in [
+            "# TYPE tessera_vmm_sata_read_bytes_total counter",
+            "tessera_vmm_sata_commands_total{port=\"1\",kind=\"dvd\"} 2",
+            "tessera_vmm_sata_errors_total{port=\"1\",kind=\"dvd\"} 1",
+            "tessera_vmm_sata_read_bytes_total{port=\"1\",kind=\"dvd\"} 2048",
+            "tessera_vmm_sata_written_bytes_total{port=\"0\",kind=\"disk\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
     }
 }

@@ -480,7 +480,12 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
             (Boot::Firmware, Some(flash))
         }
     };
-    let (pci, window, disks) = build_pci(&cfg, vcpus, &vm, &memory, display.as_ref(), &sandbox)?;
+    let pci::PciBus {
+        root: pci,
+        window,
+        disks,
+        sata,
+    } = build_pci(&cfg, vcpus, &vm, &memory, display.as_ref(), &sandbox)?;
     let pci = Arc::new(Mutex::new(pci.with_reset(exit_tx.clone())));
     let PioDevices {
         mut pio,
@@ -656,6 +661,7 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
         )?;
         controller.set_display(service);
     }
+    controller.set_sata(sata);
 
     let reset = irqchip.map(|irqchip| Resettable {
         boot,

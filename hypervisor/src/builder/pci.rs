@@ -13,7 +13,7 @@ use crate::arch::x86_64::layout::{
     DISPLAY_MMIO_BAR, DISPLAY_VRAM_BAR, PCI_MMIO32_END, PCI_MMIO32_START,
 };
 use crate::config::{DiskBus, DiskConfig, VmConfig};
-use crate::devices::ahci::drive::Drive;
+use crate::devices::ahci::drive::{Drive, DriveInfo};
 use crate::devices::ahci::Ahci;
 use crate::devices::bus::lock;
 use crate::devices::display::bochs::BochsDisplay;
@@ -31,6 +31,18 @@ use crate::vstate::vm::Vm;
 
 /// The disks the VMM flushes when the VM ends, by name.
 pub type Disks = Vec<(String, Arc<BlockBackend>)>;
+
+/// The PCI bus as built.
+pub(super) struct PciBus {
+    /// Bus 0 and its functions.
+    pub root: PciRoot,
+    /// The 32-bit BAR window on the MMIO bus.
+    pub window: PciMmioWindow,
+    /// The disks to flush at the end.
+    pub disks: Disks,
+    /// The AHCI controller's devices, for `/metrics`.
+    pub sata: Vec<DriveInfo>,
+}
 
 /// What attaching a function needs of the VM.
 struct Ctx<'a> {
@@ -173,7 +185,7 @@ pub(super) fn build_pci(
     memory: &GuestMemoryMmap,
     display: Option<&DisplayHardware>,
     sandbox: &Sandbox,
-) -> Result<(PciRoot, PciMmioWindow, Disks), BuildError> {
+) -> Result<PciBus, BuildError> {
     let routing = Arc::new(IrqRouting::new(vm.shared_fd()));
     let ctx = Ctx {
         vm,
@@ -186,6 +198,7 @@ pub(super) fn build_pci(
     let mut window = PciMmioWindow::new(PCI_MMIO32_START);
     let mut bars = Bars(PCI_MMIO32_START);
     let mut disks = Vec::new();
+    let mut sata = Vec::new();
     for disk in cfg.disks.iter().filter(|d| d.bus == DiskBus::Virtio) {
         let bar = bars.next()?;
         let (dev, backend) = attach_disk(disk, vcpus, bar, &ctx, sandbox)?;
@@ -196,6 +209,7 @@ pub(super) fn build_pci(
     }
     if cfg.sata_devices() > 0 {
         let ahci = attach_ahci(cfg, bars.next()?, &ctx, sandbox, &mut disks)?;
+        sata = lock(&ahci).drives();
         let slot = pci.add(ahci.clone())?;
         window.add(ahci);
         tracing::info!(
@@ -221,5 +235,10 @@ pub(super) fn build_pci(
             tracing::info!(slot, "virtio tablet attached");
         }
     }
-    Ok((pci, window, disks))
+    Ok(PciBus {
+        root: pci,
+        window,
+        disks,
+        sata,
+    })
 }

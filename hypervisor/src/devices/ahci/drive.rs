@@ -1,6 +1,7 @@
 //! What sits on a port: a SATA disk or a DVD-ROM drive, with its medium, and the step a
 //! command comes to (the data to move, the registers to end with) that the worker carries out.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tessera_storage::{Disk, StorageError};
@@ -74,6 +75,50 @@ impl Step {
     }
 }
 
+/// What a drive has done, for `/metrics`: counted by the I/O thread, read by the API.
+#[derive(Debug, Default)]
+pub struct DriveStats {
+    /// Commands run.
+    pub commands: AtomicU64,
+    /// Commands that ended in an error (the device's, or a host bus error).
+    pub errors: AtomicU64,
+    /// Bytes moved to the host (medium reads and command replies).
+    pub read_bytes: AtomicU64,
+    /// Bytes written to the medium.
+    pub written_bytes: AtomicU64,
+}
+
+impl DriveStats {
+    /// Counts a command that ended (in an error if `failed`).
+    pub fn command(&self, failed: bool) {
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts bytes moved to the host.
+    pub fn read(&self, bytes: u64) {
+        self.read_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts bytes written to the medium.
+    pub fn wrote(&self, bytes: u64) {
+        self.written_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// A port's device as `/metrics` names it.
+#[derive(Debug, Clone)]
+pub struct DriveInfo {
+    /// AHCI port.
+    pub port: usize,
+    /// `disk` or `dvd`.
+    pub kind: &'static str,
+    /// Its counters.
+    pub stats: Arc<DriveStats>,
+}
+
 /// A port's device.
 pub enum Drive {
     /// A SATA disk on an image, shared with the VMM (which flushes it at the end).
@@ -142,6 +187,14 @@ impl Drive {
         Self::Cdrom {
             drive: Cdrom::new(disc.as_ref().map(Disk::size), serial),
             disc,
+        }
+    }
+
+    /// `/metrics`' name for its kind.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Disk { .. } => "disk",
+            Self::Cdrom { .. } => "dvd",
         }
     }
 

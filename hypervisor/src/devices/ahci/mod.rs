@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use self::drive::Drive;
+use self::drive::{Drive, DriveInfo, DriveStats};
 use self::hba::{Hba, PORTS};
 use self::worker::Worker;
 use crate::devices::bus::lock;
@@ -73,6 +73,7 @@ pub struct Ahci {
     hba: Arc<Mutex<Hba>>,
     thread: WorkerThread,
     stop: EventFd,
+    drives: Vec<DriveInfo>,
 }
 
 impl Ahci {
@@ -107,6 +108,15 @@ impl Ahci {
         let kick = EventFd::new(libc::EFD_NONBLOCK).map_err(AhciError::EventFd)?;
         let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(AhciError::EventFd)?;
         let kinds: Vec<_> = drives.iter().map(Drive::kind).collect();
+        let infos: Vec<DriveInfo> = drives
+            .iter()
+            .enumerate()
+            .map(|(port, d)| DriveInfo {
+                port,
+                kind: d.label(),
+                stats: Arc::new(DriveStats::default()),
+            })
+            .collect();
         let irq = msix.clone();
         let hba = Arc::new(Mutex::new(Hba::new(
             &kinds,
@@ -122,6 +132,7 @@ impl Ahci {
             memory,
             kick,
             stop: stop.try_clone().map_err(AhciError::EventFd)?,
+            stats: infos.iter().map(|i| i.stats.clone()).collect(),
         };
         let mut thread = WorkerThread::spawn(sandbox, ThreadKind::BlockQueue, "ahci".into())?;
         thread.start(move || worker.run())?;
@@ -133,7 +144,13 @@ impl Ahci {
             hba,
             thread,
             stop,
+            drives: infos,
         })
+    }
+
+    /// Its devices and their counters.
+    pub fn drives(&self) -> Vec<DriveInfo> {
+        self.drives.clone()
     }
 
     /// The offset in BAR 5 of an access of `len` bytes at `addr`, if it lies there.

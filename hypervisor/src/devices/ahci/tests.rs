@@ -374,6 +374,13 @@ fn a_disk_is_identified_written_read_and_flushed() {
     let mut back = vec![0u8; 40 * 1024];
     r.backend.image().read(&mut back, 100 * 512).unwrap();
     assert_eq!(back, pattern);
+    // The counters /metrics shows: IDENTIFY's 512 bytes, 512 + 40 KiB read, 40 KiB written.
+    let stats = &r.ahci.drives()[0].stats;
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!((n(&stats.commands), n(&stats.errors)), (5, 0));
+    assert_eq!(n(&stats.read_bytes), 512 + 512 + 40 * 1024);
+    assert_eq!(n(&stats.written_bytes), 40 * 1024);
+    assert_eq!(r.ahci.drives()[1].kind, "dvd");
 }
 
 #[test]

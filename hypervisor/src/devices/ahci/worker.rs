@@ -10,7 +10,7 @@ use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::dma::{Command, DmaError, Regions};
-use super::drive::{Drive, Transfer};
+use super::drive::{Drive, DriveStats, Transfer};
 use super::fis::{self, Registers, TaskFile};
 use super::hba::{Ended, Hba, Issued, PORTS};
 use crate::devices::bus::lock;
@@ -29,6 +29,8 @@ pub struct Worker {
     pub hba: Arc<Mutex<Hba>>,
     /// The drives, by port.
     pub drives: Vec<Option<Drive>>,
+    /// Their counters, by port.
+    pub stats: Vec<Arc<DriveStats>>,
     /// Guest memory.
     pub memory: GuestMemoryMmap,
     /// Written when commands are issued.
@@ -66,6 +68,9 @@ impl Worker {
                 let next = lock(&self.hba).take_issued();
                 let Some(issued) = next else { break };
                 let end = self.run_one(&issued, &mut buf, &mut srst, &mut log);
+                if let Some(s) = self.stats.get(issued.port) {
+                    s.command(end.fatal || end.regs.status & fis::status::ERR != 0);
+                }
                 lock(&self.hba).finish(&issued, &end);
             }
             match epoll.wait(-1, &mut events) {
@@ -207,10 +212,15 @@ impl Worker {
         let Some(drive) = self.drives.get(port).and_then(Option::as_ref) else {
             return Ok(0);
         };
+        let stats = self.stats.get(port).cloned().unwrap_or_default();
         let mut cursor = regions.cursor();
         let moved = match transfer {
             Transfer::None => 0,
-            Transfer::In(data) => cursor.write(memory, data).map_err(Failure::Dma)? as u64,
+            Transfer::In(data) => {
+                let n = cursor.write(memory, data).map_err(Failure::Dma)? as u64;
+                stats.read(n);
+                n
+            }
             Transfer::Out(len) => (*len).min(regions.total()),
             Transfer::Flush => {
                 drive
@@ -230,6 +240,7 @@ impl Worker {
                         .read(&mut buf[..n], offset + done)
                         .map_err(|e| Failure::Medium(e.to_string(), false))?;
                     cursor.write(memory, &buf[..n]).map_err(Failure::Dma)?;
+                    stats.read(n as u64);
                     done += n as u64;
                 }
                 done
@@ -246,6 +257,7 @@ impl Worker {
                     drive
                         .write(&buf[..n], offset + done)
                         .map_err(|e| Failure::Medium(e.to_string(), true))?;
+                    stats.wrote(n as u64);
                     done += n as u64;
                 }
                 if *flush {
