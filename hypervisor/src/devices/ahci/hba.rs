@@ -194,6 +194,9 @@ pub struct Hba {
     interrupt: Box<dyn Fn() + Send>,
     /// The interrupt condition held at the last update.
     asserted: bool,
+    /// The port whose command was taken last: the next search starts after it, so that a
+    /// busy port cannot starve the others.
+    last_port: usize,
 }
 
 fn lo(v: u64) -> u32 {
@@ -232,6 +235,7 @@ impl Hba {
             kick,
             interrupt,
             asserted: false,
+            last_port: PORTS - 1,
         };
         hba.reset();
         hba
@@ -412,9 +416,13 @@ impl Hba {
         self.asserted = assert;
     }
 
-    /// Takes the next command to run, if any port has one.
+    /// Takes the next command to run, if any port has one: ports in turn, from the one after
+    /// the last served.
     pub fn take_issued(&mut self) -> Option<Issued> {
-        let index = self.ports.iter().position(Port::runnable)?;
+        let index = (1..=PORTS)
+            .map(|i| (self.last_port + i) % PORTS)
+            .find(|&i| self.ports[i].runnable())?;
+        self.last_port = index;
         let p = &mut self.ports[index];
         // Slot order, starting after the last one taken.
         let from = (u32::from(p.ccs) + 1) % 32;

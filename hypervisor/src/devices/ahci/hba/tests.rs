@@ -130,3 +130,19 @@ fn ports_without_a_device_take_no_commands() {
     assert_eq!(h.read(0x2000), 0);
     assert_eq!(h.read(PORT_BASE + 0x7c), 0);
 }
+
+#[test]
+fn busy_ports_take_turns() {
+    let (mut h, _, _) = hba();
+    let p1 = PORT_BASE + PORT_LEN;
+    h.write(CMD, pxcmd::FRE | pxcmd::ST);
+    h.write(p1 + 0x18, pxcmd::FRE | pxcmd::ST);
+    h.write(CI, 0b111);
+    h.write(p1 + 0x38, 0b111);
+    let mut order = Vec::new();
+    while let Some(c) = h.take_issued() {
+        order.push(c.port);
+        h.finish(&c, &ok());
+    }
+    assert_eq!(order, [0, 1, 0, 1, 0, 1]);
+}
