@@ -82,6 +82,59 @@ struct TicketState {
     /// main channel's end (a client that never got in, or one that spent an earlier ticket
     /// and whose end is noticed only after a new ticket was set) leaves the ticket alone.
     spent_by: Option<i32>,
+    /// Counts the tickets set (and locks). A main channel's arrival spends the ticket only if
+    /// it is still the one that was current when libspice-server reported the arrival: the
+    /// report is handled later, on the loop, and a newer ticket set meanwhile is not the one
+    /// that client presented.
+    generation: u64,
+}
+
+/// What a main channel's event does to the ticket.
+#[derive(Debug, PartialEq, Eq)]
+enum TicketAction {
+    /// Spend it: valid for the grace period only, for the client's other channels.
+    Spend,
+    /// Lock the server: the client that spent the ticket has left.
+    Lock,
+    /// Nothing.
+    Keep,
+}
+
+impl TicketState {
+    /// Decides what a main channel's event (`kind`, on `connection`, reported while ticket
+    /// `generation` was current) does, and notes the spender.
+    fn on_main_channel(
+        &mut self,
+        kind: ChannelEventKind,
+        connection: i32,
+        generation: u64,
+    ) -> TicketAction {
+        match kind {
+            // A newer ticket than the one current at the client's arrival is not the one it
+            // presented: it stays live for its own user.
+            ChannelEventKind::Initialized if self.live && self.generation == generation => {
+                self.live = false;
+                self.spent_by = Some(connection);
+                TicketAction::Spend
+            }
+            ChannelEventKind::Disconnected if self.spent_by == Some(connection) => {
+                self.live = false;
+                self.spent_by = None;
+                TicketAction::Lock
+            }
+            _ => TicketAction::Keep,
+        }
+    }
+
+    /// The state after `secret` took effect in libspice-server.
+    fn replace(&mut self, secret: String, live: bool) {
+        *self = TicketState {
+            secret,
+            live,
+            spent_by: None,
+            generation: self.generation.wrapping_add(1),
+        };
+    }
 }
 
 /// libspice-server's handle, movable to the loop thread.
@@ -141,11 +194,27 @@ fn apply_ticket(
     lifetime_s: i32,
     disconnect: bool,
 ) -> Result<(), SpiceError> {
+    apply_ticket_then(srv, secret, lifetime_s, disconnect, || {})
+}
+
+/// As [`apply_ticket`], running `then` on the loop right after the ticket took effect (in the
+/// same job: no other loop job, such as a client's arrival, comes between).
+fn apply_ticket_then(
+    srv: Handle,
+    secret: &str,
+    lifetime_s: i32,
+    disconnect: bool,
+    then: impl FnOnce() + Send + 'static,
+) -> Result<(), SpiceError> {
     let c = cstring("ticket", secret)?;
     let cut = i32::from(disconnect);
     let rc = core::on_loop(move || {
         // SAFETY: srv is live (Server owns it); c is a valid C string for the call.
-        unsafe { sys::spice_server_set_ticket(srv.get(), c.as_ptr(), lifetime_s, 0, cut) }
+        let rc = unsafe { sys::spice_server_set_ticket(srv.get(), c.as_ptr(), lifetime_s, 0, cut) };
+        if rc == 0 {
+            then();
+        }
+        rc
     });
     match rc {
         Some(0) => Ok(()),
@@ -292,6 +361,7 @@ impl Server {
             secret,
             live: false,
             spent_by: None,
+            generation: 0,
         }));
         let agent_ptr = Ptr(&raw mut agent.sin);
         core::set_event_hook(Some(channel_hook(srv, agent_ptr, ticket.clone(), events)));
@@ -382,13 +452,13 @@ impl Server {
             )));
         }
         let secs = lifetime.as_secs().clamp(1, 86_400) as i32;
-        apply_ticket(self.srv, secret, secs, false)?;
-        *self.ticket.lock().unwrap_or_else(|p| p.into_inner()) = TicketState {
-            secret: secret.to_string(),
-            live: true,
-            spent_by: None,
-        };
-        Ok(())
+        let (ticket, owned) = (self.ticket.clone(), secret.to_string());
+        apply_ticket_then(self.srv, secret, secs, false, move || {
+            ticket
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .replace(owned, true);
+        })
     }
 
     /// Locks the server: no ticket works until the next [`Server::set_ticket`].
@@ -404,13 +474,13 @@ impl Server {
 
     fn lock(&self, disconnect: bool) -> Result<(), SpiceError> {
         let secret = lock_secret()?;
-        apply_ticket(self.srv, &secret, 0, disconnect)?;
-        *self.ticket.lock().unwrap_or_else(|p| p.into_inner()) = TicketState {
-            secret,
-            live: false,
-            spent_by: None,
-        };
-        Ok(())
+        let (ticket, owned) = (self.ticket.clone(), secret.clone());
+        apply_ticket_then(self.srv, &secret, 0, disconnect, move || {
+            ticket
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .replace(owned, false);
+        })
     }
 
     /// Draw commands waiting for the server, and released by it so far.
@@ -446,41 +516,40 @@ fn channel_hook(
             return;
         }
         let ticket = ticket.clone();
+        // The ticket current now, when libspice-server reports the event (the client's
+        // link was checked against it, or an older one), not when the job below runs.
+        let current = ticket.lock().unwrap_or_else(|p| p.into_inner()).generation;
         let agent = Ptr(agent.get());
         // Posted: this may run on libspice-server's worker thread. Jobs run in order, so
         // this one runs before the Server's drop destroys what it touches.
         core::post(move || {
+            if e.kind == ChannelEventKind::Initialized {
+                // SAFETY: the agent instance is the `sin` field of the Server's live
+                // AgentBox; wakeup makes the server read the greeting.
+                unsafe {
+                    (*agent.get().cast::<AgentBox>()).client_arrived();
+                    sys::spice_server_char_device_wakeup(agent.get());
+                }
+            }
             let mut t = ticket.lock().unwrap_or_else(|p| p.into_inner());
-            match e.kind {
-                ChannelEventKind::Initialized => {
-                    // SAFETY: the agent instance is the `sin` field of the Server's live
-                    // AgentBox; wakeup makes the server read the greeting.
-                    unsafe {
-                        (*agent.get().cast::<AgentBox>()).client_arrived();
-                        sys::spice_server_char_device_wakeup(agent.get());
-                    }
-                    if t.live {
-                        t.live = false;
-                        t.spent_by = Some(e.connection_id);
-                        let grace = TICKET_GRACE.as_secs() as i32;
-                        if let Err(err) = apply_ticket(srv, &t.secret, grace, false) {
-                            tracing::warn!(%err, "could not spend the ticket");
-                        }
+            match t.on_main_channel(e.kind, e.connection_id, current) {
+                TicketAction::Spend => {
+                    let grace = TICKET_GRACE.as_secs() as i32;
+                    if let Err(err) = apply_ticket(srv, &t.secret, grace, false) {
+                        tracing::warn!(%err, "could not spend the ticket");
                     }
                 }
-                ChannelEventKind::Disconnected if t.spent_by == Some(e.connection_id) => {
-                    t.live = false;
-                    t.spent_by = None;
+                TicketAction::Lock => {
                     match lock_secret().and_then(|secret| {
                         apply_ticket(srv, &secret, 0, false)?;
                         Ok(secret)
                     }) {
-                        Ok(secret) => t.secret = secret,
+                        Ok(secret) => t.replace(secret, false),
                         // The spent ticket expires within its grace period anyway.
                         Err(err) => tracing::warn!(%err, "could not lock the server"),
                     }
                 }
-                _ => {}
+                TicketAction::Keep => {}
             }
         });
     })
@@ -514,5 +583,76 @@ impl Drop for Server {
         });
         self.display.drop_queued();
         RUNNING.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(secret: &str) -> TicketState {
+        let mut t = TicketState {
+            secret: String::new(),
+            live: false,
+            spent_by: None,
+            generation: 0,
+        };
+        t.replace(secret.into(), true);
+        t
+    }
+
+    #[test]
+    fn a_client_spends_the_ticket_it_arrived_under_and_only_its_leaving_locks() {
+        let mut t = live("first");
+        let g = t.generation;
+        assert_eq!(
+            t.on_main_channel(ChannelEventKind::Initialized, 7, g),
+            TicketAction::Spend
+        );
+        assert!(!t.live);
+        // A second arrival (another channel set, a stranger) spends nothing.
+        assert_eq!(
+            t.on_main_channel(ChannelEventKind::Initialized, 8, g),
+            TicketAction::Keep
+        );
+        assert_eq!(
+            t.on_main_channel(ChannelEventKind::Disconnected, 8, g),
+            TicketAction::Keep
+        );
+        assert_eq!(
+            t.on_main_channel(ChannelEventKind::Disconnected, 7, g),
+            TicketAction::Lock
+        );
+        assert_eq!(t.spent_by, None);
+    }
+
+    #[test]
+    fn an_arrival_reported_before_a_new_ticket_does_not_spend_it() {
+        // Client 7 came in under "first"; its arrival is handled only after "second" was
+        // set (the random-kill test's race): "second" stays live for its own user, and
+        // client 7 leaving locks nothing.
+        let mut t = live("first");
+        let at_arrival = t.generation;
+        t.replace("second".into(), true);
+        assert_eq!(
+            t.on_main_channel(ChannelEventKind::Initialized, 7, at_arrival),
+            TicketAction::Keep
+        );
+        assert!(t.live);
+        assert_eq!(
+            t.on_main_channel(ChannelEventKind::Disconnected, 7, at_arrival),
+            TicketAction::Keep
+        );
+        let now = t.generation;
+        assert_eq!(
+            t.on_main_channel(ChannelEventKind::Initialized, 9, now),
+            TicketAction::Spend
+        );
+        // Locking bumps the generation too: an arrival reported before it spends nothing.
+        t.replace("random".into(), false);
+        assert_eq!(
+            t.on_main_channel(ChannelEventKind::Initialized, 10, now),
+            TicketAction::Keep
+        );
     }
 }
