@@ -363,18 +363,18 @@ impl L1 {
             if text.len() != last_len {
                 (heard, last_len) = (Instant::now(), text.len());
             } else if heard.elapsed() > SILENCE {
+                let (silent, secs) = (heard.elapsed().as_secs(), self.started.elapsed().as_secs());
                 eprintln!(
-                    "[nested] {}: L1's console silent for {} s while waiting for {what}: \
+                    "[nested] {}: L1's console silent for {silent} s while waiting for {what}: \
                      L1 stalled; diagnosing it",
                     self.spec.name,
-                    heard.elapsed().as_secs()
                 );
                 let (report_path, report) = self.diagnose();
                 return Err(NestError::Stalled {
                     name: self.spec.name.clone(),
                     what: what.to_string(),
-                    secs: self.started.elapsed().as_secs(),
-                    silent: heard.elapsed().as_secs(),
+                    secs,
+                    silent,
                     report_path,
                     report,
                 });
