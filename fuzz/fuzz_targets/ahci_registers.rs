@@ -6,7 +6,7 @@
 #![no_main]
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use tessera_storage::{Datastore, Disk, Format};
@@ -53,11 +53,7 @@ fuzz_target!(|data: &[u8]| {
     ) else {
         return;
     };
-    let backend = Arc::new(BlockBackend {
-        disk: RwLock::new(disk),
-        read_only: false,
-        id: [0; 20],
-    });
+    let backend = Arc::new(BlockBackend::new(disk, false, ""));
     let drives = vec![
         Drive::disk(backend, "fuzz-disk"),
         Drive::cdrom(Some(disc), "fuzz-dvd"),

@@ -173,31 +173,34 @@ fn metrics(ctl: &Controller) -> String {
     }
     let sata = ctl.sata();
     if !sata.is_empty() {
-        use std::sync::atomic::Ordering::Relaxed;
-        for (name, help) in [
+        use crate::devices::ahci::drive::DriveStats;
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        type Counter = fn(&DriveStats) -> &AtomicU64;
+        let counters: [(&str, &str, Counter); 4] = [
             (
                 "commands_total",
                 "Commands the AHCI controller's device ran.",
+                |s| &s.commands,
             ),
-            ("errors_total", "Commands that ended in an error."),
-            ("read_bytes_total", "Bytes moved to the guest."),
+            ("errors_total", "Commands that ended in an error.", |s| {
+                &s.errors
+            }),
+            ("read_bytes_total", "Bytes moved to the guest.", |s| {
+                &s.read_bytes
+            }),
             (
                 "written_bytes_total",
                 "Bytes the guest wrote to the medium.",
+                |s| &s.written_bytes,
             ),
-        ] {
+        ];
+        for (name, help, counter) in counters {
             let _ = writeln!(
                 out,
                 "# HELP tessera_vmm_sata_{name} {help}\n# TYPE tessera_vmm_sata_{name} counter"
             );
             for d in sata {
-                let s = &d.stats;
-                let v = match name {
-                    "commands_total" => s.commands.load(Relaxed),
-                    "errors_total" => s.errors.load(Relaxed),
-                    "read_bytes_total" => s.read_bytes.load(Relaxed),
-                    _ => s.written_bytes.load(Relaxed),
-                };
+                let v = counter(&d.stats).load(Relaxed);
                 let _ = writeln!(
                     out,
                     "tessera_vmm_sata_{name}{{port=\"{}\",kind=\"{}\"}} {v}",

@@ -3,7 +3,7 @@
 //! BARs placed in the 32-bit window and its MSI-X vectors routed.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
@@ -21,7 +21,7 @@ use crate::devices::pci::host_bridge::HostBridge;
 use crate::devices::pci::lpc::{Lpc, LPC_SLOT};
 use crate::devices::pci::msix::{Msix, MsixVector};
 use crate::devices::pci::{PciMmioWindow, PciRoot};
-use crate::devices::virtio::block::request::{BlockBackend, ID_BYTES};
+use crate::devices::virtio::block::request::BlockBackend;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::pci::{VirtioPci, BAR_SIZE};
 use crate::devices::virtio::VirtioDevice;
@@ -145,15 +145,11 @@ fn attach_ahci(
         .filter(|d| d.bus == DiskBus::Sata)
         .enumerate()
     {
-        let backend = Arc::new(BlockBackend {
-            disk: RwLock::new(open_image(disk)?),
-            read_only: disk.readonly,
-            id: [0; ID_BYTES],
-        });
         let serial = disk
             .serial
             .clone()
             .unwrap_or_else(|| format!("TS-SATA-{i}"));
+        let backend = Arc::new(BlockBackend::new(open_image(disk)?, disk.readonly, &serial));
         drives.push(Drive::disk(backend.clone(), &serial));
         disks.push((disk.path.display().to_string(), backend));
     }

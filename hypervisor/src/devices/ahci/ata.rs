@@ -16,8 +16,11 @@ const MAX_MULTIPLE: u16 = 16;
 /// The ready status every successful command ends with.
 pub const READY: u8 = status::DRDY | status::DSC;
 
-/// Command codes.
-mod cmd {
+/// ATA command codes (the disk's, and those a packet device shares with it).
+pub(super) mod cmd {
+    pub const DEVICE_RESET: u8 = 0x08;
+    pub const PACKET: u8 = 0xa0;
+    pub const IDENTIFY_PACKET: u8 = 0xa1;
     pub const READ_SECTORS: u8 = 0x20;
     pub const READ_SECTORS_NR: u8 = 0x21;
     pub const READ_SECTORS_EXT: u8 = 0x24;

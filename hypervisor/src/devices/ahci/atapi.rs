@@ -9,29 +9,14 @@
 //! Every command a drive may refuse gets the sense a drive gives: no medium, an address past
 //! its end, an unknown operation code, a field the drive does not support.
 
-use super::ata::{self, identify_bytes, put_string};
-use super::drive::{Step, Transfer, ATAPI_SIGNATURE};
+use super::ata::{self, cmd, identify_bytes, put_string};
+use super::drive::{DriveKind, Step, Transfer};
 use super::fis::{error, status, Registers, TaskFile};
 
 /// Bytes per block of a CD or DVD's data track.
 pub const BLOCK: u64 = 2048;
 /// Blocks above which a disc is a DVD (a CD holds at most about 80 minutes: 360,000 blocks).
 const CD_MAX_BLOCKS: u64 = 360_000;
-
-/// ATA commands a packet device takes.
-mod cmd {
-    pub const DEVICE_RESET: u8 = 0x08;
-    pub const EXECUTE_DIAGNOSTIC: u8 = 0x90;
-    pub const PACKET: u8 = 0xa0;
-    pub const IDENTIFY_PACKET: u8 = 0xa1;
-    pub const STANDBY_IMMEDIATE: u8 = 0xe0;
-    pub const IDLE_IMMEDIATE: u8 = 0xe1;
-    pub const CHECK_POWER_MODE: u8 = 0xe5;
-    pub const SLEEP: u8 = 0xe6;
-    pub const FLUSH_CACHE: u8 = 0xe7;
-    pub const IDENTIFY: u8 = 0xec;
-    pub const SET_FEATURES: u8 = 0xef;
-}
 
 /// SCSI operation codes.
 mod op {
@@ -116,9 +101,7 @@ fn signature(status: u8, error: u8) -> Registers {
     Registers {
         status,
         error,
-        count: 1,
-        lba: ATAPI_SIGNATURE,
-        device: 0,
+        ..DriveKind::Atapi.signature()
     }
 }
 

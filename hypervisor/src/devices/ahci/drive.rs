@@ -162,15 +162,13 @@ impl DriveKind {
                 status: 0,
                 error: 1,
                 count: 1,
-                lba: ATAPI_SIGNATURE,
+                // The LBA registers' 0x01, 0x14, 0xEB.
+                lba: 0xeb_1401,
                 device: 0,
             },
         }
     }
 }
-
-/// A packet device's signature in the LBA registers.
-pub const ATAPI_SIGNATURE: u64 = 0xeb_1401;
 
 impl Drive {
     /// A disk over `backend`; `serial` is what IDENTIFY reports.

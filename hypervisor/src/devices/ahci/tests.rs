@@ -2,7 +2,6 @@
 //! tables and FIS areas in guest memory, as Linux's ahci lays them out), against a qcow2 disk
 //! and a disc image, with the I/O thread running.
 
-use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use tessera_storage::{ops, Datastore, Disk, Format};
@@ -54,11 +53,7 @@ fn rig(name: &str) -> Rig {
     ops::create(&ds, &img, DISK_SIZE, Format::Qcow2, 65536).unwrap();
     let disk = Disk::open(&ds, &img, Format::Qcow2, true).unwrap();
     disk.write(&[0x5a; 512], 3 * 512).unwrap();
-    let backend = Arc::new(BlockBackend {
-        disk: RwLock::new(disk),
-        read_only: false,
-        id: [0; 20],
-    });
+    let backend = Arc::new(BlockBackend::new(disk, false, ""));
     let iso = dir.join("disc.iso");
     let content: Vec<u8> = (0..DISC_BLOCKS).flat_map(disc_block).collect();
     std::fs::write(&iso, content).unwrap();

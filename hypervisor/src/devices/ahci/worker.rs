@@ -202,17 +202,19 @@ impl Worker {
 
     /// Moves a step's data; returns the bytes moved.
     fn transfer(
-        &mut self,
+        &self,
         port: usize,
         transfer: &Transfer,
         regions: &Regions,
         buf: &mut Vec<u8>,
     ) -> Result<u32, Failure> {
         let memory = &self.memory;
-        let Some(drive) = self.drives.get(port).and_then(Option::as_ref) else {
+        let (Some(drive), Some(stats)) = (
+            self.drives.get(port).and_then(Option::as_ref),
+            self.stats.get(port),
+        ) else {
             return Ok(0);
         };
-        let stats = self.stats.get(port).cloned().unwrap_or_default();
         let mut cursor = regions.cursor();
         let moved = match transfer {
             Transfer::None => 0,

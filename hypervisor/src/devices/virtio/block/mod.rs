@@ -8,7 +8,7 @@
 pub mod request;
 pub mod worker;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use tessera_storage::Disk;
 use virtio_bindings::virtio_blk::{
@@ -17,9 +17,7 @@ use virtio_bindings::virtio_blk::{
 };
 use vmm_sys_util::eventfd::EventFd;
 
-use self::request::{
-    BlockBackend, ID_BYTES, MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS, SECTOR_SIZE,
-};
+use self::request::{BlockBackend, MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS, SECTOR_SIZE};
 use self::worker::QueueWorker;
 use super::{read_config_bytes, ActivateError, Activation, VirtioDevice};
 use crate::devices::worker_thread::WorkerThread;
@@ -74,21 +72,13 @@ impl Block {
         sandbox: &Sandbox,
     ) -> Result<Self, SandboxError> {
         let num_queues = num_queues.clamp(1, MAX_QUEUES);
-        let mut id = [0u8; ID_BYTES];
-        let s = serial.as_bytes();
-        let n = s.len().min(ID_BYTES);
-        id[..n].copy_from_slice(&s[..n]);
         let capacity = disk.size() / SECTOR_SIZE;
         let name = disk.path().display().to_string();
         let workers = (0..num_queues)
             .map(|q| WorkerThread::spawn(sandbox, ThreadKind::BlockQueue, format!("blk-q{q}")))
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            backend: Arc::new(BlockBackend {
-                disk: RwLock::new(disk),
-                read_only,
-                id,
-            }),
+            backend: Arc::new(BlockBackend::new(disk, read_only, serial)),
             num_queues,
             config: config_space(capacity, num_queues),
             name,

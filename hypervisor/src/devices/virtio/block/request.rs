@@ -68,9 +68,22 @@ pub struct Outcome {
 }
 
 impl BlockBackend {
+    /// `disk` with `serial` as its ID (GET_ID: at most [`ID_BYTES`] kept, NUL-padded).
+    pub fn new(disk: Disk, read_only: bool, serial: &str) -> Self {
+        let mut id = [0u8; ID_BYTES];
+        let s = serial.as_bytes();
+        let n = s.len().min(ID_BYTES);
+        id[..n].copy_from_slice(&s[..n]);
+        Self {
+            disk: RwLock::new(disk),
+            read_only,
+            id,
+        }
+    }
+
     /// The image, for reads and writes (a discard takes it for itself meanwhile).
     pub fn image(&self) -> std::sync::RwLockReadGuard<'_, Disk> {
-        read_disk(&self.disk)
+        self.disk.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes what the guest wrote to stable storage (at reset and when the VM ends); failures
@@ -79,14 +92,10 @@ impl BlockBackend {
         if self.read_only {
             return;
         }
-        if let Err(e) = read_disk(&self.disk).flush() {
+        if let Err(e) = self.image().flush() {
             tracing::warn!(disk = name, error = %e, "virtio-blk: flush failed");
         }
     }
-}
-
-fn read_disk(disk: &RwLock<Disk>) -> std::sync::RwLockReadGuard<'_, Disk> {
-    disk.read().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Checks the order rule and that the chain ends in a device-writable byte.
@@ -162,9 +171,7 @@ fn execute(
         VIRTIO_BLK_T_OUT => write_request(sector, reader, backend, bounce),
         VIRTIO_BLK_T_FLUSH => {
             if !backend.read_only {
-                read_disk(&backend.disk)
-                    .flush()
-                    .map_err(|e| e.to_string())?;
+                backend.image().flush().map_err(|e| e.to_string())?;
             }
             Ok(VIRTIO_BLK_S_OK as u8)
         }
@@ -187,7 +194,7 @@ fn read_request(
     backend: &BlockBackend,
     bounce: &mut Vec<u8>,
 ) -> Result<u8, String> {
-    let disk = read_disk(&backend.disk);
+    let disk = backend.image();
     let len = data.available_bytes() as u64;
     let mut offset = byte_range(sector, len, disk.size())?;
     let mut left = len as usize;
@@ -212,7 +219,7 @@ fn write_request(
     if backend.read_only {
         return Err("write to a read-only disk".into());
     }
-    let disk = read_disk(&backend.disk);
+    let disk = backend.image();
     let len = reader.available_bytes() as u64;
     let mut offset = byte_range(sector, len, disk.size())?;
     let mut left = len as usize;
@@ -262,7 +269,7 @@ fn zero_request(
             let offset = byte_range(sector, len, disk.size())?;
             disk.discard(offset, len).map_err(|e| e.to_string())?;
         } else {
-            let disk = read_disk(&backend.disk);
+            let disk = backend.image();
             let offset = byte_range(sector, len, disk.size())?;
             disk.write_zeroes(offset, len).map_err(|e| e.to_string())?;
         }
