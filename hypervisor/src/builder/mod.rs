@@ -19,6 +19,7 @@ use crate::devices::acpi::pm::{PowerManagement, PM_BASE, PM_LEN, SCI_IRQ};
 use crate::devices::bus::{lock, Bus, BusError};
 use crate::devices::display::bochs::{DispiPorts, DISPI_PORT, DISPI_PORT_LEN, VRAM_SIZE};
 use crate::devices::display::dispi::Dispi;
+use crate::devices::display::input::InputRoute;
 use crate::devices::display::service::{DisplayError, DisplayParts, DisplayService};
 use crate::devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORT_LEN};
 use crate::devices::legacy::cmos::{Cmos, CMOS_BASE, CMOS_LEN};
@@ -485,6 +486,7 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
         window,
         disks,
         sata,
+        usb,
     } = build_pci(&cfg, vcpus, &vm, &memory, display.as_ref(), &sandbox)?;
     let pci = Arc::new(Mutex::new(pci.with_reset(exit_tx.clone())));
     let PioDevices {
@@ -654,8 +656,11 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
             DisplayParts {
                 dispi: hw.dispi,
                 fb: hw.fb,
-                keys: i8042,
-                pointer: hw.pointer,
+                input: InputRoute {
+                    i8042,
+                    tablet: hw.pointer,
+                    usb,
+                },
             },
             &sandbox,
         )?;

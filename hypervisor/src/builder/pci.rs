@@ -1,6 +1,7 @@
 //! The PCI bus as built: the host bridge and LPC bridge, virtio-blk disks, the AHCI controller
-//! with SATA disks and DVD-ROM drives, the display adapter and its tablet, each function's
-//! BARs placed in the 32-bit window and its MSI-X vectors routed.
+//! with SATA disks and DVD-ROM drives, the display adapter, its tablet and the xHCI controller
+//! with the USB tablet and keyboard, each function's BARs placed in the 32-bit window and its
+//! MSI-X vectors routed.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use crate::devices::virtio::block::request::BlockBackend;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::pci::{VirtioPci, BAR_SIZE};
 use crate::devices::virtio::VirtioDevice;
+use crate::devices::xhci::{UsbInput, Xhci};
 use crate::sandbox::Sandbox;
 use crate::vstate::irq_routing::IrqRouting;
 use crate::vstate::vm::Vm;
@@ -42,6 +44,8 @@ pub(super) struct PciBus {
     pub disks: Disks,
     /// The AHCI controller's devices, for `/metrics`.
     pub sata: Vec<DriveInfo>,
+    /// The USB tablet and keyboard, for the display.
+    pub usb: Option<UsbInput>,
 }
 
 /// What attaching a function needs of the VM.
@@ -195,6 +199,7 @@ pub(super) fn build_pci(
     let mut bars = Bars(PCI_MMIO32_START);
     let mut disks = Vec::new();
     let mut sata = Vec::new();
+    let mut usb = None;
     for disk in cfg.disks.iter().filter(|d| d.bus == DiskBus::Virtio) {
         let bar = bars.next()?;
         let (dev, backend) = attach_disk(disk, vcpus, bar, &ctx, sandbox)?;
@@ -230,11 +235,20 @@ pub(super) fn build_pci(
             window.add(dev);
             tracing::info!(slot, "virtio tablet attached");
         }
+        if cfg.display.as_ref().is_some_and(|d| d.usb) {
+            let (xhci, input) = Xhci::new(vectors(1, &ctx)?, bars.next()?, memory.clone())?;
+            let dev = Arc::new(Mutex::new(xhci));
+            let slot = pci.add(dev.clone())?;
+            window.add(dev);
+            tracing::info!(slot, "xHCI controller attached: USB tablet and keyboard");
+            usb = Some(input);
+        }
     }
     Ok(PciBus {
         root: pci,
         window,
         disks,
         sata,
+        usb,
     })
 }

@@ -1,7 +1,8 @@
 //! Display configuration: `--display spice-port=N[,addr=IP][,tls-port=N,x509-dir=DIR][,fps=N]
-//! [,compression=MODE]` on the command line, a `[display]` table in a config file. With a
-//! display the VM gets the bochs adapter, and its screen, keyboard and mouse are served over
-//! SPICE; clients need a ticket set through the control API.
+//! [,compression=MODE][,usb=on|off]` on the command line, a `[display]` table in a config
+//! file. With a display the VM gets the bochs adapter, a virtio tablet and (unless usb=off) an
+//! xHCI controller with a USB tablet and keyboard, and its screen, keyboard and mouse are
+//! served over SPICE; clients need a ticket set through the control API.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -21,6 +22,9 @@ fn default_fps() -> u32 {
 }
 fn default_compression() -> Compression {
     Compression::AutoGlz
+}
+fn default_usb() -> bool {
+    true
 }
 
 /// The display and its SPICE server.
@@ -46,6 +50,10 @@ pub struct DisplayConfig {
     /// Image compression: off, auto_glz, auto_lz, quic, glz, lz, lz4 [default: auto_glz].
     #[serde(default = "default_compression")]
     pub compression: Compression,
+    /// A USB tablet and keyboard on an xHCI controller, which Windows drives without added
+    /// drivers (the PS/2 keyboard and the virtio tablet stay) [default: true].
+    #[serde(default = "default_usb")]
+    pub usb: bool,
 }
 
 fn bad(s: &str, why: impl Into<String>) -> ConfigError {
@@ -90,6 +98,7 @@ impl FromStr for DisplayConfig {
             x509_dir: None,
             fps: default_fps(),
             compression: default_compression(),
+            usb: default_usb(),
         };
         let port = |v: &str| {
             v.parse::<u16>()
@@ -110,6 +119,13 @@ impl FromStr for DisplayConfig {
                         .map_err(|_| bad(s, format!("{value:?} is not an IP address")))?
                 }
                 "x509-dir" => d.x509_dir = Some(PathBuf::from(value)),
+                "usb" => {
+                    d.usb = match value {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(bad(s, "usb is on or off")),
+                    }
+                }
                 "fps" => {
                     d.fps = value
                         .parse()
@@ -144,7 +160,11 @@ impl fmt::Display for DisplayConfig {
         if let Some(d) = &self.x509_dir {
             write!(f, ",x509-dir={}", d.display())?;
         }
-        write!(f, ",fps={}", self.fps)
+        write!(f, ",fps={}", self.fps)?;
+        if !self.usb {
+            write!(f, ",usb=off")?;
+        }
+        Ok(())
     }
 }
 

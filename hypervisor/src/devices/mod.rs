@@ -9,5 +9,7 @@ pub mod legacy;
 pub mod pci;
 pub mod pflash;
 pub mod tpm;
+pub mod usb;
 pub mod virtio;
 pub mod worker_thread;
+pub mod xhci;

@@ -3,5 +3,6 @@
 
 pub mod bochs;
 pub mod dispi;
+pub mod input;
 pub mod process;
 pub mod service;

@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 use tessera_display_proto::{send_fds, Event, Frame, Link, LinkError, Settings};
 
 use super::dispi::Dispi;
+use super::input::InputRoute;
 use crate::devices::bus::lock;
-use crate::devices::legacy::i8042::I8042;
-use crate::devices::virtio::input::TabletHandle;
 use crate::vstate::framebuffer::Framebuffer;
 
 /// The program's name, looked for next to tessera-vmm.
@@ -131,10 +130,8 @@ pub struct Guest {
     pub dispi: Arc<Mutex<Dispi>>,
     /// Video memory (its dirty log).
     pub fb: Arc<Framebuffer>,
-    /// The PS/2 controller: keys, and relative motion for its mouse.
-    pub i8042: Arc<Mutex<I8042>>,
-    /// The absolute pointer.
-    pub pointer: TabletHandle,
+    /// Where keys and the pointer go.
+    pub input: InputRoute,
 }
 
 /// What the process reported that the VMM keeps.
@@ -159,23 +156,20 @@ impl Guest {
                 Err(e) => return e,
             };
             match event {
-                Event::Key { scancode } => lock(&self.i8042).key(scancode),
+                Event::Key { scancode } => self.input.key(scancode),
                 Event::Pointer { x, y, buttons } => {
                     // SPICE's coordinates are the surface's, which is the guest's mode.
                     let (w, h) = lock(&self.dispi)
                         .mode()
                         .map_or((640, 480), |m| (m.width, m.height));
-                    self.pointer.move_to(x, y, w, h, buttons);
+                    self.input.move_to(x, y, w, h, buttons);
                 }
                 // Server mouse mode (a client without absolute pointing): the PS/2 mouse.
-                Event::Motion { dx, dy, buttons } => lock(&self.i8042).mouse(dx, dy, buttons),
-                Event::Buttons { buttons } => self.pointer.buttons(buttons),
-                Event::Wheel { delta, buttons } => {
-                    // In client mouse mode spice-server hands every button *press* to the
-                    // tablet's wheel callback (delta 0 unless it is the wheel).
-                    self.pointer.buttons(buttons);
-                    self.pointer.wheel(delta);
-                }
+                Event::Motion { dx, dy, buttons } => self.input.motion(dx, dy, buttons),
+                Event::Buttons { buttons } => self.input.buttons(buttons),
+                // In client mouse mode spice-server hands every button *press* to the
+                // tablet's wheel callback (delta 0 unless it is the wheel).
+                Event::Wheel { delta, buttons } => self.input.wheel(delta, buttons),
                 Event::FrameRequest => {
                     let frame = self.frame(&mut mapped_at);
                     if let Err(e) = events.send(&frame) {

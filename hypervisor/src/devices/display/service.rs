@@ -12,11 +12,10 @@ use serde::Serialize;
 use tessera_display_proto::{Command, Event, Link, Outcome, Settings, TlsSettings, MAX_TICKET};
 
 use super::dispi::Dispi;
+use super::input::InputRoute;
 use super::process::{self, Guest, Reported, Running, StartError};
 use crate::config::DisplayConfig;
 use crate::devices::bus::lock;
-use crate::devices::legacy::i8042::I8042;
-use crate::devices::virtio::input::TabletHandle;
 use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
 use crate::vstate::framebuffer::Framebuffer;
 
@@ -49,10 +48,8 @@ pub struct DisplayParts {
     pub dispi: Arc<Mutex<Dispi>>,
     /// Video memory.
     pub fb: Arc<Framebuffer>,
-    /// The PS/2 controller: keys, and relative motion for its mouse.
-    pub keys: Arc<Mutex<I8042>>,
-    /// The absolute pointer.
-    pub pointer: TabletHandle,
+    /// Where keys and the pointer go.
+    pub input: InputRoute,
 }
 
 /// How long a command to the display process may take before it counts as hung.
@@ -296,12 +293,7 @@ impl DisplayService {
         parts: DisplayParts,
         sandbox: &Sandbox,
     ) -> Result<Arc<Self>, DisplayError> {
-        let DisplayParts {
-            dispi,
-            fb,
-            keys,
-            pointer,
-        } = parts;
+        let DisplayParts { dispi, fb, input } = parts;
         let tls = match (cfg.tls_port, &cfg.x509_dir) {
             (Some(port), Some(dir)) => Some(TlsSettings {
                 port,
@@ -328,8 +320,7 @@ impl DisplayService {
             guest: Guest {
                 dispi: dispi.clone(),
                 fb: fb.clone(),
-                i8042: keys,
-                pointer,
+                input,
             },
             shared: shared.clone(),
         };

@@ -9,6 +9,7 @@
 pub mod worker;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vmm_sys_util::eventfd::EventFd;
@@ -61,6 +62,8 @@ fn event(kind: u16, code: u16, value: u32) -> Event {
 pub struct EventQueue {
     pending: Mutex<VecDeque<Event>>,
     buttons: Mutex<u32>,
+    /// The driver has the device running.
+    active: AtomicBool,
     /// Signalled when events are added.
     pub ready: EventFd,
 }
@@ -70,6 +73,11 @@ pub struct EventQueue {
 pub struct TabletHandle(Arc<EventQueue>);
 
 impl TabletHandle {
+    /// Whether the guest's driver runs the tablet (its events are read).
+    pub fn active(&self) -> bool {
+        self.0.active.load(Ordering::Acquire)
+    }
+
     fn push(&self, events: &[Event]) {
         let mut p = lock(&self.0.pending);
         for e in events {
@@ -156,6 +164,7 @@ impl Tablet {
         let events = Arc::new(EventQueue {
             pending: Mutex::new(VecDeque::new()),
             buttons: Mutex::new(0),
+            active: AtomicBool::new(false),
             ready: EventFd::new(libc::EFD_NONBLOCK).map_err(TabletError::EventFd)?,
         });
         let handle = TabletHandle(events.clone());
@@ -270,11 +279,13 @@ impl VirtioDevice for Tablet {
         };
         self.worker.start(move || worker.run())?;
         self.running = Some(stop);
+        self.events.active.store(true, Ordering::Release);
         tracing::info!("virtio-tablet: driver ready");
         Ok(())
     }
 
     fn reset(&mut self) {
+        self.events.active.store(false, Ordering::Release);
         if let Some(stop) = self.running.take() {
             let _ = stop.write(1);
             self.worker.wait();

@@ -1,0 +1,82 @@
+//! Where a SPICE client's keys and pointer go. Keys: the USB keyboard once the guest's
+//! driver reads it, else the PS/2 keyboard (firmware, a boot loader, an OS without USB).
+//! The absolute pointer: the virtio tablet when its driver is up (the paravirtual path),
+//! else the USB tablet once its driver reads it (Windows out of the box), else the virtio
+//! tablet's queue. Relative motion (a client without absolute pointing) goes to the PS/2
+//! mouse. One device at a time, so a guest that drives two never sees a click twice.
+
+use std::sync::{Arc, Mutex};
+
+use crate::devices::bus::lock;
+use crate::devices::legacy::i8042::I8042;
+use crate::devices::virtio::input::TabletHandle;
+use crate::devices::xhci::UsbInput;
+
+/// The guest's input devices the display feeds.
+#[derive(Clone)]
+pub struct InputRoute {
+    /// The PS/2 controller: keys, and relative motion for its mouse.
+    pub i8042: Arc<Mutex<I8042>>,
+    /// The virtio tablet.
+    pub tablet: TabletHandle,
+    /// The USB keyboard and tablet, when the VM has them.
+    pub usb: Option<UsbInput>,
+}
+
+/// The absolute pointer chosen for an event.
+enum Pointer<'a> {
+    Virtio(&'a TabletHandle),
+    Usb(&'a UsbInput),
+}
+
+impl InputRoute {
+    fn pointer(&self) -> Pointer<'_> {
+        match &self.usb {
+            Some(usb) if !self.tablet.active() && usb.tablet_ready() => Pointer::Usb(usb),
+            _ => Pointer::Virtio(&self.tablet),
+        }
+    }
+
+    /// A set-1 scancode byte.
+    pub fn key(&self, scancode: u8) {
+        match &self.usb {
+            Some(usb) if usb.keyboard_ready() => usb.key(scancode),
+            _ => lock(&self.i8042).key(scancode),
+        }
+    }
+
+    /// The absolute pointer is at (`x`, `y`) of a `width` x `height` screen.
+    pub fn move_to(&self, x: i32, y: i32, width: u32, height: u32, buttons: u32) {
+        match self.pointer() {
+            Pointer::Virtio(t) => t.move_to(x, y, width, height, buttons),
+            Pointer::Usb(u) => u.move_to(x, y, width, height, buttons),
+        }
+    }
+
+    /// The absolute pointer's buttons changed.
+    pub fn buttons(&self, buttons: u32) {
+        match self.pointer() {
+            Pointer::Virtio(t) => t.buttons(buttons),
+            Pointer::Usb(u) => u.buttons(buttons),
+        }
+    }
+
+    /// Wheel steps (positive: down) with `buttons` held.
+    pub fn wheel(&self, delta: i32, buttons: u32) {
+        match self.pointer() {
+            Pointer::Virtio(t) => {
+                t.buttons(buttons);
+                t.wheel(delta);
+            }
+            Pointer::Usb(u) => {
+                u.buttons(buttons);
+                u.wheel(delta);
+            }
+        }
+    }
+
+    /// Relative motion: the PS/2 mouse.
+    pub fn motion(&self, dx: i32, dy: i32, buttons: u32) {
+        lock(&self.i8042).mouse(dx, dy, buttons);
+    }
+}
