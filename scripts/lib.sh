@@ -19,8 +19,11 @@ ensure_packages() {
 }
 
 # Packages the build, the tests and the nested harness need.
+# (gdisk, dosfstools, mtools, efibootmgr: the nested harness's EFI system partition, which
+# build-l1.sh fingerprints before it builds it.)
 TESSERA_PACKAGES=(qemu-system-x86 qemu-utils cpio binutils util-linux gzip libspice-server-dev
-    libspice-client-glib-2.0-dev pkg-config acpica-tools ovmf swtpm xorriso)
+    libspice-client-glib-2.0-dev pkg-config acpica-tools ovmf swtpm xorriso gdisk dosfstools
+    mtools efibootmgr)
 
 # What the SPICE tests drive a real client with: remote-viewer under Xvfb, xwd, xdotool; and
 # what tessera-client's window loads at run time (X11, xkbcommon, Mesa's GL with llvmpipe).

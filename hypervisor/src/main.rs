@@ -37,7 +37,8 @@ Examples:
     tessera-vmm --kernel bzImage --disk path=/srv/ds1/desk-01.qcow2,datastore=/srv/ds1
 
   With a screen, keyboard and mouse served over SPICE (the bochs display adapter; Linux drives
-  it with bochs-drm), reachable once a ticket is set:
+  it with bochs-drm; a USB tablet and keyboard, a virtio tablet, PS/2 keyboard and mouse),
+  reachable once a ticket is set:
     tessera-vmm --kernel bzImage --api-socket vm1.sock --display spice-port=5930
     curl --unix-socket vm1.sock -X PUT -d '{\"ticket\": \"S3cret\", \"lifetime_secs\": 60}' \\
          http://localhost/display/ticket
@@ -161,7 +162,8 @@ struct Cli {
     #[arg(long, value_name = "ISO")]
     cdrom: Vec<CdromConfig>,
     /// A display served over SPICE:
-    /// spice-port=N[,addr=IP][,tls-port=N,x509-dir=DIR][,fps=N][,compression=MODE].
+    /// spice-port=N[,addr=IP][,tls-port=N,x509-dir=DIR][,fps=N][,compression=MODE][,usb=on|off]
+    /// (usb: a USB tablet and keyboard on an xHCI controller, on by default).
     #[arg(long, value_name = "DISPLAY")]
     display: Option<DisplayConfig>,
     /// Serve the control API on this Unix socket.

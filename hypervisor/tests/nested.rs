@@ -478,25 +478,72 @@ fn check_display(l1: &mut L1, dir: &Path, port: u16) {
         if let Some((ox, oy)) = client.find(&shot.pixels, 1024, 768) {
             let differ = client.differing(ox, oy, &shot.pixels, 1024, 768);
             if differ == 0 {
-                break true;
+                break Some((ox, oy));
             }
             last = format!("{differ} pixels differ at ({ox}, {oy})");
         }
         if Instant::now() > deadline {
-            break false;
+            break None;
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    assert!(
-        matched,
-        "remote-viewer does not show the VMM's screenshot: {last}"
-    );
+    let Some((ox, oy)) = matched else {
+        panic!("remote-viewer does not show the VMM's screenshot: {last}");
+    };
+    // A click in the middle of the guest's screen: SPICE's absolute pointer, through the
+    // USB tablet (the guest has no virtio-input driver), lands at (512, 384) of 1024x768.
+    x.click((ox + 512, oy + 384));
+    std::thread::sleep(Duration::from_secs(2));
     // Done: the scenario ends when the guest echoes this.
     x.focus(&win);
     x.run("xdotool", &["type", "--delay", "100", "nest-done"]);
     x.run("xdotool", &["key", "Return"]);
     let end = l1.scenario("display", Duration::from_secs(180)).or_fail();
     expect_ok("display", &end);
+    check_usb_input(&end.log);
+}
+
+/// The display scenario's USB devices: xhci_hcd drove the controller, usbhid the tablet and
+/// the keyboard; the typed keys came through the keyboard and the click through the tablet,
+/// at the pixel clicked, scaled to the tablet's 0..=32767.
+fn check_usb_input(log: &str) {
+    let why = || tail_lines(log, 40);
+    assert!(
+        log.contains("tg: usb xhci 0x1b36:0x000d driver=xhci_hcd"),
+        "xhci_hcd did not bind the controller:\n{}",
+        why()
+    );
+    for name in ["Tessera USB Tablet", "Tessera USB Keyboard"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("tg: usb input event") && l.trim_end().ends_with(name)),
+            "usbhid made no input device of the {name}:\n{}",
+            why()
+        );
+    }
+    let count = |dev: &str| -> usize {
+        log.lines()
+            .find_map(|l| l.split(&format!("{dev}=")).nth(1))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count("keyboard") >= 20,
+        "the typed lines did not come through the USB keyboard:\n{}",
+        why()
+    );
+    for event in [
+        "type=3 code=0 value=16399",
+        "type=3 code=1 value=16404",
+        "type=1 code=272 value=1",
+        "type=1 code=272 value=0",
+    ] {
+        assert!(
+            log.contains(&format!("tg: usb event tablet {event}")),
+            "the click did not come through the USB tablet as {event}:\n{}",
+            why()
+        );
+    }
 }
 
 /// A scenario that failed: its message, and whether the harness itself had failed by then

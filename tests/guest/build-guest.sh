@@ -26,6 +26,8 @@ DISPLAY_MODULES="bochs"
 ACPI_MODULES="button evdev"
 # Loaded only for tg.ahci: the AHCI driver, SCSI disks and CD-ROMs, and ISO 9660.
 AHCI_MODULES="ahci sd_mod sr_mod isofs"
+# Loaded only for tg.usb: the xHCI driver, USB HID, and event devices to read them by.
+USB_MODULES="xhci_pci usbhid hid_generic evdev"
 export LC_ALL=C SOURCE_DATE_EPOCH=0
 
 log() { printf '[build-guest] %s\n' "$*" >&2; }
@@ -106,13 +108,13 @@ mkdir -p "$stage"/{bin,dev,proc,sys,tmp,etc,lib/modules}
 cp "$BX/bin/busybox" "$stage/bin/busybox"
 cp "$here/init" "$stage/init"
 chmod 0755 "$stage/init" "$stage/bin/busybox"
-# Stages modules $2... with their dependencies in load order, listed in etc/$1. A module
-# already staged for an earlier list is not listed again: the optional lists (display, ACPI)
-# share no dependency with each other.
+# Stages modules $2... with their dependencies in load order, listed in etc/$1. Each list is
+# whole (lists may share modules: init skips one already loaded).
 stage_modules() {
     local list=$1 m f
     shift
     ORDER=()
+    SEEN=()
     : > "$stage/etc/$list"
     for m in "$@"; do add_mod "$m"; done
     for f in "${ORDER[@]}"; do
@@ -124,6 +126,7 @@ stage_modules modules.load $GUEST_MODULES $MODULES
 stage_modules modules.display $DISPLAY_MODULES
 stage_modules modules.acpi $ACPI_MODULES
 stage_modules modules.ahci $AHCI_MODULES
+stage_modules modules.usb $USB_MODULES
 find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 (cd "$stage" && find . -print0 | sort -z | cpio --null -o -H newc --reproducible -R 0:0 --quiet) \
     | gzip -n -9 > "$OUT/initramfs.cpio.gz.tmp"

@@ -1,13 +1,15 @@
 # The Debian test guest with a screen: bochs-drm and fbcon in L2 on tessera-vmm's display,
 # SPICE on L1's 10.0.2.15:5930 (the host reaches it through QEMU's hostfwd, run.sh
-# NEST_HOSTFWD). Announces the ticket, echoes the lines the host types (the guest writes them
-# to its serial console), then prints the VMM's screenshot (PNG, base64) and keeps the VM up
-# for the host to compare its client's picture, until the host types "nest-done" (or
-# NEST_HOLD seconds, default 120, pass).
+# NEST_HOSTFWD), and the USB tablet and keyboard driven by xhci_hcd and usbhid (tg.usb), so
+# the client's keys and pointer reach the guest through them. Announces the ticket, echoes
+# the lines the host types (the guest writes them to its serial console), then prints the
+# VMM's screenshot (PNG, base64) and keeps the VM up for the host to compare its client's
+# picture and click in it, until the host types "nest-done" (or NEST_HOLD seconds, default
+# 120, pass); then what the USB devices reported.
 ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 || { echo "NEST: no network"; exit 1; }
 L2=/tmp/l2-console.log
 tessera-vmm --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz \
-    --cmdline "console=ttyS0 reboot=k panic=-1 io_delay=none quiet tg.display tg.exit=echo-tty1" \
+    --cmdline "console=ttyS0 reboot=k panic=-1 io_delay=none quiet tg.display tg.usb tg.exit=echo-tty1" \
     --memory 512M --vcpus 1 --serial "file:$L2" --api-socket /tmp/vm.sock \
     --display spice-port=5930,addr=0.0.0.0 --log warn &
 vmm=$!
@@ -22,6 +24,7 @@ wait_l2() {
 }
 wait_l2 TESSERA-GUEST-READY 400 || exit 1
 grep '^tg: display' "$L2"
+grep '^tg: usb \(xhci\|input\)' "$L2" | sed 's/^/NEST: /'
 vmm-api PUT /tmp/vm.sock /display/ticket '{"ticket": "nested-ticket", "lifetime_secs": 900}' || exit 1
 echo "NEST: display ready $(vmm-api GET /tmp/vm.sock /display)"
 # Keys typed before the client's inputs channel is up are lost: say when it is.
@@ -60,3 +63,6 @@ until grep -q 'tg: typed: nest-done' "$L2"; do
     sleep 0.5
 done
 kill $vmm
+# What reached the guest through the USB devices: the keys typed, the pointer's clicks.
+echo "NEST: usb events keyboard=$(grep -c '^tg: usb event keyboard' "$L2") tablet=$(grep -c '^tg: usb event tablet' "$L2")"
+grep '^tg: usb event tablet' "$L2" | tail -n 12 | sed 's/^/NEST: /'

@@ -121,8 +121,9 @@ pub enum HidKind {
 impl HidKind {
     fn product(self) -> &'static str {
         match self {
-            HidKind::Tablet => "Tessera USB Tablet",
-            HidKind::Keyboard => "Tessera USB Keyboard",
+            // Hosts name a device "<manufacturer> <product>": "Tessera USB Tablet".
+            HidKind::Tablet => "USB Tablet",
+            HidKind::Keyboard => "USB Keyboard",
         }
     }
 

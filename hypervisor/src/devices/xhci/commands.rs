@@ -50,6 +50,7 @@ impl Controller {
                     (Completion::Parameter, trb.slot())
                 }
             };
+            tracing::debug!(command = trb.kind(), slot, code = ?code, "xHCI: command");
             self.post(Trb::command_completion(at, code, slot));
         }
     }
@@ -78,6 +79,7 @@ impl Controller {
                 })
             }),
             kind::RESET_DEVICE => self.reset_device(trb),
+            kind::GET_PORT_BANDWIDTH => self.port_bandwidth(trb),
             kind::NOOP_COMMAND => Ok(0),
             _ => Err(Completion::TrbError.into()),
         }
@@ -151,6 +153,7 @@ impl Controller {
         self.slot_mut(id).endpoints[usize::from(dci)] = Endpoint {
             state: EpState::Running,
             ring,
+            polled: false,
         };
         Ok(())
     }
@@ -305,6 +308,19 @@ impl Controller {
         ep.state = state;
         self.write_ep_state(id, dci)?;
         Ok(id)
+    }
+
+    /// Get Port Bandwidth (4.6.15): a byte per root hub port after a reserved one, the share
+    /// of the bus left; nothing here is scheduled in time, so all of it.
+    fn port_bandwidth(&mut self, trb: &Trb) -> Outcome {
+        use vm_memory::{Bytes, GuestAddress};
+        let mut context = [100u8; PORTS + 1];
+        context[0] = 0;
+        let at = trb.parameter & !0xf;
+        self.mem
+            .write_slice(&context, GuestAddress(at))
+            .map_err(|_| RingError::Memory(at))?;
+        Ok(0)
     }
 
     fn reset_device(&mut self, trb: &Trb) -> Outcome {

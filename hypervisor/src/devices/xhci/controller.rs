@@ -151,6 +151,8 @@ pub(super) struct Slot {
 pub(super) struct Endpoint {
     pub state: EpState,
     pub ring: Ring,
+    /// The driver rang this endpoint's doorbell since it was configured: it reads it.
+    pub polled: bool,
 }
 
 /// The controller's state, shared by the vCPUs (registers) and the display (input).
@@ -480,6 +482,13 @@ impl Controller {
 
     /// Writes `event` to the event ring and interrupts.
     pub(super) fn post(&mut self, event: Trb) {
+        tracing::trace!(
+            kind = event.kind(),
+            parameter = format_args!("{:#x}", event.parameter),
+            status = format_args!("{:#x}", event.status),
+            control = format_args!("{:#x}", event.control),
+            "xHCI: event"
+        );
         match self.events.push(&self.mem, event) {
             Ok(true) => self.signal(),
             Ok(false) => {}
@@ -487,35 +496,39 @@ impl Controller {
         }
     }
 
-    /// An event was written: IMAN.IP rises and, enabled, the interrupt fires (once per
-    /// rise: the driver clears IP before it reads the ring, so later events raise it again).
+    /// An event was written. Unless the driver's handler is busy (ERDP.EHB), EHB and IMAN.IP
+    /// rise and the interrupt fires (xHCI 1.2, 4.17.2); events written while it is busy are
+    /// the handler's to find, and those it missed interrupt again when it clears EHB.
     fn signal(&mut self) {
         self.usbsts |= usbsts::EINT;
-        self.erdp |= ERDP_EHB;
-        if self.iman & IMAN_IP == 0 {
+        if self.erdp & ERDP_EHB == 0 {
+            self.erdp |= ERDP_EHB;
             self.iman |= IMAN_IP;
             self.fire();
         }
     }
 
-    /// The driver let go of the handler (EHB cleared) with events still unread (written
-    /// after it last looked): they interrupt again.
+    /// The driver cleared EHB with events still unread (written after it last looked): they
+    /// interrupt again.
     fn raise_if_unread(&mut self) {
-        if self.iman & IMAN_IP == 0 && self.erdp & ERDP_EHB == 0 && self.events.unread() {
+        if self.erdp & ERDP_EHB == 0 && self.events.unread() {
             self.signal();
         }
     }
 
     /// Interrupts were enabled while one was pending: it fires now.
-    fn fire_if_pending(&self) {
+    fn fire_if_pending(&mut self) {
         if self.iman & IMAN_IP != 0 {
             self.fire();
         }
     }
 
-    fn fire(&self) {
+    /// Sends the interrupt if enabled. It is a message (MSI-X), so IMAN.IP clears once it is
+    /// sent (5.5.2.1): drivers do not clear it themselves then (Linux's xhci_hcd does not).
+    fn fire(&mut self) {
         if self.iman & IMAN_IE != 0 && self.usbcmd & usbcmd::INTE != 0 {
             (self.irq)();
+            self.iman &= !IMAN_IP;
         }
     }
 
@@ -528,8 +541,10 @@ impl Controller {
         self.crr = false;
     }
 
-    /// Whether the driver runs the controller and has configured `kind` and opened its
-    /// interrupt endpoint: input for it goes there.
+    /// Whether the driver runs the controller, has configured `kind` and reads its reports
+    /// (it queued a transfer on the running endpoint): input for it goes there. A device
+    /// configured by a bus driver with no HID driver behind it, or one whose driver closed
+    /// it (the endpoint stopped), is not read, and its input goes elsewhere.
     pub fn ready(&self, kind: HidKind) -> bool {
         self.running()
             && self.slots.iter().any(|s| {
@@ -538,6 +553,7 @@ impl Controller {
                         self.devices[d].kind() == kind && self.devices[d].configured()
                     })
                     && s.endpoints[super::transfer::REPORT_DCI].state == EpState::Running
+                    && s.endpoints[super::transfer::REPORT_DCI].polled
             })
     }
 

@@ -157,8 +157,7 @@ impl Host {
             self.ev_at = EVENTS;
             self.ev_cycle = !self.ev_cycle;
         }
-        // IMAN.IP cleared, then ERDP with EHB, as the interrupt handler does.
-        self.write(RT + 0x20, 3);
+        // ERDP with EHB, as xhci_hcd's handler does with MSI-X (IMAN.IP clears itself).
         self.write64(RT + 0x38, self.ev_at | 8);
         Some(t)
     }
@@ -412,17 +411,21 @@ fn tablet_and_keyboard_enumerate_and_report() {
     assert_eq!(Host::code(&e), Completion::Success as u32);
     let ev = h.control_in(slot, [0x80, 6, 2, 3, 9, 4, 255, 0], 255);
     assert_eq!(Host::code(&ev[0]), Completion::ShortPacket as u32);
-    let name = h.buf(38);
-    assert_eq!(name[0], 38, "'Tessera USB Tablet' in UTF-16");
+    let name = h.buf(22);
+    assert_eq!(name[0], 22, "'USB Tablet' in UTF-16");
 
     // Not ready for input until configured; reports wait for a transfer.
     assert!(!h.input.tablet_ready());
     h.configure(slot);
-    assert!(h.input.tablet_ready());
-    assert!(!h.input.keyboard_ready());
+    assert!(
+        !h.input.tablet_ready(),
+        "configured, but no driver reads it yet"
+    );
     h.input.move_to(512, 384, 1024, 768, 0);
     assert!(h.events().is_empty());
     let td = h.want_report(slot, BUF + 0x100);
+    assert!(h.input.tablet_ready());
+    assert!(!h.input.keyboard_ready());
     let ev = h.events();
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].parameter, td);
@@ -446,8 +449,8 @@ fn tablet_and_keyboard_enumerate_and_report() {
     let kb = h.address(2);
     assert_ne!(kb, slot);
     h.configure(kb);
-    assert!(h.input.keyboard_ready());
     h.want_report(kb, BUF + 0x300);
+    assert!(h.input.keyboard_ready());
     h.input.key(0x1e);
     let ev = h.events();
     assert_eq!(
@@ -471,6 +474,7 @@ fn stop_endpoint_keeps_the_waiting_transfer() {
     let slot = h.address(1);
     h.configure(slot);
     let td = h.want_report(slot, BUF);
+    assert!(h.input.tablet_ready());
     let e = h.command(trb(
         kind::STOP_ENDPOINT,
         0,
@@ -478,6 +482,10 @@ fn stop_endpoint_keeps_the_waiting_transfer() {
         u32::from(slot) << 24 | 3 << 16,
     ));
     assert_eq!(Host::code(&e), Completion::Success as u32);
+    assert!(
+        !h.input.tablet_ready(),
+        "a closed device's input goes elsewhere"
+    );
     let ep = context::read(&h.mem, context::output(output_ctx(slot), 3)).unwrap();
     assert_eq!(ep[0] & 7, EpState::Stopped as u32);
     assert_eq!(
@@ -540,6 +548,11 @@ fn bad_commands_fail_with_their_codes() {
     }
     let e = h.command(trb(kind::NOOP_COMMAND, 0, 0, 0));
     assert_eq!(Host::code(&e), Completion::Success as u32);
+    let e = h.command(trb(kind::GET_PORT_BANDWIDTH, BUF, 0, 3 << 16));
+    assert_eq!(Host::code(&e), Completion::Success as u32);
+    assert_eq!(h.buf(9), [0, 100, 100, 100, 100, 100, 100, 100, 100]);
+    let e = h.command(trb(kind::GET_PORT_BANDWIDTH, 0xffff_0000, 0, 3 << 16));
+    assert_eq!(Host::code(&e), Completion::Parameter as u32);
     let e = h.command(trb(kind::HOST_CONTROLLER, 0, 0, 0));
     assert_eq!(Host::code(&e), Completion::TrbError as u32);
     let slot = h.command(trb(kind::ENABLE_SLOT, 0, 0, 0)).slot();
@@ -645,4 +658,47 @@ fn broken_rings_halt_the_controller_and_the_vm_goes_on() {
     assert_eq!(h.read(0) & 0xff, 0x40);
     h.start();
     h.address(1);
+}
+
+#[test]
+fn interrupts_follow_the_event_handler_busy_flag() {
+    let mut h = host();
+    h.start();
+    let irqs = |h: &mut Host| h.irq.read().unwrap_or(0);
+    irqs(&mut h);
+    // One command: one interrupt; the handler's ERDP write lets the next one through.
+    h.command(trb(kind::NOOP_COMMAND, 0, 0, 0));
+    assert_eq!(irqs(&mut h), 1);
+    h.command(trb(kind::NOOP_COMMAND, 0, 0, 0));
+    assert_eq!(irqs(&mut h), 1);
+    assert_eq!(
+        h.read(RT + 0x20) & 1,
+        0,
+        "IMAN.IP clears once the message is sent"
+    );
+    // Two events before the handler runs: one interrupt (EHB is set) ...
+    for _ in 0..2 {
+        let t = trb(kind::NOOP_COMMAND, 0, 0, u32::from(h.cmd_cycle));
+        h.put(h.cmd_at, t);
+        h.cmd_at += 16;
+    }
+    h.write(DB, 0);
+    assert_eq!(irqs(&mut h), 1);
+    assert_ne!(h.read(RT + 0x38) & 8, 0, "EHB");
+    // ... and the handler that read only the first gets another when it clears EHB.
+    let mut b = [0u8; 16];
+    h.mem.read_slice(&mut b, GuestAddress(h.ev_at)).unwrap();
+    h.ev_at += 16;
+    h.write64(RT + 0x38, h.ev_at | 8);
+    assert_eq!(irqs(&mut h), 1);
+    assert!(h.event().is_some());
+    assert!(h.event().is_none());
+    assert_eq!(h.irq.read().unwrap_or(0), 0);
+    // Interrupts off (IMAN.IE): none, until enabled again with one pending.
+    h.write(RT + 0x20, 0);
+    h.command(trb(kind::NOOP_COMMAND, 0, 0, 0));
+    assert_eq!(h.irq.read().unwrap_or(0), 0);
+    h.command(trb(kind::NOOP_COMMAND, 0, 0, 0));
+    h.write(RT + 0x20, 2);
+    assert_eq!(irqs(&mut h), 1);
 }

@@ -45,9 +45,11 @@ impl Controller {
         }
         let slot = self.slot(id);
         let (Some(port), true) = (slot.port, slot.enabled) else {
+            tracing::debug!(slot = id, dci, "xHCI: doorbell of a slot without a device");
             return;
         };
         let ep = slot.endpoints[usize::from(dci)];
+        tracing::trace!(slot = id, dci, state = ?ep.state, ring = format_args!("{:#x}", ep.ring.pointer()), "xHCI: doorbell");
         if ep.state == EpState::Stopped {
             // Ringing a stopped endpoint's doorbell runs it again.
             self.slots[usize::from(id) - 1].endpoints[usize::from(dci)].state = EpState::Running;
@@ -56,6 +58,9 @@ impl Controller {
             }
         } else if ep.state != EpState::Running {
             return;
+        }
+        if usize::from(dci) == REPORT_DCI {
+            self.slots[usize::from(id) - 1].endpoints[REPORT_DCI].polled = true;
         }
         let result = match usize::from(dci) {
             1 => self.run_control(id, port),

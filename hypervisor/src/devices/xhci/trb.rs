@@ -34,6 +34,7 @@ pub mod kind {
     pub const STOP_ENDPOINT: u8 = 15;
     pub const SET_TR_DEQUEUE: u8 = 16;
     pub const RESET_DEVICE: u8 = 17;
+    pub const GET_PORT_BANDWIDTH: u8 = 21;
     pub const NOOP_COMMAND: u8 = 23;
     pub const TRANSFER_EVENT: u8 = 32;
     pub const COMMAND_COMPLETION: u8 = 33;
