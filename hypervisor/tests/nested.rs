@@ -47,7 +47,8 @@ const DISPLAY_READY_BUDGET: Duration = Duration::from_secs(480);
 const RUN_BUDGET: Duration = Duration::from_secs(1500);
 
 /// Runs of the suite: one, and again on a fresh L1 when the harness itself failed (L1 froze
-/// or died, or its KVM shut down an L2 vCPU that had not run) before any scenario failed.
+/// or died, or its KVM shut down an L2 vCPU that had not run or left an L2 hung before its
+/// userspace) before any scenario failed.
 const ATTEMPTS: u32 = 3;
 
 /// Set when the harness itself failed during the current run of the suite: L1 froze or died,
@@ -87,7 +88,7 @@ trait OrFail<T> {
 impl<T> OrFail<T> for Result<T, NestError> {
     fn or_fail(self) -> T {
         self.unwrap_or_else(|e| {
-            if e.is_l1_failure() {
+            if e.is_l1_failure() || e.is_guest_boot_hang() {
                 L1_FAILED.store(true, Ordering::SeqCst);
             }
             panic!("{e}")
@@ -602,9 +603,9 @@ fn boot_disk_and_display_in_the_nested_harness() {
         let why = failures[0].message.lines().next().unwrap_or_default();
         eprintln!(
             "*** [nested] attempt {attempt} of {ATTEMPTS}: the harness itself failed (L1 froze \
-             or died, or its KVM shut down a vCPU that had not run: {why}); its flake, not \
-             tessera-vmm's (ARCHITECTURE.md, Testing): the whole suite runs again on a fresh \
-             L1 ***"
+             or died, or its KVM shut down a vCPU that had not run or left L2 hung before its \
+             userspace: {why}); its flake, not tessera-vmm's (ARCHITECTURE.md, Testing): the \
+             whole suite runs again on a fresh L1 ***"
         );
     }
 }
