@@ -33,11 +33,25 @@ case $CMD in
         B=$(bin)
         [ -n "$B" ] || { log "postgresql is not installed (pg-env.sh install)"; exit 1; }
         down
+        # The cluster just stopped (a previous test binary's) may hold the port a moment longer.
+        for _ in $(seq 50); do
+            (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || break
+            sleep 0.2
+        done
         mkdir -p "$D"
         [ "$(id -u)" -eq 0 ] && chown postgres "$D"
         as_pg "$B/initdb" -D "$D/data" -U tessera -A trust --no-sync -E UTF8 >/dev/null
-        as_pg "$B/pg_ctl" -D "$D/data" -l "$D/log" -w \
-            -o "-p $PORT -k $D -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
+        # One more try after a failed start, with the server's own words on stderr: a CI run saw
+        # "pg_ctl: could not start server" once, with the log gone by the time anyone looked.
+        for try in 1 2; do
+            as_pg "$B/pg_ctl" -D "$D/data" -l "$D/log" -w \
+                -o "-p $PORT -k $D -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" \
+                start >/dev/null && break
+            log "start $try failed; the server's log ends:"
+            tail -n 20 "$D/log" >&2 || true
+            [ "$try" = 2 ] && exit 1
+            sleep 2
+        done
         as_pg "$B/createdb" -h 127.0.0.1 -p "$PORT" -U tessera tessera
         echo "export TESSERA_TEST_POSTGRES=postgres://tessera@127.0.0.1:$PORT/tessera" > "$D/env"
         log "PostgreSQL up on 127.0.0.1:$PORT; source $D/env" ;;
