@@ -15,6 +15,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::dma;
 use super::drive::DriveKind;
 use super::fis::{self, Registers};
+use crate::devices::pci::register_bar::DwordRegisters;
 
 /// Ports the HBA has (ICH9's six).
 pub const PORTS: usize = 6;
@@ -483,6 +484,16 @@ impl Hba {
         }
         let new = self.new_events(before);
         self.update_interrupt(new);
+    }
+}
+
+impl DwordRegisters for Hba {
+    fn read(&self, offset: u64) -> u32 {
+        Hba::read(self, offset)
+    }
+
+    fn write(&mut self, offset: u64, value: u32) {
+        Hba::write(self, offset, value)
     }
 }
 

@@ -32,16 +32,13 @@ use self::worker::Worker;
 use crate::devices::bus::lock;
 use crate::devices::pci::config::{ClassCode, ConfigSpaceError, PciConfig, PciId};
 use crate::devices::pci::msix::{Msix, MSIX_CAP_ID};
+use crate::devices::pci::register_bar::{self, BAR_SIZE, MSIX_PBA, MSIX_TABLE};
 use crate::devices::pci::PciFunction;
 use crate::devices::worker_thread::{WorkerError, WorkerThread};
 use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
 
 /// The BAR that holds the registers (ABAR).
 pub const ABAR: usize = 5;
-/// Its size: the registers, then the MSI-X table and pending bits.
-pub const BAR_SIZE: u32 = 0x1000;
-const MSIX_TABLE: u64 = 0x800;
-const MSIX_PBA: u64 = 0xc00;
 
 /// Errors while building the controller.
 #[derive(Debug, thiserror::Error)]
@@ -152,13 +149,6 @@ impl Ahci {
     pub fn drives(&self) -> Vec<DriveInfo> {
         self.drives.clone()
     }
-
-    /// The offset in BAR 5 of an access of `len` bytes at `addr`, if it lies there.
-    fn bar_offset(&self, addr: u64, len: usize) -> Option<u64> {
-        let base = self.config.bar32(ABAR)?;
-        let off = addr.checked_sub(base)?;
-        (off + len as u64 <= u64::from(BAR_SIZE)).then_some(off)
-    }
 }
 
 impl PciFunction for Ahci {
@@ -172,43 +162,18 @@ impl PciFunction for Ahci {
     }
 
     fn mmio_read(&mut self, addr: u64, data: &mut [u8]) -> bool {
-        let Some(off) = self.bar_offset(addr, data.len()) else {
+        let Some(off) = register_bar::offset(&self.config, ABAR, addr, data.len()) else {
             return false;
         };
-        data.fill(0);
-        if off >= MSIX_PBA {
-            lock(&self.msix).pba_read(off - MSIX_PBA, data);
-        } else if off >= MSIX_TABLE {
-            lock(&self.msix).table_read(off - MSIX_TABLE, data);
-        } else {
-            // Registers are dwords; a narrower read takes its bytes of the dword.
-            let hba = lock(&self.hba);
-            for (i, b) in data.iter_mut().enumerate() {
-                let at = off + i as u64;
-                *b = (hba.read(at & !3) >> ((at % 4) * 8)) as u8;
-            }
-        }
+        register_bar::read(&self.hba, &self.msix, off, data);
         true
     }
 
     fn mmio_write(&mut self, addr: u64, data: &[u8]) -> bool {
-        let Some(off) = self.bar_offset(addr, data.len()) else {
+        let Some(off) = register_bar::offset(&self.config, ABAR, addr, data.len()) else {
             return false;
         };
-        if off >= MSIX_PBA {
-            // Read-only.
-        } else if off >= MSIX_TABLE {
-            lock(&self.msix).table_write(off - MSIX_TABLE, data);
-        } else if off.is_multiple_of(4) && data.len().is_multiple_of(4) {
-            // Dword writes (a qword is two). Narrower writes are dropped: several registers
-            // clear bits written as 1, and a read-modify-write would clear what it did not
-            // mean to.
-            let mut hba = lock(&self.hba);
-            for (i, dword) in data.chunks_exact(4).enumerate() {
-                let v = u32::from_le_bytes([dword[0], dword[1], dword[2], dword[3]]);
-                hba.write(off + 4 * i as u64, v);
-            }
-        }
+        register_bar::write(&self.hba, &self.msix, off, data);
         true
     }
 

@@ -7,6 +7,7 @@ pub mod host_bridge;
 pub mod lpc;
 pub mod mmio_window;
 pub mod msix;
+pub mod register_bar;
 pub mod root;
 
 pub use ecam::PciEcam;

@@ -15,6 +15,7 @@ use vm_memory::GuestMemoryMmap;
 use super::context::EpState;
 use super::ring::{EventRing, Ring, RingError};
 use super::trb::Trb;
+use crate::devices::pci::register_bar::DwordRegisters;
 use crate::devices::usb::hid::{Hid, HidKind};
 use crate::devices::usb::Speed;
 
@@ -578,5 +579,15 @@ impl Controller {
     /// Events that could not be written because the driver let its event ring fill.
     pub fn dropped_events(&self) -> u64 {
         self.events.dropped
+    }
+}
+
+impl DwordRegisters for Controller {
+    fn read(&self, offset: u64) -> u32 {
+        Controller::read(self, offset)
+    }
+
+    fn write(&mut self, offset: u64, value: u32) {
+        Controller::write(self, offset, value)
     }
 }

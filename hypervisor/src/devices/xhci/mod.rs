@@ -33,15 +33,12 @@ use self::controller::Controller;
 use crate::devices::bus::lock;
 use crate::devices::pci::config::{ClassCode, ConfigSpaceError, PciConfig, PciId};
 use crate::devices::pci::msix::{Msix, MSIX_CAP_ID};
+use crate::devices::pci::register_bar::{self, BAR_SIZE, MSIX_PBA, MSIX_TABLE};
 use crate::devices::pci::PciFunction;
 use crate::devices::usb::hid::HidKind;
 
 /// The BAR that holds the registers.
 pub const BAR: usize = 0;
-/// Its size: the registers, then the MSI-X table and pending bits.
-pub const BAR_SIZE: u32 = 0x1000;
-const MSIX_TABLE: u64 = 0x800;
-const MSIX_PBA: u64 = 0xc00;
 
 /// What moves the USB devices: the display's input goes here once the guest drives them.
 #[derive(Clone)]
@@ -132,13 +129,6 @@ impl Xhci {
             UsbInput(controller),
         ))
     }
-
-    /// The offset in BAR 0 of an access of `len` bytes at `addr`, if it lies there.
-    fn bar_offset(&self, addr: u64, len: usize) -> Option<u64> {
-        let base = self.config.bar32(BAR)?;
-        let off = addr.checked_sub(base)?;
-        (off + len as u64 <= u64::from(BAR_SIZE)).then_some(off)
-    }
 }
 
 impl PciFunction for Xhci {
@@ -152,42 +142,18 @@ impl PciFunction for Xhci {
     }
 
     fn mmio_read(&mut self, addr: u64, data: &mut [u8]) -> bool {
-        let Some(off) = self.bar_offset(addr, data.len()) else {
+        let Some(off) = register_bar::offset(&self.config, BAR, addr, data.len()) else {
             return false;
         };
-        data.fill(0);
-        if off >= MSIX_PBA {
-            lock(&self.msix).pba_read(off - MSIX_PBA, data);
-        } else if off >= MSIX_TABLE {
-            lock(&self.msix).table_read(off - MSIX_TABLE, data);
-        } else {
-            // Registers are dwords; a narrower read (CAPLENGTH, HCIVERSION) takes its bytes.
-            let c = lock(&self.controller);
-            for (i, b) in data.iter_mut().enumerate() {
-                let at = off + i as u64;
-                *b = (c.read(at & !3) >> ((at % 4) * 8)) as u8;
-            }
-        }
+        register_bar::read(&self.controller, &self.msix, off, data);
         true
     }
 
     fn mmio_write(&mut self, addr: u64, data: &[u8]) -> bool {
-        let Some(off) = self.bar_offset(addr, data.len()) else {
+        let Some(off) = register_bar::offset(&self.config, BAR, addr, data.len()) else {
             return false;
         };
-        if off >= MSIX_PBA {
-            // Read-only.
-        } else if off >= MSIX_TABLE {
-            lock(&self.msix).table_write(off - MSIX_TABLE, data);
-        } else if off.is_multiple_of(4) && data.len().is_multiple_of(4) {
-            // Dword writes (a qword is two, low first). Narrower writes are dropped: several
-            // registers clear bits written as 1.
-            let mut c = lock(&self.controller);
-            for (i, dword) in data.chunks_exact(4).enumerate() {
-                let v = u32::from_le_bytes([dword[0], dword[1], dword[2], dword[3]]);
-                c.write(off + 4 * i as u64, v);
-            }
-        }
+        register_bar::write(&self.controller, &self.msix, off, data);
         true
     }
 
