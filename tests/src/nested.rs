@@ -423,28 +423,21 @@ impl L1 {
     pub fn scenario(&mut self, scenario: &str, budget: Duration) -> Result<Outcome, NestError> {
         let end = format!("NEST-END {scenario} rc=");
         let begin = format!("NEST-BEGIN {scenario}");
-        let text = match self.wait_for(&format!("the end of scenario {scenario}"), budget, |t| {
+        let result = self.wait_for(&format!("the end of scenario {scenario}"), budget, |t| {
             t.contains(&end)
-        }) {
-            Err(NestError::Overrun {
-                name,
-                what,
-                secs,
-                report_path,
-                report,
-                ..
-            }) => {
+        });
+        let text = match result {
+            Err(mut e @ NestError::Overrun { .. }) => {
                 let console = self.console();
                 let since = console.rfind(&begin).map_or("", |i| &console[i..]);
                 let guest_ran = since.contains("tg: ") || since.contains("TESSERA-GUEST-READY");
-                return Err(NestError::Overrun {
-                    name,
-                    what,
-                    secs,
-                    report_path,
-                    report,
-                    guest_never_ran: !since.is_empty() && !guest_ran,
-                });
+                if let NestError::Overrun {
+                    guest_never_ran, ..
+                } = &mut e
+                {
+                    *guest_never_ran = !since.is_empty() && !guest_ran;
+                }
+                return Err(e);
             }
             r => r?,
         };

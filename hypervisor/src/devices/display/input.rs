@@ -23,17 +23,46 @@ pub struct InputRoute {
     pub usb: Option<UsbInput>,
 }
 
-/// The absolute pointer chosen for an event.
-enum Pointer<'a> {
-    Virtio(&'a TabletHandle),
-    Usb(&'a UsbInput),
+/// An absolute pointer: the virtio tablet and the USB tablet alike.
+pub trait AbsolutePointer {
+    /// The pointer is at (`x`, `y`) of a `width` x `height` screen with `buttons` held.
+    fn move_to(&self, x: i32, y: i32, width: u32, height: u32, buttons: u32);
+    /// The buttons changed.
+    fn buttons(&self, buttons: u32);
+    /// Wheel steps (positive: down).
+    fn wheel(&self, delta: i32);
+}
+
+impl AbsolutePointer for TabletHandle {
+    fn move_to(&self, x: i32, y: i32, width: u32, height: u32, buttons: u32) {
+        TabletHandle::move_to(self, x, y, width, height, buttons)
+    }
+    fn buttons(&self, buttons: u32) {
+        TabletHandle::buttons(self, buttons)
+    }
+    fn wheel(&self, delta: i32) {
+        TabletHandle::wheel(self, delta)
+    }
+}
+
+impl AbsolutePointer for UsbInput {
+    fn move_to(&self, x: i32, y: i32, width: u32, height: u32, buttons: u32) {
+        UsbInput::move_to(self, x, y, width, height, buttons)
+    }
+    fn buttons(&self, buttons: u32) {
+        UsbInput::buttons(self, buttons)
+    }
+    fn wheel(&self, delta: i32) {
+        UsbInput::wheel(self, delta)
+    }
 }
 
 impl InputRoute {
-    fn pointer(&self) -> Pointer<'_> {
+    /// The absolute pointer an event goes to now.
+    fn pointer(&self) -> &dyn AbsolutePointer {
         match &self.usb {
-            Some(usb) if !self.tablet.active() && usb.tablet_ready() => Pointer::Usb(usb),
-            _ => Pointer::Virtio(&self.tablet),
+            Some(usb) if !self.tablet.active() && usb.tablet_ready() => usb,
+            _ => &self.tablet,
         }
     }
 
@@ -47,32 +76,19 @@ impl InputRoute {
 
     /// The absolute pointer is at (`x`, `y`) of a `width` x `height` screen.
     pub fn move_to(&self, x: i32, y: i32, width: u32, height: u32, buttons: u32) {
-        match self.pointer() {
-            Pointer::Virtio(t) => t.move_to(x, y, width, height, buttons),
-            Pointer::Usb(u) => u.move_to(x, y, width, height, buttons),
-        }
+        self.pointer().move_to(x, y, width, height, buttons);
     }
 
     /// The absolute pointer's buttons changed.
     pub fn buttons(&self, buttons: u32) {
-        match self.pointer() {
-            Pointer::Virtio(t) => t.buttons(buttons),
-            Pointer::Usb(u) => u.buttons(buttons),
-        }
+        self.pointer().buttons(buttons);
     }
 
     /// Wheel steps (positive: down) with `buttons` held.
     pub fn wheel(&self, delta: i32, buttons: u32) {
-        match self.pointer() {
-            Pointer::Virtio(t) => {
-                t.buttons(buttons);
-                t.wheel(delta);
-            }
-            Pointer::Usb(u) => {
-                u.buttons(buttons);
-                u.wheel(delta);
-            }
-        }
+        let p = self.pointer();
+        p.buttons(buttons);
+        p.wheel(delta);
     }
 
     /// Relative motion: the PS/2 mouse.

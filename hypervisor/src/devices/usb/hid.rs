@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 
 use super::keymap::{self, PAUSE};
-use super::{descriptor, request, string_descriptor, Control, Setup, Speed};
+use super::{descriptor, request, string_descriptor, Control, Setup};
 
 /// Reports held for a driver that is not reading (older ones dropped first).
 pub const QUEUE_MAX: usize = 64;
@@ -133,13 +133,6 @@ impl HidKind {
             HidKind::Keyboard => KEYBOARD_REPORT,
         }
     }
-
-    fn report_len(self) -> u8 {
-        match self {
-            HidKind::Tablet => 6,
-            HidKind::Keyboard => 8,
-        }
-    }
 }
 
 /// Where a set-1 byte stream is between prefixes.
@@ -157,7 +150,6 @@ enum Prefix {
 #[derive(Debug)]
 pub struct Hid {
     kind: HidKind,
-    address: u8,
     configuration: u8,
     /// 0: boot protocol, 1: report protocol (the default).
     protocol: u8,
@@ -182,7 +174,6 @@ impl Hid {
     pub fn new(kind: HidKind) -> Self {
         Self {
             kind,
-            address: 0,
             configuration: 0,
             protocol: 1,
             idle: 0,
@@ -204,12 +195,7 @@ impl Hid {
         self.kind
     }
 
-    /// Its signalling rate.
-    pub fn speed(&self) -> Speed {
-        Speed::Full
-    }
-
-    /// A bus reset: the device forgets its address and configuration and what it held.
+    /// A bus reset: the device forgets its configuration and what it held.
     pub fn reset(&mut self) {
         *self = Self {
             // Keys held and the pointer's place are the user's, not the bus's.
@@ -217,11 +203,6 @@ impl Hid {
             y: self.y,
             ..Self::new(self.kind)
         };
-    }
-
-    /// The address the host controller gave it (SET_ADDRESS on its behalf).
-    pub fn set_address(&mut self, address: u8) {
-        self.address = address;
     }
 
     /// The driver configured it: its reports are read.
@@ -469,10 +450,9 @@ impl Hid {
             }
             // ENDPOINT_HALT on the interrupt endpoint: nothing is halted in the device itself.
             (0x02, request::CLEAR_FEATURE | request::SET_FEATURE) if s.value == 0 => Control::Ok,
-            (0x00, request::SET_ADDRESS) if s.value <= 127 => {
-                self.address = s.value as u8;
-                Control::Ok
-            }
+            // The controller addresses devices itself (Address Device); a guest sending it
+            // anyway gets what a device would answer.
+            (0x00, request::SET_ADDRESS) if s.value <= 127 => Control::Ok,
             (0x80, request::GET_DESCRIPTOR) => match value_hi {
                 descriptor::DEVICE => Control::In(self.device_descriptor()),
                 descriptor::CONFIGURATION if value_lo == 0 => {
@@ -516,16 +496,6 @@ impl Hid {
             }
             _ => Control::Stall,
         }
-    }
-
-    /// Bytes of one report (the endpoint's transfers are at most this long).
-    pub fn report_len(&self) -> u8 {
-        self.kind.report_len()
-    }
-
-    /// Its address on the bus (0 until addressed).
-    pub fn address(&self) -> u8 {
-        self.address
     }
 }
 

@@ -53,13 +53,6 @@ pub enum Control {
     Stall,
 }
 
-/// A port's signalling rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Speed {
-    /// 12 Mb/s (USB 1.1), as HID devices are.
-    Full,
-}
-
 /// Standard request codes (USB 2.0, table 9-4).
 pub mod request {
     /// GET_STATUS.

@@ -174,17 +174,16 @@ impl Controller {
         }
         let mut slot_ctx = context::read(&self.mem, context::input(input, 0))?;
         let port = ((slot_ctx[1] >> 16) & 0xff) as usize;
-        if !(1..=PORTS).contains(&port) || !self.ports[port - 1].enabled {
+        let usable = (1..=PORTS).contains(&port)
+            && self.ports[port - 1].enabled
+            && self.ports[port - 1].device.is_some();
+        if !usable {
             return Err(Completion::Transaction.into());
         }
-        let Some(device) = self.ports[port - 1].device else {
-            return Err(Completion::Transaction.into());
-        };
         let output = self.dcbaa_entry(id)?;
         let state = if trb.has(flag::BSR) {
             slot_state::DEFAULT
         } else {
-            self.devices[device].set_address(id);
             slot_state::ADDRESSED
         };
         slot_ctx[3] = state << 27

@@ -17,7 +17,6 @@ use super::ring::{EventRing, Ring, RingError};
 use super::trb::Trb;
 use crate::devices::pci::register_bar::DwordRegisters;
 use crate::devices::usb::hid::{Hid, HidKind};
-use crate::devices::usb::Speed;
 
 /// Device slots.
 pub const MAX_SLOTS: usize = 8;
@@ -296,12 +295,9 @@ impl Controller {
 
     fn portsc(&self, p: &Port) -> u32 {
         let mut v = portsc::PP | p.changes | p.wake | p.link << portsc::PLS_SHIFT;
-        if let Some(d) = p.device {
-            v |= portsc::CCS;
-            let speed = match self.devices[d].speed() {
-                Speed::Full => 1,
-            };
-            v |= speed << portsc::SPEED_SHIFT;
+        if p.device.is_some() {
+            // Connected, full speed (speed ID 1): the HID devices are USB 1.1 devices.
+            v |= portsc::CCS | 1 << portsc::SPEED_SHIFT;
         }
         if p.enabled {
             v |= portsc::PED;
@@ -574,11 +570,6 @@ impl Controller {
             f(&mut self.devices[d]);
         }
         self.deliver(port);
-    }
-
-    /// Events that could not be written because the driver let its event ring fill.
-    pub fn dropped_events(&self) -> u64 {
-        self.events.dropped
     }
 }
 

@@ -98,8 +98,6 @@ pub struct EventRing {
     /// The driver's dequeue pointer (ERDP).
     dequeue: u64,
     held: VecDeque<Trb>,
-    /// Events dropped because even the holding queue was full.
-    pub dropped: u64,
 }
 
 impl EventRing {
@@ -183,7 +181,7 @@ impl EventRing {
         }
         if !self.held.is_empty() || self.full() {
             if self.held.len() == HELD_MAX {
-                self.dropped += 1;
+                tracing::debug!("xHCI: event dropped: the driver's event ring is full");
             } else {
                 self.held.push_back(event);
             }

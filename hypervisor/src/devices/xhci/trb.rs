@@ -80,7 +80,6 @@ pub enum Completion {
     ShortPacket = 13,
     Parameter = 17,
     ContextState = 19,
-    EventRingFull = 21,
     CommandRingStopped = 24,
 }
 
@@ -184,11 +183,6 @@ impl Trb {
             (Completion::Success as u32) << 24,
             0,
         )
-    }
-
-    /// A Host Controller Event with `code` (the event ring was full).
-    pub fn host_controller(code: Completion) -> Self {
-        Self::event(kind::HOST_CONTROLLER, 0, (code as u32) << 24, 0)
     }
 }
 
