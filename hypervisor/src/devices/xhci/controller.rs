@@ -543,15 +543,17 @@ impl Controller {
     /// configured by a bus driver with no HID driver behind it, or one whose driver closed
     /// it (the endpoint stopped), is not read, and its input goes elsewhere.
     pub fn ready(&self, kind: HidKind) -> bool {
+        let Some(port) = self.device_port(kind) else {
+            return false;
+        };
+        let configured = self.ports[port]
+            .device
+            .is_some_and(|d| self.devices[d].configured());
         self.running()
-            && self.slots.iter().any(|s| {
-                s.enabled
-                    && s.port.and_then(|p| self.ports[p].device).is_some_and(|d| {
-                        self.devices[d].kind() == kind && self.devices[d].configured()
-                    })
-                    && s.endpoints[super::transfer::REPORT_DCI].state == EpState::Running
-                    && s.endpoints[super::transfer::REPORT_DCI].polled
-            })
+            && configured
+            && self
+                .report_slot(port)
+                .is_some_and(|id| self.slot(id).endpoints[super::transfer::REPORT_DCI].polled)
     }
 
     /// The device of `kind`, with its port.

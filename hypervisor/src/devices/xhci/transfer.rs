@@ -23,20 +23,6 @@ const CONTROL_OUT_MAX: usize = 4096;
 /// The TRBs of one TD (or of a control transfer's stages), with their addresses.
 type Td = Vec<(u64, Trb)>;
 
-/// What stopped a run of transfers.
-enum Stop {
-    /// The driver has not handed over (all of) the next TD.
-    Waiting,
-    /// The ring could not be read.
-    Ring(RingError),
-}
-
-impl From<RingError> for Stop {
-    fn from(e: RingError) -> Self {
-        Stop::Ring(e)
-    }
-}
-
 impl Controller {
     /// A slot's doorbell for endpoint `dci`.
     pub(super) fn run_endpoint(&mut self, id: u8, dci: u8) {
@@ -67,23 +53,24 @@ impl Controller {
             REPORT_DCI => self.run_reports(id, port),
             _ => self.run_absent(id, dci),
         };
-        if let Err(Stop::Ring(e)) = result {
+        if let Err(e) = result {
             self.host_error(e);
         }
     }
 
     /// Reads the next TD of endpoint `dci`: its TRBs up to one without the chain bit.
-    /// Returns the TD and the ring after it, without taking it.
-    fn peek_td(&self, id: u8, dci: usize) -> Result<(Td, super::ring::Ring), Stop> {
+    /// Returns the TD and the ring after it, without taking it; `None` while the driver has
+    /// not handed over all of it.
+    fn peek_td(&self, id: u8, dci: usize) -> Result<Option<(Td, super::ring::Ring)>, RingError> {
         let mut ring = self.slot(id).endpoints[dci].ring;
         let mut td = Vec::new();
         loop {
             let Some((at, trb)) = ring.next(&self.mem)? else {
-                return Err(Stop::Waiting);
+                return Ok(None);
             };
             td.push((at, trb));
             if !trb.has(flag::CHAIN) || td.len() == TD_MAX {
-                return Ok((td, ring));
+                return Ok(Some((td, ring)));
             }
         }
     }
@@ -93,14 +80,14 @@ impl Controller {
     }
 
     /// Halts endpoint `dci` (a stall or an error): it runs no more until the driver resets it.
-    fn halt(&mut self, id: u8, dci: u8) -> Result<(), Stop> {
+    fn halt(&mut self, id: u8, dci: u8) -> Result<(), RingError> {
         self.slots[usize::from(id) - 1].endpoints[usize::from(dci)].state = EpState::Halted;
         self.write_ep_state(id, dci)?;
         Ok(())
     }
 
     /// Control transfers on endpoint 0.
-    fn run_control(&mut self, id: u8, port: usize) -> Result<(), Stop> {
+    fn run_control(&mut self, id: u8, port: usize) -> Result<(), RingError> {
         for _ in 0..TDS_PER_DOORBELL {
             let mut ring = self.slot(id).endpoints[1].ring;
             let Some((setup_at, setup)) = ring.next(&self.mem)? else {
@@ -274,15 +261,13 @@ impl Controller {
     }
 
     /// Reports on the interrupt IN endpoint, one per TD, while both are there.
-    fn run_reports(&mut self, id: u8, port: usize) -> Result<(), Stop> {
+    fn run_reports(&mut self, id: u8, port: usize) -> Result<(), RingError> {
         let Some(d) = self.ports[port].device else {
             return self.run_absent(id, REPORT_DCI as u8);
         };
         while self.devices[d].pending() > 0 {
-            let (td, ring) = match self.peek_td(id, REPORT_DCI) {
-                Ok(t) => t,
-                Err(Stop::Waiting) => return Ok(()),
-                Err(e) => return Err(e),
+            let Some((td, ring)) = self.peek_td(id, REPORT_DCI)? else {
+                return Ok(());
             };
             self.set_ring(id, REPORT_DCI, ring);
             if let Some(report) = self.devices[d].take_report() {
@@ -294,11 +279,9 @@ impl Controller {
 
     /// TDs on an endpoint the device does not have: each fails as a transaction that got no
     /// answer, and the endpoint halts.
-    fn run_absent(&mut self, id: u8, dci: u8) -> Result<(), Stop> {
-        let (td, ring) = match self.peek_td(id, usize::from(dci)) {
-            Ok(t) => t,
-            Err(Stop::Waiting) => return Ok(()),
-            Err(e) => return Err(e),
+    fn run_absent(&mut self, id: u8, dci: u8) -> Result<(), RingError> {
+        let Some((td, ring)) = self.peek_td(id, usize::from(dci))? else {
+            return Ok(());
         };
         self.set_ring(id, usize::from(dci), ring);
         let (at, trb) = td[0];
@@ -312,17 +295,21 @@ impl Controller {
         self.halt(id, dci)
     }
 
+    /// The slot of the device on `port` whose report endpoint runs.
+    pub(super) fn report_slot(&self, port: usize) -> Option<u8> {
+        (1..=MAX_SLOTS as u8).find(|&id| {
+            let s = self.slot(id);
+            s.enabled && s.port == Some(port) && s.endpoints[REPORT_DCI].state == EpState::Running
+        })
+    }
+
     /// Hands the device on `port` its waiting reports, if its driver has a transfer queued.
     pub(super) fn deliver(&mut self, port: usize) {
         if !self.running() {
             return;
         }
-        let slot = (1..=MAX_SLOTS as u8).find(|&id| {
-            let s = self.slot(id);
-            s.enabled && s.port == Some(port) && s.endpoints[REPORT_DCI].state == EpState::Running
-        });
-        if let Some(id) = slot {
-            if let Err(Stop::Ring(e)) = self.run_reports(id, port) {
+        if let Some(id) = self.report_slot(port) {
+            if let Err(e) = self.run_reports(id, port) {
                 self.host_error(e);
             }
         }
