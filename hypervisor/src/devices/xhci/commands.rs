@@ -176,7 +176,7 @@ impl Controller {
         let port = ((slot_ctx[1] >> 16) & 0xff) as usize;
         let usable = (1..=PORTS).contains(&port)
             && self.ports[port - 1].enabled
-            && self.ports[port - 1].device.is_some();
+            && port - 1 < self.devices.len();
         if !usable {
             return Err(Completion::Transaction.into());
         }

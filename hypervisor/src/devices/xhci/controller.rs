@@ -124,8 +124,6 @@ const ERDP_EHB: u64 = 1 << 3;
 /// One root hub port.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Port {
-    /// Its device's index in [`Controller::devices`].
-    pub device: Option<usize>,
     pub enabled: bool,
     pub link: u32,
     pub changes: u32,
@@ -176,7 +174,7 @@ pub struct Controller {
     events: EventRing,
     pub(super) ports: [Port; PORTS],
     pub(super) slots: [Slot; MAX_SLOTS],
-    /// The devices, on ports 1, 2, ... in order.
+    /// The devices: `devices[i]` is on port i + 1 (the first USB 2.0 ports).
     pub(super) devices: Vec<Hid>,
 }
 
@@ -229,18 +227,18 @@ impl Controller {
         for d in &mut self.devices {
             d.reset();
         }
+        let devices = self.devices.len();
         for (i, p) in self.ports.iter_mut().enumerate() {
-            let device = (i < self.devices.len()).then_some(i);
+            let connected = i < devices;
             *p = Port {
-                device,
                 enabled: false,
                 // A USB 2.0 device waits in Polling for the port reset that enables it.
-                link: if device.is_some() {
+                link: if connected {
                     pls::POLLING
                 } else {
                     pls::RX_DETECT
                 },
-                changes: if device.is_some() { portsc::CSC } else { 0 },
+                changes: if connected { portsc::CSC } else { 0 },
                 wake: 0,
                 pmsc: 0,
             };
@@ -271,10 +269,10 @@ impl Controller {
             _ if off == OP + 0x34 => (self.dcbaap >> 32) as u32,
             _ if off == OP + 0x38 => self.config,
             _ if (PORT_REGS..PORT_REGS + 0x10 * PORTS as u64).contains(&off) => {
-                let p = &self.ports[((off - PORT_REGS) / 0x10) as usize];
+                let i = ((off - PORT_REGS) / 0x10) as usize;
                 match off % 0x10 {
-                    0 => self.portsc(p),
-                    4 => p.pmsc,
+                    0 => self.portsc(i),
+                    4 => self.ports[i].pmsc,
                     _ => 0,
                 }
             }
@@ -293,9 +291,10 @@ impl Controller {
         }
     }
 
-    fn portsc(&self, p: &Port) -> u32 {
+    fn portsc(&self, i: usize) -> u32 {
+        let p = &self.ports[i];
         let mut v = portsc::PP | p.changes | p.wake | p.link << portsc::PLS_SHIFT;
-        if p.device.is_some() {
+        if i < self.devices.len() {
             // Connected, full speed (speed ID 1): the HID devices are USB 1.1 devices.
             v |= portsc::CCS | 1 << portsc::SPEED_SHIFT;
         }
@@ -419,16 +418,14 @@ impl Controller {
         let before = p.changes;
         p.changes &= !(v & portsc::CHANGES);
         p.wake = v & portsc::WAKE;
-        let connected = p.device.is_some();
+        let connected = i < self.devices.len();
         if v & portsc::PED != 0 {
             // Written 1: the port is disabled (software's disable sets no change bit).
             p.enabled = false;
         }
         if v & portsc::PR != 0 && connected {
             // The reset completes at once: the device is reset and the port enabled, U0.
-            if let Some(d) = p.device {
-                self.devices[d].reset();
-            }
+            self.devices[i].reset();
             let p = &mut self.ports[i];
             p.enabled = true;
             p.link = pls::U0;
@@ -546,11 +543,8 @@ impl Controller {
         let Some(port) = self.device_port(kind) else {
             return false;
         };
-        let configured = self.ports[port]
-            .device
-            .is_some_and(|d| self.devices[d].configured());
         self.running()
-            && configured
+            && self.devices[port].configured()
             && self
                 .report_slot(port)
                 .is_some_and(|id| self.slot(id).endpoints[super::transfer::REPORT_DCI].polled)
@@ -558,9 +552,7 @@ impl Controller {
 
     /// The device of `kind`, with its port.
     pub(super) fn device_port(&self, kind: HidKind) -> Option<usize> {
-        self.ports
-            .iter()
-            .position(|p| p.device.is_some_and(|d| self.devices[d].kind() == kind))
+        self.devices.iter().position(|d| d.kind() == kind)
     }
 
     /// Gives `f` the device of `kind`, then hands its reports to a waiting transfer.
@@ -568,9 +560,7 @@ impl Controller {
         let Some(port) = self.device_port(kind) else {
             return;
         };
-        if let Some(d) = self.ports[port].device {
-            f(&mut self.devices[d]);
-        }
+        f(&mut self.devices[port]);
         self.deliver(port);
     }
 }

@@ -135,9 +135,8 @@ impl Controller {
             } else {
                 self.gather_out(&stages, usize::from(request.length))
             };
-            let device = self.ports[port].device;
-            let answer = match device {
-                Some(d) => self.devices[d].control(&request, &out),
+            let answer = match self.devices.get_mut(port) {
+                Some(d) => d.control(&request, &out),
                 None => Control::Stall,
             };
             if setup.has(flag::IOC) {
@@ -262,9 +261,10 @@ impl Controller {
 
     /// Reports on the interrupt IN endpoint, one per TD, while both are there.
     fn run_reports(&mut self, id: u8, port: usize) -> Result<(), RingError> {
-        let Some(d) = self.ports[port].device else {
+        if port >= self.devices.len() {
             return self.run_absent(id, REPORT_DCI as u8);
-        };
+        }
+        let d = port;
         while self.devices[d].pending() > 0 {
             let Some((td, ring)) = self.peek_td(id, REPORT_DCI)? else {
                 return Ok(());
