@@ -97,6 +97,7 @@ pub struct Controller {
     power: std::sync::OnceLock<Arc<Mutex<PowerManagement>>>,
     reboots: std::sync::atomic::AtomicU32,
     sata: std::sync::OnceLock<Vec<crate::devices::ahci::drive::DriveInfo>>,
+    nets: std::sync::OnceLock<Vec<(String, Arc<crate::devices::virtio::net::NetStats>)>>,
 }
 
 impl Controller {
@@ -120,6 +121,7 @@ impl Controller {
             power: std::sync::OnceLock::new(),
             reboots: std::sync::atomic::AtomicU32::new(0),
             sata: std::sync::OnceLock::new(),
+            nets: std::sync::OnceLock::new(),
         }
     }
 
@@ -131,6 +133,16 @@ impl Controller {
     /// The AHCI controller's devices (none without the controller).
     pub fn sata(&self) -> &[crate::devices::ahci::drive::DriveInfo] {
         self.sata.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// The NICs (tap, counters), whose counters `/metrics` shows.
+    pub fn set_nets(&self, nets: Vec<(String, Arc<crate::devices::virtio::net::NetStats>)>) {
+        let _ = self.nets.set(nets);
+    }
+
+    /// The NICs (none without any).
+    pub fn nets(&self) -> &[(String, Arc<crate::devices::virtio::net::NetStats>)] {
+        self.nets.get().map_or(&[], Vec::as_slice)
     }
 
     /// Hands over the running display.

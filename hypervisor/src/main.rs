@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use tessera_vmm::config::{
-    CdromConfig, DiskConfig, DisplayConfig, MemorySize, OnReboot, SerialOutput, TpmConfig, VmConfig,
+    CdromConfig, DiskConfig, DisplayConfig, MemorySize, NetConfig, OnReboot, SerialOutput,
+    TpmConfig, VmConfig,
 };
 use tessera_vmm::exit::{status, ExitReason};
 use tessera_vmm::sandbox::ThreadKind;
@@ -35,6 +36,11 @@ Examples:
   With a disk (the guest's /dev/vda): a qcow2 linked clone whose backing chain must stay
   inside the datastore directory (default: the image's own directory):
     tessera-vmm --kernel bzImage --disk path=/srv/ds1/desk-01.qcow2,datastore=/srv/ds1
+
+  With a network card (virtio-net, one queue pair per vCPU) on a tap interface that
+  tessera-agent made on the desktop's port group, or that you made yourself:
+    ip tuntap add desk-01-0 mode tap multi_queue vnet_hdr user tessera
+    tessera-vmm --kernel bzImage --vcpus 2 --net tap=desk-01-0,mac=52:54:00:12:34:56
 
   With a screen, keyboard and mouse served over SPICE (the bochs display adapter; Linux drives
   it with bochs-drm; a USB tablet and keyboard, a virtio tablet, PS/2 keyboard and mouse),
@@ -82,6 +88,11 @@ Config file keys (all optional except kernel or firmware):
   datastore = \"DIR\"        backing files must be inside; default: the image's directory
   serial = \"ID\"            up to 20 bytes, /sys/block/vda/serial in the guest
   bus = \"virtio\"          or sata: a disk on the AHCI controller (ICH9)
+  [[nets]]                 one table per NIC (virtio-net), in PCI order after the disks
+  tap = \"NAME\"            the tap interface (multi_queue when queues > 1)
+  mac = \"52:54:00:..\"     default: derived from the tap's name, the same every start
+  queues = N               queue pairs; default: one per vCPU, at most 16
+  mtu = 1500               what the guest is told: the port group's MTU (576 to 9000)
   [[cdroms]]               one table per DVD-ROM drive on the AHCI controller
   path = \"PATH\"            the disc's image (ISO 9660/UDF); leave out for an empty drive
   [display]                a bochs display served over SPICE
@@ -161,6 +172,11 @@ struct Cli {
     /// or `empty` (repeat for more drives; at most 6 SATA devices in all).
     #[arg(long, value_name = "ISO")]
     cdrom: Vec<CdromConfig>,
+    /// A NIC: tap=NAME[,mac=52:54:00:xx:xx:xx][,queues=N][,mtu=N] (repeat for more; adds to
+    /// the config file's): virtio-net on an existing tap interface (multi_queue and vnet_hdr
+    /// for several queue pairs), or one tessera-vmm makes when it may (CAP_NET_ADMIN).
+    #[arg(long, value_name = "NIC")]
+    net: Vec<NetConfig>,
     /// A display served over SPICE:
     /// spice-port=N[,addr=IP][,tls-port=N,x509-dir=DIR][,fps=N][,compression=MODE][,usb=on|off]
     /// (usb: a USB tablet and keyboard on an xHCI controller, on by default).
@@ -226,6 +242,7 @@ impl Cli {
         }
         c.disks.extend(self.disk);
         c.cdroms.extend(self.cdrom);
+        c.nets.extend(self.net);
         if let Some(d) = self.display {
             c.display = Some(d);
         }

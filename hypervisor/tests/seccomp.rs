@@ -77,6 +77,16 @@ fn allowed_work(kind: ThreadKind, dir: &std::path::Path) {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+        ThreadKind::NetQueue => {
+            // Frames cross a descriptor made before (a tap queue; here a datagram socket).
+            let (guest, host) = NET.with(|n| n.borrow_mut().take()).unwrap();
+            let tap = tessera_vmm::devices::virtio::net::tap::TapQueue::from_fd(guest, "t0");
+            assert_eq!(tap.write_frame(b"frame").unwrap(), 5);
+            let mut got = [0u8; 8];
+            assert_eq!(rustix::io::read(&host, &mut got).unwrap(), 5);
+            rustix::io::write(&host, b"reply").unwrap();
+            assert_eq!(tap.read_frame(&mut got).unwrap(), 5);
+        }
         ThreadKind::Tablet | ThreadKind::ConsoleIn => {}
     }
 }
@@ -90,6 +100,7 @@ type SwtpmParts = (
 thread_local! {
     static IMAGE: std::cell::RefCell<Option<std::fs::File>> = const { std::cell::RefCell::new(None) };
     static SWTPM: std::cell::RefCell<Option<SwtpmParts>> = const { std::cell::RefCell::new(None) };
+    static NET: std::cell::RefCell<Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Not a test of its own: the filtered child. TESSERA_TEST_SECCOMP is KIND:CALL; it enters
@@ -115,6 +126,10 @@ fn filtered_child() {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let child = Command::new("sleep").arg("60").spawn().unwrap();
         SWTPM.with(|s| *s.borrow_mut() = Some((a, b, child)));
+    }
+    if kind == ThreadKind::NetQueue {
+        let pair = tessera_vmm::devices::virtio::net::tap::socket_pair().unwrap();
+        NET.with(|n| *n.borrow_mut() = Some(pair));
     }
     let sandbox = Sandbox::on(&[kind]);
     sandbox.enter(kind).unwrap();

@@ -209,6 +209,50 @@ fn metrics(ctl: &Controller) -> String {
             }
         }
     }
+    let nets = ctl.nets();
+    if !nets.is_empty() {
+        use crate::devices::virtio::net::NetStats;
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        type Counter = fn(&NetStats) -> &AtomicU64;
+        let counters: [(&str, &str, Counter); 6] = [
+            ("rx_frames_total", "Frames delivered to the guest.", |s| {
+                &s.rx_frames
+            }),
+            (
+                "rx_bytes_total",
+                "Bytes delivered to the guest, virtio-net headers included.",
+                |s| &s.rx_bytes,
+            ),
+            (
+                "rx_dropped_total",
+                "Frames for the guest dropped (too long, no room).",
+                |s| &s.rx_dropped,
+            ),
+            ("tx_frames_total", "Frames the guest sent.", |s| {
+                &s.tx_frames
+            }),
+            (
+                "tx_bytes_total",
+                "Bytes the guest sent, virtio-net headers included.",
+                |s| &s.tx_bytes,
+            ),
+            (
+                "tx_dropped_total",
+                "Frames the guest sent that were dropped (malformed, refused by the tap).",
+                |s| &s.tx_dropped,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP tessera_vmm_net_{name} {help}\n# TYPE tessera_vmm_net_{name} counter"
+            );
+            for (tap, stats) in nets {
+                let v = counter(stats).load(Relaxed);
+                let _ = writeln!(out, "tessera_vmm_net_{name}{{tap=\"{tap}\"}} {v}");
+            }
+        }
+    }
     out
 }
 

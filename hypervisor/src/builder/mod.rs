@@ -114,6 +114,9 @@ pub enum BuildError {
     /// The tablet.
     #[error(transparent)]
     Tablet(#[from] TabletError),
+    /// A NIC's tap.
+    #[error("NIC: {0}")]
+    Tap(#[from] crate::devices::virtio::net::tap::TapError),
     /// `hyperv = true` on a KVM that cannot say which Hyper-V features it emulates.
     #[error("this KVM cannot report the Hyper-V features it emulates (no KVM_CAP_SYS_HYPERV_CPUID); run without hyperv")]
     NoHyperv,
@@ -487,6 +490,7 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
         disks,
         sata,
         usb,
+        nets,
     } = build_pci(&cfg, vcpus, &vm, &memory, display.as_ref(), &sandbox)?;
     let pci = Arc::new(Mutex::new(pci.with_reset(exit_tx.clone())));
     let PioDevices {
@@ -667,6 +671,7 @@ pub fn build(cfg: ValidConfig, started: Instant) -> Result<Machine, BuildError> 
         controller.set_display(service);
     }
     controller.set_sata(sata);
+    controller.set_nets(nets);
 
     let reset = irqchip.map(|irqchip| Resettable {
         boot,

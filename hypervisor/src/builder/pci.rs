@@ -1,7 +1,7 @@
-//! The PCI bus as built: the host bridge and LPC bridge, virtio-blk disks, the AHCI controller
-//! with SATA disks and DVD-ROM drives, the display adapter, its tablet and the xHCI controller
-//! with the USB tablet and keyboard, each function's BARs placed in the 32-bit window and its
-//! MSI-X vectors routed.
+//! The PCI bus as built: the host bridge and LPC bridge, virtio-blk disks, virtio-net NICs,
+//! the AHCI controller with SATA disks and DVD-ROM drives, the display adapter, its tablet and
+//! the xHCI controller with the USB tablet and keyboard, each function's BARs placed in the
+//! 32-bit window and its MSI-X vectors routed.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,7 @@ use super::{BuildError, DisplayHardware};
 use crate::arch::x86_64::layout::{
     DISPLAY_MMIO_BAR, DISPLAY_VRAM_BAR, PCI_MMIO32_END, PCI_MMIO32_START,
 };
-use crate::config::{DiskBus, DiskConfig, VmConfig};
+use crate::config::{DiskBus, DiskConfig, NetConfig, VmConfig};
 use crate::devices::ahci::drive::{Drive, DriveInfo};
 use crate::devices::ahci::Ahci;
 use crate::devices::bus::lock;
@@ -24,6 +24,7 @@ use crate::devices::pci::msix::{Msix, MsixVector};
 use crate::devices::pci::{PciMmioWindow, PciRoot};
 use crate::devices::virtio::block::request::BlockBackend;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::net::{tap, Net, NetStats, MAX_PAIRS};
 use crate::devices::virtio::pci::{VirtioPci, BAR_SIZE};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::xhci::{UsbInput, Xhci};
@@ -46,6 +47,8 @@ pub(super) struct PciBus {
     pub sata: Vec<DriveInfo>,
     /// The USB tablet and keyboard, for the display.
     pub usb: Option<UsbInput>,
+    /// Each NIC's tap and counters, for `/metrics`.
+    pub nets: Vec<(String, Arc<NetStats>)>,
 }
 
 /// What attaching a function needs of the VM.
@@ -113,6 +116,22 @@ fn attach_disk(
     let block = Block::new(image, disk.readonly, queues, &serial, sandbox)?;
     let backend = block.backend();
     Ok((attach_virtio(Box::new(block), bar, ctx)?, backend))
+}
+
+/// Opens a NIC's tap queues (one per queue pair: one per vCPU unless set) and makes it a
+/// virtio-net device.
+fn attach_net(
+    net: &NetConfig,
+    vcpus: u8,
+    bar: u32,
+    ctx: &Ctx<'_>,
+    sandbox: &Sandbox,
+) -> Result<(Arc<Mutex<VirtioPci>>, Arc<NetStats>), BuildError> {
+    let pairs = net.queues.unwrap_or(u16::from(vcpus)).clamp(1, MAX_PAIRS);
+    let taps = tap::open_queues(&net.tap, pairs)?;
+    let dev = Net::new(taps, net.mac().0, net.mtu, sandbox)?;
+    let stats = dev.stats();
+    Ok((attach_virtio(Box::new(dev), bar, ctx)?, stats))
 }
 
 /// Wraps a virtio device in the PCI transport with BAR 0 at `bar` and one MSI-X vector per
@@ -208,6 +227,15 @@ pub(super) fn build_pci(
         tracing::info!(disk = %disk.path.display(), bar = format_args!("{bar:#x}"), "virtio-blk attached");
         disks.push((disk.path.display().to_string(), backend));
     }
+    let mut nets = Vec::new();
+    for net in &cfg.nets {
+        let bar = bars.next()?;
+        let (dev, stats) = attach_net(net, vcpus, bar, &ctx, sandbox)?;
+        let slot = pci.add(dev.clone())?;
+        window.add(dev);
+        tracing::info!(tap = %net.tap, mac = %net.mac(), slot, "virtio-net attached");
+        nets.push((net.tap.clone(), stats));
+    }
     if cfg.sata_devices() > 0 {
         let ahci = attach_ahci(cfg, bars.next()?, &ctx, sandbox, &mut disks)?;
         sata = lock(&ahci).drives();
@@ -250,5 +278,6 @@ pub(super) fn build_pci(
         disks,
         sata,
         usb,
+        nets,
     })
 }

@@ -10,9 +10,11 @@ use crate::arch::x86_64::mptable::MAX_CPUS;
 
 mod disk;
 mod display;
+mod net;
 mod tpm;
 pub use disk::{CdromConfig, DiskBus, DiskConfig};
 pub use display::DisplayConfig;
+pub use net::{MacAddr, NetConfig};
 pub use tpm::{TpmBackend, TpmConfig};
 
 /// Kernel command line used when none is given: serial console, i8042 reset on reboot (there is
@@ -62,6 +64,17 @@ pub enum ConfigError {
     /// More SATA devices than the controller has ports.
     #[error("{0} SATA disks and DVD-ROM drives: the AHCI controller has 6 ports")]
     TooManySata(usize),
+    /// A bad --net value or `[[nets]]` table.
+    #[error(
+        "invalid NIC {0:?}: {1} (expected tap=NAME[,mac=52:54:00:xx:xx:xx][,queues=N][,mtu=N])"
+    )]
+    Net(String, String),
+    /// A bad MAC address.
+    #[error("invalid MAC address {0:?}: {1}")]
+    Mac(String, String),
+    /// Two NICs on one tap.
+    #[error("two NICs on tap {0}: each NIC needs its own")]
+    SameTap(String),
     /// A bad --tpm value or `[tpm]` table.
     #[error("invalid TPM setting {0:?}: {1} (expected state=DIR[,swtpm=PROGRAM] or socket=PATH)")]
     Tpm(String, String),
@@ -229,6 +242,9 @@ pub struct VmConfig {
     /// DVD-ROM drives on the AHCI controller, after its SATA disks.
     #[serde(default)]
     pub cdroms: Vec<CdromConfig>,
+    /// NICs: virtio-net devices on tap interfaces, in PCI slot order after the disks.
+    #[serde(default)]
+    pub nets: Vec<NetConfig>,
     /// A display adapter served over SPICE; none when absent.
     #[serde(default)]
     pub display: Option<DisplayConfig>,
@@ -282,6 +298,7 @@ impl Default for VmConfig {
             api_socket: None,
             disks: Vec::new(),
             cdroms: Vec::new(),
+            nets: Vec::new(),
             display: None,
             seccomp: default_seccomp(),
             on_reboot: OnReboot::default(),
@@ -362,6 +379,12 @@ impl VmConfig {
         let sata = self.sata_devices();
         if sata > crate::devices::ahci::hba::PORTS {
             return Err(ConfigError::TooManySata(sata));
+        }
+        for (i, n) in self.nets.iter().enumerate() {
+            n.check()?;
+            if self.nets[..i].iter().any(|o| o.tap == n.tap) {
+                return Err(ConfigError::SameTap(n.tap.clone()));
+            }
         }
         let tpm = self.tpm.as_ref().map(TpmConfig::backend).transpose()?;
         Ok(ValidConfig {

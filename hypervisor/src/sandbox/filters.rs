@@ -293,6 +293,15 @@ pub fn rules(kind: ThreadKind, reboots: bool) -> Result<Rules, SeccompError> {
             allow_any(&mut r, IMAGE_IO);
         }
         ThreadKind::Tablet => allow_any(&mut r, WAITING),
+        ThreadKind::NetQueue => {
+            // Frames are read (WAITING has read) and written whole on the tap queue; the
+            // control queue attaches and detaches queues and sets the offloads.
+            allow_any(&mut r, WAITING);
+            ioctls(
+                &mut r,
+                &crate::devices::virtio::net::tap::queue_thread_ioctls(),
+            )?;
+        }
         ThreadKind::ConsoleIn => allow_any(&mut r, &[libc::SYS_read]),
         ThreadKind::Tpm => {
             // swtpm's two sockets, then its end: waited for, killed if it lingers.

@@ -36,6 +36,8 @@ pub enum ThreadKind {
     BlockQueue,
     /// The virtio-tablet's queues.
     Tablet,
+    /// A virtio-net queue pair: frames between its tap queue and the guest's rings.
+    NetQueue,
     /// Standard input to the serial port.
     ConsoleIn,
     /// The display supervisor: serves the display process's messages and starts it again
@@ -47,12 +49,13 @@ pub enum ThreadKind {
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 8] = [
+    pub const ALL: [ThreadKind; 9] = [
         Self::Main,
         Self::Vcpu,
         Self::Api,
         Self::BlockQueue,
         Self::Tablet,
+        Self::NetQueue,
         Self::ConsoleIn,
         Self::Display,
         Self::Tpm,
@@ -71,6 +74,7 @@ impl ThreadKind {
             Self::Api => "api",
             Self::BlockQueue => "virtio-blk queue",
             Self::Tablet => "virtio-tablet",
+            Self::NetQueue => "virtio-net queue",
             Self::ConsoleIn => "console input",
             Self::Display => "display",
             Self::Tpm => "tpm",
@@ -114,6 +118,7 @@ const COMPILE_ORDER: [ThreadKind; ThreadKind::ALL.len()] = [
     ThreadKind::Display,
     ThreadKind::Tablet,
     ThreadKind::BlockQueue,
+    ThreadKind::NetQueue,
     ThreadKind::Tpm,
 ];
 

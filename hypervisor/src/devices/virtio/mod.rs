@@ -8,6 +8,7 @@
 
 pub mod block;
 pub mod input;
+pub mod net;
 pub mod pci;
 
 use std::sync::Arc;

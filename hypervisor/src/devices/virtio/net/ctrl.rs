@@ -1,0 +1,139 @@
+//! The control queue: the driver's receive-mode, MAC filter, queue-pair and offload commands.
+//!
+//! Each command is `struct virtio_net_ctrl_hdr` (class, command), its data, then one
+//! device-writable byte for the answer (OK or ERR). Receive modes and MAC filter tables are
+//! acknowledged and change nothing: the tap gets what the host's switch sends to the VM's port,
+//! and which addresses a VM may use is the switch's policy, not the guest's. A command the
+//! device did not offer, or with data out of range, gets ERR.
+
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_CTRL_GUEST_OFFLOADS, VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET, VIRTIO_NET_CTRL_MAC,
+    VIRTIO_NET_CTRL_MAC_TABLE_SET, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET,
+    VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_ALLMULTI, VIRTIO_NET_CTRL_RX_PROMISC, VIRTIO_NET_ERR,
+    VIRTIO_NET_F_CTRL_GUEST_OFFLOADS, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_MQ, VIRTIO_NET_OK,
+};
+use virtio_queue::{DescriptorChain, Reader, Writer};
+use vm_memory::GuestMemoryMmap;
+
+use super::{guest_offloads, Shared, GUEST_OFFLOAD_FEATURES};
+
+/// Longest command accepted (a MAC table set with 2 x 64 addresses is about 800 bytes).
+const MAX_COMMAND: usize = 4096;
+
+/// Why a command got no answer at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CtrlError {
+    /// A buffer lies outside guest memory, or the lengths overflow.
+    #[error("descriptor outside guest memory or too long: {0}")]
+    Memory(virtio_queue::Error),
+    /// No device-writable byte for the answer.
+    #[error("no device-writable byte for the answer")]
+    NoAck,
+}
+
+/// Carries out one command; returns the bytes written (the answer's one) and, for the log,
+/// why it was refused.
+pub fn handle(
+    chain: DescriptorChain<&GuestMemoryMmap>,
+    mem: &GuestMemoryMmap,
+    features: u64,
+    shared: &Shared,
+) -> Result<(u32, Option<String>), CtrlError> {
+    let mut reader = Reader::new(mem, chain.clone()).map_err(CtrlError::Memory)?;
+    let mut writer = Writer::new(mem, chain).map_err(CtrlError::Memory)?;
+    let avail = writer.available_bytes();
+    if avail == 0 {
+        return Err(CtrlError::NoAck);
+    }
+    let mut ack = writer.split_at(avail - 1).map_err(CtrlError::Memory)?;
+    let len = reader.available_bytes().min(MAX_COMMAND);
+    let mut cmd = vec![0u8; len];
+    let refused = match reader.read_exact(&mut cmd) {
+        Ok(()) => execute(&cmd, features, shared).err(),
+        Err(_) => Some("unreadable".to_string()),
+    };
+    let answer = if refused.is_none() {
+        VIRTIO_NET_OK
+    } else {
+        VIRTIO_NET_ERR
+    };
+    // The answer byte lies in guest memory checked above.
+    let _ = ack.write_all(&[answer as u8]);
+    Ok((1, refused))
+}
+
+fn offered(features: u64, bit: u32) -> bool {
+    features & (1 << bit) != 0
+}
+
+fn execute(cmd: &[u8], features: u64, shared: &Shared) -> Result<(), String> {
+    let (class, code, data) = match cmd {
+        [class, code, data @ ..] => (u32::from(*class), u32::from(*code), data),
+        _ => return Err(format!("a {}-byte command", cmd.len())),
+    };
+    match (class, code) {
+        (VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC | VIRTIO_NET_CTRL_RX_ALLMULTI)
+            if offered(features, VIRTIO_NET_F_CTRL_RX) && data.len() == 1 =>
+        {
+            Ok(())
+        }
+        (VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET)
+            if offered(features, VIRTIO_NET_F_CTRL_RX) && mac_tables_fit(data) =>
+        {
+            Ok(())
+        }
+        (VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET)
+            if offered(features, VIRTIO_NET_F_MQ) =>
+        {
+            let pairs = match data {
+                [a, b] => u16::from_le_bytes([*a, *b]),
+                _ => return Err("VQ_PAIRS_SET without a 16-bit count".into()),
+            };
+            let max = shared.taps.len();
+            if pairs == 0 || usize::from(pairs) > max {
+                return Err(format!("{pairs} queue pairs asked, 1 to {max} offered"));
+            }
+            shared.active_pairs.store(pairs, Ordering::SeqCst);
+            shared.wake_all();
+            tracing::debug!(pairs, "virtio-net: queue pairs in use");
+            Ok(())
+        }
+        (VIRTIO_NET_CTRL_GUEST_OFFLOADS, VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET)
+            if offered(features, VIRTIO_NET_F_CTRL_GUEST_OFFLOADS) =>
+        {
+            let wanted = match <[u8; 8]>::try_from(data) {
+                Ok(b) => u64::from_le_bytes(b),
+                Err(_) => return Err("GUEST_OFFLOADS_SET without a 64-bit mask".into()),
+            };
+            if wanted & !(features & GUEST_OFFLOAD_FEATURES) != 0 {
+                return Err(format!("offloads {wanted:#x} not negotiated"));
+            }
+            let flags = guest_offloads(wanted);
+            shared.taps[0]
+                .set_offload(flags)
+                .map_err(|e| e.to_string())?;
+            shared.offload.store(flags, Ordering::SeqCst);
+            Ok(())
+        }
+        _ => Err(format!("command {class}.{code} not offered")),
+    }
+}
+
+/// A MAC_TABLE_SET's data: two tables, each a 32-bit count then that many 6-byte addresses.
+fn mac_tables_fit(data: &[u8]) -> bool {
+    let mut rest = data;
+    for _ in 0..2 {
+        let Some((count, tail)) = rest.split_first_chunk::<4>() else {
+            return false;
+        };
+        let n = u32::from_le_bytes(*count) as usize;
+        let Some(bytes) = n.checked_mul(6).filter(|b| *b <= tail.len()) else {
+            return false;
+        };
+        rest = &tail[bytes..];
+    }
+    rest.is_empty()
+}

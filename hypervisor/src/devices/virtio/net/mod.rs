@@ -1,0 +1,307 @@
+//! virtio-net on a tap interface: the guest's NIC on the host's virtual switch.
+//!
+//! One queue pair per vCPU (multiqueue: each pair has its own tap queue and I/O thread), a
+//! control queue, mergeable receive buffers, and checksum and TCP segmentation offloads both
+//! ways, passed through the tap's virtio-net header rather than done here. The MAC address and
+//! MTU come from the VM's configuration. This is the user-space path; which frames the VM may
+//! send and receive is the host switch's business (tessera-agent's port and its policies).
+
+pub mod ctrl;
+pub mod rx;
+pub mod tap;
+pub mod tx;
+pub mod worker;
+
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64};
+use std::sync::Arc;
+
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_CTRL_GUEST_OFFLOADS, VIRTIO_NET_F_CTRL_RX,
+    VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
+    VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
+    VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
+    VIRTIO_NET_F_SPEED_DUPLEX, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
+};
+use vmm_sys_util::eventfd::EventFd;
+
+use self::rx::RxQueue;
+use self::tap::{offload, TapQueue};
+use self::worker::{CtrlQueue, PairWorker};
+use super::{read_config_bytes, ActivateError, Activation, ActiveQueue, VirtioDevice};
+use crate::devices::worker_thread::WorkerThread;
+use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
+
+/// virtio device ID of a network card.
+pub const VIRTIO_ID_NET: u16 = 1;
+/// Descriptors per queue.
+pub const QUEUE_SIZE: u16 = 256;
+/// Most queue pairs a NIC gets.
+pub const MAX_PAIRS: u16 = 16;
+/// The link speed the guest is told (Mb/s): what it shows, not a limit (QoS is the switch's).
+pub const SPEED_MBPS: u32 = 10_000;
+
+/// The guest's receive offloads among the feature bits (also GUEST_OFFLOADS_SET's mask).
+pub const GUEST_OFFLOAD_FEATURES: u64 = 1 << VIRTIO_NET_F_GUEST_CSUM
+    | 1 << VIRTIO_NET_F_GUEST_TSO4
+    | 1 << VIRTIO_NET_F_GUEST_TSO6
+    | 1 << VIRTIO_NET_F_GUEST_ECN;
+
+/// The tap offload flags for the guest receive offloads in `features`: what the tap may hand
+/// over unsegmented or without a checksum.
+pub fn guest_offloads(features: u64) -> u32 {
+    let has = |bit: u32| features & (1 << bit) != 0;
+    if !has(VIRTIO_NET_F_GUEST_CSUM) {
+        // Segmentation offloads need the checksum one.
+        return 0;
+    }
+    let mut flags = offload::CSUM;
+    if has(VIRTIO_NET_F_GUEST_TSO4) {
+        flags |= offload::TSO4;
+    }
+    if has(VIRTIO_NET_F_GUEST_TSO6) {
+        flags |= offload::TSO6;
+    }
+    if flags & (offload::TSO4 | offload::TSO6) != 0 && has(VIRTIO_NET_F_GUEST_ECN) {
+        flags |= offload::TSO_ECN;
+    }
+    flags
+}
+
+/// A NIC's counters, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct NetStats {
+    /// Frames delivered to the guest.
+    pub rx_frames: AtomicU64,
+    /// Their bytes (virtio-net header included).
+    pub rx_bytes: AtomicU64,
+    /// Frames from the tap dropped (no room in a non-mergeable buffer, too long).
+    pub rx_dropped: AtomicU64,
+    /// Frames the guest sent.
+    pub tx_frames: AtomicU64,
+    /// Their bytes (header included).
+    pub tx_bytes: AtomicU64,
+    /// Frames the guest sent that were dropped (malformed chains, refused by the tap).
+    pub tx_dropped: AtomicU64,
+}
+
+/// What the device's queue threads share.
+pub struct Shared {
+    /// One tap queue per queue pair.
+    pub taps: Arc<[TapQueue]>,
+    /// Queue pairs the driver uses (1 until it sets more with VQ_PAIRS_SET); the others'
+    /// tap queues are detached so that the kernel steers no frame to them.
+    pub active_pairs: AtomicU16,
+    /// The tap offload flags in force.
+    pub offload: AtomicU32,
+    /// One per queue pair's thread: wakes it to apply `active_pairs`.
+    pub wakes: Vec<EventFd>,
+    /// Counters.
+    pub stats: Arc<NetStats>,
+}
+
+impl Shared {
+    /// Wakes every queue pair's thread.
+    pub fn wake_all(&self) {
+        for w in &self.wakes {
+            let _ = w.write(1);
+        }
+    }
+}
+
+/// The network device.
+pub struct Net {
+    taps: Arc<[TapQueue]>,
+    config: Vec<u8>,
+    name: String,
+    stats: Arc<NetStats>,
+    workers: Vec<WorkerThread>,
+    /// The stop eventfds of the pairs being served, by pair.
+    running: Vec<(usize, EventFd)>,
+}
+
+/// The 24-byte `struct virtio_net_config`.
+fn config_space(mac: [u8; 6], pairs: u16, mtu: u16) -> Vec<u8> {
+    let mut c = vec![0u8; 24];
+    c[0..6].copy_from_slice(&mac);
+    c[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+    c[8..10].copy_from_slice(&pairs.to_le_bytes());
+    c[10..12].copy_from_slice(&mtu.to_le_bytes());
+    c[12..16].copy_from_slice(&SPEED_MBPS.to_le_bytes());
+    c[16] = 1; // full duplex
+    c
+}
+
+impl Net {
+    /// A NIC over `taps` (one queue per pair, 1..=MAX_PAIRS) with address `mac` and `mtu`,
+    /// each pair's I/O thread started now under the network threads' seccomp filter.
+    pub fn new(
+        taps: Vec<TapQueue>,
+        mac: [u8; 6],
+        mtu: u16,
+        sandbox: &Sandbox,
+    ) -> Result<Self, SandboxError> {
+        let pairs = u16::try_from(taps.len())
+            .unwrap_or(MAX_PAIRS)
+            .clamp(1, MAX_PAIRS);
+        let name = taps
+            .first()
+            .map_or_else(String::new, |t| t.name().to_string());
+        let workers = (0..pairs)
+            .map(|p| WorkerThread::spawn(sandbox, ThreadKind::NetQueue, format!("net-{name}-q{p}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            taps: taps.into(),
+            config: config_space(mac, pairs, mtu),
+            name,
+            stats: Arc::default(),
+            workers,
+            running: Vec::new(),
+        })
+    }
+
+    /// The NIC's counters.
+    pub fn stats(&self) -> Arc<NetStats> {
+        self.stats.clone()
+    }
+
+    fn pairs(&self) -> u16 {
+        self.taps.len() as u16
+    }
+
+    /// The device features offered by a NIC with `pairs` queue pairs.
+    pub fn features_for(pairs: u16) -> u64 {
+        let mut f = [
+            VIRTIO_NET_F_CSUM,
+            VIRTIO_NET_F_GUEST_CSUM,
+            VIRTIO_NET_F_CTRL_GUEST_OFFLOADS,
+            VIRTIO_NET_F_MTU,
+            VIRTIO_NET_F_MAC,
+            VIRTIO_NET_F_GUEST_TSO4,
+            VIRTIO_NET_F_GUEST_TSO6,
+            VIRTIO_NET_F_GUEST_ECN,
+            VIRTIO_NET_F_HOST_TSO4,
+            VIRTIO_NET_F_HOST_TSO6,
+            VIRTIO_NET_F_HOST_ECN,
+            VIRTIO_NET_F_MRG_RXBUF,
+            VIRTIO_NET_F_STATUS,
+            VIRTIO_NET_F_CTRL_VQ,
+            VIRTIO_NET_F_CTRL_RX,
+            VIRTIO_NET_F_SPEED_DUPLEX,
+        ]
+        .iter()
+        .fold(0u64, |f, bit| f | 1 << bit);
+        if pairs > 1 {
+            f |= 1 << VIRTIO_NET_F_MQ;
+        }
+        f
+    }
+}
+
+/// The queues of one pair, found among those the driver enabled.
+fn take(queues: &mut Vec<ActiveQueue>, index: u16) -> Option<ActiveQueue> {
+    let at = queues.iter().position(|q| q.index == index)?;
+    Some(queues.swap_remove(at))
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u16 {
+        VIRTIO_ID_NET
+    }
+
+    fn features(&self) -> u64 {
+        Self::features_for(self.pairs())
+    }
+
+    fn num_queues(&self) -> u16 {
+        2 * self.pairs() + 1
+    }
+
+    fn queue_max_size(&self) -> u16 {
+        QUEUE_SIZE
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
+        // The MAC is writable only in legacy devices; nothing else is writable.
+    }
+
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+        let mq = activation.features & (1 << VIRTIO_NET_F_MQ) != 0;
+        let pairs = if mq { self.pairs() } else { 1 };
+        let mergeable = activation.features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
+        let mut queues = activation.queues;
+        // The control queue follows the last pair the driver may use (virtio 1.2 5.1.2).
+        let mut ctrl = take(&mut queues, 2 * pairs).map(|q| CtrlQueue {
+            index: q.index,
+            queue: q.queue,
+            kick: q.kick,
+        });
+        let wakes = (0..pairs)
+            .map(|_| EventFd::new(libc::EFD_NONBLOCK))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ActivateError::EventFd)?;
+        let shared = Arc::new(Shared {
+            taps: self.taps.clone(),
+            active_pairs: AtomicU16::new(1),
+            offload: AtomicU32::new(0),
+            wakes,
+            stats: self.stats.clone(),
+        });
+        for pair in 0..pairs {
+            let (Some(rx), Some(tx)) =
+                (take(&mut queues, 2 * pair), take(&mut queues, 2 * pair + 1))
+            else {
+                // A pair the driver did not enable is not served (its tap queue detached).
+                continue;
+            };
+            let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::EventFd)?;
+            let worker = PairWorker {
+                pair,
+                rx_index: rx.index,
+                rx: RxQueue::new(rx.queue, mergeable),
+                rx_kick: rx.kick,
+                tx_index: tx.index,
+                tx: tx.queue,
+                tx_kick: tx.kick,
+                ctrl: if pair == 0 { ctrl.take() } else { None },
+                stop: stop.try_clone().map_err(ActivateError::EventFd)?,
+                memory: activation.memory.clone(),
+                shared: shared.clone(),
+                features: activation.features,
+                interrupt: activation.interrupt.clone(),
+            };
+            let index = usize::from(pair);
+            let Some(thread) = self.workers.get_mut(index) else {
+                continue;
+            };
+            thread.start(move || worker.run())?;
+            self.running.push((index, stop));
+        }
+        if self.running.is_empty() {
+            return Err(ActivateError::NoQueue);
+        }
+        tracing::info!(tap = %self.name, pairs = self.running.len(), mergeable, "virtio-net: driver ready");
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        for (index, stop) in self.running.drain(..) {
+            let _ = stop.write(1);
+            if let Some(w) = self.workers.get_mut(index) {
+                w.wait();
+            }
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.reset();
+    }
+}
+
+#[cfg(test)]
+mod tests;
