@@ -30,7 +30,7 @@ seed_qcow2() {
 # Target and its share of the budget (the storage target, the oldest and largest input
 # space, gets the most).
 targets=(qcow2_image:40 broker_api:28 vmm_api:28 virtio_blk_chain:28 virtio_pci_registers:28 legacy_registers:28
-    chipset_registers:20 ahci_registers:20 xhci_registers:20)
+    chipset_registers:20 ahci_registers:20 xhci_registers:20 virtio_net_queues:20)
 cargo fuzz build
 total=0
 for t in "${targets[@]}"; do total=$((total + ${t#*:})); done

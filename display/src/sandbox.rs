@@ -128,6 +128,7 @@ fn warm_up() {
 pub fn apply() -> Result<(), SandboxError> {
     warm_up();
     tessera_seccomp::report_violations("tessera-display");
+    tessera_seccomp::keep_malloc_off_files();
     let (allow, refuse) = (filter()?, refusals()?);
     // The allowlist last: once it is on, installing another filter is itself forbidden.
     tessera_seccomp::apply_to_all_threads("display process", &refuse)?;

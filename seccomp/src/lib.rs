@@ -177,6 +177,22 @@ extern "C" fn on_sigsys(_signal: libc::c_int, info: *mut libc::siginfo_t, _ctx: 
     }
 }
 
+/// Keeps glibc's malloc from opening a file once filters are on. The first time a thread's
+/// own arena shrinks its heap (a large block freed at its top), glibc reads
+/// /proc/sys/vm/overcommit_memory to decide how: an openat no thread's filter allows, seen
+/// ending tessera-vmm when its virtio-net threads returned their frame buffers (2026-12-06).
+/// A heap is shrunk only when the free space at its top reaches M_TRIM_THRESHOLD; above any
+/// heap's size, none is (freed memory stays for reuse; large blocks are still mapped and
+/// unmapped on their own, and a set threshold stops glibc from raising the mapping threshold
+/// as they are freed). Call once, before the first filter.
+pub fn keep_malloc_off_files() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt(3) takes two integers and changes only the allocator's tunables.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+    }
+}
+
 /// Installs the SIGSYS handler that names a forbidden call before the process dies of it;
 /// `program` starts each report. Call once, before the first filter.
 pub fn report_violations(program: &'static str) {

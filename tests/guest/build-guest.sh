@@ -17,7 +17,7 @@ CACHE=${TESSERA_CACHE:-$repo/.cache}
 OUT=$CACHE/guest
 DEBS=$CACHE/debs
 MODULES=${MODULES-}
-L1_MODULES="irqbypass kvm ccp kvm-amd virtio_pci virtio_blk virtio_net"
+L1_MODULES="irqbypass kvm ccp kvm-amd virtio_pci virtio_blk virtio_net tun"
 # The test guest's virtio drivers (Debian builds them as modules); MODULES adds more.
 GUEST_MODULES="virtio_pci virtio_blk"
 # Loaded only when the command line has tg.display (fbcon is built into Debian's kernel).
@@ -28,6 +28,8 @@ ACPI_MODULES="button evdev"
 AHCI_MODULES="ahci sd_mod sr_mod isofs"
 # Loaded only for tg.usb: the xHCI driver, USB HID, and event devices to read them by.
 USB_MODULES="xhci_pci usbhid hid_generic evdev"
+# Loaded only for tg.net: the virtio-net driver (tessera-vmm --net).
+NET_MODULES="virtio_net"
 export LC_ALL=C SOURCE_DATE_EPOCH=0
 
 log() { printf '[build-guest] %s\n' "$*" >&2; }
@@ -127,6 +129,7 @@ stage_modules modules.display $DISPLAY_MODULES
 stage_modules modules.acpi $ACPI_MODULES
 stage_modules modules.ahci $AHCI_MODULES
 stage_modules modules.usb $USB_MODULES
+stage_modules modules.net $NET_MODULES
 find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 (cd "$stage" && find . -print0 | sort -z | cpio --null -o -H newc --reproducible -R 0:0 --quiet) \
     | gzip -n -9 > "$OUT/initramfs.cpio.gz.tmp"

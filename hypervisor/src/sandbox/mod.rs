@@ -148,6 +148,7 @@ impl Sandbox {
     /// [`Sandbox::on`] for a VM that restarts in place at a guest's reboot (`reboots`).
     pub fn with_reboots(kinds: &[ThreadKind], reboots: bool) -> Self {
         tessera_seccomp::report_violations("tessera-vmm");
+        tessera_seccomp::keep_malloc_off_files();
         let filters = Arc::new(Filters {
             reboots,
             ..Filters::default()

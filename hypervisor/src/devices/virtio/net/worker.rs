@@ -365,36 +365,36 @@ impl PairWorker {
         };
         let mem = &self.memory;
         let index = c.index;
-        let mut failed = None;
-        while let Some(chain) = c.queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
-            let used = match ctrl::handle(chain, mem, self.features, &self.shared) {
-                Ok((used, refused)) => {
-                    if let Some(why) = refused {
-                        warn(&mut st.log, self.pair, "control command refused", &why);
+        let served = (|| loop {
+            // With EVENT_IDX the driver kicks only past avail_event, which enabling
+            // notifications moves to the next command; without it, only the flag matters.
+            c.queue.disable_notification(mem)?;
+            while let Some(chain) = c.queue.pop_descriptor_chain(mem) {
+                let head = chain.head_index();
+                let used = match ctrl::handle(chain, mem, self.features, &self.shared) {
+                    Ok((used, refused)) => {
+                        if let Some(why) = refused {
+                            warn(&mut st.log, self.pair, "control command refused", &why);
+                        }
+                        used
                     }
-                    used
-                }
-                Err(e) => {
-                    warn(
-                        &mut st.log,
-                        self.pair,
-                        "control command dropped",
-                        &e.to_string(),
-                    );
-                    0
-                }
-            };
-            if let Err(e) = c.queue.add_used(mem, head, used) {
-                failed = Some(e);
-                break;
+                    Err(e) => {
+                        warn(
+                            &mut st.log,
+                            self.pair,
+                            "control command dropped",
+                            &e.to_string(),
+                        );
+                        0
+                    }
+                };
+                c.queue.add_used(mem, head, used)?;
             }
-        }
-        let notify = match failed {
-            Some(e) => Err(e),
-            None => c.queue.needs_notification(mem),
-        };
-        match notify {
+            if !c.queue.enable_notification(mem)? {
+                return c.queue.needs_notification(mem);
+            }
+        })();
+        match served {
             Ok(true) => self.interrupt.queue(index),
             Ok(false) => {}
             Err(e) => return Err(self.broken(index, e)),
