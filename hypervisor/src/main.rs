@@ -93,6 +93,8 @@ Config file keys (all optional except kernel or firmware):
   mac = \"52:54:00:..\"     default: derived from the tap's name, the same every start
   queues = N               queue pairs; default: one per vCPU, at most 16
   mtu = 1500               what the guest is told: the port group's MTU (576 to 9000)
+  vhost = \"auto\"          the kernel's vhost-net moves the frames when /dev/vhost-net
+                           opens; on: required; off: tessera-vmm's own threads
   [[cdroms]]               one table per DVD-ROM drive on the AHCI controller
   path = \"PATH\"            the disc's image (ISO 9660/UDF); leave out for an empty drive
   [display]                a bochs display served over SPICE
@@ -172,9 +174,11 @@ struct Cli {
     /// or `empty` (repeat for more drives; at most 6 SATA devices in all).
     #[arg(long, value_name = "ISO")]
     cdrom: Vec<CdromConfig>,
-    /// A NIC: tap=NAME[,mac=52:54:00:xx:xx:xx][,queues=N][,mtu=N] (repeat for more; adds to
-    /// the config file's): virtio-net on an existing tap interface (multi_queue and vnet_hdr
-    /// for several queue pairs), or one tessera-vmm makes when it may (CAP_NET_ADMIN).
+    /// A NIC: tap=NAME[,mac=52:54:00:xx:xx:xx][,queues=N][,mtu=N][,vhost=auto|on|off]
+    /// (repeat for more; adds to the config file's): virtio-net on an existing tap interface
+    /// (multi_queue and vnet_hdr for several queue pairs), or one tessera-vmm makes when it
+    /// may (CAP_NET_ADMIN); the kernel's vhost-net moves the frames when /dev/vhost-net opens
+    /// (vhost=auto, the default), else tessera-vmm's own threads do.
     #[arg(long, value_name = "NIC")]
     net: Vec<NetConfig>,
     /// A display served over SPICE:

@@ -21,9 +21,10 @@
 //!   server, forwarded out of L1 to remote-viewer under Xvfb here: a typed line comes back on
 //!   the guest's serial console, and the client's picture equals the VMM's screenshot pixel
 //!   for pixel.
-//! - net: virtio-net with two queue pairs on a tap tessera-vmm made in L1: the guest's eth0
-//!   has the MAC, MTU, speed and queues configured, and 8 MiB go each way between the guest
-//!   and L1 over TCP (the guest fetches from L1's HTTP server, sends to L1's nc) with the same
+//! - net, net-vhost: virtio-net with two queue pairs on a tap tessera-vmm made in L1, frames
+//!   moved by tessera-vmm's threads, then by the kernel's vhost-net: the guest's eth0 has the
+//!   MAC, MTU, speed and queues configured, and 8 MiB go each way between the guest and L1
+//!   over TCP (the guest fetches from L1's HTTP server, sends to L1's nc) with the same
 //!   checksums at both ends and no receive error in the guest's driver.
 
 mod common;
@@ -371,10 +372,16 @@ fn value_in<'a>(log: &'a str, prefix: &str, key: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-fn check_net(l1: &mut L1) {
-    let run = l1.scenario("net", NET_BUDGET).or_fail();
-    expect_ok("net", &run);
+fn check_net(l1: &mut L1, scenario: &str) {
+    let run = l1.scenario(scenario, NET_BUDGET).or_fail();
+    expect_ok(scenario, &run);
     let log = &run.log;
+    let path = if scenario == "net-vhost" {
+        "vhost-net moves the frames"
+    } else {
+        "virtio-net: driver ready tap=tnet0 pairs=2"
+    };
+    assert!(log.contains(path), "missing {path:?} in:\n{log}");
     for line in [
         "NEST: net tap tnet0 up",
         "tg: net eth0 driver=virtio_net mac=52:54:00:12:34:56 mtu=1500 speed=10000 queues=rx-0 rx-1 tx-0 tx-1",
@@ -664,7 +671,16 @@ fn run_suite(attempt: u32) -> Vec<Failure> {
     let port = free_port();
     let mut spec = Spec::new(
         "suite",
-        &["boot", "power", "hyperv", "disk", "ahci", "display", "net"],
+        &[
+            "boot",
+            "power",
+            "hyperv",
+            "disk",
+            "ahci",
+            "display",
+            "net",
+            "net-vhost",
+        ],
     );
     spec.disk = Some(xfer.clone());
     spec.hostfwd = Some(port);
@@ -696,7 +712,8 @@ fn run_suite(attempt: u32) -> Vec<Failure> {
     failures.extend(checked("display", || {
         check_display(&mut l1, &scratch.0, port)
     }));
-    failures.extend(checked("net", || check_net(&mut l1)));
+    failures.extend(checked("net", || check_net(&mut l1, "net")));
+    failures.extend(checked("net-vhost", || check_net(&mut l1, "net-vhost")));
     // The datastore goes back to the host after the last scenario.
     let done = l1.finish(Duration::from_secs(240));
     failures.extend(checked("disk images", || {

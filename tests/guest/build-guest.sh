@@ -17,7 +17,7 @@ CACHE=${TESSERA_CACHE:-$repo/.cache}
 OUT=$CACHE/guest
 DEBS=$CACHE/debs
 MODULES=${MODULES-}
-L1_MODULES="irqbypass kvm ccp kvm-amd virtio_pci virtio_blk virtio_net tun"
+L1_MODULES="irqbypass kvm ccp kvm-amd virtio_pci virtio_blk virtio_net tun vhost_net"
 # The test guest's virtio drivers (Debian builds them as modules); MODULES adds more.
 GUEST_MODULES="virtio_pci virtio_blk"
 # Loaded only when the command line has tg.display (fbcon is built into Debian's kernel).

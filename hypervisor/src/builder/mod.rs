@@ -117,6 +117,9 @@ pub enum BuildError {
     /// A NIC's tap.
     #[error("NIC: {0}")]
     Tap(#[from] crate::devices::virtio::net::tap::TapError),
+    /// A NIC's vhost-net (with `vhost = "on"`).
+    #[error("NIC: {0}")]
+    Vhost(#[from] crate::devices::virtio::net::vhost::VhostError),
     /// `hyperv = true` on a KVM that cannot say which Hyper-V features it emulates.
     #[error("this KVM cannot report the Hyper-V features it emulates (no KVM_CAP_SYS_HYPERV_CPUID); run without hyperv")]
     NoHyperv,

@@ -13,7 +13,7 @@ use super::{BuildError, DisplayHardware};
 use crate::arch::x86_64::layout::{
     DISPLAY_MMIO_BAR, DISPLAY_VRAM_BAR, PCI_MMIO32_END, PCI_MMIO32_START,
 };
-use crate::config::{DiskBus, DiskConfig, NetConfig, VmConfig};
+use crate::config::{DiskBus, DiskConfig, NetConfig, VhostMode, VmConfig};
 use crate::devices::ahci::drive::{Drive, DriveInfo};
 use crate::devices::ahci::Ahci;
 use crate::devices::bus::lock;
@@ -24,6 +24,7 @@ use crate::devices::pci::msix::{Msix, MsixVector};
 use crate::devices::pci::{PciMmioWindow, PciRoot};
 use crate::devices::virtio::block::request::BlockBackend;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::net::vhost::VhostNet;
 use crate::devices::virtio::net::{tap, Net, NetStats, MAX_PAIRS};
 use crate::devices::virtio::pci::{VirtioPci, BAR_SIZE};
 use crate::devices::virtio::VirtioDevice;
@@ -129,7 +130,18 @@ fn attach_net(
 ) -> Result<(Arc<Mutex<VirtioPci>>, Arc<NetStats>), BuildError> {
     let pairs = net.queues.unwrap_or(u16::from(vcpus)).clamp(1, MAX_PAIRS);
     let taps = tap::open_queues(&net.tap, pairs)?;
-    let dev = Net::new(taps, net.mac().0, net.mtu, sandbox)?;
+    let vhost = match net.vhost {
+        VhostMode::Off => None,
+        mode => match VhostNet::open(pairs, ctx.memory) {
+            Ok(v) => Some(v),
+            Err(e) if mode == VhostMode::On => return Err(e.into()),
+            Err(e) => {
+                tracing::info!(tap = %net.tap, reason = %e, "virtio-net: no vhost-net; frames move in user space");
+                None
+            }
+        },
+    };
+    let dev = Net::new(taps, net.mac().0, net.mtu, vhost, sandbox)?;
     let stats = dev.stats();
     Ok((attach_virtio(Box::new(dev), bar, ctx)?, stats))
 }

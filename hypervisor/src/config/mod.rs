@@ -14,7 +14,7 @@ mod net;
 mod tpm;
 pub use disk::{CdromConfig, DiskBus, DiskConfig};
 pub use display::DisplayConfig;
-pub use net::{MacAddr, NetConfig};
+pub use net::{MacAddr, NetConfig, VhostMode};
 pub use tpm::{TpmBackend, TpmConfig};
 
 /// Kernel command line used when none is given: serial console, i8042 reset on reboot (there is
@@ -66,7 +66,7 @@ pub enum ConfigError {
     TooManySata(usize),
     /// A bad --net value or `[[nets]]` table.
     #[error(
-        "invalid NIC {0:?}: {1} (expected tap=NAME[,mac=52:54:00:xx:xx:xx][,queues=N][,mtu=N])"
+        "invalid NIC {0:?}: {1} (expected tap=NAME[,mac=52:54:00:xx:xx:xx][,queues=N][,mtu=N][,vhost=auto|on|off])"
     )]
     Net(String, String),
     /// A bad MAC address.

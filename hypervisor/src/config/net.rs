@@ -1,5 +1,5 @@
-//! NIC configuration: `--net tap=NAME[,mac=52:54:00:xx:xx:xx][,queues=N][,mtu=N]` on the
-//! command line, `[[nets]]` tables in a config file. Each NIC is a virtio-net device on a tap
+//! NIC configuration: `--net tap=NAME[,mac=52:54:00:xx:xx:xx][,queues=N][,mtu=N]
+//! [,vhost=auto|on|off]` on the command line, `[[nets]]` tables in a config file. Each NIC is a virtio-net device on a tap
 //! interface that tessera-agent made on the VM's port group (or that exists already).
 
 use std::fmt;
@@ -82,6 +82,19 @@ impl fmt::Display for MacAddr {
     }
 }
 
+/// Whether the kernel's vhost-net moves a NIC's frames.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VhostMode {
+    /// vhost-net when /dev/vhost-net can be opened, else the user-space path (logged).
+    #[default]
+    Auto,
+    /// vhost-net or the VM does not start.
+    On,
+    /// The user-space path.
+    Off,
+}
+
 /// One NIC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +111,9 @@ pub struct NetConfig {
     /// The MTU the guest is told (the port group's) [default: 1500].
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// The kernel's vhost-net as the fast path [default: auto].
+    #[serde(default)]
+    pub vhost: VhostMode,
 }
 
 impl NetConfig {
@@ -139,6 +155,7 @@ impl FromStr for NetConfig {
             mac: None,
             queues: None,
             mtu: default_mtu(),
+            vhost: VhostMode::Auto,
         };
         for (i, part) in s.split(',').enumerate() {
             let (key, value) = match part.split_once('=') {
@@ -180,7 +197,12 @@ impl fmt::Display for NetConfig {
         if let Some(q) = self.queues {
             write!(f, ",queues={q}")?;
         }
-        write!(f, ",mtu={}", self.mtu)
+        write!(f, ",mtu={}", self.mtu)?;
+        match self.vhost {
+            VhostMode::Auto => Ok(()),
+            VhostMode::On => write!(f, ",vhost=on"),
+            VhostMode::Off => write!(f, ",vhost=off"),
+        }
     }
 }
 
@@ -190,12 +212,12 @@ mod tests {
 
     #[test]
     fn parses_the_command_line_form() {
-        let n: NetConfig = "tap=vm1-0,mac=52:54:00:ab:cd:ef,queues=4,mtu=9000"
+        let n: NetConfig = "tap=vm1-0,mac=52:54:00:ab:cd:ef,queues=4,mtu=9000,vhost=off"
             .parse()
             .unwrap();
         assert_eq!(n.tap, "vm1-0");
         assert_eq!(n.mac(), MacAddr([0x52, 0x54, 0, 0xab, 0xcd, 0xef]));
-        assert_eq!((n.queues, n.mtu), (Some(4), 9000));
+        assert_eq!((n.queues, n.mtu, n.vhost), (Some(4), 9000, VhostMode::Off));
         assert_eq!(n.to_string().parse::<NetConfig>().unwrap(), n);
         let d: NetConfig = "vm1-0".parse().unwrap();
         assert_eq!(d.mtu, 1500);
@@ -217,6 +239,7 @@ mod tests {
             "t0,mtu=9001",
             "t0,colour=red",
             "t0,vhost",
+            "t0,vhost=maybe",
         ] {
             assert!(bad.parse::<NetConfig>().is_err(), "{bad}");
         }

@@ -295,12 +295,12 @@ pub fn rules(kind: ThreadKind, reboots: bool) -> Result<Rules, SeccompError> {
         ThreadKind::Tablet => allow_any(&mut r, WAITING),
         ThreadKind::NetQueue => {
             // Frames are read (WAITING has read) and written whole on the tap queue; the
-            // control queue attaches and detaches queues and sets the offloads.
+            // control queue attaches and detaches queues and sets the offloads; with
+            // vhost-net, pair 0's thread hands the rings to the kernel and takes them back.
             allow_any(&mut r, WAITING);
-            ioctls(
-                &mut r,
-                &crate::devices::virtio::net::tap::queue_thread_ioctls(),
-            )?;
+            let mut requests = crate::devices::virtio::net::tap::queue_thread_ioctls().to_vec();
+            requests.extend(crate::devices::virtio::net::vhost::thread_ioctls());
+            ioctls(&mut r, &requests)?;
         }
         ThreadKind::ConsoleIn => allow_any(&mut r, &[libc::SYS_read]),
         ThreadKind::Tpm => {

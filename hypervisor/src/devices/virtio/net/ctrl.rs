@@ -15,10 +15,12 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_ALLMULTI, VIRTIO_NET_CTRL_RX_PROMISC, VIRTIO_NET_ERR,
     VIRTIO_NET_F_CTRL_GUEST_OFFLOADS, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_MQ, VIRTIO_NET_OK,
 };
-use virtio_queue::{DescriptorChain, Reader, Writer};
+use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
-use super::{guest_offloads, Shared, GUEST_OFFLOAD_FEATURES};
+use super::{guest_offloads, warn, Shared, GUEST_OFFLOAD_FEATURES};
+use crate::rate_limit::RateLimiter;
 
 /// Longest command accepted (a MAC table set with 2 x 64 addresses is about 800 bytes).
 const MAX_COMMAND: usize = 4096;
@@ -32,6 +34,52 @@ pub enum CtrlError {
     /// No device-writable byte for the answer.
     #[error("no device-writable byte for the answer")]
     NoAck,
+}
+
+/// The control queue, served by pair 0's thread (or the vhost-net thread).
+pub struct CtrlQueue {
+    /// Queue index.
+    pub index: u16,
+    /// The ring.
+    pub queue: Queue,
+    /// Driver notifications.
+    pub kick: EventFd,
+}
+
+/// Serves every command waiting; true if the driver wants an interrupt. Errors are the ring's
+/// own (outside guest memory).
+pub fn serve(
+    c: &mut CtrlQueue,
+    mem: &GuestMemoryMmap,
+    features: u64,
+    shared: &Shared,
+    log: &mut RateLimiter,
+) -> Result<bool, virtio_queue::Error> {
+    loop {
+        // With EVENT_IDX the driver kicks only past avail_event, which enabling notifications
+        // moves to the next command (Linux spins until a command is answered: a missed kick
+        // hangs it); without EVENT_IDX only the flag matters.
+        c.queue.disable_notification(mem)?;
+        while let Some(chain) = c.queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let used = match handle(chain, mem, features, shared) {
+                Ok((used, refused)) => {
+                    if let Some(why) = refused {
+                        warn(log, 0, "control command refused", &why);
+                    }
+                    used
+                }
+                Err(e) => {
+                    warn(log, 0, "control command dropped", &e.to_string());
+                    0
+                }
+            };
+            c.queue.add_used(mem, head, used)?;
+        }
+        if !c.queue.enable_notification(mem)? {
+            return c.queue.needs_notification(mem);
+        }
+    }
 }
 
 /// Carries out one command; returns the bytes written (the answer's one) and, for the log,

@@ -10,6 +10,7 @@ pub mod ctrl;
 pub mod rx;
 pub mod tap;
 pub mod tx;
+pub mod vhost;
 pub mod worker;
 
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64};
@@ -26,9 +27,12 @@ use vmm_sys_util::eventfd::EventFd;
 
 use self::rx::RxQueue;
 use self::tap::{offload, TapQueue};
-use self::worker::{CtrlQueue, PairWorker};
+use self::vhost::{VhostNet, VhostRings, VhostWorker};
+use self::ctrl::CtrlQueue;
+use self::worker::PairWorker;
 use super::{read_config_bytes, ActivateError, Activation, ActiveQueue, VirtioDevice};
 use crate::devices::worker_thread::WorkerThread;
+use crate::rate_limit::{RateLimiter, Verdict};
 use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
 
 /// virtio device ID of a network card.
@@ -65,6 +69,14 @@ pub fn guest_offloads(features: u64) -> u32 {
         flags |= offload::TSO_ECN;
     }
     flags
+}
+
+/// Logs a dropped frame or refused command of queue pair `pair`, at most as often as `log`
+/// lets through.
+pub(crate) fn warn(log: &mut RateLimiter, pair: u16, what: &str, why: &str) {
+    if let Verdict::Log { suppressed } = log.check(std::time::Instant::now()) {
+        tracing::warn!(pair, suppressed, reason = why, "virtio-net: {what}");
+    }
 }
 
 /// A NIC's counters, for `/metrics`.
@@ -114,6 +126,8 @@ pub struct Net {
     config: Vec<u8>,
     name: String,
     stats: Arc<NetStats>,
+    /// The kernel's fast path, when /dev/vhost-net was there.
+    vhost: Option<Arc<VhostNet>>,
     workers: Vec<WorkerThread>,
     /// The stop eventfds of the pairs being served, by pair.
     running: Vec<(usize, EventFd)>,
@@ -133,11 +147,13 @@ fn config_space(mac: [u8; 6], pairs: u16, mtu: u16) -> Vec<u8> {
 
 impl Net {
     /// A NIC over `taps` (one queue per pair, 1..=MAX_PAIRS) with address `mac` and `mtu`,
-    /// each pair's I/O thread started now under the network threads' seccomp filter.
+    /// each pair's I/O thread started now under the network threads' seccomp filter; with
+    /// `vhost`, the kernel moves the frames and pair 0's thread serves the rest.
     pub fn new(
         taps: Vec<TapQueue>,
         mac: [u8; 6],
         mtu: u16,
+        vhost: Option<VhostNet>,
         sandbox: &Sandbox,
     ) -> Result<Self, SandboxError> {
         let pairs = u16::try_from(taps.len())
@@ -154,6 +170,7 @@ impl Net {
             config: config_space(mac, pairs, mtu),
             name,
             stats: Arc::default(),
+            vhost: vhost.map(Arc::new),
             workers,
             running: Vec::new(),
         })
@@ -250,6 +267,44 @@ impl VirtioDevice for Net {
             wakes,
             stats: self.stats.clone(),
         });
+        if let Some(vhost) = &self.vhost {
+            let mut rings = Vec::new();
+            for pair in 0..pairs {
+                let (Some(rx), Some(tx)) =
+                    (take(&mut queues, 2 * pair), take(&mut queues, 2 * pair + 1))
+                else {
+                    continue;
+                };
+                let call = || EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::EventFd);
+                rings.push(VhostRings {
+                    pair,
+                    rings: [
+                        (rx.index, rx.queue, rx.kick, call()?),
+                        (tx.index, tx.queue, tx.kick, call()?),
+                    ],
+                });
+            }
+            if rings.is_empty() {
+                return Err(ActivateError::NoQueue);
+            }
+            let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::EventFd)?;
+            let worker = VhostWorker {
+                vhost: vhost.clone(),
+                pairs: rings,
+                ctrl,
+                stop: stop.try_clone().map_err(ActivateError::EventFd)?,
+                memory: activation.memory.clone(),
+                shared,
+                features: activation.features,
+                interrupt: activation.interrupt.clone(),
+            };
+            if let Some(thread) = self.workers.first_mut() {
+                thread.start(move || worker.run())?;
+                self.running.push((0, stop));
+            }
+            tracing::info!(tap = %self.name, pairs, mergeable, "virtio-net: driver ready; vhost-net moves the frames");
+            return Ok(());
+        }
         for pair in 0..pairs {
             let (Some(rx), Some(tx)) =
                 (take(&mut queues, 2 * pair), take(&mut queues, 2 * pair + 1))

@@ -291,6 +291,11 @@ impl TapQueue {
         (&self.file).write(frame)
     }
 
+    /// The queue's file (vhost-net's backend).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The interface's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -301,6 +301,38 @@ fn control_commands_answer_ok_only_for_what_was_offered() {
 }
 
 #[test]
+fn the_control_queue_asks_for_a_kick_at_the_next_command() {
+    // Linux spins until a command is answered: with EVENT_IDX, a device that leaves
+    // avail_event behind is never kicked for the second command.
+    let mem = memory();
+    let (sh, _hosts) = shared(1);
+    let q = MockSplitQueue::new(&mem, 16);
+    let cmd = [VIRTIO_NET_CTRL_RX as u8, 0, 1];
+    mem.write_slice(&cmd, GuestAddress(BUF)).unwrap();
+    q.add_desc_chains(
+        &[
+            RawDescriptor::from(Descriptor::new(BUF, 3, 1, 1)),
+            desc(BUF + 0x1000, 1, true),
+        ],
+        0,
+    )
+    .unwrap();
+    let mut queue: Queue = q.create_queue().unwrap();
+    queue.set_event_idx(true);
+    let mut c = ctrl::CtrlQueue {
+        index: 2,
+        queue,
+        kick: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+    };
+    let mut log = crate::rate_limit::RateLimiter::new(10, Duration::from_secs(5));
+    let features = Net::features_for(1) | crate::devices::virtio::features::RING_EVENT_IDX;
+    assert!(ctrl::serve(&mut c, &mem, features, &sh, &mut log).unwrap());
+    assert_eq!(used(&q), vec![(0, 1)]);
+    let avail_event: u16 = mem.read_obj(q.used_addr().unchecked_add(4 + 8 * 16)).unwrap();
+    assert_eq!(avail_event, 1, "a kick is wanted when command 1 comes");
+}
+
+#[test]
 fn offloads_follow_the_guest_features() {
     let f = |bits: &[u32]| bits.iter().fold(0u64, |f, b| f | 1 << b);
     assert_eq!(guest_offloads(f(&[VIRTIO_NET_F_GUEST_TSO4])), 0, "no csum");

@@ -11,7 +11,7 @@
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -21,10 +21,11 @@ use vmm_sys_util::eventfd::EventFd;
 use super::rx::{Delivery, RxQueue};
 use super::tap::TapQueue;
 use super::tx::{transmit, MAX_FRAME};
-use super::{ctrl, guest_offloads, Shared};
+use super::ctrl::{self, CtrlQueue};
+use super::{guest_offloads, warn, Shared};
 use crate::devices::virtio::VirtioInterrupt;
 use crate::devices::worker_thread::epoll_on;
-use crate::rate_limit::{RateLimiter, Verdict};
+use crate::rate_limit::RateLimiter;
 
 const T_RX_KICK: u64 = 0;
 const T_TX_KICK: u64 = 1;
@@ -35,16 +36,6 @@ const T_CTRL: u64 = 5;
 
 /// Frames moved in one direction before the thread looks at its other events.
 pub const BATCH: usize = 128;
-
-/// The control queue, served by pair 0's thread.
-pub struct CtrlQueue {
-    /// Queue index.
-    pub index: u16,
-    /// The ring.
-    pub queue: Queue,
-    /// Driver notifications.
-    pub kick: EventFd,
-}
 
 /// Everything a queue pair's thread owns.
 pub struct PairWorker {
@@ -363,41 +354,13 @@ impl PairWorker {
         let Some(c) = self.ctrl.as_mut() else {
             return Ok(());
         };
-        let mem = &self.memory;
-        let index = c.index;
-        let served = (|| loop {
-            // With EVENT_IDX the driver kicks only past avail_event, which enabling
-            // notifications moves to the next command; without it, only the flag matters.
-            c.queue.disable_notification(mem)?;
-            while let Some(chain) = c.queue.pop_descriptor_chain(mem) {
-                let head = chain.head_index();
-                let used = match ctrl::handle(chain, mem, self.features, &self.shared) {
-                    Ok((used, refused)) => {
-                        if let Some(why) = refused {
-                            warn(&mut st.log, self.pair, "control command refused", &why);
-                        }
-                        used
-                    }
-                    Err(e) => {
-                        warn(
-                            &mut st.log,
-                            self.pair,
-                            "control command dropped",
-                            &e.to_string(),
-                        );
-                        0
-                    }
-                };
-                c.queue.add_used(mem, head, used)?;
-            }
-            if !c.queue.enable_notification(mem)? {
-                return c.queue.needs_notification(mem);
-            }
-        })();
-        match served {
-            Ok(true) => self.interrupt.queue(index),
+        match ctrl::serve(c, &self.memory, self.features, &self.shared, &mut st.log) {
+            Ok(true) => self.interrupt.queue(c.index),
             Ok(false) => {}
-            Err(e) => return Err(self.broken(index, e)),
+            Err(e) => {
+                let index = c.index;
+                return Err(self.broken(index, e));
+            }
         }
         Ok(())
     }
@@ -406,11 +369,5 @@ impl PairWorker {
         tracing::error!(queue, error = %e, "virtio-net: the queue's rings are unusable; the pair stops until the driver resets the device");
         self.interrupt.config();
         Broken
-    }
-}
-
-fn warn(log: &mut RateLimiter, pair: u16, what: &str, why: &str) {
-    if let Verdict::Log { suppressed } = log.check(Instant::now()) {
-        tracing::warn!(pair, suppressed, reason = why, "virtio-net: {what}");
     }
 }
