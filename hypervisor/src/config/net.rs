@@ -180,6 +180,14 @@ impl FromStr for NetConfig {
                         .parse()
                         .map_err(|_| bad("mtu takes a number".into()))?
                 }
+                "vhost" => {
+                    net.vhost = match value {
+                        "auto" => VhostMode::Auto,
+                        "on" => VhostMode::On,
+                        "off" => VhostMode::Off,
+                        _ => return Err(bad("vhost takes auto, on or off".into())),
+                    }
+                }
                 _ => return Err(bad(format!("unknown key {key:?}"))),
             }
         }

@@ -25,10 +25,10 @@ use virtio_bindings::virtio_net::{
 };
 use vmm_sys_util::eventfd::EventFd;
 
+use self::ctrl::CtrlQueue;
 use self::rx::RxQueue;
 use self::tap::{offload, TapQueue};
 use self::vhost::{VhostNet, VhostRings, VhostWorker};
-use self::ctrl::CtrlQueue;
 use self::worker::PairWorker;
 use super::{read_config_bytes, ActivateError, Activation, ActiveQueue, VirtioDevice};
 use crate::devices::worker_thread::WorkerThread;

@@ -328,7 +328,9 @@ fn the_control_queue_asks_for_a_kick_at_the_next_command() {
     let features = Net::features_for(1) | crate::devices::virtio::features::RING_EVENT_IDX;
     assert!(ctrl::serve(&mut c, &mem, features, &sh, &mut log).unwrap());
     assert_eq!(used(&q), vec![(0, 1)]);
-    let avail_event: u16 = mem.read_obj(q.used_addr().unchecked_add(4 + 8 * 16)).unwrap();
+    let avail_event: u16 = mem
+        .read_obj(q.used_addr().unchecked_add(4 + 8 * 16))
+        .unwrap();
     assert_eq!(avail_event, 1, "a kick is wanted when command 1 comes");
 }
 

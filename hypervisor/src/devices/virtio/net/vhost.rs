@@ -90,7 +90,8 @@ impl VhostNet {
         let mut instances = Vec::with_capacity(usize::from(pairs));
         let mut supported = u64::MAX;
         for _ in 0..pairs.max(1) {
-            let net = KernNet::new(Arc::new(memory.clone())).map_err(kernel("open /dev/vhost-net"))?;
+            let net =
+                KernNet::new(Arc::new(memory.clone())).map_err(kernel("open /dev/vhost-net"))?;
             net.set_owner().map_err(kernel("VHOST_SET_OWNER"))?;
             supported &= net.get_features().map_err(kernel("VHOST_GET_FEATURES"))?;
             net.set_mem_table(&regions)

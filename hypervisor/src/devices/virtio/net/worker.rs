@@ -18,10 +18,10 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::ctrl::{self, CtrlQueue};
 use super::rx::{Delivery, RxQueue};
 use super::tap::TapQueue;
 use super::tx::{transmit, MAX_FRAME};
-use super::ctrl::{self, CtrlQueue};
 use super::{guest_offloads, warn, Shared};
 use crate::devices::virtio::VirtioInterrupt;
 use crate::devices::worker_thread::epoll_on;
