@@ -10,6 +10,7 @@ pub mod block;
 pub mod input;
 pub mod net;
 pub mod pci;
+pub mod queue_threads;
 
 use std::sync::Arc;
 

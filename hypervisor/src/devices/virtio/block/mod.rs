@@ -15,12 +15,11 @@ use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ,
     VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_WRITE_ZEROES,
 };
-use vmm_sys_util::eventfd::EventFd;
 
 use self::request::{BlockBackend, MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS, SECTOR_SIZE};
 use self::worker::QueueWorker;
+use super::queue_threads::QueueThreads;
 use super::{read_config_bytes, ActivateError, Activation, VirtioDevice};
-use crate::devices::worker_thread::WorkerThread;
 use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
 
 /// virtio device ID of a block device.
@@ -37,9 +36,7 @@ pub struct Block {
     config: Vec<u8>,
     name: String,
     /// One I/O thread per queue, started with the device.
-    workers: Vec<WorkerThread>,
-    /// The stop eventfds of the queues being served, by worker index.
-    running: Vec<(usize, EventFd)>,
+    threads: QueueThreads,
 }
 
 /// The 60-byte `struct virtio_blk_config` for a disk of `capacity` sectors.
@@ -74,16 +71,17 @@ impl Block {
         let num_queues = num_queues.clamp(1, MAX_QUEUES);
         let capacity = disk.size() / SECTOR_SIZE;
         let name = disk.path().display().to_string();
-        let workers = (0..num_queues)
-            .map(|q| WorkerThread::spawn(sandbox, ThreadKind::BlockQueue, format!("blk-q{q}")))
-            .collect::<Result<_, _>>()?;
+        let threads = QueueThreads::spawn(
+            sandbox,
+            ThreadKind::BlockQueue,
+            (0..num_queues).map(|q| format!("blk-q{q}")),
+        )?;
         Ok(Self {
             backend: Arc::new(BlockBackend::new(disk, read_only, serial)),
             num_queues,
             config: config_space(capacity, num_queues),
             name,
-            workers,
-            running: Vec::new(),
+            threads,
         })
     }
 }
@@ -135,49 +133,36 @@ impl VirtioDevice for Block {
             return Err(ActivateError::NoQueue);
         }
         for q in activation.queues {
-            let index = usize::from(q.index);
-            let Some(thread) = self.workers.get_mut(index) else {
-                // The transport offers num_queues queues; another index is a VMM bug.
-                tracing::error!(disk = %self.name, queue = index, "virtio-blk: no such queue");
-                continue;
-            };
-            let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::EventFd)?;
-            let worker = QueueWorker {
-                index: q.index,
-                queue: q.queue,
-                kick: q.kick,
-                stop: stop.try_clone().map_err(ActivateError::EventFd)?,
-                memory: activation.memory.clone(),
-                backend: self.backend.clone(),
-                interrupt: activation.interrupt.clone(),
-            };
-            let (backend, name) = (self.backend.clone(), self.name.clone());
-            thread.start(move || {
+            let index = q.index;
+            let (memory, backend) = (activation.memory.clone(), self.backend.clone());
+            let (interrupt, name) = (activation.interrupt.clone(), self.name.clone());
+            let started = self.threads.start(usize::from(index), move |stop| {
+                let worker = QueueWorker {
+                    index: q.index,
+                    queue: q.queue,
+                    kick: q.kick,
+                    stop,
+                    memory,
+                    backend: backend.clone(),
+                    interrupt,
+                };
                 worker.run();
                 // Data the guest wrote without flushing reaches the image's file when the
                 // queue stops (a reset), as on a disk that empties its cache when reset; done
                 // here, so the vCPU that resets the device needs no file I/O.
                 backend.flush(&name);
             })?;
-            self.running.push((index, stop));
+            if !started {
+                // The transport offers num_queues queues; another index is a VMM bug.
+                tracing::error!(disk = %self.name, queue = index, "virtio-blk: no such queue");
+            }
         }
-        tracing::info!(disk = %self.name, queues = self.running.len(), "virtio-blk: driver ready");
+        tracing::info!(disk = %self.name, queues = self.threads.serving(), "virtio-blk: driver ready");
         Ok(())
     }
 
     fn reset(&mut self) {
-        for (index, stop) in self.running.drain(..) {
-            let _ = stop.write(1);
-            if let Some(w) = self.workers.get_mut(index) {
-                w.wait();
-            }
-        }
-    }
-}
-
-impl Drop for Block {
-    fn drop(&mut self) {
-        self.reset();
+        self.threads.stop();
     }
 }
 

@@ -30,8 +30,8 @@ use self::rx::RxQueue;
 use self::tap::{offload, TapQueue};
 use self::vhost::{VhostNet, VhostRings, VhostWorker};
 use self::worker::PairWorker;
+use super::queue_threads::QueueThreads;
 use super::{read_config_bytes, ActivateError, Activation, ActiveQueue, VirtioDevice};
-use crate::devices::worker_thread::WorkerThread;
 use crate::rate_limit::{RateLimiter, Verdict};
 use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
 
@@ -128,9 +128,8 @@ pub struct Net {
     stats: Arc<NetStats>,
     /// The kernel's fast path, when /dev/vhost-net was there.
     vhost: Option<Arc<VhostNet>>,
-    workers: Vec<WorkerThread>,
-    /// The stop eventfds of the pairs being served, by pair.
-    running: Vec<(usize, EventFd)>,
+    /// One I/O thread per queue pair (with vhost-net only pair 0's serves).
+    threads: QueueThreads,
 }
 
 /// The 24-byte `struct virtio_net_config`.
@@ -162,17 +161,18 @@ impl Net {
         let name = taps
             .first()
             .map_or_else(String::new, |t| t.name().to_string());
-        let workers = (0..pairs)
-            .map(|p| WorkerThread::spawn(sandbox, ThreadKind::NetQueue, format!("net-{name}-q{p}")))
-            .collect::<Result<_, _>>()?;
+        let threads = QueueThreads::spawn(
+            sandbox,
+            ThreadKind::NetQueue,
+            (0..pairs).map(|p| format!("net-{name}-q{p}")),
+        )?;
         Ok(Self {
             taps: taps.into(),
             config: config_space(mac, pairs, mtu),
             name,
             stats: Arc::default(),
             vhost: vhost.map(Arc::new),
-            workers,
-            running: Vec::new(),
+            threads,
         })
     }
 
@@ -287,21 +287,20 @@ impl VirtioDevice for Net {
             if rings.is_empty() {
                 return Err(ActivateError::NoQueue);
             }
-            let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::EventFd)?;
-            let worker = VhostWorker {
-                vhost: vhost.clone(),
-                pairs: rings,
-                ctrl,
-                stop: stop.try_clone().map_err(ActivateError::EventFd)?,
-                memory: activation.memory.clone(),
-                shared,
-                features: activation.features,
-                interrupt: activation.interrupt.clone(),
-            };
-            if let Some(thread) = self.workers.first_mut() {
-                thread.start(move || worker.run())?;
-                self.running.push((0, stop));
-            }
+            let (vhost, memory) = (vhost.clone(), activation.memory.clone());
+            let (features, interrupt) = (activation.features, activation.interrupt.clone());
+            self.threads.start(0, move |stop| {
+                VhostWorker {
+                    vhost,
+                    pairs: rings,
+                    ctrl,
+                    memory,
+                    shared,
+                    features,
+                    interrupt,
+                }
+                .run(stop)
+            })?;
             tracing::info!(tap = %self.name, pairs, mergeable, "virtio-net: driver ready; vhost-net moves the frames");
             return Ok(());
         }
@@ -312,7 +311,6 @@ impl VirtioDevice for Net {
                 // A pair the driver did not enable is not served (its tap queue detached).
                 continue;
             };
-            let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::EventFd)?;
             let worker = PairWorker {
                 pair,
                 rx_index: rx.index,
@@ -322,39 +320,23 @@ impl VirtioDevice for Net {
                 tx: tx.queue,
                 tx_kick: tx.kick,
                 ctrl: if pair == 0 { ctrl.take() } else { None },
-                stop: stop.try_clone().map_err(ActivateError::EventFd)?,
                 memory: activation.memory.clone(),
                 shared: shared.clone(),
                 features: activation.features,
                 interrupt: activation.interrupt.clone(),
             };
-            let index = usize::from(pair);
-            let Some(thread) = self.workers.get_mut(index) else {
-                continue;
-            };
-            thread.start(move || worker.run())?;
-            self.running.push((index, stop));
+            self.threads
+                .start(usize::from(pair), move |stop| worker.run(stop))?;
         }
-        if self.running.is_empty() {
+        if self.threads.serving() == 0 {
             return Err(ActivateError::NoQueue);
         }
-        tracing::info!(tap = %self.name, pairs = self.running.len(), mergeable, "virtio-net: driver ready");
+        tracing::info!(tap = %self.name, pairs = self.threads.serving(), mergeable, "virtio-net: driver ready");
         Ok(())
     }
 
     fn reset(&mut self) {
-        for (index, stop) in self.running.drain(..) {
-            let _ = stop.write(1);
-            if let Some(w) = self.workers.get_mut(index) {
-                w.wait();
-            }
-        }
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        self.reset();
+        self.threads.stop();
     }
 }
 

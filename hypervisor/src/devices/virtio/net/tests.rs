@@ -424,12 +424,12 @@ fn start_pair(mem: &GuestMemoryMmap, shared: Arc<Shared>, features: u64) -> Pair
         tx,
         tx_kick: tx_kick.try_clone().unwrap(),
         ctrl: None,
-        stop: stop.try_clone().unwrap(),
         memory: mem.clone(),
         shared,
         features,
         interrupt: irq.clone(),
     };
+    let theirs = stop.try_clone().unwrap();
     Pair {
         rxq: Ring::of(&rxm),
         txq: Ring::of(&txm),
@@ -437,7 +437,7 @@ fn start_pair(mem: &GuestMemoryMmap, shared: Arc<Shared>, features: u64) -> Pair
         tx_kick,
         stop,
         irq,
-        thread: Some(std::thread::spawn(move || worker.run())),
+        thread: Some(std::thread::spawn(move || worker.run(theirs))),
     }
 }
 

@@ -132,8 +132,6 @@ pub struct VhostWorker {
     pub pairs: Vec<VhostRings>,
     /// The control queue.
     pub ctrl: Option<CtrlQueue>,
-    /// Written by the device to end the thread.
-    pub stop: EventFd,
     /// Guest memory.
     pub memory: GuestMemoryMmap,
     /// Taps and steering.
@@ -152,14 +150,14 @@ impl VhostWorker {
     /// The thread body: hands the rings to the kernel, serves the control queue and relays
     /// interrupts until stopped, then takes the rings back (no kernel worker touches guest
     /// memory once it returns).
-    pub fn run(mut self) {
+    pub fn run(mut self, stop: EventFd) {
         if let Err(e) = self.start() {
             tracing::error!(error = %e, "virtio-net: vhost-net refused the rings; the NIC stops until the driver resets it");
             self.stop_rings();
             self.interrupt.config();
             return;
         }
-        self.serve();
+        self.serve(&stop);
         self.stop_rings();
     }
 
@@ -230,9 +228,9 @@ impl VhostWorker {
         }
     }
 
-    fn serve(&mut self) {
+    fn serve(&mut self, stop: &EventFd) {
         let wake = &self.shared.wakes[0];
-        let mut fds = vec![(&self.stop, T_STOP), (wake, T_WAKE)];
+        let mut fds = vec![(stop, T_STOP), (wake, T_WAKE)];
         if let Some(c) = &self.ctrl {
             fds.push((&c.kick, T_CTRL));
         }

@@ -55,8 +55,6 @@ pub struct PairWorker {
     pub tx_kick: EventFd,
     /// The control queue (pair 0 only).
     pub ctrl: Option<CtrlQueue>,
-    /// Written by the device to end the thread.
-    pub stop: EventFd,
     /// Guest memory.
     pub memory: GuestMemoryMmap,
     /// Taps and steering shared by the device's threads.
@@ -92,12 +90,12 @@ impl PairWorker {
     }
 
     /// The thread body: returns when `stop` is signalled or a ring is unusable.
-    pub fn run(mut self) {
+    pub fn run(mut self, stop: EventFd) {
         let wake = &self.shared.wakes[usize::from(self.pair)];
         let mut fds = vec![
             (&self.rx_kick, T_RX_KICK),
             (&self.tx_kick, T_TX_KICK),
-            (&self.stop, T_STOP),
+            (&stop, T_STOP),
             (wake, T_WAKE),
         ];
         if let Some(c) = &self.ctrl {
