@@ -4,7 +4,7 @@
 #![no_main]
 
 use std::os::unix::net::UnixDatagram;
-use std::sync::atomic::{AtomicU16, AtomicU32};
+use std::sync::atomic::AtomicU16;
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
@@ -38,7 +38,6 @@ fn rig() -> &'static Rig {
         let shared = Shared {
             taps: taps.into(),
             active_pairs: AtomicU16::new(1),
-            offload: AtomicU32::new(0),
             wakes: (0..2)
                 .map(|_| EventFd::new(libc::EFD_NONBLOCK).expect("eventfd"))
                 .collect(),

@@ -86,6 +86,26 @@ pub enum ActivateError {
     /// The driver enabled no queue.
     #[error("the driver enabled no queue")]
     NoQueue,
+    /// The driver did not accept VIRTIO_F_VERSION_1 (a legacy driver's layouts differ).
+    #[error("the driver did not accept VIRTIO_F_VERSION_1")]
+    Legacy,
+}
+
+/// Checks that the driver's available index is at most a ring ahead of the device's. For a
+/// farther one virtio-queue's `pop_descriptor_chain` answers None ("nothing more") while
+/// `enable_notification` answers that entries wait: a loop on both would spin forever (a
+/// hostile guest's one write). The caller treats the error as a broken ring.
+pub fn check_avail(
+    queue: &virtio_queue::Queue,
+    mem: &GuestMemoryMmap,
+) -> Result<(), virtio_queue::Error> {
+    use virtio_queue::QueueT;
+    let avail = queue.avail_idx(mem, std::sync::atomic::Ordering::Acquire)?;
+    let ahead = avail - std::num::Wrapping(queue.next_avail());
+    if ahead.0 > queue.size() {
+        return Err(virtio_queue::Error::InvalidAvailRingIndex);
+    }
+    Ok(())
 }
 
 /// A virtio device model, independent of its transport.

@@ -404,6 +404,9 @@ impl VirtioPci {
             Ok(()) => self.active = true,
             Err(e) => {
                 tracing::warn!(error = %e, "virtio: device activation failed");
+                // Threads started for some queues before the failure stop now: the driver's
+                // reset will not reach a device that never became active.
+                self.device.reset();
                 self.needs_reset();
             }
         }

@@ -20,6 +20,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{guest_offloads, warn, Shared, GUEST_OFFLOAD_FEATURES};
+use crate::devices::virtio::check_avail;
 use crate::rate_limit::RateLimiter;
 
 /// Longest command accepted (a MAC table set with 2 x 64 addresses is about 800 bytes).
@@ -60,6 +61,7 @@ pub fn serve(
         // moves to the next command (Linux spins until a command is answered: a missed kick
         // hangs it); without EVENT_IDX only the flag matters.
         c.queue.disable_notification(mem)?;
+        check_avail(&c.queue, mem)?;
         while let Some(chain) = c.queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
             let used = match handle(chain, mem, features, shared) {
@@ -144,7 +146,10 @@ fn execute(cmd: &[u8], features: u64, shared: &Shared) -> Result<(), String> {
             if pairs == 0 || usize::from(pairs) > max {
                 return Err(format!("{pairs} queue pairs asked, 1 to {max} offered"));
             }
+            // The kernel steers no frame to a detached queue from here on, before the
+            // answer (virtio 1.2 5.1.6.5.5); the pairs' threads follow at their wake-up.
             shared.active_pairs.store(pairs, Ordering::SeqCst);
+            shared.steer_all();
             shared.wake_all();
             tracing::debug!(pairs, "virtio-net: queue pairs in use");
             Ok(())
@@ -159,12 +164,9 @@ fn execute(cmd: &[u8], features: u64, shared: &Shared) -> Result<(), String> {
             if wanted & !(features & GUEST_OFFLOAD_FEATURES) != 0 {
                 return Err(format!("offloads {wanted:#x} not negotiated"));
             }
-            let flags = guest_offloads(wanted);
             shared.taps[0]
-                .set_offload(flags)
-                .map_err(|e| e.to_string())?;
-            shared.offload.store(flags, Ordering::SeqCst);
-            Ok(())
+                .set_offload(guest_offloads(wanted))
+                .map_err(|e| e.to_string())
         }
         _ => Err(format!("command {class}.{code} not offered")),
     }

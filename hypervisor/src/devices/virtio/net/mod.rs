@@ -13,7 +13,7 @@ pub mod tx;
 pub mod vhost;
 pub mod worker;
 
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU16, AtomicU64};
 use std::sync::Arc;
 
 use virtio_bindings::virtio_net::{
@@ -31,7 +31,7 @@ use self::tap::{offload, TapQueue};
 use self::vhost::{VhostNet, VhostRings, VhostWorker};
 use self::worker::PairWorker;
 use super::queue_threads::QueueThreads;
-use super::{read_config_bytes, ActivateError, Activation, ActiveQueue, VirtioDevice};
+use super::{features, read_config_bytes, ActivateError, Activation, ActiveQueue, VirtioDevice};
 use crate::rate_limit::{RateLimiter, Verdict};
 use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
 
@@ -103,8 +103,6 @@ pub struct Shared {
     /// Queue pairs the driver uses (1 until it sets more with VQ_PAIRS_SET); the others'
     /// tap queues are detached so that the kernel steers no frame to them.
     pub active_pairs: AtomicU16,
-    /// The tap offload flags in force.
-    pub offload: AtomicU32,
     /// One per queue pair's thread: wakes it to apply `active_pairs`.
     pub wakes: Vec<EventFd>,
     /// Counters.
@@ -112,6 +110,26 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Attaches the tap queues of the pairs in use and detaches the others, so that the kernel
+    /// steers no frame to a queue nobody reads (only pair 0's thread calls it: with one pair
+    /// in use, no other thread runs).
+    pub fn steer_all(&self) {
+        let active = usize::from(self.active_pairs.load(std::sync::atomic::Ordering::SeqCst));
+        for (i, tap) in self.taps.iter().enumerate() {
+            if let Err(e) = tap.set_attached(i < active) {
+                tracing::error!(pair = i, error = %e, "virtio-net: cannot steer the tap queue");
+            }
+        }
+    }
+
+    /// Lets the tap hand over what the guest's receive features take (device-wide), as a
+    /// device starts.
+    pub fn apply_guest_offloads(&self, features: u64) {
+        if let Err(e) = self.taps[0].set_offload(guest_offloads(features)) {
+            tracing::warn!(error = %e, "virtio-net: the guest's receive offloads are off");
+        }
+    }
+
     /// Wakes every queue pair's thread.
     pub fn wake_all(&self) {
         for w in &self.wakes {
@@ -246,6 +264,10 @@ impl VirtioDevice for Net {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+        if activation.features & features::VERSION_1 == 0 {
+            // The 12-byte header and the queue layout here are virtio 1.x's.
+            return Err(ActivateError::Legacy);
+        }
         let mq = activation.features & (1 << VIRTIO_NET_F_MQ) != 0;
         let pairs = if mq { self.pairs() } else { 1 };
         let mergeable = activation.features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
@@ -256,6 +278,14 @@ impl VirtioDevice for Net {
             queue: q.queue,
             kick: q.kick,
         });
+        // Pairs whose queues the driver did not enable are not served; pair 0's thread
+        // detaches their tap queues.
+        let enabled: Vec<(u16, ActiveQueue, ActiveQueue)> = (0..pairs)
+            .filter_map(|p| Some((p, take(&mut queues, 2 * p)?, take(&mut queues, 2 * p + 1)?)))
+            .collect();
+        if enabled.is_empty() {
+            return Err(ActivateError::NoQueue);
+        }
         let wakes = (0..pairs)
             .map(|_| EventFd::new(libc::EFD_NONBLOCK))
             .collect::<Result<Vec<_>, _>>()
@@ -263,54 +293,39 @@ impl VirtioDevice for Net {
         let shared = Arc::new(Shared {
             taps: self.taps.clone(),
             active_pairs: AtomicU16::new(1),
-            offload: AtomicU32::new(0),
             wakes,
             stats: self.stats.clone(),
         });
+        let (memory, features) = (activation.memory, activation.features);
+        let interrupt = activation.interrupt;
         if let Some(vhost) = &self.vhost {
-            let mut rings = Vec::new();
-            for pair in 0..pairs {
-                let (Some(rx), Some(tx)) =
-                    (take(&mut queues, 2 * pair), take(&mut queues, 2 * pair + 1))
-                else {
-                    continue;
-                };
-                let call = || EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::EventFd);
-                rings.push(VhostRings {
-                    pair,
-                    rings: [
-                        (rx.index, rx.queue, rx.kick, call()?),
-                        (tx.index, tx.queue, tx.kick, call()?),
-                    ],
-                });
-            }
-            if rings.is_empty() {
-                return Err(ActivateError::NoQueue);
-            }
-            let (vhost, memory) = (vhost.clone(), activation.memory.clone());
-            let (features, interrupt) = (activation.features, activation.interrupt.clone());
-            self.threads.start(0, move |stop| {
-                VhostWorker {
-                    vhost,
-                    pairs: rings,
-                    ctrl,
-                    memory,
-                    shared,
-                    features,
-                    interrupt,
-                }
-                .run(stop)
-            })?;
+            let call = || EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::EventFd);
+            let rings = enabled
+                .into_iter()
+                .map(|(pair, rx, tx)| {
+                    Ok(VhostRings {
+                        pair,
+                        rings: [
+                            (rx.index, rx.queue, rx.kick, call()?),
+                            (tx.index, tx.queue, tx.kick, call()?),
+                        ],
+                    })
+                })
+                .collect::<Result<Vec<_>, ActivateError>>()?;
+            let worker = VhostWorker {
+                vhost: vhost.clone(),
+                pairs: rings,
+                ctrl,
+                memory,
+                shared,
+                features,
+                interrupt,
+            };
+            self.threads.start(0, move |stop| worker.run(stop))?;
             tracing::info!(tap = %self.name, pairs, mergeable, "virtio-net: driver ready; vhost-net moves the frames");
             return Ok(());
         }
-        for pair in 0..pairs {
-            let (Some(rx), Some(tx)) =
-                (take(&mut queues, 2 * pair), take(&mut queues, 2 * pair + 1))
-            else {
-                // A pair the driver did not enable is not served (its tap queue detached).
-                continue;
-            };
+        for (pair, rx, tx) in enabled {
             let worker = PairWorker {
                 pair,
                 rx_index: rx.index,
@@ -320,16 +335,18 @@ impl VirtioDevice for Net {
                 tx: tx.queue,
                 tx_kick: tx.kick,
                 ctrl: if pair == 0 { ctrl.take() } else { None },
-                memory: activation.memory.clone(),
+                memory: memory.clone(),
                 shared: shared.clone(),
-                features: activation.features,
-                interrupt: activation.interrupt.clone(),
+                features,
+                interrupt: interrupt.clone(),
             };
-            self.threads
-                .start(usize::from(pair), move |stop| worker.run(stop))?;
-        }
-        if self.threads.serving() == 0 {
-            return Err(ActivateError::NoQueue);
+            if !self
+                .threads
+                .start(usize::from(pair), move |stop| worker.run(stop))?
+            {
+                // The transport offers 2 x MAX_PAIRS + 1 queues at most; a VMM bug.
+                tracing::error!(tap = %self.name, pair, "virtio-net: no thread for the pair");
+            }
         }
         tracing::info!(tap = %self.name, pairs = self.threads.serving(), mergeable, "virtio-net: driver ready");
         Ok(())

@@ -15,6 +15,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT, Writer};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::tap::VNET_HDR_LEN;
+use crate::devices::virtio::check_avail;
 
 /// Offset of `num_buffers` in the virtio-net header.
 const NUM_BUFFERS: usize = 10;
@@ -60,6 +61,7 @@ impl RxQueue {
         if frame.len() < VNET_HDR_LEN {
             return Ok(Delivery::Dropped("a frame shorter than its header"));
         }
+        check_avail(&self.queue, mem)?;
         let mut popped = 0u16;
         // Buffers that cannot take data (outside memory, nothing device-writable, too small
         // for the header) go back empty, ahead of the frame's.

@@ -15,7 +15,7 @@ use super::tap::{TapQueue, VNET_HDR_LEN};
 
 /// Largest frame taken from the guest or the tap, header included: a 64 KiB GSO packet, its
 /// Ethernet header and a VLAN tag.
-pub const MAX_FRAME: usize = VNET_HDR_LEN + 65_550;
+pub const MAX_FRAME: usize = VNET_HDR_LEN + 65_535 + 14 + 4;
 /// Shortest: the header and an Ethernet header.
 pub const MIN_FRAME: usize = VNET_HDR_LEN + 14;
 

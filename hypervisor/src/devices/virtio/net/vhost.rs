@@ -9,7 +9,6 @@
 //! queues' MSI-X vectors through the transport (so the guest's masking and the ISR hold).
 //! Without /dev/vhost-net (no module, no permission) the NIC runs on the user-space path.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ use vmm_sys_util::epoll::EpollEvent;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::ctrl::{self, CtrlQueue};
-use super::{guest_offloads, Shared};
+use super::Shared;
 use crate::devices::virtio::{features, VirtioInterrupt};
 use crate::devices::worker_thread::epoll_on;
 use crate::rate_limit::RateLimiter;
@@ -166,12 +165,8 @@ impl VhostWorker {
     }
 
     fn start(&self) -> Result<(), VhostError> {
-        let flags = guest_offloads(self.features);
-        if let Err(e) = self.shared.taps[0].set_offload(flags) {
-            tracing::warn!(error = %e, "virtio-net: the guest's receive offloads are off");
-        }
-        self.shared.offload.store(flags, Ordering::SeqCst);
-        self.steer();
+        self.shared.apply_guest_offloads(self.features);
+        self.shared.steer_all();
         for p in &self.pairs {
             let net = self.instance(p.pair);
             net.set_features(self.features & self.vhost.supported)
@@ -214,16 +209,6 @@ impl VhostWorker {
                 let _ = vhost::net::VhostNet::set_backend(net, vring, None);
                 // Stops the ring and returns where it was.
                 let _ = net.get_vring_base(vring);
-            }
-        }
-    }
-
-    /// Attaches the tap queues of the pairs in use and detaches the others.
-    fn steer(&self) {
-        let active = self.shared.active_pairs.load(Ordering::SeqCst);
-        for (i, tap) in self.shared.taps.iter().enumerate() {
-            if let Err(e) = tap.set_attached(i < usize::from(active)) {
-                tracing::error!(pair = i, error = %e, "virtio-net: cannot steer the tap queue");
             }
         }
     }
@@ -277,8 +262,8 @@ impl VhostWorker {
                 match ev.data() {
                     T_STOP => return,
                     T_WAKE => {
+                        // The control queue (served here) steered the taps already.
                         let _ = self.shared.wakes[0].read();
-                        self.steer();
                     }
                     T_CTRL => {
                         if let Some(c) = &self.ctrl {

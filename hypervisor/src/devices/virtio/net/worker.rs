@@ -22,8 +22,8 @@ use super::ctrl::{self, CtrlQueue};
 use super::rx::{Delivery, RxQueue};
 use super::tap::TapQueue;
 use super::tx::{transmit, MAX_FRAME};
-use super::{guest_offloads, warn, Shared};
-use crate::devices::virtio::VirtioInterrupt;
+use super::{warn, Shared};
+use crate::devices::virtio::{check_avail, VirtioInterrupt};
 use crate::devices::worker_thread::epoll_on;
 use crate::rate_limit::RateLimiter;
 
@@ -119,13 +119,9 @@ impl PairWorker {
             log: RateLimiter::new(10, Duration::from_secs(5)),
         };
         if self.pair == 0 {
-            let flags = guest_offloads(self.features);
-            if let Err(e) = self.tap().set_offload(flags) {
-                tracing::warn!(error = %e, "virtio-net: the guest's receive offloads are off");
-            }
-            self.shared
-                .offload
-                .store(flags, std::sync::atomic::Ordering::SeqCst);
+            // Pair 0's thread runs whenever the device does: it sets the device-wide state.
+            self.shared.apply_guest_offloads(self.features);
+            self.shared.steer_all();
         }
         self.steer(&mut st);
         // The driver may have queued frames and buffers before the thread started.
@@ -194,23 +190,16 @@ impl PairWorker {
         }
     }
 
-    /// Attaches or detaches the pair's tap queue as the driver's queue-pair count says.
+    /// Follows the driver's queue-pair count: a pair beyond it neither reads its tap queue
+    /// (pair 0's thread detached it) nor keeps a frame it had read.
     fn steer(&self, st: &mut Loop) {
         let active = self
             .shared
             .active_pairs
             .load(std::sync::atomic::Ordering::SeqCst);
-        let want = self.pair < active;
-        match self.tap().set_attached(want) {
-            Ok(()) => {
-                st.attached = want;
-                if !want {
-                    st.pending = None;
-                }
-            }
-            Err(e) => {
-                tracing::error!(pair = self.pair, error = %e, "virtio-net: cannot steer the tap queue");
-            }
+        st.attached = self.pair < active;
+        if !st.attached {
+            st.pending = None;
         }
     }
 
@@ -307,7 +296,11 @@ impl PairWorker {
         let tap = &self.shared.taps[usize::from(self.pair)];
         let mut sent = 0;
         let more = loop {
-            if let Err(e) = self.tx.disable_notification(mem) {
+            if let Err(e) = self
+                .tx
+                .disable_notification(mem)
+                .and_then(|()| check_avail(&self.tx, mem))
+            {
                 return Err(self.broken(self.tx_index, e));
             }
             while sent < BATCH {
