@@ -137,6 +137,34 @@ fn display_route(ctl: &Controller, method: &str, path: &str, body: &[u8]) -> Rep
     }
 }
 
+/// A counter of a device's stats: its name, its help, and where it is.
+type Counter<T> = (
+    &'static str,
+    &'static str,
+    fn(&T) -> &std::sync::atomic::AtomicU64,
+);
+
+/// Writes counters `tessera_vmm_{prefix}_{name}` (name, help, the counter of a device's
+/// stats), one line per device with its labels.
+fn counter_family<T>(
+    out: &mut String,
+    prefix: &str,
+    counters: &[Counter<T>],
+    devices: &[(String, &T)],
+) {
+    use std::fmt::Write;
+    for (name, help, counter) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP tessera_vmm_{prefix}_{name} {help}\n# TYPE tessera_vmm_{prefix}_{name} counter"
+        );
+        for (labels, stats) in devices {
+            let v = counter(stats).load(std::sync::atomic::Ordering::Relaxed);
+            let _ = writeln!(out, "tessera_vmm_{prefix}_{name}{{{labels}}} {v}");
+        }
+    }
+}
+
 /// Prometheus text for `GET /metrics`.
 fn metrics(ctl: &Controller) -> String {
     use std::fmt::Write;
@@ -174,9 +202,7 @@ fn metrics(ctl: &Controller) -> String {
     let sata = ctl.sata();
     if !sata.is_empty() {
         use crate::devices::ahci::drive::DriveStats;
-        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-        type Counter = fn(&DriveStats) -> &AtomicU64;
-        let counters: [(&str, &str, Counter); 4] = [
+        let counters: [Counter<DriveStats>; 4] = [
             (
                 "commands_total",
                 "Commands the AHCI controller's device ran.",
@@ -194,27 +220,21 @@ fn metrics(ctl: &Controller) -> String {
                 |s| &s.written_bytes,
             ),
         ];
-        for (name, help, counter) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP tessera_vmm_sata_{name} {help}\n# TYPE tessera_vmm_sata_{name} counter"
-            );
-            for d in sata {
-                let v = counter(&d.stats).load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "tessera_vmm_sata_{name}{{port=\"{}\",kind=\"{}\"}} {v}",
-                    d.port, d.kind
-                );
-            }
-        }
+        let devices: Vec<_> = sata
+            .iter()
+            .map(|d| {
+                (
+                    format!("port=\"{}\",kind=\"{}\"", d.port, d.kind),
+                    &*d.stats,
+                )
+            })
+            .collect();
+        counter_family(&mut out, "sata", &counters, &devices);
     }
     let nets = ctl.nets();
     if !nets.is_empty() {
         use crate::devices::virtio::net::NetStats;
-        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-        type Counter = fn(&NetStats) -> &AtomicU64;
-        let counters: [(&str, &str, Counter); 6] = [
+        let counters: [Counter<NetStats>; 6] = [
             ("rx_frames_total", "Frames delivered to the guest.", |s| {
                 &s.rx_frames
             }),
@@ -242,16 +262,11 @@ fn metrics(ctl: &Controller) -> String {
                 |s| &s.tx_dropped,
             ),
         ];
-        for (name, help, counter) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP tessera_vmm_net_{name} {help}\n# TYPE tessera_vmm_net_{name} counter"
-            );
-            for (tap, stats) in nets {
-                let v = counter(stats).load(Relaxed);
-                let _ = writeln!(out, "tessera_vmm_net_{name}{{tap=\"{tap}\"}} {v}");
-            }
-        }
+        let devices: Vec<_> = nets
+            .iter()
+            .map(|(tap, stats)| (format!("tap=\"{tap}\""), &**stats))
+            .collect();
+        counter_family(&mut out, "net", &counters, &devices);
     }
     out
 }
@@ -401,6 +416,27 @@ mod tests {
         let long = "/".to_string() + &"a".repeat(10_000);
         let r = route(&c, &Method::GET, &long, b"");
         assert!(r.body.unwrap()["error"].as_str().unwrap().len() < 400);
+    }
+
+    #[test]
+    fn metrics_show_each_nic_s_counters() {
+        use crate::devices::virtio::net::NetStats;
+        use std::sync::atomic::Ordering::Relaxed;
+        let (c, _rx) = ctl();
+        let stats = Arc::new(NetStats::default());
+        stats.rx_frames.fetch_add(3, Relaxed);
+        stats.tx_dropped.fetch_add(1, Relaxed);
+        c.set_nets(vec![("desk-01-0".into(), stats)]);
+        let text =
+            String::from_utf8(route(&c, &Method::GET, "/metrics", b"").raw.unwrap().1).unwrap();
+        for line in [
+            "# TYPE tessera_vmm_net_rx_frames_total counter",
+            "tessera_vmm_net_rx_frames_total{tap=\"desk-01-0\"} 3",
+            "tessera_vmm_net_tx_dropped_total{tap=\"desk-01-0\"} 1",
+            "tessera_vmm_net_tx_bytes_total{tap=\"desk-01-0\"} 0",
+        ] {
+            assert!(text.contains(line), "{line:?} not in:\n{text}");
+        }
     }
 
     #[test]

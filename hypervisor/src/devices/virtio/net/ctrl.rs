@@ -67,7 +67,7 @@ pub fn serve(
             let used = match handle(chain, mem, features, shared) {
                 Ok((used, refused)) => {
                     if let Some(why) = refused {
-                        warn(log, 0, "control command refused", &why);
+                        warn(log, 0, "control command refused", &why.to_string());
                     }
                     used
                 }
@@ -84,6 +84,31 @@ pub fn serve(
     }
 }
 
+/// Why a command got ERR (for the log; the driver sees only the answer).
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Fewer bytes than a class and a command, or unreadable.
+    #[error("a {0}-byte command")]
+    Short(usize),
+    /// A class and command the device did not offer (or with data of the wrong shape).
+    #[error("command {0}.{1} not offered, or its data malformed")]
+    NotOffered(u8, u8),
+    /// VQ_PAIRS_SET with a count out of range.
+    #[error("{asked} queue pairs asked, 1 to {max} offered")]
+    Pairs {
+        /// The count asked for.
+        asked: u16,
+        /// The device's queue pairs.
+        max: usize,
+    },
+    /// GUEST_OFFLOADS_SET with offloads that were not negotiated.
+    #[error("offloads {0:#x} not negotiated")]
+    Offloads(u64),
+    /// The tap refused the offloads.
+    #[error(transparent)]
+    Tap(#[from] super::tap::TapError),
+}
+
 /// Carries out one command; returns the bytes written (the answer's one) and, for the log,
 /// why it was refused.
 pub fn handle(
@@ -91,7 +116,7 @@ pub fn handle(
     mem: &GuestMemoryMmap,
     features: u64,
     shared: &Shared,
-) -> Result<(u32, Option<String>), CtrlError> {
+) -> Result<(u32, Option<Refused>), CtrlError> {
     let mut reader = Reader::new(mem, chain.clone()).map_err(CtrlError::Memory)?;
     let mut writer = Writer::new(mem, chain).map_err(CtrlError::Memory)?;
     let avail = writer.available_bytes();
@@ -103,7 +128,7 @@ pub fn handle(
     let mut cmd = vec![0u8; len];
     let refused = match reader.read_exact(&mut cmd) {
         Ok(()) => execute(&cmd, features, shared).err(),
-        Err(_) => Some("unreadable".to_string()),
+        Err(_) => Some(Refused::Short(len)),
     };
     let answer = if refused.is_none() {
         VIRTIO_NET_OK
@@ -119,12 +144,13 @@ fn offered(features: u64, bit: u32) -> bool {
     features & (1 << bit) != 0
 }
 
-fn execute(cmd: &[u8], features: u64, shared: &Shared) -> Result<(), String> {
-    let (class, code, data) = match cmd {
-        [class, code, data @ ..] => (u32::from(*class), u32::from(*code), data),
-        _ => return Err(format!("a {}-byte command", cmd.len())),
+fn execute(cmd: &[u8], features: u64, shared: &Shared) -> Result<(), Refused> {
+    let (raw_class, raw_code, data) = match cmd {
+        [class, code, data @ ..] => (*class, *code, data),
+        _ => return Err(Refused::Short(cmd.len())),
     };
-    match (class, code) {
+    let not_offered = Refused::NotOffered(raw_class, raw_code);
+    match (u32::from(raw_class), u32::from(raw_code)) {
         (VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC | VIRTIO_NET_CTRL_RX_ALLMULTI)
             if offered(features, VIRTIO_NET_F_CTRL_RX) && data.len() == 1 =>
         {
@@ -140,11 +166,11 @@ fn execute(cmd: &[u8], features: u64, shared: &Shared) -> Result<(), String> {
         {
             let pairs = match data {
                 [a, b] => u16::from_le_bytes([*a, *b]),
-                _ => return Err("VQ_PAIRS_SET without a 16-bit count".into()),
+                _ => return Err(not_offered),
             };
             let max = shared.taps.len();
             if pairs == 0 || usize::from(pairs) > max {
-                return Err(format!("{pairs} queue pairs asked, 1 to {max} offered"));
+                return Err(Refused::Pairs { asked: pairs, max });
             }
             // The kernel steers no frame to a detached queue from here on, before the
             // answer (virtio 1.2 5.1.6.5.5); the pairs' threads follow at their wake-up.
@@ -159,16 +185,14 @@ fn execute(cmd: &[u8], features: u64, shared: &Shared) -> Result<(), String> {
         {
             let wanted = match <[u8; 8]>::try_from(data) {
                 Ok(b) => u64::from_le_bytes(b),
-                Err(_) => return Err("GUEST_OFFLOADS_SET without a 64-bit mask".into()),
+                Err(_) => return Err(not_offered),
             };
             if wanted & !(features & GUEST_OFFLOAD_FEATURES) != 0 {
-                return Err(format!("offloads {wanted:#x} not negotiated"));
+                return Err(Refused::Offloads(wanted));
             }
-            shared.taps[0]
-                .set_offload(guest_offloads(wanted))
-                .map_err(|e| e.to_string())
+            Ok(shared.taps[0].set_offload(guest_offloads(wanted))?)
         }
-        _ => Err(format!("command {class}.{code} not offered")),
+        _ => Err(not_offered),
     }
 }
 
